@@ -1,0 +1,131 @@
+/**
+ * Matmul: C = alpha * op(A) @ op(B) + beta * C (+ bias), batched, with either
+ * operand transposed. Legend: M rows of C, N columns, K the contracted size.
+ *
+ * Backward, for C = op(A) op(B) with upstream dC:
+ *   C = A B     : dA = dC B^T,   dB = A^T dC
+ *   C = A B^T   : dA = dC B,     dB = dC^T A
+ *   C = A^T B   : dA = B dC^T,   dB = A dC
+ *   C = A^T B^T : dA = B^T dC^T, dB = dC^T A^T
+ * each itself a matmul accumulating (beta = 1) into the gradient buffer.
+ */
+import code from '../../../shaders/matmul.wgsl?raw';
+import { params } from '../engine';
+import type { Engine } from '../engine';
+import { needsGrad } from '../tape';
+import type { Tensor } from '../tensor';
+
+export interface MatmulOptions {
+  transA?: boolean;
+  transB?: boolean;
+  /** Number of batches; A, B and C hold `batch` matrices back to back. (To share one B, flatten the batch into M.) */
+  batch?: number;
+  alpha?: number;
+  bias?: Tensor | null;
+  /** Write into this tensor instead of a new one; with `accumulate`, C += result. */
+  out?: Tensor;
+  accumulate?: boolean;
+  name?: string;
+}
+
+/** Encode the raw kernel. Shapes are implied by M, N, K; no autograd. */
+export function matmulKernel(
+  e: Engine,
+  C: Tensor,
+  A: Tensor,
+  B: Tensor,
+  M: number,
+  N: number,
+  K: number,
+  o: { transA?: boolean; transB?: boolean; batch?: number; strideA?: number; strideB?: number; alpha?: number; beta?: number; bias?: Tensor | null },
+): void {
+  const batch = o.batch ?? 1;
+  const bias = o.bias ?? A; // any bound buffer; unused when hasBias = 0
+  e.dispatch(
+    code,
+    'matmul',
+    params(
+      M, N, K, batch,
+      o.transA ? 1 : 0, o.transB ? 1 : 0, o.strideA ?? M * K, o.strideB ?? K * N,
+      M * N, o.bias ? 1 : 0, { f: o.alpha ?? 1 }, { f: o.beta ?? 0 },
+    ),
+    [{ tensor: A }, { tensor: B }, { tensor: bias }, { tensor: C, write: true }],
+    [Math.ceil(N / 64), Math.ceil(M / 64), batch],
+  );
+}
+
+/** out[n] (+)= sum over rows of X [M, N]. */
+export function sumRowsKernel(e: Engine, out: Tensor, X: Tensor, M: number, N: number, accumulate: boolean): void {
+  e.dispatch(code, 'sum_rows', params(M, N, accumulate ? 1 : 0), [{ tensor: X }, { tensor: out, write: true }], [Math.ceil(N / 64)]);
+}
+
+/**
+ * C = op(A) @ op(B). A's last two dims (or, with batch=1, all leading dims
+ * flattened) give M and K; B is a 2-D [K,N] (or [N,K] when transB) matrix or
+ * a batch of them.
+ */
+export function matmul(e: Engine, A: Tensor, B: Tensor, o: MatmulOptions = {}): Tensor {
+  const batch = o.batch ?? 1;
+  const aRows = A.shape.length >= 2 ? A.size / batch / A.shape[A.shape.length - 1] : 1;
+  const aCols = A.shape[A.shape.length - 1];
+  const [M, K] = o.transA ? [aCols, aRows] : [aRows, aCols];
+  const bRows = B.shape[B.shape.length - 2];
+  const bCols = B.shape[B.shape.length - 1];
+  const [Kb, N] = o.transB ? [bCols, bRows] : [bRows, bCols];
+  if (K !== Kb) throw new Error(`matmul ${o.name ?? ''}: inner sizes differ (A ${A.shape}${o.transA ? 'ᵀ' : ''}, B ${B.shape}${o.transB ? 'ᵀ' : ''})`);
+  const outShape = batch > 1 ? [batch, M, N] : o.transA ? [M, N] : [...A.shape.slice(0, -1), N];
+  const C = o.out ?? e.empty(outShape, o.name);
+  const strideB = K * N;
+  matmulKernel(e, C, A, B, M, N, K, {
+    transA: o.transA, transB: o.transB, batch, strideA: M * K, strideB,
+    alpha: o.alpha, beta: o.accumulate ? 1 : 0, bias: o.bias,
+  });
+  if (e.tape && needsGrad(A, B, o.bias)) {
+    C.requiresGrad = true;
+    const alpha = o.alpha ?? 1;
+    const tA = !!o.transA, tB = !!o.transB;
+    e.tape.record('matmul', () => {
+      const dC = C.grad;
+      if (!dC) return;
+      if (A.requiresGrad) {
+        const dA = A.gradOrZeros();
+        // dA (stored layout) = alpha * [dC op(B)^T] or its transpose.
+        if (!tA) matmulKernel(e, dA, dC, B, M, K, N, { transB: !tB, batch, strideA: M * N, strideB, alpha, beta: 1 });
+        else matmulKernel(e, dA, B, dC, K, M, N, { transA: tB, transB: true, batch, strideA: strideB, strideB: M * N, alpha, beta: 1 });
+      }
+      if (B.requiresGrad) {
+        const dB = B.gradOrZeros();
+        if (!tB) matmulKernel(e, dB, A, dC, K, N, M, { transA: !tA, batch, strideA: M * K, strideB: M * N, alpha, beta: 1 });
+        else matmulKernel(e, dB, dC, A, N, K, M, { transA: true, transB: tA, batch, strideA: M * N, strideB: M * K, alpha, beta: 1 });
+      }
+      if (o.bias?.requiresGrad) {
+        sumRowsKernel(e, o.bias.gradOrZeros(), dC, batch * M, N, true);
+      }
+    });
+  }
+  return C;
+}
+
+/** Float64 CPU reference: C = alpha op(A) op(B) + beta C0 + bias. */
+export function matmulCpu(
+  A: ArrayLike<number>, B: ArrayLike<number>, M: number, N: number, K: number,
+  o: { transA?: boolean; transB?: boolean; batch?: number; alpha?: number; bias?: ArrayLike<number> } = {},
+): Float64Array {
+  const batch = o.batch ?? 1;
+  const C = new Float64Array(batch * M * N);
+  for (let b = 0; b < batch; b++) {
+    const ao = b * M * K, bo = b * K * N;
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) {
+          const a = o.transA ? A[ao + k * M + m] : A[ao + m * K + k];
+          const bb = o.transB ? B[bo + n * K + k] : B[bo + k * N + n];
+          s += a * bb;
+        }
+        C[b * M * N + m * N + n] = (o.alpha ?? 1) * s + (o.bias ? o.bias[n] : 0);
+      }
+    }
+  }
+  return C;
+}

@@ -1,0 +1,32 @@
+/**
+ * The tape: ops push a closure that encodes their backward dispatches while
+ * the forward runs; `backward` replays them in reverse. An op records only when
+ * one of its inputs requires grad, and each backward closure skips the
+ * gradient of any frozen input, so frozen weights cost no weight-gradient
+ * kernels at all.
+ */
+import type { Tensor } from './tensor';
+
+export class Tape {
+  private entries: { name: string; fn: () => void }[] = [];
+
+  record(name: string, fn: () => void): void {
+    this.entries.push({ name, fn });
+  }
+
+  get length(): number {
+    return this.entries.length;
+  }
+
+  /** Seed d(loss)/d(out) = `seed` (a constant or one value per element) and run every recorded backward in reverse. */
+  backward(loss: Tensor, seed: number | Float32Array = 1): void {
+    const g = loss.gradOrZeros();
+    loss.engine.write(g, typeof seed === 'number' ? new Float32Array(loss.size).fill(seed) : seed);
+    for (let i = this.entries.length - 1; i >= 0; i--) this.entries[i].fn();
+    this.entries = [];
+  }
+}
+
+export function needsGrad(...ts: (Tensor | null | undefined)[]): boolean {
+  return ts.some((t) => t?.requiresGrad);
+}

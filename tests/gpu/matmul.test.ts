@@ -1,0 +1,65 @@
+import { describe, it, expect } from 'vitest';
+import { gpuEngine } from '../helpers/gpu';
+import { checkOp, randn, rng } from '../helpers/check-op';
+import { matmul, matmulCpu } from '../../src/engine/ops/matmul';
+
+describe('matmul', () => {
+  const shapes: [number, number, number, number][] = [
+    [1, 1, 1, 1], [3, 5, 7, 1], [65, 17, 33, 1], [64, 64, 64, 1], [70, 129, 20, 2], [2, 100, 3, 3],
+  ];
+  for (const [M, N, K, batch] of shapes) {
+    for (const transA of [false, true]) {
+      for (const transB of [false, true]) {
+        it(`M${M} N${N} K${K} b${batch} tA${+transA} tB${+transB}`, async () => {
+          const e = await gpuEngine();
+          const r = rng(M * 131 + N * 7 + K + (transA ? 1000 : 0) + (transB ? 2000 : 0));
+          const res = await checkOp(e, {
+            name: 'matmul',
+            inputs: [
+              { name: 'A', shape: batch > 1 ? [batch, transA ? K : M, transA ? M : K] : [transA ? K : M, transA ? M : K], data: randn(batch * M * K, r), grad: true },
+              { name: 'B', shape: batch > 1 ? [batch, transB ? N : K, transB ? K : N] : [transB ? N : K, transB ? K : N], data: randn(batch * K * N, r), grad: true },
+            ],
+            gpu: (e, [A, B]) => matmul(e, A, B, { transA, transB, batch, alpha: 0.5 }),
+            cpu: ([A, B]) => matmulCpu(A, B, M, N, K, { transA, transB, batch, alpha: 0.5 }),
+            samples: 8,
+          });
+          expect(res.fwdErr).toBeLessThan(1e-3);
+        });
+      }
+    }
+  }
+
+  it('bias and its gradient', async () => {
+    const e = await gpuEngine();
+    const r = rng(9);
+    const [M, N, K] = [37, 19, 23];
+    await checkOp(e, {
+      name: 'linear+bias',
+      inputs: [
+        { name: 'X', shape: [M, K], data: randn(M * K, r), grad: true },
+        { name: 'W', shape: [N, K], data: randn(N * K, r), grad: true },
+        { name: 'b', shape: [N], data: randn(N, r), grad: true },
+      ],
+      gpu: (e, [X, W, b]) => matmul(e, X, W, { transB: true, bias: b }),
+      cpu: ([X, W, b]) => matmulCpu(X, W, M, N, K, { transB: true, bias: b }),
+    });
+  });
+
+  it('frozen weights get no gradient dispatch', async () => {
+    const e = await gpuEngine();
+    const { Tape } = await import('../../src/engine/tape');
+    e.beginScope();
+    const X = e.upload(randn(8 * 4, rng(1)), [8, 4]);
+    const W = e.upload(randn(4 * 4, rng(2)), [4, 4]);
+    X.requiresGrad = true;
+    const tape = new Tape();
+    e.tape = tape;
+    const Y = matmul(e, X, W, { transB: true });
+    e.tape = null;
+    const before = e.dispatchCount;
+    tape.backward(Y);
+    expect(e.dispatchCount - before).toBe(1); // dX only
+    expect(W.grad).toBeNull();
+    e.endScope();
+  });
+});
