@@ -94,12 +94,17 @@ export class Engine {
     return new Int32Array(await this.readBytes(t));
   }
 
-  private async readBytes(t: Tensor): Promise<ArrayBuffer> {
+  /** Read `n` elements starting at element `offset` (e.g. the last row of logits). */
+  async readRegion(t: Tensor, offset: number, n: number): Promise<Float32Array> {
+    return new Float32Array(await this.readBytes(t, offset, n));
+  }
+
+  private async readBytes(t: Tensor, offset = 0, n = t.size): Promise<ArrayBuffer> {
     this.checkLost();
-    const bytes = t.size * 4;
+    const bytes = n * 4;
     const staging = this.device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
     this.endPass();
-    this.enc().copyBufferToBuffer(t.buffer, 0, staging, 0, bytes);
+    this.enc().copyBufferToBuffer(t.buffer, offset * 4, staging, 0, bytes);
     this.flush();
     await staging.mapAsync(GPUMapMode.READ);
     const out = staging.getMappedRange().slice(0);
@@ -114,8 +119,14 @@ export class Engine {
   }
 
   copy(dst: Tensor, src: Tensor): void {
+    this.copyRegion(dst, 0, src, 0, src.size);
+  }
+
+  /** Copy `n` elements from src[srcOffset..] to dst[dstOffset..] (offsets in elements). */
+  copyRegion(dst: Tensor, dstOffset: number, src: Tensor, srcOffset: number, n: number): void {
+    if (n === 0) return;
     this.endPass();
-    this.enc().copyBufferToBuffer(src.buffer, 0, dst.buffer, 0, src.size * 4);
+    this.enc().copyBufferToBuffer(src.buffer, srcOffset * 4, dst.buffer, dstOffset * 4, n * 4);
   }
 
   /** Give a tensor's buffer back to the pool once the pending commands are submitted. */
