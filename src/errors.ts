@@ -3,40 +3,51 @@
  * is one, the fix, so the UI and the CLI can show it to a person unchanged.
  */
 export class PeftStudioError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = new.target.name;
-  }
+  override name = 'PeftStudioError';
 }
 
 /** No WebGPU in this host (no navigator.gpu, no adapter). */
-export class WebGPUNotAvailableError extends PeftStudioError {}
+export class WebGPUNotAvailableError extends PeftStudioError {
+  override name = 'WebGPUNotAvailableError';
+}
 
 /** The adapter lacks a limit or feature the model needs. */
-export class AdapterLimitError extends PeftStudioError {}
+export class AdapterLimitError extends PeftStudioError {
+  override name = 'AdapterLimitError';
+}
 
 /** The GPU device was lost (driver reset, tab backgrounded, OOM...). */
 export class DeviceLostError extends PeftStudioError {
+  override name = 'DeviceLostError';
   constructor(message: string, readonly reason: string) {
     super(message);
   }
 }
 
 /** A GPU validation or out-of-memory error caught by an error scope. */
-export class GpuError extends PeftStudioError {}
+export class GpuError extends PeftStudioError {
+  override name = 'GpuError';
+}
 
 /** A WGSL shader failed to compile; the message carries the compiler's line. */
-export class ShaderCompileError extends PeftStudioError {}
+export class ShaderCompileError extends PeftStudioError {
+  override name = 'ShaderCompileError';
+}
 
 /** A model file (safetensors, config.json) is malformed or unsupported. */
-export class ModelFormatError extends PeftStudioError {}
+export class ModelFormatError extends PeftStudioError {
+  override name = 'ModelFormatError';
+}
 
 /** A Hub request failed (404, network, bad endpoint). */
 export class HubError extends PeftStudioError {
+  override name = 'HubError';
   constructor(message: string, readonly url: string, readonly status?: number) {
     super(message);
   }
 }
 
 /** Bad user input: a CLI flag, a config key, an option value. */
-export class ConfigError extends PeftStudioError {}
+export class ConfigError extends PeftStudioError {
+  override name = 'ConfigError';
+}

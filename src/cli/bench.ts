@@ -1,0 +1,166 @@
+/**
+ * `peft-studio bench`: forward and forward+backward throughput (tokens/s) and
+ * peak GPU bytes, for stories260K and for a model of SmolLM2-135M's shape with
+ * random weights (throughput does not depend on weight values). Per-kernel
+ * GPU times are added where the adapter has timestamp-query and reports
+ * non-zero times (SwiftShader reports zeros).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Engine } from '../engine/engine';
+import { Tape } from '../engine/tape';
+import { crossEntropy } from '../engine/ops/cross_entropy';
+import { KernelTimer } from '../gpu/timer';
+import { LocalFolderSource } from '../hub/node';
+import { parseModelConfig, type ModelConfig } from '../model/config';
+import { readConfig, readWeights, modelFromWeights } from '../model/load';
+import type { LlamaModel } from '../model/llama';
+
+export interface BenchOptions {
+  steps: number;
+  /** Folder of stories260K (default: ../shared/hub or .cache/hub). */
+  storiesDir?: string;
+  only?: string[];
+}
+
+interface BenchCase {
+  model: string;
+  batch: number;
+  seq: number;
+}
+
+function findStories(dir?: string): string | null {
+  const cands = [dir, path.resolve('../shared/hub/models/stories260K'), path.resolve('.cache/hub/models/stories260K')];
+  return cands.find((c) => c && existsSync(path.join(c, 'config.json'))) ?? null;
+}
+
+/** Deterministic pseudo-random weights with roughly unit-scale activations. */
+function randomHostWeights(cfg: ModelConfig): Map<string, { shape: number[]; data: Float32Array }> {
+  let s = 12345;
+  const fill = (n: number, scale: number) => {
+    const a = new Float32Array(n);
+    for (let i = 0; i < n; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      a[i] = ((s / 4294967296) * 2 - 1) * scale;
+    }
+    return a;
+  };
+  const { hiddenSize: C, headDim: D, numHeads: Hq, numKvHeads: Hkv, intermediateSize: F, vocabSize: V } = cfg;
+  const w = new Map<string, { shape: number[]; data: Float32Array }>();
+  const lin = (n: string, o: number, i: number) => w.set(n, { shape: [o, i], data: fill(o * i, 1 / Math.sqrt(i)) });
+  w.set('model.embed_tokens.weight', { shape: [V, C], data: fill(V * C, 1) });
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    lin(`${p}.self_attn.q_proj.weight`, Hq * D, C);
+    lin(`${p}.self_attn.k_proj.weight`, Hkv * D, C);
+    lin(`${p}.self_attn.v_proj.weight`, Hkv * D, C);
+    lin(`${p}.self_attn.o_proj.weight`, C, Hq * D);
+    lin(`${p}.mlp.gate_proj.weight`, F, C);
+    lin(`${p}.mlp.up_proj.weight`, F, C);
+    lin(`${p}.mlp.down_proj.weight`, C, F);
+    w.set(`${p}.input_layernorm.weight`, { shape: [C], data: new Float32Array(C).fill(1) });
+    w.set(`${p}.post_attention_layernorm.weight`, { shape: [C], data: new Float32Array(C).fill(1) });
+  }
+  w.set('model.norm.weight', { shape: [C], data: new Float32Array(C).fill(1) });
+  if (!cfg.tieWordEmbeddings) lin('lm_head.weight', V, C);
+  return w;
+}
+
+async function timeSteps(e: Engine, steps: number, fn: () => void): Promise<number> {
+  // One warm-up step compiles pipelines and fills the pool.
+  fn();
+  await e.sync();
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) {
+    fn();
+    await e.sync();
+  }
+  return (performance.now() - t0) / steps;
+}
+
+async function benchModel(e: Engine, name: string, model: LlamaModel, c: BenchCase, steps: number) {
+  const { batch: B, seq: T } = c;
+  const V = model.config.vocabSize;
+  const ids = new Int32Array(B * T);
+  for (let i = 0; i < ids.length; i++) ids[i] = (i * 7919 + 3) % V;
+  const labels = new Int32Array(B * T);
+  for (let i = 0; i < labels.length; i++) labels[i] = (i + 1) % T === 0 ? -100 : ids[i + 1];
+
+  e.pool.resetPeak();
+  const fwdMs = await timeSteps(e, steps, () => {
+    e.beginScope();
+    model.forward(ids, B);
+    e.endScope();
+  });
+  const fwdPeak = e.pool.peak;
+
+  model.setTrainable(true);
+  e.pool.resetPeak();
+  const fwdBwdMs = await timeSteps(e, steps, () => {
+    e.beginScope();
+    const tape = new Tape();
+    e.tape = tape;
+    const logits = model.forward(ids, B);
+    const loss = crossEntropy(e, logits.reshape([B * T, V]), labels);
+    e.tape = null;
+    tape.backward(loss);
+    e.endScope();
+    for (const p of model.params.values()) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+  });
+  const fwdBwdPeak = e.pool.peak;
+  model.setTrainable(false);
+
+  let kernels: Record<string, { ms: number; calls: number }> | undefined;
+  if (e.ctx.features.has('timestamp-query')) {
+    const timer = new KernelTimer(e.device, e.ctx.features);
+    e.timer = timer;
+    e.beginScope();
+    model.forward(ids, B);
+    e.endScope();
+    const k = await timer.collect();
+    e.timer = null;
+    if (Object.values(k).some((x) => x.ms > 0)) kernels = k;
+  }
+  return {
+    model: name,
+    params: model.numParams(),
+    batch: B,
+    seq: T,
+    steps,
+    forward: { ms_per_step: +fwdMs.toFixed(2), tokens_per_s: +((B * T * 1000) / fwdMs).toFixed(1), peak_gpu_bytes: fwdPeak },
+    forward_backward: { ms_per_step: +fwdBwdMs.toFixed(2), tokens_per_s: +((B * T * 1000) / fwdBwdMs).toFixed(1), peak_gpu_bytes: fwdBwdPeak },
+    ...(kernels ? { forward_kernels_ms: kernels } : {}),
+  };
+}
+
+export async function runBench(e: Engine, opts: BenchOptions) {
+  const results = [];
+  const log = (s: string) => process.stderr.write(s + '\n');
+  const stories = findStories(opts.storiesDir);
+  if (stories && (!opts.only || opts.only.includes('stories260K'))) {
+    log(`bench: stories260K from ${stories}`);
+    const source = new LocalFolderSource(stories);
+    const cfg = await readConfig(source);
+    const model = modelFromWeights(e, cfg, await readWeights(source));
+    results.push(await benchModel(e, 'stories260K', model, { model: 'stories260K', batch: 8, seq: 64 }, opts.steps));
+    model.dispose();
+  } else if (!stories) {
+    log('bench: stories260K not found (../shared/hub or .cache/hub); skipped');
+  }
+  if (!opts.only || opts.only.includes('smollm2-135m')) {
+    const cfgPath = new URL('../bench/smollm2-135m.config.json', import.meta.url);
+    const cfg = parseModelConfig(JSON.parse(readFileSync(cfgPath, 'utf8')), 'bench/smollm2-135m.config.json');
+    log('bench: SmolLM2-135M shape, random weights');
+    const model = modelFromWeights(e, cfg, randomHostWeights(cfg));
+    results.push(await benchModel(e, 'smollm2-135m-shape (random weights)', model, { model: 'smollm2', batch: 1, seq: 64 }, Math.min(opts.steps, 2)));
+    model.dispose();
+  }
+  return {
+    date: new Date().toISOString(),
+    adapter: e.ctx.adapterInfo,
+    results,
+  };
+}

@@ -1,0 +1,168 @@
+/**
+ * peft-studio: the headless CLI (Node + Dawn).
+ *
+ *   peft-studio logits   --model <dir|repo> --text "<text>" [--out file.json]
+ *   peft-studio generate --model <dir|repo> --prompt "<text>" --max-new-tokens N [--temperature T]
+ *   peft-studio bench    [--out file.json]
+ *
+ * Every command takes --endpoint URL (a Hub mirror) and --revision.
+ */
+import { parseArgs } from 'node:util';
+import { writeFileSync } from 'node:fs';
+import { acquireDevice } from '../gpu/device';
+import { nodeGpu } from '../gpu/node';
+import { Engine } from '../engine/engine';
+import { loadModel } from '../model/load';
+import { generate } from '../model/generate';
+import { sourceFor } from '../hub/node';
+import { ConfigError, PeftStudioError } from '../errors';
+import { runBench } from './bench';
+
+const USAGE = `peft-studio <command> [options]
+
+Commands:
+  logits    --model <dir|repo> --text "<text>" [--out file.json]
+            Next-token logits at the last position (BOS added as the tokenizer does).
+  generate  --model <dir|repo> --prompt "<text>" [--max-new-tokens 64] [--temperature 0]
+            [--top-k K] [--top-p P] [--seed S] [--ids]
+            Greedy when the temperature is 0. --ids prints the generated token ids as JSON too.
+  bench     [--out bench.json] [--steps N]
+            Forward and forward+backward throughput and peak GPU memory.
+
+Common options:
+  --endpoint URL   Hub endpoint or mirror (default https://huggingface.co)
+  --revision REV   Hub revision (default main)
+`;
+
+function progressBar(): (p: { file: string; loaded: number; total: number }) => void {
+  let lastFile = '';
+  return (p) => {
+    if (!process.stderr.isTTY) {
+      if (p.file !== lastFile) process.stderr.write(`downloading ${p.file}\n`);
+      lastFile = p.file;
+      return;
+    }
+    const pct = p.total ? Math.floor((100 * p.loaded) / p.total) : 0;
+    const bar = '#'.repeat(Math.floor(pct / 5)).padEnd(20, '.');
+    process.stderr.write(`\r${p.file} [${bar}] ${pct}% ${(p.loaded / 1e6).toFixed(1)} MB`);
+    if (p.loaded === p.total) process.stderr.write('\n');
+  };
+}
+
+async function engineForCli(): Promise<Engine> {
+  const ctx = await acquireDevice(nodeGpu(), {
+    onLost: (err) => {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(3);
+    },
+  });
+  return new Engine(ctx);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    process.stdout.write(USAGE);
+    return cmd ? 0 : 1;
+  }
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      model: { type: 'string' },
+      text: { type: 'string' },
+      prompt: { type: 'string' },
+      out: { type: 'string' },
+      endpoint: { type: 'string' },
+      revision: { type: 'string' },
+      'max-new-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-k': { type: 'string' },
+      'top-p': { type: 'string' },
+      seed: { type: 'string' },
+      steps: { type: 'string' },
+      ids: { type: 'boolean' },
+    },
+    strict: true,
+  });
+  const num = (key: keyof typeof values, def: number, min = -Infinity, max = Infinity): number => {
+    const raw = values[key];
+    if (raw === undefined) return def;
+    const v = Number(raw);
+    if (!Number.isFinite(v) || v < min || v > max) throw new ConfigError(`--${key} must be a number in [${min}, ${max}], got '${raw}'`);
+    return v;
+  };
+  const needModel = () => {
+    if (!values.model) throw new ConfigError(`${cmd}: --model <dir|repo> is required`);
+    return sourceFor(values.model, { endpoint: values.endpoint, revision: values.revision });
+  };
+
+  switch (cmd) {
+    case 'logits': {
+      if (values.text === undefined) throw new ConfigError('logits: --text "<text>" is required');
+      const source = needModel();
+      const e = await engineForCli();
+      const { model, tokenizer } = await loadModel(e, source, { onProgress: progressBar() });
+      const ids = tokenizer!.encode(values.text);
+      e.beginScope();
+      const logits = model.forward(Int32Array.from(ids), 1);
+      const V = model.config.vocabSize;
+      const last = await e.readRegion(logits, (ids.length - 1) * V, V);
+      e.endScope();
+      const json = JSON.stringify({ input_ids: ids, logits_last: Array.from(last) });
+      if (values.out) writeFileSync(values.out, json + '\n');
+      else process.stdout.write(json + '\n');
+      e.ctx.destroy();
+      return 0;
+    }
+    case 'generate': {
+      if (values.prompt === undefined) throw new ConfigError('generate: --prompt "<text>" is required');
+      const source = needModel();
+      const e = await engineForCli();
+      const { model, tokenizer } = await loadModel(e, source, { onProgress: progressBar() });
+      const tok = tokenizer!;
+      const promptIds = tok.encode(values.prompt);
+      const stopIds = [...new Set([tok.eosTokenId, model.config.bosTokenId, ...model.config.eosTokenIds].filter((x): x is number => typeof x === 'number'))];
+      const ids = await generate(model, promptIds, {
+        maxNewTokens: num('max-new-tokens', 64, 1, 1 << 20),
+        temperature: num('temperature', 0, 0, 100),
+        topK: values['top-k'] ? num('top-k', 0, 0) : undefined,
+        topP: values['top-p'] ? num('top-p', 1, 0, 1) : undefined,
+        seed: num('seed', 0),
+        stopIds,
+      });
+      const text = tok.decode([...promptIds, ...ids], { skipSpecialTokens: true });
+      process.stdout.write(text + '\n');
+      if (values.ids) process.stdout.write(JSON.stringify({ prompt_ids: promptIds, ids }) + '\n');
+      e.ctx.destroy();
+      return 0;
+    }
+    case 'bench': {
+      const e = await engineForCli();
+      const result = await runBench(e, { steps: num('steps', 5, 1, 1000) });
+      const json = JSON.stringify(result, null, 2);
+      if (values.out) writeFileSync(values.out, json + '\n');
+      process.stdout.write(json + '\n');
+      e.ctx.destroy();
+      return 0;
+    }
+    default:
+      throw new ConfigError(`Unknown command '${cmd}'. Commands: logits, generate, bench (peft-studio --help).`);
+  }
+}
+
+export async function run(argv: string[]): Promise<void> {
+  try {
+    process.exitCode = await main(argv);
+  } catch (err) {
+    if (err instanceof PeftStudioError || (err as Error)?.name === 'TypeError' && String((err as Error).message).includes('parseArgs')) {
+      process.stderr.write(`peft-studio: ${(err as Error).message}\n`);
+    } else if ((err as { code?: string })?.code?.startsWith?.('ERR_PARSE_ARGS')) {
+      process.stderr.write(`peft-studio: ${(err as Error).message}\n${USAGE}`);
+    } else {
+      process.stderr.write(`peft-studio: ${(err as Error)?.stack ?? err}\n`);
+    }
+    process.exitCode = 2;
+  }
+  // Dawn keeps the event loop alive; exit once output is flushed.
+  process.stdout.write('', () => process.exit(process.exitCode ?? 0));
+}

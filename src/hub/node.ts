@@ -1,0 +1,259 @@
+/**
+ * The Node host's file sources: a folder cache for Hub downloads, local model
+ * folders, and sourceFor() for the CLI's --model argument. Only Node entry
+ * points import this file; the browser bundle never sees node:fs.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { constants as fsConstants, statSync } from 'node:fs';
+import * as fs from 'node:fs/promises';
+import { homedir } from 'node:os';
+import * as path from 'node:path';
+import { ConfigError, HubError } from '../errors';
+import type { CacheMeta, CacheVerify, FileCache } from './cache';
+import { DEFAULT_ENDPOINT, HubSource, type RepoKind } from './hub-source';
+import { validateFilePath, validateRepoId, type FileSource, type ProgressCallback } from './source';
+
+const CHUNK = 16 << 20;
+
+function errno(e: unknown): string | undefined {
+  return (e as NodeJS.ErrnoException)?.code;
+}
+
+/**
+ * Reads a whole file into one Uint8Array (fs.readFile stops at 2 GiB),
+ * reporting progress every 16 MiB.
+ */
+export async function readFileBytes(file: string, name = file, onProgress?: ProgressCallback): Promise<Uint8Array> {
+  const fh = await fs.open(file, fsConstants.O_RDONLY);
+  try {
+    const { size } = await fh.stat();
+    const out = new Uint8Array(size);
+    let loaded = 0;
+    while (loaded < size) {
+      const { bytesRead } = await fh.read(out, loaded, Math.min(CHUNK, size - loaded), loaded);
+      if (bytesRead === 0) break; // shrank while reading
+      loaded += bytesRead;
+      onProgress?.({ file: name, loaded, total: size });
+    }
+    if (size === 0) onProgress?.({ file: name, loaded: 0, total: 0 });
+    return loaded === size ? out : out.subarray(0, loaded);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes through a temporary file and a rename, so readers never see half a file. */
+async function writeAtomic(file: string, bytes: Uint8Array | string): Promise<void> {
+  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await fs.writeFile(tmp, bytes);
+    await fs.rename(tmp, file);
+  } catch (e) {
+    await fs.rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+export interface NodeFolderCacheOptions {
+  /** 'sha256' (default) re-hashes on every read; 'size' only compares sizes. */
+  verify?: CacheVerify;
+}
+
+/**
+ * A folder of `<sha256(key)>.bin` + `<sha256(key)>.json` (the CacheMeta,
+ * written last). An entry whose data does not match its meta is deleted and
+ * read as a miss.
+ */
+export class NodeFolderCache implements FileCache {
+  readonly dir: string;
+  private readonly verify: CacheVerify;
+
+  constructor(dir: string, opts: NodeFolderCacheOptions = {}) {
+    this.dir = path.resolve(dir);
+    this.verify = opts.verify ?? 'sha256';
+  }
+
+  private paths(key: string): { data: string; meta: string } {
+    const h = createHash('sha256').update(key).digest('hex');
+    return { data: path.join(this.dir, `${h}.bin`), meta: path.join(this.dir, `${h}.json`) };
+  }
+
+  private async readMeta(file: string, key?: string): Promise<CacheMeta | undefined> {
+    let meta: CacheMeta;
+    try {
+      meta = JSON.parse(await fs.readFile(file, 'utf8')) as CacheMeta;
+    } catch (e) {
+      if (errno(e) !== 'ENOENT') await fs.rm(file, { force: true }); // damaged meta
+      return undefined;
+    }
+    if (typeof meta?.size !== 'number' || typeof meta.key !== 'string' || (key !== undefined && meta.key !== key)) return undefined;
+    return meta;
+  }
+
+  async get(key: string): Promise<Uint8Array | undefined> {
+    const p = this.paths(key);
+    const meta = await this.readMeta(p.meta, key);
+    if (!meta) return undefined;
+    let bytes: Uint8Array;
+    try {
+      const st = await fs.stat(p.data);
+      if (st.size !== meta.size) {
+        await this.delete(key);
+        return undefined;
+      }
+      bytes = await readFileBytes(p.data);
+    } catch (e) {
+      if (errno(e) === 'ENOENT') {
+        await this.delete(key);
+        return undefined;
+      }
+      throw e;
+    }
+    if (bytes.byteLength !== meta.size || (this.verify === 'sha256' && meta.sha256 && sha256(bytes) !== meta.sha256)) {
+      await this.delete(key);
+      return undefined;
+    }
+    return bytes;
+  }
+
+  async has(key: string): Promise<boolean> {
+    const p = this.paths(key);
+    const meta = await this.readMeta(p.meta, key);
+    if (!meta) return false;
+    const st = await fs.stat(p.data).catch(() => null);
+    return !!st && st.size === meta.size;
+  }
+
+  async put(key: string, bytes: Uint8Array): Promise<void> {
+    const p = this.paths(key);
+    await fs.mkdir(this.dir, { recursive: true });
+    await fs.rm(p.meta, { force: true });
+    await writeAtomic(p.data, bytes);
+    const meta: CacheMeta = { key, size: bytes.byteLength, sha256: sha256(bytes), storedAt: Date.now() };
+    await writeAtomic(p.meta, JSON.stringify(meta));
+  }
+
+  async delete(key: string): Promise<void> {
+    const p = this.paths(key);
+    await fs.rm(p.meta, { force: true });
+    await fs.rm(p.data, { force: true });
+  }
+
+  async list(): Promise<string[]> {
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    const keys: string[] = [];
+    for (const n of names.filter((n) => n.endsWith('.json'))) {
+      const meta = await this.readMeta(path.join(this.dir, n));
+      if (meta && (await this.has(meta.key))) keys.push(meta.key);
+    }
+    return keys.sort();
+  }
+
+  /** Removes this cache's files (and stale temporaries), nothing else in the folder. */
+  async clear(): Promise<void> {
+    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    await Promise.all(
+      names.filter((n) => /^[0-9a-f]{64}\.(bin|json)(\..*\.tmp)?$/.test(n)).map((n) => fs.rm(path.join(this.dir, n), { force: true })),
+    );
+  }
+}
+
+function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/**
+ * A model or dataset folder on disk in Hub layout (config.json, *.safetensors,
+ * tokenizer.json ...). Symlinks are followed (huggingface_hub snapshots are
+ * symlinks into its blob store); "..", absolute paths and URLs are refused.
+ */
+export class LocalFolderSource implements FileSource {
+  readonly id: string;
+  readonly dir: string;
+
+  constructor(dir: string) {
+    this.dir = path.resolve(dir);
+    this.id = `local:${this.dir}`;
+  }
+
+  private resolve(file: string): string {
+    validateFilePath(file);
+    return path.join(this.dir, ...file.split('/'));
+  }
+
+  async get(file: string, onProgress?: ProgressCallback): Promise<Uint8Array> {
+    const full = this.resolve(file);
+    try {
+      return await readFileBytes(full, file, onProgress);
+    } catch (e) {
+      const code = errno(e);
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') {
+        throw new HubError(`${file} was not found in ${this.dir} (${full}). Check the folder and the file name.`, full, 404);
+      }
+      throw new HubError(`Could not read ${full}: ${(e as Error).message}. Check its permissions.`, full);
+    }
+  }
+
+  async has(file: string): Promise<boolean> {
+    const st = await fs.stat(this.resolve(file)).catch(() => null);
+    return !!st && st.isFile();
+  }
+}
+
+/** PEFT_STUDIO_CACHE, or ~/.cache/peft-studio. */
+export function defaultCacheDir(): string {
+  return process.env.PEFT_STUDIO_CACHE || path.join(homedir(), '.cache', 'peft-studio');
+}
+
+export interface SourceForOptions {
+  kind?: RepoKind;
+  /** Default HF_ENDPOINT, else https://huggingface.co. */
+  endpoint?: string;
+  revision?: string;
+  /** Cache root; Hub files go to <cacheDir>/hub. Default defaultCacheDir(). */
+  cacheDir?: string;
+  /** Replaces the folder cache; null turns caching off. */
+  cache?: FileCache | null;
+  fetch?: typeof fetch;
+  /** Default HF_TOKEN. */
+  token?: string;
+}
+
+function looksLikePath(arg: string): boolean {
+  return /^(\.{1,2}([/\\]|$)|[/\\~]|[A-Za-z]:[/\\])/.test(arg) || arg.includes('\\');
+}
+
+/**
+ * The CLI's model (or dataset) argument: a folder that exists on disk is read
+ * from disk; anything else must be a Hub repo id, fetched through the cache.
+ */
+export function sourceFor(arg: string, opts: SourceForOptions = {}): FileSource {
+  if (typeof arg !== 'string' || arg.trim() === '') {
+    throw new ConfigError('No model given. Pass a Hub repo id (e.g. "HuggingFaceTB/SmolLM2-135M") or a local folder.');
+  }
+  const expanded = arg === '~' || arg.startsWith('~/') ? path.join(homedir(), arg.slice(1)) : arg;
+  const st = statSync(expanded, { throwIfNoEntry: false });
+  if (st?.isDirectory()) return new LocalFolderSource(expanded);
+  if (st) {
+    throw new ConfigError(`"${arg}" is a file, not a folder. Pass the folder that holds config.json (or a Hub repo id).`);
+  }
+  if (looksLikePath(arg)) {
+    throw new ConfigError(`The folder "${arg}" does not exist (${path.resolve(expanded)}). Check the path, or pass a Hub repo id.`);
+  }
+  try {
+    validateRepoId(arg);
+  } catch (e) {
+    throw new ConfigError(`"${arg}" is neither a folder on disk nor a Hub repo id. ${(e as Error).message}`);
+  }
+  const cache =
+    opts.cache === null ? undefined : (opts.cache ?? new NodeFolderCache(path.join(opts.cacheDir ?? defaultCacheDir(), 'hub')));
+  return new HubSource({
+    endpoint: opts.endpoint ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT),
+    repo: arg,
+    revision: opts.revision,
+    kind: opts.kind ?? 'model',
+    cache,
+    fetch: opts.fetch,
+    token: opts.token ?? (process.env.HF_TOKEN || undefined),
+  });
+}

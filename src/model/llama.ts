@@ -1,0 +1,332 @@
+/**
+ * The LLaMA-family model (llama, mistral, qwen2) built from engine ops, with
+ * named insertion points so that PEFT methods attach without editing it.
+ *
+ * Legend: B batch, T new tokens, S keys (past + new, + prefix), C hidden,
+ * Hq / Hkv query / key-value heads, D head dim, F intermediate, V vocab.
+ *
+ * Insertion points (see `ModelHooks`):
+ *   linear        wrap any linear by module name ("model.layers.3.self_attn.q_proj")
+ *   inputEmbeds   virtual tokens before the input embeddings (prompt tuning)
+ *   kvPrefix      extra key/value rows per layer (prefix tuning, p-tuning v2)
+ *   afterAttention / afterMlp / parallelMlp   bottleneck adapters
+ *   scaleActivation  k, v and MLP activation scaling (IA3)
+ *   trainable biases and norm weights: `param()` / `addBias()` on named tensors
+ */
+import type { Engine } from '../engine/engine';
+import type { Tensor } from '../engine/tensor';
+import { accumulateKernel, add } from '../engine/ops/add';
+import { attention } from '../engine/ops/attention';
+import { embedding } from '../engine/ops/embedding';
+import { matmul } from '../engine/ops/matmul';
+import { rmsnorm } from '../engine/ops/rmsnorm';
+import { rope, ropeInvFreq } from '../engine/ops/rope';
+import { swiglu } from '../engine/ops/swiglu';
+import type { ModelConfig } from './config';
+import { ModelFormatError } from '../errors';
+
+export type LinearFn = (x: Tensor) => Tensor;
+
+export interface HookContext {
+  e: Engine;
+  model: LlamaModel;
+  B: number;
+  /** Tokens in this forward call (after virtual tokens were added, for hooks after embeddings). */
+  T: number;
+}
+
+export interface ModelHooks {
+  /** Wrap the linear `name`: return the output given the input and the inner (base or previous wrapper) function. */
+  linear?: (name: string, x: Tensor, inner: LinearFn, ctx: HookContext) => Tensor;
+  /** Prepend P virtual tokens: return [B, T + P, C] embeddings, or null to leave them. */
+  inputEmbeds?: (embeds: Tensor, ctx: HookContext) => { embeds: Tensor; virtualTokens: number } | null;
+  /** Per-layer key/value prefixes, each [B, P, Hkv, D] (post-RoPE space, visible to every query). */
+  kvPrefix?: (layer: number, ctx: HookContext) => { k: Tensor; v: Tensor } | null;
+  /** After o_proj, before the residual add: return the (possibly adapted) attention output. */
+  afterAttention?: (layer: number, out: Tensor, residualIn: Tensor, ctx: HookContext) => Tensor;
+  /** After down_proj, before the residual add. `mlpIn` is the normed MLP input. */
+  afterMlp?: (layer: number, out: Tensor, mlpIn: Tensor, ctx: HookContext) => Tensor;
+  /** A branch parallel to the MLP: its output is added to the MLP output. */
+  parallelMlp?: (layer: number, mlpIn: Tensor, ctx: HookContext) => Tensor | null;
+  /** Scale an activation: 'k' and 'v' after their projections, 'ffn' the input of down_proj. */
+  scaleActivation?: (layer: number, kind: 'k' | 'v' | 'ffn', x: Tensor, ctx: HookContext) => Tensor;
+}
+
+export interface ForwardOptions {
+  /** [B*T] 1 = real token, 0 = padding (right or left). */
+  attentionMask?: Int32Array;
+  cache?: KVCache;
+  /** Hooks to apply in this call, on top of the model's attached hooks. */
+}
+
+/** Per-layer key/value cache for generation: [B, capacity, Hkv, D] each. */
+export class KVCache {
+  length = 0;
+  /** Key mask of the cached positions, [B, capacity]. */
+  mask: Int32Array;
+  /** Next position id per sequence. */
+  nextPos: Int32Array;
+  constructor(
+    readonly k: Tensor[],
+    readonly v: Tensor[],
+    readonly B: number,
+    readonly capacity: number,
+  ) {
+    this.mask = new Int32Array(B * capacity);
+    this.nextPos = new Int32Array(B);
+  }
+  dispose(): void {
+    for (const t of [...this.k, ...this.v]) t.dispose();
+  }
+}
+
+export class LlamaModel {
+  readonly params = new Map<string, Tensor>();
+  private hookList: ModelHooks[] = [];
+  private invFreq: Tensor;
+
+  constructor(
+    readonly e: Engine,
+    readonly config: ModelConfig,
+    weights: Map<string, Tensor>,
+  ) {
+    for (const [k, t] of weights) {
+      t.name = k;
+      e.persist(t);
+      this.params.set(k, t);
+    }
+    const need = ['model.embed_tokens.weight', 'model.norm.weight'];
+    for (let l = 0; l < config.numLayers; l++) {
+      const p = `model.layers.${l}`;
+      for (const n of ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']) {
+        need.push(`${p}.${n}.weight`);
+      }
+      need.push(`${p}.input_layernorm.weight`, `${p}.post_attention_layernorm.weight`);
+    }
+    if (!config.tieWordEmbeddings) need.push('lm_head.weight');
+    const missing = need.filter((n) => !weights.has(n));
+    if (missing.length) {
+      throw new ModelFormatError(
+        `The checkpoint lacks ${missing.length} weight(s) the ${config.modelType} architecture needs, e.g. ${missing.slice(0, 3).join(', ')}` +
+          (missing.includes('lm_head.weight') ? ' (set tie_word_embeddings: true in config.json if the head is tied)' : ''),
+      );
+    }
+    this.invFreq = e.persist(e.upload(Float32Array.from(ropeInvFreq(config.headDim, config.ropeTheta, config.ropeScaling)), [config.headDim / 2], 'rope.inv_freq'));
+  }
+
+  /** Attach a set of hooks (a PEFT method). Hooks of later attachments wrap earlier ones. */
+  attach(hooks: ModelHooks): () => void {
+    this.hookList.push(hooks);
+    return () => {
+      this.hookList = this.hookList.filter((h) => h !== hooks);
+    };
+  }
+
+  param(name: string): Tensor {
+    const t = this.params.get(name);
+    if (!t) throw new Error(`No parameter named ${name}`);
+    return t;
+  }
+
+  /** Module names of every linear layer ("model.layers.0.self_attn.q_proj", ..., "lm_head"). */
+  linearNames(): string[] {
+    const out: string[] = [];
+    for (let l = 0; l < this.config.numLayers; l++) {
+      for (const n of ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj']) {
+        out.push(`model.layers.${l}.${n}`);
+      }
+    }
+    return out;
+  }
+
+  /** Add a (zero) bias to a linear that has none, e.g. for BitFit on llama. */
+  addBias(name: string, init?: Float32Array): Tensor {
+    const w = this.param(`${name}.weight`);
+    const b = this.e.persist(init ? this.e.upload(init, [w.shape[0]]) : this.e.zeros([w.shape[0]]));
+    b.name = `${name}.bias`;
+    this.params.set(b.name, b);
+    return b;
+  }
+
+  /** Free every GPU buffer the model holds (weights, gradients, RoPE table). */
+  dispose(): void {
+    for (const t of this.params.values()) t.dispose();
+    this.params.clear();
+    this.invFreq.dispose();
+    this.hookList = [];
+  }
+
+  numParams(): number {
+    let n = 0;
+    for (const [k, t] of this.params) if (k !== 'lm_head.weight' || !this.config.tieWordEmbeddings) n += t.size;
+    return n;
+  }
+
+  /** Freeze or unfreeze every base weight. */
+  setTrainable(trainable: boolean): void {
+    for (const t of this.params.values()) t.requiresGrad = trainable;
+  }
+
+  newCache(B: number, capacity: number): KVCache {
+    const { numLayers, numKvHeads, headDim } = this.config;
+    const k: Tensor[] = [], v: Tensor[] = [];
+    for (let l = 0; l < numLayers; l++) {
+      k.push(this.e.persist(this.e.zeros([B, capacity, numKvHeads, headDim], `cache.k.${l}`)));
+      v.push(this.e.persist(this.e.zeros([B, capacity, numKvHeads, headDim], `cache.v.${l}`)));
+    }
+    return new KVCache(k, v, B, capacity);
+  }
+
+  linear(name: string, x: Tensor, ctx: HookContext): Tensor {
+    const w = this.param(`${name}.weight`);
+    const b = this.params.get(`${name}.bias`) ?? null;
+    let f: LinearFn = (xx) => matmul(this.e, xx, w, { transB: true, bias: b, name });
+    for (const h of this.hookList) {
+      if (!h.linear) continue;
+      const inner = f, hook = h.linear;
+      f = (xx) => hook(name, xx, inner, ctx);
+    }
+    return f(x);
+  }
+
+  /**
+   * Logits [B, T, V] for token ids [B*T]. With a cache, the new tokens are
+   * appended to it (B must be 1 or all sequences advance together).
+   */
+  forward(ids: Int32Array, B: number, opts: ForwardOptions = {}): Tensor {
+    const e = this.e, cfg = this.config;
+    const T0 = ids.length / B;
+    if (!Number.isInteger(T0)) throw new Error(`forward: ${ids.length} ids do not split into batch ${B}`);
+    const C = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+    const mask = opts.attentionMask ?? new Int32Array(ids.length).fill(1);
+    const cache = opts.cache;
+
+    const idsT = e.upload(ids, [B * T0], 'input_ids');
+    let x = embedding(e, idsT, this.param('model.embed_tokens.weight'), ids).reshape([B, T0, C]);
+    let ctx: HookContext = { e, model: this, B, T: T0 };
+    let virtual = 0;
+    for (const h of this.hookList) {
+      const r = h.inputEmbeds?.(x, ctx);
+      if (r) {
+        x = r.embeds;
+        virtual += r.virtualTokens;
+      }
+    }
+    const T = T0 + virtual;
+    ctx = { e, model: this, B, T };
+
+    // Positions and key mask. Virtual tokens are real (mask 1) and come first.
+    const past = cache ? cache.length : 0;
+    const S = past + T;
+    if (cache && S > cache.capacity) throw new Error(`KV cache full: ${S} > ${cache.capacity} positions`);
+    const fullMask = new Int32Array(B * T);
+    const positions = new Int32Array(B * T);
+    for (let b = 0; b < B; b++) {
+      let pos = cache ? cache.nextPos[b] : 0;
+      for (let t = 0; t < T; t++) {
+        const m = t < virtual ? 1 : mask[b * T0 + t - virtual];
+        fullMask[b * T + t] = m;
+        // HF: position_ids = cumsum(mask) - 1, padding positions set to 1.
+        positions[b * T + t] = m ? pos : 1;
+        if (m) pos++;
+      }
+      if (cache) cache.nextPos[b] = pos;
+    }
+    let keyMaskHost = fullMask;
+    if (cache) {
+      for (let b = 0; b < B; b++) cache.mask.set(fullMask.subarray(b * T, (b + 1) * T), b * cache.capacity + past);
+      keyMaskHost = new Int32Array(B * S);
+      for (let b = 0; b < B; b++) keyMaskHost.set(cache.mask.subarray(b * cache.capacity, b * cache.capacity + S), b * S);
+    }
+    const posT = e.upload(positions, [B * T], 'positions');
+
+    for (let l = 0; l < cfg.numLayers; l++) {
+      const p = `model.layers.${l}`;
+      const h = rmsnorm(e, x, this.param(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
+      let q = this.linear(`${p}.self_attn.q_proj`, h, ctx);
+      let k = this.linear(`${p}.self_attn.k_proj`, h, ctx);
+      let v = this.linear(`${p}.self_attn.v_proj`, h, ctx);
+      for (const hk of this.hookList) {
+        if (hk.scaleActivation) {
+          k = hk.scaleActivation(l, 'k', k, ctx);
+          v = hk.scaleActivation(l, 'v', v, ctx);
+        }
+      }
+      q = rope(e, q.reshape([B, T, Hq, D]), posT, this.invFreq);
+      k = rope(e, k.reshape([B, T, Hkv, D]), posT, this.invFreq);
+      v = v.reshape([B, T, Hkv, D]);
+
+      let keys = k, values = v, keyLen = T, prefixLen = 0;
+      if (cache) {
+        if (B !== 1) throw new Error('KV cache generation runs one sequence at a time (B = 1)');
+        e.copyRegion(cache.k[l], past * Hkv * D, k, 0, T * Hkv * D);
+        e.copyRegion(cache.v[l], past * Hkv * D, v, 0, T * Hkv * D);
+        keys = cache.k[l].prefix([1, S, Hkv, D]);
+        values = cache.v[l].prefix([1, S, Hkv, D]);
+        keyLen = S;
+      }
+      let keyMask = keyMaskHost;
+      for (const hk of this.hookList) {
+        const pre = hk.kvPrefix?.(l, ctx);
+        if (!pre) continue;
+        const P = pre.k.shape[1];
+        keys = concatSeq(e, pre.k, keys, B, P, keyLen, Hkv * D);
+        values = concatSeq(e, pre.v, values, B, P, keyLen, Hkv * D);
+        const km = new Int32Array(B * (P + keyLen));
+        for (let b = 0; b < B; b++) {
+          km.fill(1, b * (P + keyLen), b * (P + keyLen) + P);
+          km.set(keyMask.subarray(b * keyLen, (b + 1) * keyLen), b * (P + keyLen) + P);
+        }
+        keyMask = km;
+        keyLen += P;
+        prefixLen += P;
+      }
+      const keyMaskT = e.upload(keyMask, [B, keyLen], 'key_mask');
+      const att = attention(e, q, keys, values, { keyMask: keyMaskT, queryOffset: keyLen - prefixLen - T, prefixLen });
+      let o = this.linear(`${p}.self_attn.o_proj`, att.reshape([B, T, Hq * D]), ctx);
+      for (const hk of this.hookList) if (hk.afterAttention) o = hk.afterAttention(l, o, x, ctx);
+      x = add(e, x, o);
+
+      const h2 = rmsnorm(e, x, this.param(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
+      const g = this.linear(`${p}.mlp.gate_proj`, h2, ctx);
+      const u = this.linear(`${p}.mlp.up_proj`, h2, ctx);
+      let m = swiglu(e, g, u);
+      for (const hk of this.hookList) if (hk.scaleActivation) m = hk.scaleActivation(l, 'ffn', m, ctx);
+      let d = this.linear(`${p}.mlp.down_proj`, m, ctx);
+      for (const hk of this.hookList) {
+        const par = hk.parallelMlp?.(l, h2, ctx);
+        if (par) d = add(e, d, par);
+      }
+      for (const hk of this.hookList) if (hk.afterMlp) d = hk.afterMlp(l, d, h2, ctx);
+      x = add(e, x, d);
+    }
+    if (cache) cache.length = S;
+    x = rmsnorm(e, x, this.param('model.norm.weight'), cfg.rmsNormEps);
+    const head = this.config.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
+    return matmul(e, x, head, { transB: true, name: 'logits' }).reshape([B, T, cfg.vocabSize]);
+  }
+}
+
+/** [B, P, W] ++ [B, L, W] along the sequence; gradients flow to both. */
+function concatSeq(e: Engine, a: Tensor, b: Tensor, B: number, P: number, L: number, W: number): Tensor {
+  const out = e.empty([B, P + L, ...a.shape.slice(2)], 'concat');
+  for (let i = 0; i < B; i++) {
+    e.copyRegion(out, i * (P + L) * W, a, i * P * W, P * W);
+    e.copyRegion(out, (i * (P + L) + P) * W, b, i * L * W, L * W);
+  }
+  if (e.tape && (a.requiresGrad || b.requiresGrad)) {
+    out.requiresGrad = true;
+    e.tape.record('concat', () => {
+      const g = out.grad;
+      if (!g) return;
+      // Copy each slice of the gradient out, then accumulate it (other ops may have written there).
+      for (const [src, off, len, rows] of [[a, 0, P, P], [b, P, L, L]] as const) {
+        if (!src.requiresGrad) continue;
+        const tmp = e.empty(src.shape, 'concat.grad');
+        for (let i = 0; i < B; i++) e.copyRegion(tmp, i * rows * W, g, (i * (P + L) + off) * W, len * W);
+        accumulateKernel(e, src.gradOrZeros(), tmp, src.size);
+      }
+    });
+  }
+  return out;
+}
