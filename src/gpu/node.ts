@@ -10,7 +10,10 @@ export function nodeGpu(): GPU {
   if (!gpu) {
     // WebGPU constants (GPUBufferUsage, ...) are globals in the browser.
     Object.assign(globalThis, globals);
-    gpu = create([]) as GPU;
+    // Dawn zero-fills workgroup memory in every shader by default; our kernels write
+    // workgroup memory before reading it, and the zero-fill costs seconds of
+    // compile time per pipeline on SwiftShader.
+    gpu = create(['enable-dawn-features=disable_workgroup_init']) as GPU;
   }
   return gpu;
 }

@@ -10,6 +10,7 @@
  * each itself a matmul accumulating (beta = 1) into the gradient buffer.
  */
 import code from '../../../shaders/matmul.wgsl?raw';
+import codeV2 from '../../../shaders/matmul_v2.wgsl?raw';
 import { params } from '../engine';
 import type { Engine } from '../engine';
 import { needsGrad } from '../tape';
@@ -41,8 +42,11 @@ export function matmulKernel(
 ): void {
   const batch = o.batch ?? 1;
   const bias = o.bias ?? A; // any bound buffer; unused when hasBias = 0
+  // v2 (register tiles, vec4 loads, no barriers) wherever the contiguous
+  // dimensions allow vec4 loads; v1 (workgroup-memory tiles) otherwise.
+  const V2 = K % 4 === 0 && (!o.transA || M % 4 === 0) && (o.transB || N % 4 === 0);
   e.dispatch(
-    code,
+    V2 ? codeV2 : code,
     'matmul',
     params(
       M, N, K, batch,
@@ -50,7 +54,7 @@ export function matmulKernel(
       M * N, o.bias ? 1 : 0, { f: o.alpha ?? 1 }, { f: o.beta ?? 0 },
     ),
     [{ tensor: A }, { tensor: B }, { tensor: bias }, { tensor: C, write: true }],
-    [Math.ceil(N / 64), Math.ceil(M / 64), batch],
+    V2 ? [Math.ceil(N / 32), Math.ceil(M / 32), batch] : [Math.ceil(N / 64), Math.ceil(M / 64), batch],
   );
 }
 
