@@ -9,7 +9,7 @@
  * them, each read-only or read_write as the dispatch says.
  */
 import { GpuError, ShaderCompileError } from '../errors';
-import type { GpuContext } from '../gpu/device';
+import { scoped, type GpuContext } from '../gpu/device';
 import { Tensor } from './tensor';
 import type { Tape } from './tape';
 
@@ -49,6 +49,10 @@ export class Engine {
 
   constructor(readonly ctx: GpuContext) {
     this.device = ctx.device;
+    // Errors outside our scopes (bind groups, dispatches) land here.
+    this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+      this.asyncError ??= new GpuError(`GPU error: ${ev.error.message}`);
+    };
   }
 
   get pool() {
@@ -162,11 +166,24 @@ export class Engine {
 
   // ---- kernels ---------------------------------------------------------------
 
+  /** First asynchronous GPU error (compile, validation, out of memory); thrown at the next sync. */
+  private asyncError: Error | null = null;
+
   private module(code: string, label: string): GPUShaderModule {
     let m = this.modules.get(code);
     if (!m) {
-      m = this.device.createShaderModule({ code, label });
+      m = scoped(this.device, `compiling ${label}`, () => this.device.createShaderModule({ code, label }), (err) => (this.asyncError ??= err));
       this.modules.set(code, m);
+      // Compiler messages carry line numbers; surface them instead of a bare validation error.
+      m.getCompilationInfo?.().then((info) => {
+        const errors = info.messages.filter((x) => x.type === 'error');
+        if (errors.length) {
+          // Replaces the generic validation error of the same failure: this one names the line.
+          this.asyncError = new ShaderCompileError(
+            `WGSL of ${label} does not compile:\n` + errors.map((x) => `  line ${x.lineNum}:${x.linePos}: ${x.message}`).join('\n'),
+          );
+        }
+      });
     }
     return m;
   }
@@ -196,11 +213,11 @@ export class Engine {
     let p = this.pipelines.get(key);
     if (!p) {
       const module = this.module(code, entry);
-      p = this.device.createComputePipeline({
+      p = scoped(this.device, `creating pipeline '${entry}'`, () => this.device.createComputePipeline({
         label: entry,
         layout: this.layout(layoutKey).pl,
         compute: { module, entryPoint: entry, constants },
-      });
+      }), (err) => (this.asyncError ??= err));
       this.pipelines.set(key, p);
     }
     return p;
@@ -332,6 +349,12 @@ export class Engine {
 
   private checkLost(): void {
     if (this.ctx.lost) throw this.ctx.lost;
+    const err = this.asyncError ?? this.pool.error;
+    if (err) {
+      this.asyncError = null;
+      this.pool.error = null;
+      throw err;
+    }
   }
 }
 

@@ -94,14 +94,24 @@ export async function acquireDevice(gpu: GPU | undefined | null, opts: AcquireOp
   return ctx;
 }
 
-/** Run `fn` inside validation + out-of-memory error scopes and throw a GpuError naming `what`. */
-export async function withErrorScopes<T>(device: GPUDevice, what: string, fn: () => T): Promise<T> {
+/**
+ * Run `fn` inside out-of-memory and validation error scopes without waiting:
+ * WebGPU reports these errors asynchronously, so the first one is handed to
+ * `report` (the engine keeps it and throws it at the next sync or readback).
+ */
+export function scoped<T>(device: GPUDevice, what: string, fn: () => T, report: (err: GpuError) => void): T {
   device.pushErrorScope('out-of-memory');
   device.pushErrorScope('validation');
-  const out = fn();
-  const validation = await device.popErrorScope();
-  const oom = await device.popErrorScope();
-  if (oom) throw new GpuError(`Out of GPU memory while ${what}: ${oom.message}`);
-  if (validation) throw new GpuError(`GPU validation error while ${what}: ${validation.message}`);
+  let out: T;
+  try {
+    out = fn();
+  } finally {
+    device.popErrorScope().then((v) => {
+      if (v) report(new GpuError(`GPU validation error while ${what}: ${v.message}`));
+    });
+    device.popErrorScope().then((oom) => {
+      if (oom) report(new GpuError(`Out of GPU memory while ${what}: ${oom.message}. Use a smaller batch, sequence length or model.`));
+    });
+  }
   return out;
 }

@@ -5,6 +5,7 @@
  * water mark, which training reports as peak GPU memory.
  */
 import { GpuError } from '../errors';
+import { scoped } from './device';
 
 const STORAGE = 0x80 /* STORAGE */ | 0x4 /* COPY_SRC */ | 0x8; /* COPY_DST */
 
@@ -25,6 +26,9 @@ export class BufferPool {
   peak = 0;
   private free = new Map<number, GPUBuffer[]>();
 
+  /** The first asynchronous allocation error (out of memory), thrown by the engine at its next sync. */
+  error: GpuError | null = null;
+
   constructor(private device: GPUDevice, private maxBufferSize: number) {}
 
   acquire(bytes: number, label?: string): GPUBuffer {
@@ -37,7 +41,8 @@ export class BufferPool {
     const list = this.free.get(size);
     let buf = list?.pop();
     if (!buf) {
-      buf = this.device.createBuffer({ size, usage: STORAGE, label });
+      buf = scoped(this.device, `allocating ${size} bytes for '${label ?? 'tensor'}'`, () =>
+        this.device.createBuffer({ size, usage: STORAGE, label }), (err) => (this.error ??= err));
       this.current += size;
     }
     this.inUse += size;

@@ -15,7 +15,8 @@
  */
 import type { Engine } from '../engine/engine';
 import type { Tensor } from '../engine/tensor';
-import { accumulateKernel, add } from '../engine/ops/add';
+import { add } from '../engine/ops/add';
+import { concatSeq } from '../engine/ops/concat';
 import { attention } from '../engine/ops/attention';
 import { embedding } from '../engine/ops/embedding';
 import { matmul } from '../engine/ops/matmul';
@@ -305,28 +306,4 @@ export class LlamaModel {
     const head = this.config.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
     return matmul(e, x, head, { transB: true, name: 'logits' }).reshape([B, T, cfg.vocabSize]);
   }
-}
-
-/** [B, P, W] ++ [B, L, W] along the sequence; gradients flow to both. */
-function concatSeq(e: Engine, a: Tensor, b: Tensor, B: number, P: number, L: number, W: number): Tensor {
-  const out = e.empty([B, P + L, ...a.shape.slice(2)], 'concat');
-  for (let i = 0; i < B; i++) {
-    e.copyRegion(out, i * (P + L) * W, a, i * P * W, P * W);
-    e.copyRegion(out, (i * (P + L) + P) * W, b, i * L * W, L * W);
-  }
-  if (e.tape && (a.requiresGrad || b.requiresGrad)) {
-    out.requiresGrad = true;
-    e.tape.record('concat', () => {
-      const g = out.grad;
-      if (!g) return;
-      // Copy each slice of the gradient out, then accumulate it (other ops may have written there).
-      for (const [src, off, len, rows] of [[a, 0, P, P], [b, P, L, L]] as const) {
-        if (!src.requiresGrad) continue;
-        const tmp = e.empty(src.shape, 'concat.grad');
-        for (let i = 0; i < B; i++) e.copyRegion(tmp, i * rows * W, g, (i * (P + L) + off) * W, len * W);
-        accumulateKernel(e, src.gradOrZeros(), tmp, src.size);
-      }
-    });
-  }
-  return out;
 }
