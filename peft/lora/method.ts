@@ -1,0 +1,153 @@
+/**
+ * LoRA (METHODS.md §4): per targeted linear W [out, in],
+ *   y = x Wᵀ (+ b) + s · (dropout(x) Aᵀ) Bᵀ,   s = alpha / r  (alpha / √r with rsLoRA)
+ * A [r, in] ~ U(−1/√in, 1/√in), B [out, r] = 0. W is frozen and gets no
+ * gradient kernels. The adapter path accumulates into the base output
+ * (one dispatch for A, one for B, no extra add).
+ * Export: HF PEFT keys base_model.model.<module>.lora_A.weight / lora_B.weight.
+ * LoRA+ (§7): B matrices train at loraplus_lr_ratio × learning_rate.
+ */
+import { matmul } from '../../src/engine/ops/matmul';
+import { dropout } from '../../src/engine/ops/dropout';
+import type { Tensor } from '../../src/engine/tensor';
+import { ConfigError } from '../../src/errors';
+import { matchTargets, uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+
+interface LoraLayer {
+  A: Tensor;
+  B: Tensor;
+  inF: number;
+  outF: number;
+}
+
+export function loraScaling(config: Record<string, unknown>): { r: number; alpha: number; s: number } {
+  const r = Number(config.lora_rank ?? 8);
+  const alpha = config.lora_alpha === null || config.lora_alpha === undefined ? 2 * r : Number(config.lora_alpha);
+  const s = config.use_rslora ? alpha / Math.sqrt(r) : alpha / r;
+  return { r, alpha, s };
+}
+
+export const lora: PeftMethod = {
+  name: 'lora',
+  attach(ctx: MethodContext): AttachedMethod {
+    const { e, model, config } = ctx;
+    const { r, alpha, s } = loraScaling(config);
+    const p = Number(config.lora_dropout ?? 0);
+    const targets = matchTargets(model.linearNames(), config.lora_target ?? 'all');
+    if (targets.length === 0) {
+      throw new ConfigError(`lora_target ${JSON.stringify(config.lora_target)} matches no linear layer; use 'all' or names such as q_proj, v_proj, down_proj.`);
+    }
+    const layers = new Map<string, LoraLayer>();
+    for (const name of targets) {
+      const [outF, inF] = model.param(`${name}.weight`).shape;
+      const A = e.persist(e.upload(uniform(r * inF, 1 / Math.sqrt(inF), ctx.random), [r, inF], `${name}.lora_A`));
+      const B = e.persist(e.zeros([outF, r], `${name}.lora_B`));
+      A.requiresGrad = B.requiresGrad = true;
+      layers.set(name, { A, B, inF, outF });
+    }
+    let dropoutCall = 0;
+    const detachHooks = model.attach({
+      linear: (name, x, inner) => {
+        const l = layers.get(name);
+        if (!l) return inner(x);
+        const y = inner(x);
+        const xd = p > 0 && e.tape ? dropout(e, x, p, Number(config.seed ?? 42) * 7919 + dropoutCall++) : x;
+        const h = matmul(e, xd, l.A, { transB: true, name: `${name}.lora_h` });
+        matmul(e, h, l.B, { transB: true, alpha: s, out: y, accumulate: true });
+        return y;
+      },
+    });
+    const ratio = config.loraplus_lr_ratio === null || config.loraplus_lr_ratio === undefined ? 1 : Number(config.loraplus_lr_ratio);
+    const key = (name: string, which: 'A' | 'B') => `base_model.model.${name}.lora_${which}.weight`;
+
+    return {
+      trainable(): TrainableParam[] {
+        const out: TrainableParam[] = [];
+        for (const [name, l] of layers) {
+          out.push({ name: key(name, 'A'), tensor: l.A });
+          out.push({ name: key(name, 'B'), tensor: l.B, lrScale: ratio });
+        }
+        return out;
+      },
+      async exportAdapter(): Promise<AdapterFiles> {
+        const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+        for (const [name, l] of layers) {
+          tensors.set(key(name, 'A'), { shape: [r, l.inF], data: await e.read(l.A) });
+          tensors.set(key(name, 'B'), { shape: [l.outF, r], data: await e.read(l.B) });
+        }
+        const modules = [...new Set(targets.map((t) => t.split('.').at(-1)!))].sort();
+        return { config: loraAdapterConfig(config, r, alpha, p, modules), tensors };
+      },
+      importAdapter(files: AdapterFiles): void {
+        for (const [name, l] of layers) {
+          for (const [which, t, shape] of [['A', l.A, [r, l.inF]], ['B', l.B, [l.outF, r]]] as const) {
+            const src = files.tensors.get(key(name, which));
+            if (!src) throw new ConfigError(`The adapter has no tensor ${key(name, which)}; was it trained with the same lora_target and model?`);
+            if (src.shape.join() !== shape.join()) {
+              throw new ConfigError(`Adapter tensor ${key(name, which)} has shape [${src.shape}], expected [${shape}] (lora_rank ${r}).`);
+            }
+            e.write(t, src.data);
+          }
+        }
+      },
+      async merge(): Promise<void> {
+        // W ← W + s · B A (exact).
+        for (const [name, l] of layers) {
+          const W = model.param(`${name}.weight`);
+          matmul(e, l.B, l.A, { alpha: s, out: W, accumulate: true });
+        }
+        await e.sync();
+        this.detach();
+      },
+      detach(): void {
+        detachHooks();
+        for (const l of layers.values()) {
+          l.A.dispose();
+          l.B.dispose();
+        }
+        layers.clear();
+      },
+    };
+  },
+};
+
+/** adapter_config.json with the PEFT 0.17 key set (METHODS.md §4). */
+export function loraAdapterConfig(config: Record<string, unknown>, r: number, alpha: number, p: number, modules: string[]): Record<string, unknown> {
+  return {
+    alpha_pattern: {},
+    auto_mapping: null,
+    base_model_name_or_path: config.model_name_or_path ?? null,
+    bias: 'none',
+    corda_config: null,
+    eva_config: null,
+    exclude_modules: null,
+    fan_in_fan_out: false,
+    inference_mode: true,
+    init_lora_weights: true,
+    layer_replication: null,
+    layers_pattern: null,
+    layers_to_transform: null,
+    loftq_config: {},
+    lora_alpha: alpha,
+    lora_bias: false,
+    lora_dropout: p,
+    megatron_config: null,
+    megatron_core: 'megatron.core',
+    modules_to_save: null,
+    peft_type: 'LORA',
+    peft_version: '0.17.1',
+    qalora_group_size: 16,
+    r,
+    rank_pattern: {},
+    revision: null,
+    target_modules: modules,
+    target_parameters: null,
+    task_type: 'CAUSAL_LM',
+    trainable_token_indices: null,
+    use_dora: false,
+    use_qalora: false,
+    use_rslora: !!config.use_rslora,
+  };
+}
+
+export default lora;

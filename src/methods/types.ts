@@ -1,0 +1,79 @@
+/**
+ * The PEFT method interface. A method is a folder under peft/ with a
+ * config.ts (its options, the same OptionSpec schema built-in keys use) and a
+ * method.ts exporting a `PeftMethod`. It attaches to the model only through
+ * the model's insertion points (`model.attach(hooks)`, `model.param(...)`,
+ * `model.addBias(...)`), never by editing src/model.
+ */
+import type { Engine } from '../engine/engine';
+import type { Tensor } from '../engine/tensor';
+import type { LlamaModel } from '../model/llama';
+
+export interface HostTensor {
+  shape: number[];
+  data: Float32Array;
+}
+
+/** One trainable tensor and its optimizer group. */
+export interface TrainableParam {
+  /** Export-style name, unique within the run (checkpoint key). */
+  name: string;
+  tensor: Tensor;
+  /** Multiplies the base learning rate (LoRA+ B matrices). Default 1. */
+  lrScale?: number;
+  /** Whether weight decay applies (HF: not for biases and norm weights). Default true. */
+  decay?: boolean;
+}
+
+export interface MethodContext {
+  e: Engine;
+  model: LlamaModel;
+  /** The validated experiment config (snake_case keys as in YAML). */
+  config: Record<string, unknown>;
+  /** Seeded uniform [0, 1) generator for initialisation. */
+  random: () => number;
+}
+
+export interface AdapterFiles {
+  /** adapter_config.json content. */
+  config: Record<string, unknown>;
+  /** Tensors of adapter_model.safetensors, by export key. */
+  tensors: Map<string, HostTensor>;
+}
+
+export interface AttachedMethod {
+  trainable(): TrainableParam[];
+  /** The adapter in its interchange layout (HF PEFT for LoRA). */
+  exportAdapter(): Promise<AdapterFiles>;
+  /** Load tensors written by exportAdapter (or by Python PEFT). */
+  importAdapter(files: AdapterFiles): void;
+  /** Fold the adapter into the base weights, when the math allows. */
+  merge?(): Promise<void>;
+  /** Remove the hooks and free the method's tensors. */
+  detach(): void;
+}
+
+export interface PeftMethod {
+  /** The finetuning_type value that selects it. */
+  name: string;
+  attach(ctx: MethodContext): AttachedMethod;
+}
+
+/**
+ * HF PEFT target matching: an entry t matches module path p iff p == t or p
+ * ends with "." + t; 'all' (LLaMA-Factory) or 'all-linear' is every linear
+ * projection except lm_head.
+ */
+export function matchTargets(modulePaths: string[], target: unknown): string[] {
+  if (target === undefined || target === null) return modulePaths.filter((p) => /\.(q_proj|v_proj)$/.test(p));
+  const list = typeof target === 'string' ? target.split(',').map((s) => s.trim()).filter(Boolean) : (target as string[]);
+  if (list.length === 1 && (list[0] === 'all' || list[0] === 'all-linear')) return modulePaths.filter((p) => !p.endsWith('lm_head'));
+  return modulePaths.filter((p) => list.some((t) => p === t || p.endsWith('.' + t)));
+}
+
+/** Float32 uniform(-bound, bound) from a seeded generator. */
+export function uniform(n: number, bound: number, random: () => number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (random() * 2 - 1) * bound;
+  return a;
+}

@@ -1,0 +1,332 @@
+/**
+ * The SFT trainer (METHODS.md §21-24), the same in Node and the browser.
+ *
+ * Per optimizer step: for each of `gradient_accumulation_steps` micro-batches,
+ * forward, summed cross-entropy over valid shifted targets, backward seeded
+ * with 1/D where D counts valid targets over the whole step (so summed
+ * gradients equal the mean over the step, as the HF Trainer does); then the
+ * global grad norm, clipping to max_grad_norm, AdamW (torch semantics; decay
+ * only on decay params), the scheduler, zero grads. Clipping and the update
+ * run on the GPU (the clip factor never leaves it); the loss and grad norm
+ * are read back once per step for logging and the NaN guard.
+ */
+import type { Engine } from '../engine/engine';
+import { Tape } from '../engine/tape';
+import type { Tensor } from '../engine/tensor';
+import { adamwStep, clipCoefficient, sumSquares } from '../engine/ops/adamw';
+import { crossEntropy } from '../engine/ops/cross_entropy';
+import { accumulateKernel } from '../engine/ops/add';
+import { PeftStudioError } from '../errors';
+import type { AttachedMethod, TrainableParam } from '../methods/types';
+import type { LlamaModel } from '../model/llama';
+import { parseSafetensors, serializeSafetensors } from '../model/safetensors';
+import { lrFactor, warmupSteps, type SchedulerType } from './schedule';
+import { latestCheckpoint, type RunStore } from './store';
+
+/** A NaN or Inf loss or gradient norm stopped the run; the last checkpoint is intact. */
+export class NonFiniteLossError extends PeftStudioError {
+  override name = 'NonFiniteLossError';
+}
+
+export interface EncodedExample {
+  inputIds: number[];
+  labels: number[];
+}
+
+export interface TrainOptions {
+  batchSize: number;
+  gradAccum: number;
+  learningRate: number;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  epochs: number;
+  /** > 0 overrides epochs. */
+  maxSteps: number;
+  scheduler: SchedulerType;
+  warmupRatio: number;
+  warmupSteps: number;
+  loggingSteps: number;
+  /** 0 = never. */
+  saveSteps: number;
+  /** 0 = never. */
+  evalSteps: number;
+  maxGradNorm: number;
+  seed: number;
+  padId: number;
+  /** Resume from the newest checkpoint in the store (or a named one). */
+  resume?: boolean | string;
+}
+
+export interface LogEntry {
+  current_steps: number;
+  total_steps: number;
+  loss?: number;
+  eval_loss?: number;
+  lr?: number;
+  grad_norm?: number;
+  epoch: number;
+  percentage: number;
+  elapsed_time: number;
+  tokens_per_s?: number;
+  peak_gpu_bytes: number;
+}
+
+export interface TrainCallbacks {
+  onLog?: (entry: LogEntry) => void;
+  onStep?: (step: number, total: number) => void;
+  signal?: AbortSignal;
+}
+
+/** Deterministic permutation (mulberry32 Fisher-Yates), identical in every host. */
+export function shuffledIndices(n: number, seed: number): number[] {
+  let a = seed >>> 0;
+  const rand = () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const idx = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  return idx;
+}
+
+/** Right-pad to the longest sequence rounded up to 8; shifted targets (target t = labels[t+1]). */
+export function collateShifted(batch: EncodedExample[], padId: number) {
+  const B = batch.length;
+  const T = Math.ceil(Math.max(...batch.map((x) => x.inputIds.length)) / 8) * 8;
+  const ids = new Int32Array(B * T).fill(padId);
+  const mask = new Int32Array(B * T);
+  const targets = new Int32Array(B * T).fill(-100);
+  batch.forEach((x, b) => {
+    ids.set(x.inputIds, b * T);
+    mask.fill(1, b * T, b * T + x.inputIds.length);
+    for (let t = 0; t + 1 < x.labels.length; t++) targets[b * T + t] = x.labels[t + 1];
+  });
+  let valid = 0;
+  for (const y of targets) if (y !== -100) valid++;
+  return { ids, mask, targets, B, T, valid };
+}
+
+/** HF Trainer decay rule: no decay for biases and norm weights (METHODS.md §22). */
+export function isDecayParam(name: string): boolean {
+  return !/bias|layernorm|rmsnorm|(^|\.)norm($|\.)|_norm($|\.)/i.test(name);
+}
+
+export class Trainer {
+  readonly params: TrainableParam[];
+  private m = new Map<string, Tensor>();
+  private v = new Map<string, Tensor>();
+  step = 0;
+  readonly totalSteps: number;
+  private stepsPerEpoch: number;
+  private batchesPerEpoch: number;
+  log: LogEntry[] = [];
+
+  constructor(
+    readonly e: Engine,
+    readonly model: LlamaModel,
+    readonly method: AttachedMethod,
+    readonly train: EncodedExample[],
+    readonly val: EncodedExample[],
+    readonly opts: TrainOptions,
+    readonly store: RunStore,
+  ) {
+    if (train.length === 0) throw new PeftStudioError('The training set is empty: check dataset, max_samples and val_size.');
+    this.params = method.trainable();
+    for (const p of this.params) {
+      this.m.set(p.name, e.persist(e.zeros(p.tensor.shape, `${p.name}.exp_avg`)));
+      this.v.set(p.name, e.persist(e.zeros(p.tensor.shape, `${p.name}.exp_avg_sq`)));
+    }
+    this.batchesPerEpoch = Math.ceil(train.length / opts.batchSize);
+    this.stepsPerEpoch = Math.ceil(this.batchesPerEpoch / opts.gradAccum);
+    this.totalSteps = opts.maxSteps > 0 ? opts.maxSteps : Math.ceil(opts.epochs * this.stepsPerEpoch);
+  }
+
+  /** Micro-batch number `mb` (counting across epochs) → its examples. */
+  private microBatch(mb: number): EncodedExample[] {
+    const epoch = Math.floor(mb / this.batchesPerEpoch);
+    const b = mb % this.batchesPerEpoch;
+    const order = shuffledIndices(this.train.length, this.opts.seed + epoch);
+    return order.slice(b * this.opts.batchSize, (b + 1) * this.opts.batchSize).map((i) => this.train[i]);
+  }
+
+  trainableCount(): number {
+    return this.params.reduce((a, p) => a + p.tensor.size, 0);
+  }
+
+  async run(cb: TrainCallbacks = {}): Promise<{ steps: number; log: LogEntry[] }> {
+    const o = this.opts;
+    if (o.resume) await this.resume(typeof o.resume === 'string' ? o.resume : undefined);
+    const W = warmupSteps(this.totalSteps, o.warmupSteps, o.warmupRatio);
+    const t0 = performance.now();
+    let windowLoss = 0, windowSteps = 0, windowTokens = 0, windowStart = performance.now();
+    this.e.pool.resetPeak();
+    while (this.step < this.totalSteps) {
+      if (cb.signal?.aborted) break;
+      const k = this.step;
+      const micro = Array.from({ length: o.gradAccum }, (_, i) => collateShifted(this.microBatch(k * o.gradAccum + i), o.padId));
+      const D = micro.reduce((a, x) => a + x.valid, 0);
+      const lossSum = this.e.zeros([1], 'step.loss');
+      this.e.persist(lossSum);
+      for (const mb of micro) {
+        this.e.beginScope();
+        const tape = new Tape();
+        this.e.tape = tape;
+        const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask });
+        const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
+        this.e.tape = null;
+        if (D > 0) tape.backward(loss, 1 / D);
+        accumulateKernel(this.e, lossSum, loss, 1);
+        this.e.endScope();
+        windowTokens += mb.ids.length;
+      }
+      // Global grad norm, clip factor and the update, all on the GPU.
+      this.e.beginScope();
+      const sq = this.e.zeros([1], 'grad.sumsq');
+      for (const p of this.params) if (p.tensor.grad) sumSquares(this.e, p.tensor.grad, { out: sq, accumulate: true });
+      const coef = clipCoefficient(this.e, sq, o.maxGradNorm > 0 ? o.maxGradNorm : Infinity);
+      const lr = o.learningRate * lrFactor(o.scheduler, k, this.totalSteps, W);
+      for (const p of this.params) {
+        if (!p.tensor.grad) continue;
+        const decay = p.decay ?? isDecayParam(p.name);
+        adamwStep(this.e, p.tensor, p.tensor.grad, this.m.get(p.name)!, this.v.get(p.name)!, {
+          lr: lr * (p.lrScale ?? 1), beta1: o.beta1, beta2: o.beta2, eps: o.eps,
+          weightDecay: decay ? o.weightDecay : 0, step: k + 1, gradScaleTensor: coef,
+        });
+        this.e.clear(p.tensor.grad);
+      }
+      const [lossTotal] = await this.e.read(lossSum);
+      const [sumsq] = await this.e.read(sq);
+      this.e.endScope();
+      lossSum.dispose();
+      const loss = D > 0 ? lossTotal / D : 0;
+      const gradNorm = Math.sqrt(sumsq);
+      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+        // The update above already used non-finite numbers: stop without saving, so
+        // the last checkpoint on disk stays the last good state.
+        throw new NonFiniteLossError(
+          `Loss became ${loss} (grad norm ${gradNorm}) at step ${k + 1}. Stopped; the last checkpoint is intact. ` +
+            'Lower learning_rate, set max_grad_norm, or check the data.',
+        );
+      }
+      this.step = k + 1;
+      windowLoss += loss;
+      windowSteps++;
+      cb.onStep?.(this.step, this.totalSteps);
+      const last = this.step === this.totalSteps;
+      if (this.step % o.loggingSteps === 0 || last) {
+        const now = performance.now();
+        const entry: LogEntry = {
+          current_steps: this.step,
+          total_steps: this.totalSteps,
+          loss: round(windowLoss / windowSteps),
+          lr,
+          grad_norm: round(gradNorm),
+          epoch: round(this.step / this.stepsPerEpoch, 4),
+          percentage: round((100 * this.step) / this.totalSteps, 2),
+          elapsed_time: round((now - t0) / 1000, 3),
+          tokens_per_s: round((windowTokens * 1000) / (now - windowStart), 1),
+          peak_gpu_bytes: this.e.pool.peak,
+        };
+        await this.emit(entry, cb);
+        windowLoss = windowSteps = windowTokens = 0;
+        windowStart = performance.now();
+      }
+      if (o.evalSteps > 0 && this.val.length && (this.step % o.evalSteps === 0 || last)) {
+        const evalLoss = await this.evaluate();
+        await this.emit({
+          current_steps: this.step, total_steps: this.totalSteps, eval_loss: round(evalLoss),
+          epoch: round(this.step / this.stepsPerEpoch, 4), percentage: round((100 * this.step) / this.totalSteps, 2),
+          elapsed_time: round((performance.now() - t0) / 1000, 3), peak_gpu_bytes: this.e.pool.peak,
+        }, cb);
+      }
+      if (o.saveSteps > 0 && this.step % o.saveSteps === 0) await this.saveCheckpoint();
+    }
+    return { steps: this.step, log: this.log };
+  }
+
+  private async emit(entry: LogEntry, cb: TrainCallbacks): Promise<void> {
+    this.log.push(entry);
+    await this.store.appendLog(JSON.stringify(entry));
+    cb.onLog?.(entry);
+  }
+
+  /** Mean cross-entropy over the valid shifted targets of the validation set. */
+  async evaluate(examples = this.val): Promise<number> {
+    let total = 0, count = 0;
+    for (let i = 0; i < examples.length; i += this.opts.batchSize) {
+      const mb = collateShifted(examples.slice(i, i + this.opts.batchSize), this.opts.padId);
+      this.e.beginScope();
+      const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask });
+      const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
+      total += (await this.e.read(loss))[0];
+      this.e.endScope();
+      count += mb.valid;
+    }
+    return count ? total / count : 0;
+  }
+
+  /** Trainable weights (as the adapter), optimizer state and trainer state, written atomically. */
+  async saveCheckpoint(): Promise<string> {
+    const name = `checkpoint-${this.step}`;
+    const adapter = await this.method.exportAdapter();
+    const opt: Record<string, { shape: number[]; data: Float32Array }> = {};
+    const weights: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const p of this.params) {
+      weights[p.name] = { shape: p.tensor.shape, data: await this.e.read(p.tensor) };
+      opt[`${p.name}.exp_avg`] = { shape: p.tensor.shape, data: await this.e.read(this.m.get(p.name)!) };
+      opt[`${p.name}.exp_avg_sq`] = { shape: p.tensor.shape, data: await this.e.read(this.v.get(p.name)!) };
+    }
+    await this.store.writeCheckpoint(name, {
+      'adapter_config.json': JSON.stringify(adapter.config, null, 2),
+      'adapter_model.safetensors': serializeSafetensors(adapter.tensors, { format: 'pt' }),
+      'trainable.safetensors': serializeSafetensors(weights),
+      'optimizer.safetensors': serializeSafetensors(opt),
+      'trainer_state.json': JSON.stringify({
+        global_step: this.step, max_steps: this.totalSteps, epoch: this.step / this.stepsPerEpoch,
+        // Data order and dropout masks are functions of (seed, step): this is the whole RNG state.
+        rng: { seed: this.opts.seed, step: this.step },
+        log_history: this.log,
+      }, null, 2),
+    });
+    return name;
+  }
+
+  async resume(name?: string): Promise<void> {
+    const which = name ?? latestCheckpoint(await this.store.listCheckpoints());
+    if (!which) return;
+    const files = await this.store.readCheckpoint(which);
+    if (!files?.['trainer_state.json'] || !files['trainable.safetensors'] || !files['optimizer.safetensors']) {
+      throw new PeftStudioError(`Checkpoint ${which} is incomplete (needs trainer_state.json, trainable.safetensors, optimizer.safetensors).`);
+    }
+    const state = JSON.parse(new TextDecoder().decode(files['trainer_state.json']));
+    const weights = parseSafetensors(files['trainable.safetensors'], `${which}/trainable.safetensors`).tensors;
+    const opt = parseSafetensors(files['optimizer.safetensors'], `${which}/optimizer.safetensors`).tensors;
+    for (const p of this.params) {
+      const w = weights.get(p.name), m = opt.get(`${p.name}.exp_avg`), v = opt.get(`${p.name}.exp_avg_sq`);
+      if (!w || !m || !v) throw new PeftStudioError(`Checkpoint ${which} has no state for ${p.name}: was it written by the same method and config?`);
+      this.e.write(p.tensor, w.data);
+      this.e.write(this.m.get(p.name)!, m.data);
+      this.e.write(this.v.get(p.name)!, v.data);
+    }
+    this.step = state.global_step;
+    this.log = state.log_history ?? [];
+  }
+
+  dispose(): void {
+    for (const t of [...this.m.values(), ...this.v.values()]) t.dispose();
+  }
+}
+
+function round(x: number, digits = 6): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
