@@ -26,8 +26,8 @@ Commands:
   generate  --model <dir|repo> --prompt "<text>" [--max-new-tokens 64] [--temperature 0]
             [--top-k K] [--top-p P] [--seed S] [--ids]
             Greedy when the temperature is 0. --ids prints the generated token ids as JSON too.
-  bench     [--out bench.json] [--steps N]
-            Forward and forward+backward throughput and peak GPU memory.
+  bench     [--out bench.json] [--steps N] [--only stories260K,smollm2-135m]
+            Forward, forward+backward and LoRA training-step throughput, peak GPU memory.
 
 Common options:
   --endpoint URL   Hub endpoint or mirror (default https://huggingface.co)
@@ -81,6 +81,7 @@ export async function main(argv: string[]): Promise<number> {
       seed: { type: 'string' },
       steps: { type: 'string' },
       ids: { type: 'boolean' },
+      only: { type: 'string' },
     },
     strict: true,
   });
@@ -138,7 +139,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'bench': {
       const e = await engineForCli();
-      const result = await runBench(e, { steps: num('steps', 5, 1, 1000) });
+      const result = await runBench(e, { steps: num('steps', 5, 1, 1000), only: values.only?.split(',') });
       const json = JSON.stringify(result, null, 2);
       if (values.out) writeFileSync(values.out, json + '\n');
       process.stdout.write(json + '\n');

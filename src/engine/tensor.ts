@@ -37,7 +37,10 @@ export class Tensor {
   gradOrZeros(): Tensor {
     if (this.base) return this.base.gradOrZeros();
     if (!this.ownGrad) {
-      this.ownGrad = this.engine.zeros(this.shape, this.name ? `${this.name}.grad` : 'grad');
+      // The gradient lives as long as its tensor (disposed with it), not as long as
+      // the scope that happens to run backward: a parameter's gradient must
+      // survive the micro-batch scope for accumulation, clipping and the update.
+      this.ownGrad = this.engine.persist(this.engine.zeros(this.shape, this.name ? `${this.name}.grad` : 'grad'));
     }
     return this.ownGrad;
   }
