@@ -166,7 +166,7 @@ describe('SFT trainer + LoRA (stories260K)', () => {
     e.beginScope();
     const merged = await e.read(model.forward(ids, 1));
     e.endScope();
-    expect(maxDiff(merged, withAdapter)).toBeLessThan(1e-5);
+    expect(maxDiff(merged, withAdapter)).toBeLessThan(5e-5); // W + s·B·A rounds differently from the two-matmul path
     // restore the base weights for other tests
     const { modelFromWeights } = await import('../../src/model/load');
     void modelFromWeights;
