@@ -21,8 +21,30 @@ export interface TrainableParam {
   tensor: Tensor;
   /** Multiplies the base learning rate (LoRA+ B matrices). Default 1. */
   lrScale?: number;
-  /** Whether weight decay applies (HF: not for biases and norm weights). Default true. */
+  /** Whether weight decay applies (HF: not for biases and norm weights). Default: the HF name rule. */
   decay?: boolean;
+  /**
+   * Optimizer hook (GaLore): replaces the trainer's AdamW update for this
+   * tensor. Called after clipping with the clip factor as a [1] tensor.
+   */
+  update?: (u: OptimizerUpdate) => void;
+  /** Extra optimizer state to checkpoint (name → tensor), for custom updates. */
+  state?: () => Map<string, Tensor>;
+}
+
+export interface OptimizerUpdate {
+  e: Engine;
+  grad: Tensor;
+  /** Clip factor min(1, max_grad_norm / norm), [1] on the GPU. */
+  clip: Tensor;
+  /** Learning rate for this step (schedule and lrScale applied). */
+  lr: number;
+  /** 1-based optimizer step. */
+  step: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
 }
 
 export interface MethodContext {

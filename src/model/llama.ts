@@ -123,10 +123,34 @@ export class LlamaModel {
     };
   }
 
+  /** Shapes of weights whose f32 storage a method released (QLoRA keeps them quantized). */
+  readonly releasedShapes = new Map<string, number[]>();
+
   param(name: string): Tensor {
     const t = this.params.get(name);
-    if (!t) throw new Error(`No parameter named ${name}`);
+    if (!t) {
+      if (this.releasedShapes.has(name)) {
+        throw new Error(`${name} is no longer held in f32 (a method, e.g. QLoRA, replaced it); use the method's own path`);
+      }
+      throw new Error(`No parameter named ${name}`);
+    }
     return t;
+  }
+
+  /** Shape of a weight, also after its f32 storage was released. */
+  weightShape(name: string): number[] {
+    return this.params.get(name)?.shape ?? this.releasedShapes.get(name) ?? this.param(name).shape;
+  }
+
+  /**
+   * Free a base weight's f32 buffer: the method that calls this computes the
+   * linear itself in its `linear` hook (never calling `inner`).
+   */
+  releaseWeight(name: string): void {
+    const t = this.param(name);
+    this.releasedShapes.set(name, t.shape);
+    this.params.delete(name);
+    t.dispose();
   }
 
   /** Module names of every linear layer ("model.layers.0.self_attn.q_proj", ..., "lm_head"). */
@@ -142,8 +166,8 @@ export class LlamaModel {
 
   /** Add a (zero) bias to a linear that has none, e.g. for BitFit on llama. */
   addBias(name: string, init?: Float32Array): Tensor {
-    const w = this.param(`${name}.weight`);
-    const b = this.e.persist(init ? this.e.upload(init, [w.shape[0]]) : this.e.zeros([w.shape[0]]));
+    const out = this.weightShape(`${name}.weight`)[0];
+    const b = this.e.persist(init ? this.e.upload(init, [out]) : this.e.zeros([out]));
     b.name = `${name}.bias`;
     this.params.set(b.name, b);
     return b;
@@ -179,9 +203,10 @@ export class LlamaModel {
   }
 
   linear(name: string, x: Tensor, ctx: HookContext): Tensor {
-    const w = this.param(`${name}.weight`);
-    const b = this.params.get(`${name}.bias`) ?? null;
-    let f: LinearFn = (xx) => matmul(this.e, xx, w, { transB: true, bias: b, name });
+    // The base weight is looked up only when the innermost function runs, so a
+    // hook that replaces the base path (QLoRA) works after releaseWeight().
+    let f: LinearFn = (xx) =>
+      matmul(this.e, xx, this.param(`${name}.weight`), { transB: true, bias: this.params.get(`${name}.bias`) ?? null, name });
     for (const h of this.hookList) {
       if (!h.linear) continue;
       const inner = f, hook = h.linear;

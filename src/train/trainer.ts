@@ -196,10 +196,12 @@ export class Trainer {
       for (const p of this.params) {
         if (!p.tensor.grad) continue;
         const decay = p.decay ?? isDecayParam(p.name);
-        adamwStep(this.e, p.tensor, p.tensor.grad, this.m.get(p.name)!, this.v.get(p.name)!, {
-          lr: lr * (p.lrScale ?? 1), beta1: o.beta1, beta2: o.beta2, eps: o.eps,
-          weightDecay: decay ? o.weightDecay : 0, step: k + 1, gradScaleTensor: coef,
-        });
+        const u = {
+          e: this.e, grad: p.tensor.grad, clip: coef, lr: lr * (p.lrScale ?? 1), step: k + 1,
+          beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: decay ? o.weightDecay : 0,
+        };
+        if (p.update) p.update(u);
+        else adamwStep(this.e, p.tensor, u.grad, this.m.get(p.name)!, this.v.get(p.name)!, { ...u, gradScaleTensor: coef });
         this.e.clear(p.tensor.grad);
       }
       const [lossTotal] = await this.e.read(lossSum);
@@ -283,6 +285,7 @@ export class Trainer {
       weights[p.name] = { shape: p.tensor.shape, data: await this.e.read(p.tensor) };
       opt[`${p.name}.exp_avg`] = { shape: p.tensor.shape, data: await this.e.read(this.m.get(p.name)!) };
       opt[`${p.name}.exp_avg_sq`] = { shape: p.tensor.shape, data: await this.e.read(this.v.get(p.name)!) };
+      for (const [k, t] of p.state?.() ?? []) opt[`${p.name}.${k}`] = { shape: t.shape, data: await this.e.read(t) };
     }
     await this.store.writeCheckpoint(name, {
       'adapter_config.json': JSON.stringify(adapter.config, null, 2),
@@ -315,6 +318,11 @@ export class Trainer {
       this.e.write(p.tensor, w.data);
       this.e.write(this.m.get(p.name)!, m.data);
       this.e.write(this.v.get(p.name)!, v.data);
+      for (const [k, t] of p.state?.() ?? []) {
+        const saved = opt.get(`${p.name}.${k}`);
+        if (!saved) throw new PeftStudioError(`Checkpoint ${which} has no optimizer state ${p.name}.${k}.`);
+        this.e.write(t, saved.data);
+      }
     }
     this.step = state.global_step;
     this.log = state.log_history ?? [];

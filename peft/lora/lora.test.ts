@@ -1,0 +1,76 @@
+/** LoRA against METHODS.md §4: gradients, parameter counts, B = 0 identity, trajectory. */
+import { describe, it, expect } from 'vitest';
+import { gpuEngine } from '../../tests/helpers/gpu';
+import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
+import { checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
+import { seededRandom } from '../../src/model/generate';
+import { matchTargets } from '../../src/methods/types';
+import { builtinMethods, resolveMethod } from '../../src/methods/registry';
+import lora from './method';
+
+/** r·(in + out) per targeted linear. */
+function loraCount(cfg: { hiddenSize: number; intermediateSize: number; numHeads: number; numKvHeads: number; headDim: number; numLayers: number }, r: number, targets: string[]) {
+  const { hiddenSize: d, intermediateSize: f, numHeads: h, numKvHeads: kv, headDim: hd, numLayers: N } = cfg;
+  const shapes: Record<string, [number, number]> = {
+    q_proj: [h * hd, d], k_proj: [kv * hd, d], v_proj: [kv * hd, d], o_proj: [d, h * hd],
+    gate_proj: [f, d], up_proj: [f, d], down_proj: [d, f],
+  };
+  return N * targets.reduce((a, t) => a + r * (shapes[t][0] + shapes[t][1]), 0);
+}
+
+describe('lora', () => {
+  it('is the registry\'s method for finetuning_type lora', () => {
+    expect(builtinMethods.has('lora')).toBe(true);
+    expect(resolveMethod({ finetuning_type: 'lora' })).toBe(lora);
+  });
+
+  it('gradients of A and B match finite differences (tiny random model)', async () => {
+    const e = await gpuEngine();
+    const model = tinyModel(e);
+    const m = lora.attach({ e, model, config: { lora_rank: 4, lora_alpha: 8, lora_target: 'all' }, random: seededRandom(3) });
+    // B = 0 makes dA = 0: give B values first so both gradients are exercised.
+    for (const p of m.trainable()) if (p.name.includes('lora_B')) e.write(p.tensor, Float32Array.from({ length: p.tensor.size }, (_, i) => Math.sin(i) * 0.3));
+    await checkMethodGradients(e, model, m, [1, 5, 9, 2, 30, 7, 11]);
+    m.detach();
+    model.dispose();
+  });
+
+  it('trainable parameters equal r·(in + out) per target, for stories260K and the SmolLM2-135M shape', async () => {
+    const e = await gpuEngine();
+    const model = await loadStories(e);
+    for (const targets of [['q_proj', 'v_proj'], ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']]) {
+      const m = lora.attach({ e, model, config: { lora_rank: 8, lora_target: targets }, random: seededRandom(1) });
+      expect(m.trainable().reduce((a, p) => a + p.tensor.size, 0)).toBe(loraCount(model.config, 8, targets));
+      m.detach();
+    }
+    expect(loraCount(smollmConfig(), 8, ['q_proj', 'v_proj'])).toBe(30 * 8 * (576 + 576 + 576 + 192));
+    expect(matchTargets(model.linearNames(), 'all').length).toBe(35);
+    model.dispose();
+  });
+
+  it('with B = 0 the logits are identical to the base model', async () => {
+    const e = await gpuEngine();
+    const model = await loadStories(e);
+    const ids = Int32Array.from([1, 403, 407, 261, 378]);
+    e.beginScope();
+    const base = await e.read(model.forward(ids, 1));
+    e.endScope();
+    const m = lora.attach({ e, model, config: { lora_rank: 8, lora_target: 'all' }, random: seededRandom(1) });
+    e.beginScope();
+    const withLora = await e.read(model.forward(ids, 1));
+    e.endScope();
+    expect(Array.from(withLora)).toEqual(Array.from(base));
+    m.detach();
+    model.dispose();
+  });
+
+  it('trajectory: 30 steps on a fixed batch, loss falls by half, memory flat', async () => {
+    const e = await gpuEngine();
+    const model = await loadStories(e);
+    const m = lora.attach({ e, model, config: { lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'] }, random: seededRandom(1) });
+    const r = await checkTrajectory(e, model, m, 0.5);
+    console.log(`lora trajectory: ${r.first.toFixed(4)} → ${r.last.toFixed(4)}, peak ${r.peak} B`);
+    m.detach();
+    model.dispose();
+  });
+});
