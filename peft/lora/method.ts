@@ -29,6 +29,18 @@ export function loraScaling(config: Record<string, unknown>): { r: number; alpha
 
 export const lora: PeftMethod = {
   name: 'lora',
+  peftType: 'LORA',
+  configFromAdapter(c) {
+    if (c.use_dora) return null; // DoRA's folder handles it
+    return {
+      finetuning_type: 'lora',
+      lora_rank: c.r,
+      lora_alpha: c.lora_alpha,
+      lora_dropout: c.lora_dropout ?? 0,
+      lora_target: c.target_modules,
+      use_rslora: !!c.use_rslora,
+    };
+  },
   attach(ctx: MethodContext): AttachedMethod {
     const { e, model, config } = ctx;
     const { r, alpha, s } = loraScaling(config);

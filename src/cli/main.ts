@@ -17,13 +17,18 @@ import { generate } from '../model/generate';
 import { sourceFor } from '../hub/node';
 import { ConfigError, PeftStudioError } from '../errors';
 import { runBench } from './bench';
+import { attachAdapterFolder, exportCommand, trainCommand } from './train';
 
 const USAGE = `peft-studio <command> [options]
 
 Commands:
-  logits    --model <dir|repo> --text "<text>" [--out file.json]
+  train     <config.yaml> [key=value ...]
+            Fine-tune with a LLaMA-Factory / PEFT-Factory style YAML; keys can be overridden.
+  export    <config.yaml> [key=value ...]
+            Merge the adapter in output_dir (or adapter_name_or_path) into the base model.
+  logits    --model <dir|repo> --text "<text>" [--adapter <dir>] [--out file.json]
             Next-token logits at the last position (BOS added as the tokenizer does).
-  generate  --model <dir|repo> --prompt "<text>" [--max-new-tokens 64] [--temperature 0]
+  generate  --model <dir|repo> --prompt "<text>" [--adapter <dir>] [--max-new-tokens 64] [--temperature 0]
             [--top-k K] [--top-p P] [--seed S] [--ids]
             Greedy when the temperature is 0. --ids prints the generated token ids as JSON too.
   bench     [--out bench.json] [--steps N] [--only stories260K,smollm2-135m]
@@ -65,6 +70,15 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return cmd ? 0 : 1;
   }
+  if (cmd === 'train' || cmd === 'export') {
+    const [file, ...overrides] = rest;
+    if (!file) throw new ConfigError(`${cmd}: give a config file: peft-studio ${cmd} <config.yaml> [key=value ...]`);
+    const e = await engineForCli();
+    if (cmd === 'train') process.stdout.write(JSON.stringify(await trainCommand(e, file, overrides), null, 2) + '\n');
+    else await exportCommand(e, file, overrides);
+    e.ctx.destroy();
+    return 0;
+  }
   const { values } = parseArgs({
     args: rest,
     options: {
@@ -82,6 +96,7 @@ export async function main(argv: string[]): Promise<number> {
       steps: { type: 'string' },
       ids: { type: 'boolean' },
       only: { type: 'string' },
+      adapter: { type: 'string' },
     },
     strict: true,
   });
@@ -103,6 +118,7 @@ export async function main(argv: string[]): Promise<number> {
       const source = needModel();
       const e = await engineForCli();
       const { model, tokenizer } = await loadModel(e, source, { onProgress: progressBar() });
+      if (values.adapter) await attachAdapterFolder(e, model, values.adapter, values.endpoint);
       const ids = tokenizer!.encode(values.text);
       e.beginScope();
       const logits = model.forward(Int32Array.from(ids), 1);
@@ -120,6 +136,7 @@ export async function main(argv: string[]): Promise<number> {
       const source = needModel();
       const e = await engineForCli();
       const { model, tokenizer } = await loadModel(e, source, { onProgress: progressBar() });
+      if (values.adapter) await attachAdapterFolder(e, model, values.adapter, values.endpoint);
       const tok = tokenizer!;
       const promptIds = tok.encode(values.prompt);
       const stopIds = [...new Set([tok.eosTokenId, model.config.bosTokenId, ...model.config.eosTokenIds].filter((x): x is number => typeof x === 'number'))];
@@ -147,7 +164,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     default:
-      throw new ConfigError(`Unknown command '${cmd}'. Commands: logits, generate, bench (peft-studio --help).`);
+      throw new ConfigError(`Unknown command '${cmd}'. Commands: train, export, logits, generate, bench (peft-studio --help).`);
   }
 }
 

@@ -89,6 +89,11 @@ export const outputOptions = [
   { key: 'run_name', type: 'string', default: null, nullable: true, group: 'output', help: 'A name for the run in logs and the UI.' },
 ] as const satisfies readonly OptionSpec[];
 
+export const exportOptions = [
+  { key: 'export_dir', type: 'string', default: null, nullable: true, group: 'output', help: 'Where `peft-studio export` writes the model (default: <output_dir>/merged).' },
+  { key: 'export_merged', type: 'bool', default: false, group: 'output', help: 'After training (and in `peft-studio export`), also write the base model with the adapter merged, as an HF model folder (methods that can merge).' },
+] as const satisfies readonly OptionSpec[];
+
 export const trainOptions = [
   { key: 'per_device_train_batch_size', type: 'int', default: 8, min: 1, group: 'train', help: 'Examples per micro-batch.' },
   { key: 'gradient_accumulation_steps', type: 'int', default: 1, min: 1, group: 'train', help: 'Micro-batches per optimizer step; the loss is averaged over all valid tokens of the step.' },
@@ -185,6 +190,7 @@ export const builtinOptions = [
   ...methodOptions,
   ...datasetOptions,
   ...outputOptions,
+  ...exportOptions,
   ...trainOptions,
   ...evalOptions,
   ...predictOptions,

@@ -79,6 +79,10 @@ export interface PeftMethod {
   /** The finetuning_type value that selects it. */
   name: string;
   attach(ctx: MethodContext): AttachedMethod;
+  /** The HF PEFT `peft_type` its adapter_config.json carries (LORA, OFT, ...), if any. */
+  peftType?: string;
+  /** Experiment-config keys equivalent to an adapter_config.json (for loading an adapter folder). */
+  configFromAdapter?(adapterConfig: Record<string, unknown>): Record<string, unknown> | null;
 }
 
 /**

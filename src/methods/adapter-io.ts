@@ -1,0 +1,45 @@
+/**
+ * Adapter folders in HF PEFT layout: adapter_config.json +
+ * adapter_model.safetensors. Reading works from any FileSource (a local
+ * folder, a Hub repo, a browser directory), so an adapter trained in Python
+ * loads here and one trained here loads in Python.
+ */
+import { ConfigError } from '../errors';
+import type { FileSource } from '../hub/source';
+import { parseSafetensors, serializeSafetensors } from '../model/safetensors';
+import { builtinMethods } from './registry';
+import type { AdapterFiles, PeftMethod } from './types';
+
+export async function readAdapter(source: FileSource): Promise<AdapterFiles> {
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(new TextDecoder().decode(await source.get('adapter_config.json')));
+  } catch (err) {
+    throw new ConfigError(`${source.id} is not an adapter folder: adapter_config.json is missing or not JSON (${(err as Error).message}).`);
+  }
+  const st = parseSafetensors(await source.get('adapter_model.safetensors'), `${source.id}/adapter_model.safetensors`);
+  const tensors = new Map([...st.tensors].map(([k, t]) => [k, { shape: t.shape, data: t.data }]));
+  return { config, tensors };
+}
+
+export function adapterFileMap(files: AdapterFiles): Record<string, Uint8Array | string> {
+  return {
+    'adapter_config.json': JSON.stringify(sortKeys(files.config), null, 2) + '\n',
+    'adapter_model.safetensors': serializeSafetensors(files.tensors, { format: 'pt' }),
+  };
+}
+
+/** The method and config keys an adapter_config.json stands for. */
+export function methodForAdapter(adapterConfig: Record<string, unknown>): { method: PeftMethod; config: Record<string, unknown> } {
+  const peftType = String(adapterConfig.peft_type ?? '');
+  for (const m of builtinMethods.values()) {
+    if (m.peftType !== peftType || !m.configFromAdapter) continue;
+    const config = m.configFromAdapter(adapterConfig);
+    if (config) return { method: m, config };
+  }
+  throw new ConfigError(`No method here loads adapters of peft_type '${peftType}'.`);
+}
+
+function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
+}
