@@ -31,7 +31,8 @@ export const lora: PeftMethod = {
   name: 'lora',
   peftType: 'LORA',
   configFromAdapter(c) {
-    if (c.use_dora) return null; // DoRA's folder handles it
+    // DoRA and PiSSA adapters are LoRA-typed too; their own folders load them.
+    if (c.use_dora || String(c.init_lora_weights).startsWith('pissa')) return null;
     return {
       finetuning_type: 'lora',
       lora_rank: c.r,

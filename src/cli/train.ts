@@ -47,6 +47,7 @@ export async function prepare(e: Engine, config: ExperimentConfig, log: (s: stri
   const source = sourceFor(String(config.model_name_or_path), { endpoint: config.endpoint ?? undefined });
   const { model, tokenizer } = await loadModel(e, source, { onProgress });
   const method = resolveMethod(config).attach({ e, model, config, random: seededRandom(Number(config.seed)) });
+  await method.ready;
   if (config.adapter_name_or_path) {
     const files = await readAdapter(sourceFor(String(config.adapter_name_or_path), { endpoint: config.endpoint ?? undefined }));
     method.importAdapter(files);
@@ -107,7 +108,15 @@ export async function trainCommand(e: Engine, file: string, overrides: string[])
   const t0 = performance.now();
   const result = await trainer.run(progress(trainer.totalSteps));
   const files = await method.exportAdapter();
-  for (const [name, data] of Object.entries(adapterFileMap(files))) await new FolderRunStore(out).writeFile(name, data);
+  if (files.config.export_format === 'hf_model') {
+    // full / GaLore: the trained weights are a whole HF model folder.
+    await writeModelFolder(out, files.tensors, config);
+  } else {
+    for (const [name, data] of Object.entries(adapterFileMap(files))) await new FolderRunStore(out).writeFile(name, data);
+  }
+  for (const [sub, extra] of (await method.extraAdapters?.()) ?? []) {
+    for (const [name, data] of Object.entries(adapterFileMap(extra))) await new FolderRunStore(path.join(out, sub)).writeFile(name, data);
+  }
   const last = [...result.log].reverse().find((l) => l.loss !== undefined);
   const evalLast = [...result.log].reverse().find((l) => l.eval_loss !== undefined);
   const summary = {
@@ -137,13 +146,18 @@ async function exportMerged(e: Engine, model: LlamaModel, method: AttachedMethod
   await fs.mkdir(dir, { recursive: true });
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const [name, t] of model.params) tensors.set(name, { shape: t.shape, data: await e.read(t) });
-  await fs.writeFile(path.join(dir, 'model.safetensors'), serializeSafetensors(tensors, { format: 'pt' }));
-  // Config and tokenizer files travel unchanged from the base model.
+  await writeModelFolder(dir, tensors, config);
+  log(`merged model written to ${dir}`);
+}
+
+/** model.safetensors plus the base model's config and tokenizer files (unchanged). */
+async function writeModelFolder(dir: string, tensors: Map<string, { shape: number[]; data: Float32Array }>, config: ExperimentConfig): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  await new FolderRunStore(dir).writeFile('model.safetensors', serializeSafetensors(tensors, { format: 'pt' }));
   const base = sourceFor(String(config.model_name_or_path), { endpoint: config.endpoint ?? undefined });
   for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
     if (await base.has(f)) await fs.writeFile(path.join(dir, f), await base.get(f));
   }
-  log(`merged model written to ${dir}`);
 }
 
 /** For logits/generate --adapter: attach the method an adapter folder names and load it. */
@@ -151,6 +165,7 @@ export async function attachAdapterFolder(e: Engine, model: LlamaModel, dir: str
   const files = await readAdapter(existsSync(dir) ? new LocalFolderSource(dir) : sourceFor(dir, { endpoint }));
   const { method, config } = methodForAdapter(files.config);
   const attached = method.attach({ e, model, config, random: seededRandom(0) });
+  await attached.ready;
   attached.importAdapter(files);
   return attached;
 }

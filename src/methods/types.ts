@@ -25,9 +25,13 @@ export interface TrainableParam {
   decay?: boolean;
   /**
    * Optimizer hook (GaLore): replaces the trainer's AdamW update for this
-   * tensor. Called after clipping with the clip factor as a [1] tensor.
+   * tensor (the trainer then allocates no AdamW moments for it: the method
+   * keeps its own state, see `state`). Called after clipping with the clip
+   * factor as a [1] tensor. May return a Promise (GaLore reads the gradient
+   * back for its SVD at projector refreshes); the trainer awaits it before
+   * the next tensor's update and before it clears the gradient.
    */
-  update?: (u: OptimizerUpdate) => void;
+  update?: (u: OptimizerUpdate) => void | Promise<void>;
   /** Extra optimizer state to checkpoint (name → tensor), for custom updates. */
   state?: () => Map<string, Tensor>;
 }
@@ -64,6 +68,10 @@ export interface AdapterFiles {
 }
 
 export interface AttachedMethod {
+  /** Settles when asynchronous initialisation (an SVD after a GPU readback: PiSSA, SVFT) is done. */
+  ready?: Promise<void>;
+  /** Extra adapter folders to write beside the main one (PiSSA's pissa_init/, pissa_converted/). */
+  extraAdapters?(): Promise<Map<string, AdapterFiles>>;
   trainable(): TrainableParam[];
   /** The adapter in its interchange layout (HF PEFT for LoRA). */
   exportAdapter(): Promise<AdapterFiles>;

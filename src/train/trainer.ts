@@ -141,6 +141,8 @@ export class Trainer {
     if (train.length === 0) throw new PeftStudioError('The training set is empty: check dataset, max_samples and val_size.');
     this.params = method.trainable();
     for (const p of this.params) {
+      // A param with its own update keeps its own optimizer state (p.state).
+      if (p.update) continue;
       this.m.set(p.name, e.persist(e.zeros(p.tensor.shape, `${p.name}.exp_avg`)));
       this.v.set(p.name, e.persist(e.zeros(p.tensor.shape, `${p.name}.exp_avg_sq`)));
     }
@@ -163,6 +165,8 @@ export class Trainer {
 
   async run(cb: TrainCallbacks = {}): Promise<{ steps: number; log: LogEntry[] }> {
     const o = this.opts;
+    // Initialisation must finish before a resume overwrites the trainable tensors.
+    await this.method.ready;
     if (o.resume) await this.resume(typeof o.resume === 'string' ? o.resume : undefined);
     const W = warmupSteps(this.totalSteps, o.warmupSteps, o.warmupRatio);
     const t0 = performance.now();
@@ -200,8 +204,11 @@ export class Trainer {
           e: this.e, grad: p.tensor.grad, clip: coef, lr: lr * (p.lrScale ?? 1), step: k + 1,
           beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: decay ? o.weightDecay : 0,
         };
-        if (p.update) p.update(u);
-        else adamwStep(this.e, p.tensor, u.grad, this.m.get(p.name)!, this.v.get(p.name)!, { ...u, gradScaleTensor: coef });
+        if (p.update) {
+          // A Promise (GaLore's projector refresh) must settle before the gradient is cleared.
+          const pending = p.update(u);
+          if (pending) await pending;
+        } else adamwStep(this.e, p.tensor, u.grad, this.m.get(p.name)!, this.v.get(p.name)!, { ...u, gradScaleTensor: coef });
         this.e.clear(p.tensor.grad);
       }
       const [lossTotal] = await this.e.read(lossSum);
@@ -283,8 +290,10 @@ export class Trainer {
     const weights: Record<string, { shape: number[]; data: Float32Array }> = {};
     for (const p of this.params) {
       weights[p.name] = { shape: p.tensor.shape, data: await this.e.read(p.tensor) };
-      opt[`${p.name}.exp_avg`] = { shape: p.tensor.shape, data: await this.e.read(this.m.get(p.name)!) };
-      opt[`${p.name}.exp_avg_sq`] = { shape: p.tensor.shape, data: await this.e.read(this.v.get(p.name)!) };
+      if (!p.update) {
+        opt[`${p.name}.exp_avg`] = { shape: p.tensor.shape, data: await this.e.read(this.m.get(p.name)!) };
+        opt[`${p.name}.exp_avg_sq`] = { shape: p.tensor.shape, data: await this.e.read(this.v.get(p.name)!) };
+      }
       for (const [k, t] of p.state?.() ?? []) opt[`${p.name}.${k}`] = { shape: t.shape, data: await this.e.read(t) };
     }
     await this.store.writeCheckpoint(name, {
@@ -314,10 +323,12 @@ export class Trainer {
     const opt = parseSafetensors(files['optimizer.safetensors'], `${which}/optimizer.safetensors`).tensors;
     for (const p of this.params) {
       const w = weights.get(p.name), m = opt.get(`${p.name}.exp_avg`), v = opt.get(`${p.name}.exp_avg_sq`);
-      if (!w || !m || !v) throw new PeftStudioError(`Checkpoint ${which} has no state for ${p.name}: was it written by the same method and config?`);
+      if (!w || (!p.update && (!m || !v))) throw new PeftStudioError(`Checkpoint ${which} has no state for ${p.name}: was it written by the same method and config?`);
       this.e.write(p.tensor, w.data);
-      this.e.write(this.m.get(p.name)!, m.data);
-      this.e.write(this.v.get(p.name)!, v.data);
+      if (!p.update) {
+        this.e.write(this.m.get(p.name)!, m!.data);
+        this.e.write(this.v.get(p.name)!, v!.data);
+      }
       for (const [k, t] of p.state?.() ?? []) {
         const saved = opt.get(`${p.name}.${k}`);
         if (!saved) throw new PeftStudioError(`Checkpoint ${which} has no optimizer state ${p.name}.${k}.`);
