@@ -6,15 +6,35 @@
  * pissa) and on full (use_galore → galore).
  */
 import { ConfigError } from '../errors';
+import { optionSpec, registerFinetuningType, registerOptions, type OptionSpec } from '../config/schema';
 import type { PeftMethod } from './types';
 
 const modules = import.meta.glob<{ default: PeftMethod }>('../../peft/*/method.ts', { eager: true });
+const configs = import.meta.glob<Record<string, unknown>>('../../peft/*/config.ts', { eager: true });
+
+// Each folder's config.ts exports arrays of OptionSpec: they join the one
+// schema (YAML validation, URL and UI forms) under their own groups.
+for (const [file, mod] of Object.entries(configs)) {
+  for (const value of Object.values(mod)) {
+    if (!Array.isArray(value)) continue;
+    for (const spec of value as OptionSpec[]) {
+      if (!spec || typeof spec !== 'object' || typeof spec.key !== 'string') continue;
+      if (optionSpec(spec.key) === spec) continue;
+      try {
+        registerOptions(spec.group, [spec]);
+      } catch (err) {
+        throw new ConfigError(`${file.replace('../../', '')}: ${(err as Error).message}`);
+      }
+    }
+  }
+}
 
 export const builtinMethods = new Map<string, PeftMethod>();
 for (const [file, mod] of Object.entries(modules)) {
   const folder = file.split('/').at(-2)!;
   if (!mod.default) throw new ConfigError(`peft/${folder}/method.ts has no default export (a PeftMethod).`);
   builtinMethods.set(folder, mod.default);
+  registerFinetuningType(folder);
 }
 
 /** The method folder a config selects. */
