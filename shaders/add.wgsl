@@ -32,3 +32,27 @@ fn add_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
   if (i >= p.n) { return; }
   dx[i] += dout[i];
 }
+
+// ---- vec4 versions (n % 4 == 0; p.n counts vec4s) ------------------------------------
+// On SwiftShader each storage access costs ~7-10 ns per invocation whatever
+// its width, so one thread per 4 elements is ~3x faster; same math.
+@group(0) @binding(1) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn add_forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= p.n) { return; }
+  out4[i] = a4[i] + b4[i];
+}
+
+@group(0) @binding(1) var<storage, read> dout4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dx4: array<vec4<f32>>;
+
+@compute @workgroup_size(256)
+fn add_backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = gid.x + gid.y * nwg.x * 256u;
+  if (i >= p.n) { return; }
+  dx4[i] += dout4[i];
+}

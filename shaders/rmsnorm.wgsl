@@ -128,3 +128,44 @@ fn rmsnorm_backward_dw_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var k = 0u; k < p.nChunks; k++) { s += s_partial[k * p.C + c]; }
   s_dw[c] += s;
 }
+
+// ---- v2: one thread per row, no workgroup memory, no barriers ------------------------
+// For short rows (C <= 256, chosen on the host). On CPU Vulkan (SwiftShader) a
+// workgroup barrier costs ~1 us per thread, so the tree reduction above
+// (log2(WG) + 2 barriers per row) dominated: 512 rows x 64 took ~25 ms, this
+// takes well under 1 ms. On real GPUs short rows are cheap either way. Same
+// bindings and math as v1; x is read twice (sum of squares, then scale).
+
+@compute @workgroup_size(64)
+fn rmsnorm_forward_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = gid.x + gid.y * nwg.x * 64u;
+  if (row >= p.rows) { return; }
+  let base = row * p.C;
+  var ss = 0.0;
+  for (var c = 0u; c < p.C; c++) {
+    let v = f_x[base + c];
+    ss += v * v;
+  }
+  let r = inverseSqrt(ss / f32(p.C) + p.eps);
+  for (var c = 0u; c < p.C; c++) {
+    f_y[base + c] = f_x[base + c] * r * f_w[c];
+  }
+  f_rstd[row] = r;
+}
+
+@compute @workgroup_size(64)
+fn rmsnorm_backward_row(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let row = gid.x + gid.y * nwg.x * 64u;
+  if (row >= p.rows) { return; }
+  let base = row * p.C;
+  var a = 0.0;
+  for (var c = 0u; c < p.C; c++) {
+    a += b_dy[base + c] * b_w[c] * b_x[base + c];
+  }
+  let r = b_rstd[row];
+  let k = r * r * r * a / f32(p.C);
+  for (var c = 0u; c < p.C; c++) {
+    let i = base + c;
+    b_dx[i] += r * b_dy[i] * b_w[c] - b_x[i] * k;
+  }
+}

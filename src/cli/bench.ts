@@ -15,7 +15,7 @@ import { LocalFolderSource } from '../hub/node';
 import { parseModelConfig, type ModelConfig } from '../model/config';
 import { readConfig, readWeights, modelFromWeights } from '../model/load';
 import type { LlamaModel } from '../model/llama';
-import { lora } from '../../peft/lora/method';
+import { builtinMethods, methodNameFor, resolveMethod } from '../methods/registry';
 import { seededRandom } from '../model/generate';
 import { Trainer } from '../train/trainer';
 import { MemoryRunStore } from '../train/store';
@@ -31,6 +31,45 @@ interface BenchCase {
   model: string;
   batch: number;
   seq: number;
+  /** Also time one training step of every built-in method. */
+  methods?: boolean;
+}
+
+/** Each method with the options of the comparison (LoRA family r 8 on q_proj, v_proj). */
+const METHOD_CONFIGS: Record<string, Record<string, unknown>> = {
+  lora: { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'] },
+  dora: { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], use_dora: true },
+  pissa: { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], pissa_init: true, pissa_iter: 16 },
+  oft: { finetuning_type: 'oft', oft_rank: 0, oft_block_size: 32, oft_target: ['q_proj', 'v_proj'] },
+  svft: { finetuning_type: 'svft', target_modules: ['q_proj', 'v_proj'], rank: 8, off_diag: 2, pattern: 'banded' },
+  full: { finetuning_type: 'full' },
+  galore: { finetuning_type: 'full', use_galore: true, galore_rank: 16, galore_update_interval: 200, galore_scale: 0.25, galore_target: 'all' },
+  // Last: QLoRA releases the f32 base weights of the model it attaches to.
+  qlora: { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], quantization_bit: 4, quantization_type: 'nf4', double_quantization: true },
+};
+
+/** Time training steps of one method (after one warm-up step): ms, tokens/s, peak GPU bytes. */
+async function trainStep(e: Engine, model: LlamaModel, ids: Int32Array, B: number, T: number, steps: number, config: Record<string, unknown>) {
+  const attached = resolveMethod(config).attach({ e, model, config: { seed: 1, ...config }, random: seededRandom(1) });
+  await attached.ready;
+  const examples = Array.from({ length: B }, (_, b) => {
+    const x = Array.from(ids.subarray(b * T, (b + 1) * T));
+    return { inputIds: x, labels: x };
+  });
+  const stamps: number[] = [];
+  const trainer = new Trainer(e, model, attached, examples, [], {
+    batchSize: B, gradAccum: 1, learningRate: 1e-4, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, epochs: 1,
+    maxSteps: steps + 1, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1000, saveSteps: 0, evalSteps: 0,
+    maxGradNorm: 1, seed: 1, padId: 0,
+  }, new MemoryRunStore());
+  e.pool.resetPeak();
+  stamps.push(performance.now());
+  await trainer.run({ onStep: () => stamps.push(performance.now()) });
+  const ms = (stamps[stamps.length - 1] - stamps[1]) / Math.max(1, stamps.length - 2);
+  const out = { ms_per_step: +ms.toFixed(2), tokens_per_s: +((B * T * 1000) / ms).toFixed(1), peak_gpu_bytes: e.pool.peak, trainable_params: trainer.trainableCount() };
+  trainer.dispose();
+  attached.detach();
+  return out;
 }
 
 function findStories(dir?: string): string | null {
@@ -119,23 +158,18 @@ async function benchModel(e: Engine, name: string, model: LlamaModel, c: BenchCa
 
   // The reference workload: one LoRA training step (r 8, alpha 16 on q_proj
   // and v_proj, AdamW, clipping) at batch B x T, all tokens labelled.
-  const attached = lora.attach({ e, model, config: { lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'] }, random: seededRandom(1) });
-  const examples = Array.from({ length: B }, (_, b) => {
-    const x = Array.from(ids.subarray(b * T, (b + 1) * T));
-    return { inputIds: x, labels: x };
-  });
-  const stamps: number[] = [];
-  const trainer = new Trainer(e, model, attached, examples, [], {
-    batchSize: B, gradAccum: 1, learningRate: 1e-4, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, epochs: 1,
-    maxSteps: steps + 1, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1000, saveSteps: 0, evalSteps: 0,
-    maxGradNorm: 1, seed: 1, padId: 0,
-  }, new MemoryRunStore());
-  e.pool.resetPeak();
-  await trainer.run({ onStep: () => stamps.push(performance.now()) });
-  const loraMs = (stamps[stamps.length - 1] - stamps[0]) / (stamps.length - 1);
-  const loraPeak = e.pool.peak;
-  trainer.dispose();
-  attached.detach();
+  const loraStep = await trainStep(e, model, ids, B, T, steps, { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'] });
+  const methods: Record<string, Awaited<ReturnType<typeof trainStep>> | { error: string }> = {};
+  if (c.methods) {
+    for (const [name, cfg] of Object.entries(METHOD_CONFIGS)) {
+      if (!builtinMethods.has(methodNameFor(cfg))) continue;
+      try {
+        methods[name] = await trainStep(e, model, ids, B, T, steps, cfg);
+      } catch (err) {
+        methods[name] = { error: (err as Error).message };
+      }
+    }
+  }
 
   let kernels: Record<string, { ms: number; calls: number }> | undefined;
   if (e.ctx.features.has('timestamp-query')) {
@@ -156,7 +190,8 @@ async function benchModel(e: Engine, name: string, model: LlamaModel, c: BenchCa
     steps,
     forward: { ms_per_step: +fwdMs.toFixed(2), tokens_per_s: +((B * T * 1000) / fwdMs).toFixed(1), peak_gpu_bytes: fwdPeak },
     forward_backward: { ms_per_step: +fwdBwdMs.toFixed(2), tokens_per_s: +((B * T * 1000) / fwdBwdMs).toFixed(1), peak_gpu_bytes: fwdBwdPeak },
-    lora_train_step: { ms_per_step: +loraMs.toFixed(2), tokens_per_s: +((B * T * 1000) / loraMs).toFixed(1), peak_gpu_bytes: loraPeak },
+    lora_train_step: loraStep,
+    ...(c.methods ? { train_step_by_method: methods } : {}),
     ...(kernels ? { forward_kernels_ms: kernels } : {}),
   };
 }
@@ -170,7 +205,7 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     const source = new LocalFolderSource(stories);
     const cfg = await readConfig(source);
     const model = modelFromWeights(e, cfg, await readWeights(source));
-    results.push(await benchModel(e, 'stories260K', model, { model: 'stories260K', batch: 8, seq: 64 }, opts.steps));
+    results.push(await benchModel(e, 'stories260K', model, { model: 'stories260K', batch: 8, seq: 64, methods: true }, opts.steps));
     model.dispose();
   } else if (!stories) {
     log('bench: stories260K not found (../shared/hub or .cache/hub); skipped');
@@ -180,7 +215,7 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     const cfg = parseModelConfig(JSON.parse(readFileSync(cfgPath, 'utf8')), 'bench/smollm2-135m.config.json');
     log('bench: SmolLM2-135M shape, random weights');
     const model = modelFromWeights(e, cfg, randomHostWeights(cfg));
-    results.push(await benchModel(e, 'smollm2-135m-shape (random weights)', model, { model: 'smollm2', batch: 1, seq: 64 }, Math.min(opts.steps, 2)));
+    results.push(await benchModel(e, 'smollm2-135m-shape (random weights)', model, { model: 'smollm2', batch: 1, seq: 256 }, Math.min(opts.steps, 2)));
     model.dispose();
   }
   return {

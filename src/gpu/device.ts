@@ -44,6 +44,16 @@ export interface GpuContext {
   destroy(): void;
 }
 
+/**
+ * A CPU implementation of WebGPU (SwiftShader, llvmpipe/lavapipe): kernels
+ * whose best shape differs between CPUs and GPUs (register block sizes) ask
+ * this to pick theirs.
+ */
+export function isCpuAdapter(info: GpuContext['adapterInfo']): boolean {
+  const s = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`.toLowerCase();
+  return /swiftshader|llvmpipe|lavapipe|software/.test(s);
+}
+
 export async function acquireDevice(gpu: GPU | undefined | null, opts: AcquireOptions = {}): Promise<GpuContext> {
   if (!gpu) {
     throw new WebGPUNotAvailableError(

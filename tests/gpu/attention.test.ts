@@ -1,7 +1,8 @@
 import { describe, it, expect } from 'vitest';
 import { gpuEngine } from '../helpers/gpu';
 import { checkOp, randn, rng } from '../helpers/check-op';
-import { attention, attentionCpu, attentionTiles } from '../../src/engine/ops/attention';
+import { attention, attentionCpu, attentionTiles, attentionKernel } from '../../src/engine/ops/attention';
+import type { AttentionKernel } from '../../src/engine/ops/attention';
 import type { OpInput } from '../helpers/check-op';
 import { Tape } from '../../src/engine/tape';
 
@@ -12,6 +13,7 @@ interface Case {
   prefixLen?: number;
   workgroupBytes?: number;
   samples?: number;
+  kernel?: AttentionKernel;
 }
 
 async function run(name: string, c: Case) {
@@ -31,7 +33,7 @@ async function run(name: string, c: Case) {
   return checkOp(e, {
     name,
     inputs,
-    gpu: (e, [q, k, v, mask]) => attention(e, q, k, v, { ...opts, keyMask: mask, workgroupBytes: c.workgroupBytes }),
+    gpu: (e, [q, k, v, mask]) => attention(e, q, k, v, { ...opts, keyMask: mask, workgroupBytes: c.workgroupBytes, kernel: c.kernel }),
     cpu: ([q, k, v, mask]) => attentionCpu(q, k, v, c.B, c.T, c.S, c.Hq, c.Hkv, c.D, { ...opts, keyMask: mask }),
     samples: c.samples ?? 10,
   });
@@ -55,6 +57,14 @@ describe('attention', () => {
       B: 2, T: 9, S: 13, Hq: 4, Hkv: 1, D: 7, prefixLen: 4, workgroupBytes: SMALL,
       mask: (b, s) => +(b === 0 || s < 4 || s >= 6),
     }],
+    ['D=8 (row kernels), padding and prefix keys, GQA', {
+      B: 3, T: 11, S: 15, Hq: 4, Hkv: 2, D: 8, prefixLen: 4, workgroupBytes: SMALL,
+      mask: (b, s) => (b === 1 ? +(s >= 2) : b === 2 ? +(s < 12) : 1),
+    }],
+    ['D=4 (row kernels), left padding, 3 query heads per kv head', {
+      B: 2, T: 33, S: 33, Hq: 6, Hkv: 2, D: 4, workgroupBytes: 4096,
+      mask: (b, s) => +(b === 0 || s >= 5),
+    }],
     ['prefix keys on a decode step', { B: 1, T: 2, S: 11, Hq: 2, Hkv: 2, D: 8, prefixLen: 3, workgroupBytes: SMALL }],
     ['rows with no visible key (queryOffset < 0) and a fully padded batch', {
       B: 2, T: 6, S: 6, Hq: 2, Hkv: 1, D: 8, queryOffset: -2, workgroupBytes: SMALL,
@@ -63,11 +73,15 @@ describe('attention', () => {
     ['generation T=1 on a KV cache, D=64', { B: 2, T: 1, S: 37, Hq: 3, Hkv: 1, D: 64, workgroupBytes: 4608, samples: 8 }],
     ['D=128 in 16 KiB of workgroup memory', { B: 1, T: 19, S: 23, Hq: 2, Hkv: 1, D: 128, workgroupBytes: 16384, samples: 6 }],
   ];
+  // Cases the row kernels (attention_v2.wgsl) serve by default also run through the tiled ones.
   for (const [name, c] of cases) {
-    it(name, async () => {
-      const res = await run(name, c);
-      expect(res.fwdErr).toBeLessThan(1e-4);
-    });
+    const kernels: AttentionKernel[] = attentionKernel(c.D, c.S) === 'row' ? ['row', 'tiled'] : ['tiled'];
+    for (const kernel of kernels) {
+      it(`${name} (${kernel})`, async () => {
+        const res = await run(name, { ...c, kernel });
+        expect(res.fwdErr).toBeLessThan(1e-4);
+      });
+    }
   }
 
   it('fully masked rows output exactly 0 and get zero gradients', async () => {

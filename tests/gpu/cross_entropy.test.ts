@@ -20,6 +20,10 @@ describe('cross_entropy', () => {
     [5, 300, 2, 'none'],
     [9, 257, 3, 'sum'],
     [3, 152_000, 0, 'mean'],
+    // v2 kernels (V % 4 == 0, V <= CE_ROW_MAX_V): every reduction
+    [17, 512, 5, 'sum'],
+    [4, 8, 0, 'none'],
+    [70, 2048, 6, 'mean'],
   ];
   for (const [N, V, ignoreEvery, reduction] of cases) {
     it(`N${N} V${V} ignore every ${ignoreEvery || '-'} ${reduction}`, async () => {

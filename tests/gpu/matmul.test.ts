@@ -1,11 +1,13 @@
 import { describe, it, expect } from 'vitest';
 import { gpuEngine } from '../helpers/gpu';
 import { checkOp, randn, rng } from '../helpers/check-op';
-import { matmul, matmulCpu } from '../../src/engine/ops/matmul';
+import { matmul, matmulCpu, matmulKernel } from '../../src/engine/ops/matmul';
 
 describe('matmul', () => {
   const shapes: [number, number, number, number][] = [
     [1, 1, 1, 1], [3, 5, 7, 1], [65, 17, 33, 1], [64, 64, 64, 1], [70, 129, 20, 2], [2, 100, 3, 3],
+    // register-tiled kernels (K % 4 == 0, N % 4 == 0): partial 8-row and 16-column blocks, batches
+    [68, 20, 12, 2], [13, 36, 8, 1], [4, 4, 4, 3],
   ];
   for (const [M, N, K, batch] of shapes) {
     for (const transA of [false, true]) {
@@ -28,6 +30,48 @@ describe('matmul', () => {
       }
     }
   }
+
+  // v4 with 8 and with 16 rows per thread (the default depends on the adapter):
+  // every layout, partial row and column blocks, batches, alpha, beta and bias.
+  for (const RM of [8, 16] as const) {
+    it(`register-tiled v4, ${RM} rows per thread: layouts, edges, batch, beta, bias`, async () => {
+      const e = await gpuEngine();
+      e.beginScope();
+      const r = rng(RM);
+      for (const [M, N, K, batch] of [[36, 20, 12, 2], [20, 52, 8, 1], [4, 4, 4, 1]]) {
+        for (const transA of [false, true]) {
+          for (const transB of [false, true]) {
+            const Ad = randn(batch * M * K, r), Bd = randn(batch * K * N, r), C0 = randn(batch * M * N, r), bd = randn(N, r);
+            const A = e.upload(Ad, [batch * M * K]), B = e.upload(Bd, [batch * K * N]);
+            const C = e.upload(C0, [batch * M * N]), bias = e.upload(bd, [N]);
+            matmulKernel(e, C, A, B, M, N, K, { transA, transB, batch, alpha: 0.5, beta: 2, bias, rowsPerThread: RM });
+            const got = await e.read(C);
+            const want = matmulCpu(Ad, Bd, M, N, K, { transA, transB, batch, alpha: 0.5, bias: bd });
+            let err = 0;
+            for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(got[i] - (want[i] + 2 * C0[i])));
+            expect(err, `M${M} N${N} K${K} b${batch} tA${+transA} tB${+transB}`).toBeLessThan(1e-4);
+          }
+        }
+      }
+      e.endScope();
+    });
+  }
+
+  it('bias on the vec4 path (N % 4 == 0) and accumulation into C', async () => {
+    const e = await gpuEngine();
+    const r = rng(19);
+    const [M, N, K] = [20, 36, 16];
+    await checkOp(e, {
+      name: 'linear+bias vec4',
+      inputs: [
+        { name: 'X', shape: [M, K], data: randn(M * K, r), grad: true },
+        { name: 'W', shape: [N, K], data: randn(N * K, r), grad: true },
+        { name: 'b', shape: [N], data: randn(N, r), grad: true },
+      ],
+      gpu: (e, [X, W, b]) => matmul(e, X, W, { transB: true, bias: b }),
+      cpu: ([X, W, b]) => matmulCpu(X, W, M, N, K, { transB: true, bias: b }),
+    });
+  });
 
   it('bias and its gradient', async () => {
     const e = await gpuEngine();

@@ -33,7 +33,18 @@ export function sameShape(op: string, a: Tensor, b: Tensor, an = 'a', bn = 'b'):
 
 /** dx += dout, elementwise over n values. */
 export function accumulateKernel(e: Engine, dx: Tensor, dout: Tensor, n: number): void {
-  e.dispatch(code, 'add_backward', params(n), [{ tensor: dout }, { tensor: dx, write: true }], grid1d(e, n));
+  const [entry, m] = n % 4 === 0 ? ['add_backward4', n / 4] : ['add_backward', n];
+  e.dispatch(code, entry, params(m), [{ tensor: dout }, { tensor: dx, write: true }], grid1d(e, m));
+}
+
+/**
+ * Elementwise kernels come in scalar and vec4 entry points (`<name>` and
+ * `<name>4`, the latter taking n / 4 vec4s): vec4 when n % 4 == 0. On
+ * SwiftShader a storage access costs about the same at any width, so the vec4
+ * kernels run ~3x faster; on GPUs they are at least as fast.
+ */
+export function elementwise(entry: string, n: number): [string, number] {
+  return n % 4 === 0 ? [`${entry}4`, n / 4] : [entry, n];
 }
 
 export interface AddOptions {
@@ -68,7 +79,8 @@ export function add(e: Engine, a: Tensor, b: Tensor, opts: AddOptions = {}): Ten
     return out;
   }
   const y = out ?? e.empty(a.shape, opts.name);
-  e.dispatch(code, 'add_forward', params(n), [{ tensor: a }, { tensor: b }, { tensor: y, write: true }], grid1d(e, n));
+  const [entry, m] = elementwise('add_forward', n);
+  e.dispatch(code, entry, params(m), [{ tensor: a }, { tensor: b }, { tensor: y, write: true }], grid1d(e, m));
   if (e.tape && needsGrad(a, b)) {
     y.requiresGrad = true;
     e.tape.record('add', () => {

@@ -34,6 +34,8 @@
  * (16 KiB is enough for D = 128) — see `attentionTiles`.
  */
 import code from '../../../shaders/attention.wgsl?raw';
+import codeRow from '../../../shaders/attention_v2.wgsl?raw';
+import { grid1d } from './add';
 import { params } from '../engine';
 import type { Engine } from '../engine';
 import { needsGrad } from '../tape';
@@ -54,6 +56,8 @@ export interface AttentionOptions {
   scale?: number;
   /** Workgroup memory budget for tile selection; default the device limit (tests use it to try 16 KiB). */
   workgroupBytes?: number;
+  /** Force a kernel family (tests); default `attentionKernel(D, S)`. */
+  kernel?: AttentionKernel;
   name?: string;
 }
 
@@ -77,6 +81,29 @@ export interface AttentionTiles {
   forward: AttentionTile;
   dq: AttentionTile;
   dkdv: AttentionTile;
+}
+
+/**
+ * 'row': attention_v2.wgsl, one thread per query row (forward, dq) or key row
+ * (dk/dv), no barriers; 'tiled': attention.wgsl, flash-style workgroup tiles.
+ */
+export type AttentionKernel = 'row' | 'tiled';
+
+/** Head dims served by the row kernels (a row is two vec4 registers) and the most keys they take. */
+export const ATTENTION_ROW_HEAD_DIMS = [4, 8];
+export const ATTENTION_ROW_MAX_S = 512;
+/** Rows per thread of the row kernels (RR, RK in attention_v2.wgsl). */
+const ROW_BLOCK = 4;
+
+/**
+ * Row kernels for small heads over short sequences, where a tile holds too
+ * little work to pay for its barriers (SwiftShader: ~1 us per thread per
+ * barrier). Measured on SwiftShader at B 8, T 64, Hq 8, Hkv 4, D 8:
+ * forward tiled ~25 ms, row ~6 ms. Tiled everywhere else (long sequences
+ * reuse each K/V tile across a block of queries).
+ */
+export function attentionKernel(D: number, S: number): AttentionKernel {
+  return ATTENTION_ROW_HEAD_DIMS.includes(D) && S <= ATTENTION_ROW_MAX_S ? 'row' : 'tiled';
 }
 
 const nextPow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
@@ -118,11 +145,17 @@ export function attentionTiles(D: number, T: number, S: number, budget: number):
   };
 }
 
+/** Threads of the row kernels' forward and dq: blocks of ROW_BLOCK query rows per (batch, kv head). */
+function rowBlockThreads(d: AttentionDims): number {
+  return d.B * d.Hkv * Math.ceil((d.T * d.Hq / d.Hkv) / ROW_BLOCK);
+}
+
 function attentionParams(d: AttentionDims, P: number, qo: number, hasMask: boolean, scale: number, writeK = 0, writeV = 0) {
   return params(d.B, d.T, d.S, d.Hq, d.Hkv, P, { i: qo }, hasMask ? 1 : 0, { f: scale }, writeK, writeV, 0);
 }
 
 interface Resolved {
+  kernel: AttentionKernel;
   P: number;
   qo: number;
   scale: number;
@@ -130,7 +163,12 @@ interface Resolved {
 }
 
 function resolve(e: Engine, d: AttentionDims, o: AttentionOptions): Resolved {
+  const kernel = o.kernel ?? attentionKernel(d.D, d.S);
+  if (kernel === 'row' && !ATTENTION_ROW_HEAD_DIMS.includes(d.D)) {
+    throw new Error(`attention: the row kernels take head dims ${ATTENTION_ROW_HEAD_DIMS.join(', ')}; got D = ${d.D}`);
+  }
   return {
+    kernel,
     P: o.prefixLen ?? 0,
     qo: o.queryOffset ?? d.S - d.T,
     scale: o.scale ?? 1 / Math.sqrt(d.D),
@@ -146,13 +184,14 @@ export function attentionForward(
   e: Engine, out: Tensor, stats: Tensor, q: Tensor, k: Tensor, v: Tensor, d: AttentionDims, o: AttentionOptions = {},
 ): void {
   const r = resolve(e, d, o);
+  const args = attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale);
+  const bindings = [{ tensor: q }, { tensor: k }, { tensor: v }, { tensor: o.keyMask ?? q }, { tensor: out, write: true }, { tensor: stats, write: true }];
+  if (r.kernel === 'row') {
+    e.dispatch(codeRow, 'attention_forward_row', args, bindings, grid1d(e, rowBlockThreads(d), 64), { D: d.D });
+    return;
+  }
   const { BQ, BK, WG } = r.tiles.forward;
-  e.dispatch(
-    code, 'attention_forward', attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale),
-    [{ tensor: q }, { tensor: k }, { tensor: v }, { tensor: o.keyMask ?? q }, { tensor: out, write: true }, { tensor: stats, write: true }],
-    [Math.ceil(d.T / BQ), d.Hq, d.B],
-    { D: d.D, BQ, BK, WG },
-  );
+  e.dispatch(code, 'attention_forward', args, bindings, [Math.ceil(d.T / BQ), d.Hq, d.B], { D: d.D, BQ, BK, WG });
 }
 
 /**
@@ -170,6 +209,26 @@ export function attentionBackward(
   e.dispatch(code, 'attention_backward_delta', params(rows), [{ tensor: out }, { tensor: dout }, { tensor: stats, write: true }],
     [Math.ceil(rows / 64)], { D: d.D });
   const mask = o.keyMask ?? q;
+  if (r.kernel === 'row') {
+    if (dq) {
+      e.dispatch(
+        codeRow, 'attention_backward_dq_row', attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale),
+        [{ tensor: q }, { tensor: k }, { tensor: v }, { tensor: mask }, { tensor: dout }, { tensor: stats }, { tensor: dq, write: true }],
+        grid1d(e, rowBlockThreads(d), 64), { D: d.D },
+      );
+    }
+    if (dk || dv) {
+      const dummy = !dk || !dv ? e.empty([4], 'attention.dummy') : null;
+      e.dispatch(
+        codeRow, 'attention_backward_dkdv_row', attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale, dk ? 1 : 0, dv ? 1 : 0),
+        [{ tensor: q }, { tensor: k }, { tensor: v }, { tensor: mask }, { tensor: dout }, { tensor: stats },
+          { tensor: dk ?? dummy!, write: true }, { tensor: dv ?? dummy!, write: true }],
+        grid1d(e, d.B * d.Hkv * Math.ceil(d.S / ROW_BLOCK), 64), { D: d.D },
+      );
+      dummy?.dispose();
+    }
+    return;
+  }
   if (dq) {
     const { BQ, BK, WG } = r.tiles.dq;
     e.dispatch(

@@ -22,6 +22,7 @@ import { ConfigError } from '../../errors';
 import { params } from '../engine';
 import type { Engine } from '../engine';
 import type { Tensor } from '../tensor';
+import { grid1d } from './add';
 
 export const IGNORE_INDEX = -100;
 export type CrossEntropyReduction = 'mean' | 'sum' | 'none';
@@ -59,6 +60,13 @@ export function checkLabels(labels: ArrayLike<number>, V: number, what = 'crossE
 }
 
 /**
+ * Vocabularies up to this size (and V % 4 == 0) use the v2 kernels of
+ * cross_entropy.wgsl: one thread per row for the forward (no barriers), one
+ * per vec4 of logits for the backward. Larger V keep one workgroup per row.
+ */
+export const CE_ROW_MAX_V = 2048;
+
+/**
  * Cross-entropy of logits [N, V] (or [..., V]) against labels [N]. Returns [1]
  * for 'mean' / 'sum', [N] for 'none'. Autograd into logits.
  */
@@ -81,8 +89,10 @@ export function crossEntropy(e: Engine, logits: Tensor, labels: Tensor | Int32Ar
   const wg = { WG: crossEntropyThreads(V) };
   const losses = e.empty([N], reduction === 'none' ? o.name : 'ce.losses');
   const lse = e.empty([N], 'ce.lse');
-  e.dispatch(code, 'cross_entropy_forward', params(N, V, nx, mode),
-    [{ tensor: logits }, { tensor: lab }, { tensor: losses, write: true }, { tensor: lse, write: true }], grid, wg);
+  const rowKernels = V % 4 === 0 && V <= CE_ROW_MAX_V;
+  const fwdBindings = [{ tensor: logits }, { tensor: lab }, { tensor: losses, write: true }, { tensor: lse, write: true }];
+  if (rowKernels) e.dispatch(code, 'cross_entropy_forward_row', params(N, V, nx, mode), fwdBindings, grid1d(e, N, 64));
+  else e.dispatch(code, 'cross_entropy_forward', params(N, V, nx, mode), fwdBindings, grid, wg);
   let out = losses;
   let count: Tensor | null = null;
   if (reduction !== 'none') {
@@ -96,9 +106,10 @@ export function crossEntropy(e: Engine, logits: Tensor, labels: Tensor | Int32Ar
     e.tape.record('cross_entropy', () => {
       const dloss = out.grad;
       if (!dloss) return;
-      e.dispatch(code, 'cross_entropy_backward', params(N, V, nx, mode),
-        [{ tensor: logits }, { tensor: lab }, { tensor: lse }, { tensor: dloss }, { tensor: count ?? lse },
-          { tensor: logits.gradOrZeros(), write: true }], grid, wg);
+      const bindings = [{ tensor: logits }, { tensor: lab }, { tensor: lse }, { tensor: dloss }, { tensor: count ?? lse },
+        { tensor: logits.gradOrZeros(), write: true }];
+      if (rowKernels) e.dispatch(code, 'cross_entropy_backward4', params(N, V, nx, mode), bindings, grid1d(e, N * V / 4));
+      else e.dispatch(code, 'cross_entropy_backward', params(N, V, nx, mode), bindings, grid, wg);
     });
   } else {
     // Nothing will read the saved state: back to the pool once submitted.

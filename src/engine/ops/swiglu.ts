@@ -14,13 +14,17 @@ import { params } from '../engine';
 import type { Engine } from '../engine';
 import { needsGrad } from '../tape';
 import type { Tensor } from '../tensor';
-import { grid1d, sameShape } from './add';
+import { elementwise, grid1d, sameShape } from './add';
 
 export function swiglu(e: Engine, gate: Tensor, up: Tensor, name?: string): Tensor {
   sameShape('swiglu', gate, up, 'gate', 'up');
   const n = gate.size;
   const out = e.empty(gate.shape, name);
-  e.dispatch(code, 'swiglu_forward', params(n), [{ tensor: gate }, { tensor: up }, { tensor: out, write: true }], grid1d(e, n));
+  const run = (entry: string, bindings: { tensor: Tensor; write?: boolean }[]) => {
+    const [name4, m] = elementwise(entry, n);
+    e.dispatch(code, name4, params(m), bindings, grid1d(e, m));
+  };
+  run('swiglu_forward', [{ tensor: gate }, { tensor: up }, { tensor: out, write: true }]);
   if (e.tape && needsGrad(gate, up)) {
     out.requiresGrad = true;
     e.tape.record('swiglu', () => {
@@ -28,15 +32,14 @@ export function swiglu(e: Engine, gate: Tensor, up: Tensor, name?: string): Tens
       if (!dout) return;
       const ins = [{ tensor: dout }, { tensor: gate }, { tensor: up }];
       if (gate.requiresGrad && up.requiresGrad && gate !== up) {
-        e.dispatch(code, 'swiglu_backward', params(n),
-          [...ins, { tensor: gate.gradOrZeros(), write: true }, { tensor: up.gradOrZeros(), write: true }], grid1d(e, n));
+        run('swiglu_backward', [...ins, { tensor: gate.gradOrZeros(), write: true }, { tensor: up.gradOrZeros(), write: true }]);
         return;
       }
       if (gate.requiresGrad) {
-        e.dispatch(code, 'swiglu_backward_gate', params(n), [...ins, { tensor: gate.gradOrZeros(), write: true }], grid1d(e, n));
+        run('swiglu_backward_gate', [...ins, { tensor: gate.gradOrZeros(), write: true }]);
       }
       if (up.requiresGrad) {
-        e.dispatch(code, 'swiglu_backward_up', params(n), [...ins, { tensor: up.gradOrZeros(), write: true }], grid1d(e, n));
+        run('swiglu_backward_up', [...ins, { tensor: up.gradOrZeros(), write: true }]);
       }
     });
   }
