@@ -83,12 +83,30 @@ export class Engine {
     return t;
   }
 
+  /**
+   * Upload host data. Small uploads go through a staging buffer copied inside
+   * the pending encoder, so they stay in order with the dispatches around
+   * them (a pooled buffer may still be read by unsubmitted work) without a
+   * submit; large ones flush and use queue.writeBuffer.
+   */
   write(t: Tensor, data: Float32Array | Int32Array | Uint32Array | number[]): void {
-    this.flush();
     const arr = Array.isArray(data) ? new Float32Array(data) : data;
     if (arr.length !== t.size) throw new GpuError(`write: ${arr.length} values for tensor '${t.name}' of ${t.size}`);
-    this.device.queue.writeBuffer(t.buffer, 0, arr.buffer, arr.byteOffset, arr.byteLength);
+    if (arr.byteLength > (1 << 20) || arr.byteLength === 0) {
+      this.flush();
+      this.device.queue.writeBuffer(t.buffer, 0, arr.buffer, arr.byteOffset, arr.byteLength);
+      return;
+    }
+    const staging = this.device.createBuffer({ size: Math.ceil(arr.byteLength / 4) * 4, usage: GPUBufferUsage.COPY_SRC, mappedAtCreation: true });
+    new Uint8Array(staging.getMappedRange()).set(new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength));
+    staging.unmap();
+    this.endPass();
+    this.enc().copyBufferToBuffer(staging, 0, t.buffer, 0, staging.size);
+    this.staging.push(staging);
   }
+
+  /** Staging buffers of uploads in the pending encoder; destroyed after its submit. */
+  private staging: GPUBuffer[] = [];
 
   async read(t: Tensor): Promise<Float32Array> {
     return new Float32Array(await this.readBytes(t));
@@ -333,6 +351,8 @@ export class Engine {
       }
       this.device.queue.submit([this.encoder.finish()]);
       this.encoder = null;
+      for (const b of this.staging) b.destroy();
+      this.staging = [];
       this.arenaFree.push(...this.arenas);
       this.arenas = [];
       this.arenaIndex = 0;

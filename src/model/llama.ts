@@ -265,6 +265,7 @@ export class LlamaModel {
       for (let b = 0; b < B; b++) keyMaskHost.set(cache.mask.subarray(b * cache.capacity, b * cache.capacity + S), b * S);
     }
     const posT = e.upload(positions, [B * T], 'positions');
+    let sharedMask: Tensor | undefined;
 
     for (let l = 0; l < cfg.numLayers; l++) {
       const p = `model.layers.${l}`;
@@ -307,7 +308,8 @@ export class LlamaModel {
         keyLen += P;
         prefixLen += P;
       }
-      const keyMaskT = e.upload(keyMask, [B, keyLen], 'key_mask');
+      // Without prefixes every layer sees the same mask: upload it once per forward.
+      const keyMaskT = prefixLen === 0 ? (sharedMask ??= e.upload(keyMask, [B, keyLen], 'key_mask')) : e.upload(keyMask, [B, keyLen], 'key_mask');
       const att = attention(e, q, keys, values, { keyMask: keyMaskT, queryOffset: keyLen - prefixLen - T, prefixLen });
       let o = this.linear(`${p}.self_attn.o_proj`, att.reshape([B, T, Hq * D]), ctx);
       for (const hk of this.hookList) if (hk.afterAttention) o = hk.afterAttention(l, o, x, ctx);

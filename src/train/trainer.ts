@@ -211,8 +211,11 @@ export class Trainer {
         } else adamwStep(this.e, p.tensor, u.grad, this.m.get(p.name)!, this.v.get(p.name)!, { ...u, gradScaleTensor: coef });
         this.e.clear(p.tensor.grad);
       }
-      const [lossTotal] = await this.e.read(lossSum);
-      const [sumsq] = await this.e.read(sq);
+      // One readback per step: the summed loss and the squared grad norm side by side.
+      const stats = this.e.empty([2], 'step.stats');
+      this.e.copyRegion(stats, 0, lossSum, 0, 1);
+      this.e.copyRegion(stats, 1, sq, 0, 1);
+      const [lossTotal, sumsq] = await this.e.read(stats);
       this.e.endScope();
       lossSum.dispose();
       const loss = D > 0 ? lossTotal / D : 0;
