@@ -184,6 +184,8 @@ export class LlamaModel {
   numParams(): number {
     let n = 0;
     for (const [k, t] of this.params) if (k !== 'lm_head.weight' || !this.config.tieWordEmbeddings) n += t.size;
+    // Weights a method holds in its own format (QLoRA's NF4) still count.
+    for (const shape of this.releasedShapes.values()) n += shape.reduce((a, b) => a * b, 1);
     return n;
   }
 

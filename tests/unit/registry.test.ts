@@ -4,7 +4,7 @@ import { validateConfig } from '../../src/config/schema';
 
 describe('method registry', () => {
   it('finds every built-in method folder', () => {
-    for (const m of ['lora', 'dora', 'pissa', 'oft', 'svft', 'full', 'galore']) expect(builtinMethods.has(m), m).toBe(true);
+    for (const m of ['lora', 'qlora', 'dora', 'pissa', 'oft', 'svft', 'full', 'galore']) expect(builtinMethods.has(m), m).toBe(true);
   });
   it('maps LLaMA-Factory flags to method folders', () => {
     expect(methodNameFor({ finetuning_type: 'lora', quantization_bit: 4 })).toBe('qlora');
