@@ -16,6 +16,7 @@ import { parseModelConfig, type ModelConfig } from '../model/config';
 import { readConfig, readWeights, modelFromWeights } from '../model/load';
 import type { LlamaModel } from '../model/llama';
 import { builtinMethods, methodNameFor, resolveMethod } from '../methods/registry';
+import { svdTopR } from '../methods/svd';
 import { seededRandom } from '../model/generate';
 import { Trainer } from '../train/trainer';
 import { MemoryRunStore } from '../train/store';
@@ -196,6 +197,26 @@ async function benchModel(e: Engine, name: string, model: LlamaModel, c: BenchCa
   };
 }
 
+/** CPU float64 SVD time for PiSSA / SVFT / GaLore on SmolLM2-135M-shaped layers (r 8). */
+function svdTiming() {
+  const out: Record<string, { pissa_iter_16_ms: number; exact_ms: number }> = {};
+  let s = 7;
+  for (const [name, rows, cols] of [['q_proj 576x576', 576, 576], ['k_proj 192x576', 192, 576], ['up_proj 1536x576', 1536, 576]] as const) {
+    const W = new Float32Array(rows * cols);
+    for (let i = 0; i < W.length; i++) {
+      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+      W[i] = (s / 4294967296 - 0.5) * 0.1;
+    }
+    const time = (f: () => void) => {
+      const t = performance.now();
+      f();
+      return +(performance.now() - t).toFixed(1);
+    };
+    out[name] = { pissa_iter_16_ms: time(() => svdTopR(W, rows, cols, 8, 16)), exact_ms: time(() => svdTopR(W, rows, cols, 8, -1)) };
+  }
+  return out;
+}
+
 export async function runBench(e: Engine, opts: BenchOptions) {
   const results = [];
   const log = (s: string) => process.stderr.write(s + '\n');
@@ -222,5 +243,6 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     date: new Date().toISOString(),
     adapter: e.ctx.adapterInfo,
     results,
+    svd_cpu_ms_smollm2_layers: svdTiming(),
   };
 }

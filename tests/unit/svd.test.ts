@@ -216,25 +216,3 @@ describe('svdTopR', () => {
     expect(maxAbsDiff(reconstruct(all, 10, 6), randomMatrix(10, 6, 1))).toBeLessThan(1e-12);
   });
 });
-
-// SVD_BENCH=1 npx vitest run tests/unit/svd.test.ts: CPU seconds of PiSSA's SVDs on SmolLM2-135M-shaped layers.
-describe.skipIf(!process.env.SVD_BENCH)('svd timing (SmolLM2-135M layer shapes, r = 8)', () => {
-  it('reports CPU time of pissa_iter 16 and exact', () => {
-    const cpuMs = (f: () => void) => {
-      let best = Infinity;
-      for (let k = 0; k < 2; k++) {
-        const c = process.cpuUsage();
-        f();
-        const d = process.cpuUsage(c);
-        best = Math.min(best, (d.user + d.system) / 1000);
-      }
-      return best;
-    };
-    for (const [name, rows, cols] of [['q_proj', 576, 576], ['k_proj', 192, 576], ['up_proj', 1536, 576], ['down_proj', 576, 1536]] as const) {
-      const W = Float32Array.from(randomMatrix(rows, cols, 1), (x) => x * 0.1);
-      const rand = cpuMs(() => svdTopR(W, rows, cols, 8, 16));
-      const exact = cpuMs(() => svdTopR(W, rows, cols, 8, -1));
-      console.log(`${name} ${rows}×${cols}: pissa_iter 16 ${rand.toFixed(0)} ms, exact ${exact.toFixed(0)} ms (CPU, float64)`);
-    }
-  });
-});
