@@ -21,7 +21,7 @@ import { doraNorm, doraRowSqNorm, doraScale, doraScaleRows } from '../../src/eng
 import type { Tensor } from '../../src/engine/tensor';
 import { ConfigError } from '../../src/errors';
 import { matchTargets, uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
-import { loraAdapterConfig, loraScaling } from '../lora/method';
+import { loraAdapterConfig, loraKeysFromAdapter, loraScaling } from '../lora/method';
 
 interface DoraLayer {
   A: Tensor;
@@ -58,15 +58,7 @@ export const dora: DoraMethod = {
   peftType: 'LORA',
   configFromAdapter(c) {
     if (!c.use_dora) return null;
-    return {
-      finetuning_type: 'lora',
-      use_dora: true,
-      lora_rank: c.r,
-      lora_alpha: c.lora_alpha,
-      lora_dropout: c.lora_dropout ?? 0,
-      lora_target: c.target_modules,
-      use_rslora: !!c.use_rslora,
-    };
+    return { ...loraKeysFromAdapter(c), use_dora: true };
   },
   attach(ctx: MethodContext): AttachedDora {
     const { e, model, config } = ctx;

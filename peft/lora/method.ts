@@ -20,6 +20,18 @@ interface LoraLayer {
   outF: number;
 }
 
+/** Experiment keys of a LoRA-family adapter_config.json (shared by lora, dora, pissa). */
+export function loraKeysFromAdapter(c: Record<string, unknown>): Record<string, unknown> {
+  return {
+    finetuning_type: 'lora',
+    lora_rank: c.r,
+    lora_alpha: c.lora_alpha,
+    lora_dropout: c.lora_dropout ?? 0,
+    lora_target: c.target_modules,
+    use_rslora: !!c.use_rslora,
+  };
+}
+
 export function loraScaling(config: Record<string, unknown>): { r: number; alpha: number; s: number } {
   const r = Number(config.lora_rank ?? 8);
   const alpha = config.lora_alpha === null || config.lora_alpha === undefined ? 2 * r : Number(config.lora_alpha);
@@ -33,14 +45,7 @@ export const lora: PeftMethod = {
   configFromAdapter(c) {
     // DoRA and PiSSA adapters are LoRA-typed too; their own folders load them.
     if (c.use_dora || String(c.init_lora_weights).startsWith('pissa')) return null;
-    return {
-      finetuning_type: 'lora',
-      lora_rank: c.r,
-      lora_alpha: c.lora_alpha,
-      lora_dropout: c.lora_dropout ?? 0,
-      lora_target: c.target_modules,
-      use_rslora: !!c.use_rslora,
-    };
+    return loraKeysFromAdapter(c);
   },
   attach(ctx: MethodContext): AttachedMethod {
     const { e, model, config } = ctx;

@@ -29,7 +29,7 @@ import { matmulKernel } from '../../src/engine/ops/matmul';
 import { ConfigError } from '../../src/errors';
 import { svdTopR } from '../../src/methods/svd';
 import { matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod } from '../../src/methods/types';
-import { lora, loraScaling } from '../lora/method';
+import { lora, loraKeysFromAdapter, loraScaling } from '../lora/method';
 
 export interface AttachedPissa extends AttachedMethod {
   /** Resolves when every target holds its SVD initialisation (and any import issued before is applied). */
@@ -99,16 +99,7 @@ export const pissa: PissaMethod = {
     const init = String(c.init_lora_weights ?? '');
     const match = /^pissa(?:_niter_(\d+))?$/.exec(init);
     if (!match || c.use_dora) return null;
-    return {
-      finetuning_type: 'lora',
-      pissa_init: true,
-      pissa_iter: match[1] === undefined ? -1 : Number(match[1]),
-      lora_rank: c.r,
-      lora_alpha: c.lora_alpha,
-      lora_dropout: c.lora_dropout ?? 0,
-      lora_target: c.target_modules,
-      use_rslora: !!c.use_rslora,
-    };
+    return { ...loraKeysFromAdapter(c), pissa_init: true, pissa_iter: match[1] === undefined ? -1 : Number(match[1]) };
   },
   attach(ctx: MethodContext): AttachedPissa {
     const { e, model, config } = ctx;

@@ -16,7 +16,8 @@ import type { LlamaModel } from '../../src/model/llama';
 import type { Tokenizer } from '../../src/model/tokenizer';
 import type { Engine } from '../../src/engine/engine';
 import { parseModelConfig, type ModelConfig } from '../../src/model/config';
-import { randn, rng } from '../helpers/check-op';
+import { randomWeights } from '../helpers/models';
+import { rng } from '../helpers/check-op';
 
 const modelDir = path.join(testHubRoot(), 'models', 'stories260K');
 const reference = JSON.parse(readFileSync(path.join(modelDir, 'reference.json'), 'utf8'));
@@ -65,35 +66,6 @@ describe('stories260K against reference.json', () => {
     expect([want[0], ...got]).toEqual(want);
   });
 });
-
-/** A small random model of the given shape, as host weights. */
-function randomWeights(cfg: ModelConfig, seed: number, opts: { qkvBias?: boolean; untied?: boolean }) {
-  const r = rng(seed);
-  const w = new Map<string, { shape: number[]; data: Float32Array }>();
-  const put = (n: string, shape: number[], scale = 0.2) => w.set(n, { shape, data: randn(shape.reduce((a, b) => a * b), r, scale) });
-  const { hiddenSize: C, headDim: D, numHeads: Hq, numKvHeads: Hkv, intermediateSize: F, vocabSize: V } = cfg;
-  put('model.embed_tokens.weight', [V, C], 1);
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const p = `model.layers.${l}`;
-    put(`${p}.self_attn.q_proj.weight`, [Hq * D, C]);
-    put(`${p}.self_attn.k_proj.weight`, [Hkv * D, C]);
-    put(`${p}.self_attn.v_proj.weight`, [Hkv * D, C]);
-    put(`${p}.self_attn.o_proj.weight`, [C, Hq * D]);
-    if (opts.qkvBias) {
-      put(`${p}.self_attn.q_proj.bias`, [Hq * D]);
-      put(`${p}.self_attn.k_proj.bias`, [Hkv * D]);
-      put(`${p}.self_attn.v_proj.bias`, [Hkv * D]);
-    }
-    put(`${p}.mlp.gate_proj.weight`, [F, C]);
-    put(`${p}.mlp.up_proj.weight`, [F, C]);
-    put(`${p}.mlp.down_proj.weight`, [C, F]);
-    w.set(`${p}.input_layernorm.weight`, { shape: [C], data: Float32Array.from({ length: C }, () => 1 + 0.1 * (r() - 0.5)) });
-    w.set(`${p}.post_attention_layernorm.weight`, { shape: [C], data: Float32Array.from({ length: C }, () => 1 + 0.1 * (r() - 0.5)) });
-  }
-  w.set('model.norm.weight', { shape: [C], data: Float32Array.from({ length: C }, () => 1 + 0.1 * (r() - 0.5)) });
-  if (opts.untied) put('lm_head.weight', [V, C]);
-  return w;
-}
 
 describe('random models against the float64 CPU reference', () => {
   const cases: [string, Record<string, unknown>, { qkvBias?: boolean; untied?: boolean }][] = [
