@@ -348,8 +348,8 @@ export const svft: PeftMethod = {
           tensors.set(`${p}.v`, { shape: [l.n, l.inF], data: await e.read(l.V) });
           tensors.set(`${p}.s_base`, { shape: [l.n], data: await e.read(l.s) });
           // int64 buffers in PyTorch; written as integer-valued floats until HostTensor carries a dtype (see the report).
-          tensors.set(`${p}.row_idx`, { shape: [pat.k], data: Float32Array.from(pat.rows) });
-          tensors.set(`${p}.col_idx`, { shape: [pat.k], data: Float32Array.from(pat.cols) });
+          tensors.set(`${p}.row_idx`, { shape: [pat.k], data: Float32Array.from(pat.rows), dtype: 'I64' });
+          tensors.set(`${p}.col_idx`, { shape: [pat.k], data: Float32Array.from(pat.cols), dtype: 'I64' });
           tensors.set(`${p}.delta`, { shape: [pat.k], data: await e.read(l.delta) });
           tensors.set(`${p}.gate`, { shape: [], data: await e.read(l.gate) });
         }

@@ -1,4 +1,6 @@
 /** SVFT (PEFT-Factory plug-in) against METHODS.md §10.1: gradients, counts, init, trajectory, export/import/merge, patterns. */
+import { parseSafetensors } from '../../src/model/safetensors';
+import { adapterFileMap } from '../../src/methods/adapter-io';
 import { describe, it, expect } from 'vitest';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
@@ -205,6 +207,11 @@ describe('svft', () => {
     });
     const rows = files.tensors.get(`${p0}.q_proj.svft_layers.row_idx`)!.data, cols = files.tensors.get(`${p0}.q_proj.svft_layers.col_idx`)!.data;
     for (let q = 1; q < rows.length; q++) expect(rows[q] * 64 + cols[q]).toBeGreaterThan(rows[q - 1] * 64 + cols[q - 1]);
+    // Index buffers are I64, as PEFT-Factory's plug-in stores them, and survive the file round trip.
+    expect(files.tensors.get(`${p0}.q_proj.svft_layers.row_idx`)!.dtype).toBe('I64');
+    const written = parseSafetensors(adapterFileMap(files)['adapter_model.safetensors'] as Uint8Array, 'svft');
+    expect(written.tensors.get(`${p0}.q_proj.svft_layers.col_idx`)!.dtype).toBe('I64');
+    expect(Array.from(written.tensors.get(`${p0}.q_proj.svft_layers.col_idx`)!.data)).toEqual(Array.from(cols));
     expect(files.config).toEqual({
       auto_mapping: null, base_model_name_or_path: 'stories260K', fill_orthonormal: false, inference_mode: true, off_diag: 1,
       pattern: 'random', peft_type: 'SVFT', peft_version: '0.17.1', rank: null, revision: null, target_modules: ['k_proj', 'q_proj'], task_type: 'CAUSAL_LM',

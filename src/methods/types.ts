@@ -12,6 +12,8 @@ import type { LlamaModel } from '../model/llama';
 export interface HostTensor {
   shape: number[];
   data: Float32Array;
+  /** How it is stored in safetensors (default F32); I64 for index buffers (SVFT). */
+  dtype?: 'F32' | 'I64';
 }
 
 /** One trainable tensor and its optimizer group. */

@@ -401,8 +401,8 @@ export function decodeTensorData(raw: Uint8Array, dtype: SafetensorsDtype, copy 
 export interface TensorToWrite {
   shape: number[];
   data: Float32Array;
-  /** Stored dtype; F32 by default. F16/BF16 round to nearest even. */
-  dtype?: 'F32' | 'F16' | 'BF16';
+  /** Stored dtype; F32 by default. F16/BF16 round to nearest even; I64 needs integer values (index buffers). */
+  dtype?: 'F32' | 'F16' | 'BF16' | 'I64';
 }
 
 /**
@@ -428,8 +428,11 @@ export function serializeSafetensors(
       throw new ModelFormatError('A tensor cannot be named "__metadata__" (reserved by safetensors); rename it.');
     }
     const dtype = t.dtype ?? 'F32';
-    if (!['F32', 'F16', 'BF16'].includes(dtype)) {
-      throw new ModelFormatError(`Tensor "${key}": cannot write dtype ${dtype}; use F32, F16 or BF16.`);
+    if (!['F32', 'F16', 'BF16', 'I64'].includes(dtype)) {
+      throw new ModelFormatError(`Tensor "${key}": cannot write dtype ${dtype}; use F32, F16, BF16 or I64.`);
+    }
+    if (dtype === 'I64' && !t.data.every((v) => Number.isInteger(v))) {
+      throw new ModelFormatError(`Tensor "${key}": I64 data must hold integers.`);
     }
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw new ModelFormatError(`Tensor "${key}": shape ${JSON.stringify(t.shape)} is not a list of non-negative integers.`);
@@ -460,6 +463,8 @@ export function serializeSafetensors(
     if (dtype === 'F32') {
       out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
       at += t.data.byteLength;
+    } else if (dtype === 'I64') {
+      for (let i = 0; i < t.data.length; i++, at += 8) view.setBigInt64(at, BigInt(t.data[i]), true);
     } else {
       const convert = dtype === 'F16' ? f32ToF16 : f32ToBf16;
       for (let i = 0; i < t.data.length; i++, at += 2) view.setUint16(at, convert(t.data[i]), true);

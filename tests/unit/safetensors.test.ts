@@ -261,3 +261,14 @@ describe('malformed safetensors files', () => {
     expectError(() => parseSafetensors(full.subarray(0, 20), 'bad.safetensors'), 'larger than the file');
   });
 });
+
+describe('I64 index buffers', () => {
+  it('round-trips integer data written as I64 and refuses non-integers', async () => {
+    const { serializeSafetensors, parseSafetensors } = await import('../../src/model/safetensors');
+    const bytes = serializeSafetensors({ idx: { shape: [3], data: Float32Array.from([0, 7, 4095]), dtype: 'I64' } });
+    const back = parseSafetensors(bytes, 'idx.safetensors');
+    expect(back.tensors.get('idx')!.dtype).toBe('I64');
+    expect(Array.from(back.tensors.get('idx')!.data)).toEqual([0, 7, 4095]);
+    expect(() => serializeSafetensors({ idx: { shape: [1], data: Float32Array.from([1.5]), dtype: 'I64' } })).toThrow(/integers/);
+  });
+});
