@@ -20,8 +20,8 @@ import { dropout } from '../../src/engine/ops/dropout';
 import { doraNorm, doraRowSqNorm, doraScale, doraScaleRows } from '../../src/engine/ops/dora';
 import type { Tensor } from '../../src/engine/tensor';
 import { ConfigError } from '../../src/errors';
-import { matchTargets, uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
-import { loraAdapterConfig, loraKeysFromAdapter, loraScaling } from '../lora/method';
+import { uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import { loraAdapterConfig, loraKeysFromAdapter, loraScaling, loraTargets } from '../lora/method';
 
 interface DoraLayer {
   A: Tensor;
@@ -64,10 +64,7 @@ export const dora: DoraMethod = {
     const { e, model, config } = ctx;
     const { r, alpha, s } = loraScaling(config);
     const p = Number(config.lora_dropout ?? 0);
-    const targets = matchTargets(model.linearNames(), config.lora_target ?? 'all');
-    if (targets.length === 0) {
-      throw new ConfigError(`lora_target ${JSON.stringify(config.lora_target)} matches no linear layer; use 'all' or names such as q_proj, v_proj, down_proj.`);
-    }
+    const targets = loraTargets(model, config);
     const layers = new Map<string, DoraLayer>();
     for (const name of targets) {
       const W = model.param(`${name}.weight`);

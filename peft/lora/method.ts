@@ -32,6 +32,15 @@ export function loraKeysFromAdapter(c: Record<string, unknown>): Record<string, 
   };
 }
 
+/** The linears `lora_target` selects (LLaMA-Factory default 'all'); an empty match is an error. */
+export function loraTargets(model: MethodContext['model'], config: Record<string, unknown>): string[] {
+  const targets = matchTargets(model.linearNames(), config.lora_target ?? 'all');
+  if (targets.length === 0) {
+    throw new ConfigError(`lora_target ${JSON.stringify(config.lora_target)} matches no linear layer; use 'all' or names such as q_proj, v_proj, down_proj.`);
+  }
+  return targets;
+}
+
 export function loraScaling(config: Record<string, unknown>): { r: number; alpha: number; s: number } {
   const r = Number(config.lora_rank ?? 8);
   const alpha = config.lora_alpha === null || config.lora_alpha === undefined ? 2 * r : Number(config.lora_alpha);
@@ -51,10 +60,7 @@ export const lora: PeftMethod = {
     const { e, model, config } = ctx;
     const { r, alpha, s } = loraScaling(config);
     const p = Number(config.lora_dropout ?? 0);
-    const targets = matchTargets(model.linearNames(), config.lora_target ?? 'all');
-    if (targets.length === 0) {
-      throw new ConfigError(`lora_target ${JSON.stringify(config.lora_target)} matches no linear layer; use 'all' or names such as q_proj, v_proj, down_proj.`);
-    }
+    const targets = loraTargets(model, config);
     const layers = new Map<string, LoraLayer>();
     for (const name of targets) {
       const [outF, inF] = model.param(`${name}.weight`).shape;

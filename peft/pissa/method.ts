@@ -28,8 +28,8 @@
 import { matmulKernel } from '../../src/engine/ops/matmul';
 import { ConfigError } from '../../src/errors';
 import { svdTopR } from '../../src/methods/svd';
-import { matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod } from '../../src/methods/types';
-import { lora, loraKeysFromAdapter, loraScaling } from '../lora/method';
+import { type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod } from '../../src/methods/types';
+import { lora, loraKeysFromAdapter, loraScaling, loraTargets } from '../lora/method';
 
 export interface AttachedPissa extends AttachedMethod {
   /** Resolves when every target holds its SVD initialisation (and any import issued before is applied). */
@@ -106,7 +106,7 @@ export const pissa: PissaMethod = {
     const { r, alpha, s } = loraScaling(config);
     const iters = config.pissa_iter === undefined || config.pissa_iter === null ? 16 : Number(config.pissa_iter);
     if (!Number.isInteger(iters) || iters < -1) throw new ConfigError(`pissa_iter ${config.pissa_iter}: use -1 (exact SVD) or a number of subspace iterations ≥ 0 (LLaMA-Factory default 16).`);
-    const targets = matchTargets(model.linearNames(), config.lora_target ?? 'all');
+    const targets = loraTargets(model, config);
     for (const name of targets) {
       const [outF, inF] = model.param(`${name}.weight`).shape;
       if (r > Math.min(outF, inF)) {
