@@ -152,10 +152,18 @@ export class Trainer {
   }
 
   /** Micro-batch number `mb` (counting across epochs) → its examples. */
+  private order: number[] = [];
+  private orderEpoch = -1;
+
   private microBatch(mb: number): EncodedExample[] {
     const epoch = Math.floor(mb / this.batchesPerEpoch);
     const b = mb % this.batchesPerEpoch;
-    const order = shuffledIndices(this.train.length, this.opts.seed + epoch);
+    // One permutation per epoch, computed once (not per micro-batch).
+    if (this.orderEpoch !== epoch) {
+      this.order = shuffledIndices(this.train.length, this.opts.seed + epoch);
+      this.orderEpoch = epoch;
+    }
+    const order = this.order;
     return order.slice(b * this.opts.batchSize, (b + 1) * this.opts.batchSize).map((i) => this.train[i]);
   }
 
