@@ -70,7 +70,7 @@ function oneLinear(e: Engine, O: number, I: number, seed: number, withBias: bool
   } as unknown as LlamaModel;
   // inner: y = x Wᵀ + b, through the same matmul op the model uses.
   const inner = (xx: Tensor) => matmul(e, xx, params.get('lin.weight')!, { transB: true, bias: params.get('lin.bias') ?? null });
-  const run = (x: Tensor) => hooks.linear!('lin', x, inner, { e, model, B: 1, T: x.size / I });
+  const run = (x: Tensor) => hooks.linear!('lin', x, inner, { e, model, B: 1, T: x.size / I, past: 0 });
   return { model, W, b, run, dispose: () => params.forEach((t) => t.dispose()) };
 }
 

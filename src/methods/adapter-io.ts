@@ -6,9 +6,10 @@
  */
 import { ConfigError } from '../errors';
 import type { FileSource } from '../hub/source';
-import { parseSafetensors, serializeSafetensors } from '../model/safetensors';
+import { parseSafetensors } from '../model/safetensors';
 import { builtinMethods } from './registry';
 import type { AdapterFiles, PeftMethod } from './types';
+export { adapterFileMap } from './adapter-files';
 
 export async function readAdapter(source: FileSource): Promise<AdapterFiles> {
   let config: Record<string, unknown>;
@@ -22,13 +23,6 @@ export async function readAdapter(source: FileSource): Promise<AdapterFiles> {
   return { config, tensors };
 }
 
-export function adapterFileMap(files: AdapterFiles): Record<string, Uint8Array | string> {
-  return {
-    'adapter_config.json': JSON.stringify(sortKeys(files.config), null, 2) + '\n',
-    'adapter_model.safetensors': serializeSafetensors(files.tensors, { format: 'pt' }),
-  };
-}
-
 /** The method and config keys an adapter_config.json stands for. */
 export function methodForAdapter(adapterConfig: Record<string, unknown>): { method: PeftMethod; config: Record<string, unknown> } {
   const peftType = String(adapterConfig.peft_type ?? '');
@@ -40,6 +34,3 @@ export function methodForAdapter(adapterConfig: Record<string, unknown>): { meth
   throw new ConfigError(`No method here loads adapters of peft_type '${peftType}'.`);
 }
 
-function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
-}

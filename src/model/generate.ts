@@ -91,3 +91,80 @@ export async function generate(model: LlamaModel, promptIds: number[], opts: Gen
   }
   return out;
 }
+
+export interface BatchGenerateOptions {
+  maxNewTokens: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  /** Pad id for left padding (any valid id: padded positions are masked). */
+  padId: number;
+  /** A sequence stops when it produces one of these (included in its output). */
+  stopIds?: number[];
+  /** A sequence also stops when this returns true for its tokens so far (e.g. a complete label word). */
+  shouldStop?: (index: number, tokens: number[]) => boolean;
+  signal?: AbortSignal;
+}
+
+/**
+ * Several prompts at once with one KV cache: prompts are left-padded (mask 0,
+ * so positions and attention skip the padding), every step advances all
+ * sequences by one token, and a finished sequence keeps being fed its last
+ * token (its outputs are ignored) until all are done. Greedy output equals
+ * `generate` on each prompt alone.
+ */
+export async function generateBatch(model: LlamaModel, prompts: number[][], opts: BatchGenerateOptions): Promise<number[][]> {
+  const e = model.e;
+  const B = prompts.length;
+  if (B === 0) return [];
+  if (prompts.some((p) => p.length === 0)) throw new Error('generateBatch: a prompt has no tokens (add BOS)');
+  const L = Math.max(...prompts.map((p) => p.length));
+  const ids = new Int32Array(B * L).fill(opts.padId);
+  const mask = new Int32Array(B * L);
+  prompts.forEach((p, b) => {
+    ids.set(p, b * L + L - p.length);
+    mask.fill(1, b * L + L - p.length, (b + 1) * L);
+  });
+  const cache = model.newCache(B, L + opts.maxNewTokens);
+  const rand = seededRandom(opts.seed ?? 0);
+  const stop = new Set(opts.stopIds ?? []);
+  const V = model.config.vocabSize;
+  const out: number[][] = prompts.map(() => []);
+  const done = new Array<boolean>(B).fill(false);
+  try {
+    let input = ids, inputMask = mask, T = L;
+    for (let step = 0; step < opts.maxNewTokens && done.includes(false); step++) {
+      if (opts.signal?.aborted) break;
+      e.beginScope();
+      let last: Float32Array;
+      try {
+        const logits = model.forward(input, B, { cache, attentionMask: inputMask });
+        // The last position of every sequence, gathered into one buffer: one readback per step.
+        const rows = e.empty([B, V], 'generate.last');
+        for (let b = 0; b < B; b++) e.copyRegion(rows, b * V, logits, (b * T + T - 1) * V, V);
+        last = await e.read(rows);
+      } finally {
+        e.endScope();
+      }
+      const next = new Int32Array(B);
+      for (let b = 0; b < B; b++) {
+        if (done[b]) {
+          next[b] = out[b].at(-1) ?? opts.padId;
+          continue;
+        }
+        const id = sampleToken(last.subarray(b * V, (b + 1) * V), opts, rand);
+        out[b].push(id);
+        next[b] = id;
+        if (stop.has(id) || opts.shouldStop?.(b, out[b])) done[b] = true;
+      }
+      input = next;
+      inputMask = new Int32Array(B).fill(1);
+      T = 1;
+    }
+  } finally {
+    cache.dispose();
+    e.flush();
+  }
+  return out;
+}

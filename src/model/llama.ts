@@ -7,16 +7,19 @@
  *
  * Insertion points (see `ModelHooks`):
  *   linear        wrap any linear by module name ("model.layers.3.self_attn.q_proj")
- *   inputEmbeds   virtual tokens before the input embeddings (prompt tuning)
- *   kvPrefix      extra key/value rows per layer (prefix tuning, p-tuning v2)
+ *   inputEmbeds   virtual tokens before the input embeddings (prompt tuning,
+ *                 p-tuning, MTP); the logits cover the real tokens only
+ *   kvPrefix      extra key/value rows per layer (prefix tuning, p-tuning v2),
+ *                 with positionShift moving real tokens to positions P, P+1, ...
  *   afterAttention / afterMlp / parallelMlp   bottleneck adapters
  *   scaleActivation  k, v and MLP activation scaling (IA3)
- *   trainable biases and norm weights: `param()` / `addBias()` on named tensors
+ *   normWeight    replace an RMSNorm weight (LN tuning)
+ *   trainable biases: `addBias()` on a named linear (BitFit)
  */
 import type { Engine } from '../engine/engine';
 import type { Tensor } from '../engine/tensor';
 import { add } from '../engine/ops/add';
-import { concatSeq } from '../engine/ops/concat';
+import { concatSeq, sliceSeq } from '../engine/ops/concat';
 import { attention } from '../engine/ops/attention';
 import { embedding } from '../engine/ops/embedding';
 import { matmul } from '../engine/ops/matmul';
@@ -34,30 +37,52 @@ export interface HookContext {
   B: number;
   /** Tokens in this forward call (after virtual tokens were added, for hooks after embeddings). */
   T: number;
+  /** Positions already in the KV cache before this call (0 without a cache, or at prefill). */
+  past: number;
+  /** Per-sequence task ids [B] (multitask prompt tuning), when the caller gave them. */
+  taskIds?: Int32Array;
 }
 
 export interface ModelHooks {
   /** Wrap the linear `name`: return the output given the input and the inner (base or previous wrapper) function. */
   linear?: (name: string, x: Tensor, inner: LinearFn, ctx: HookContext) => Tensor;
-  /** Prepend P virtual tokens: return [B, T + P, C] embeddings, or null to leave them. */
+  /**
+   * Prepend P virtual tokens: return [B, T + P, C] embeddings, or null to leave
+   * them. Called only when nothing is cached yet (training, or the prefill of
+   * generation); later generation steps find the virtual tokens in the cache.
+   * The model drops the virtual positions before the head: logits stay [B, T, V].
+   */
   inputEmbeds?: (embeds: Tensor, ctx: HookContext) => { embeds: Tensor; virtualTokens: number } | null;
+  /** How many virtual tokens inputEmbeds adds per sequence (KV caches reserve room for them). */
+  virtualTokens?: () => number;
   /** Per-layer key/value prefixes, each [B, P, Hkv, D] (post-RoPE space, visible to every query). */
   kvPrefix?: (layer: number, ctx: HookContext) => { k: Tensor; v: Tensor } | null;
-  /** After o_proj, before the residual add: return the (possibly adapted) attention output. */
+  /**
+   * First position id of the real tokens (HF prefix tuning: the prefix counts
+   * as cached positions, so real tokens sit at P, P+1, ...). Summed over hooks.
+   */
+  positionShift?: () => number;
+  /** After o_proj, before the residual add: return the (possibly adapted) attention output. `residualIn` is the layer input x. */
   afterAttention?: (layer: number, out: Tensor, residualIn: Tensor, ctx: HookContext) => Tensor;
-  /** After down_proj, before the residual add. `mlpIn` is the normed MLP input. */
-  afterMlp?: (layer: number, out: Tensor, mlpIn: Tensor, ctx: HookContext) => Tensor;
-  /** A branch parallel to the MLP: its output is added to the MLP output. */
-  parallelMlp?: (layer: number, mlpIn: Tensor, ctx: HookContext) => Tensor | null;
-  /** Scale an activation: 'k' and 'v' after their projections, 'ffn' the input of down_proj. */
+  /** After down_proj, before the residual add. `residualIn` is the (un-normalised) stream entering the MLP block. */
+  afterMlp?: (layer: number, out: Tensor, residualIn: Tensor, ctx: HookContext) => Tensor;
+  /** A branch parallel to the MLP, added to its output: gets the un-normalised stream and the normed MLP input. */
+  parallelMlp?: (layer: number, residualIn: Tensor, mlpIn: Tensor, ctx: HookContext) => Tensor | null;
+  /** Scale an activation: 'k' and 'v' after their projections (before RoPE), 'ffn' the input of down_proj. */
   scaleActivation?: (layer: number, kind: 'k' | 'v' | 'ffn', x: Tensor, ctx: HookContext) => Tensor;
+  /**
+   * Replace an RMSNorm weight, by module name ("model.layers.0.input_layernorm",
+   * "model.norm"): return the weight to use (LN tuning's trainable copy).
+   */
+  normWeight?: (name: string, w: Tensor, ctx: HookContext) => Tensor;
 }
 
 export interface ForwardOptions {
   /** [B*T] 1 = real token, 0 = padding (right or left). */
   attentionMask?: Int32Array;
   cache?: KVCache;
-  /** Hooks to apply in this call, on top of the model's attached hooks. */
+  /** Per-sequence task ids [B], passed to hooks (multitask prompt tuning). */
+  taskIds?: Int32Array;
 }
 
 /** Per-layer key/value cache for generation: [B, capacity, Hkv, D] each. */
@@ -194,8 +219,15 @@ export class LlamaModel {
     for (const t of this.params.values()) t.requiresGrad = trainable;
   }
 
+  /** Virtual tokens the attached hooks add to each sequence. */
+  virtualTokens(): number {
+    return this.hookList.reduce((a, h) => a + (h.virtualTokens?.() ?? 0), 0);
+  }
+
+  /** A cache for `capacity` real tokens per sequence (room for virtual tokens is added). */
   newCache(B: number, capacity: number): KVCache {
     const { numLayers, numKvHeads, headDim } = this.config;
+    capacity += this.virtualTokens();
     const k: Tensor[] = [], v: Tensor[] = [];
     for (let l = 0; l < numLayers; l++) {
       k.push(this.e.persist(this.e.zeros([B, capacity, numKvHeads, headDim], `cache.k.${l}`)));
@@ -217,9 +249,16 @@ export class LlamaModel {
     return f(x);
   }
 
+  private norm(name: string, x: Tensor, ctx: HookContext): Tensor {
+    let w = this.param(`${name}.weight`);
+    for (const h of this.hookList) if (h.normWeight) w = h.normWeight(name, w, ctx);
+    return rmsnorm(this.e, x, w, this.config.rmsNormEps);
+  }
+
   /**
-   * Logits [B, T, V] for token ids [B*T]. With a cache, the new tokens are
-   * appended to it (B must be 1 or all sequences advance together).
+   * Logits [B, T, V] for token ids [B*T] (virtual tokens are not in the
+   * logits). With a cache, the new tokens are appended to it; all sequences
+   * advance together (left-pad prompts of different lengths, mask 0).
    */
   forward(ids: Int32Array, B: number, opts: ForwardOptions = {}): Tensor {
     const e = this.e, cfg = this.config;
@@ -231,26 +270,29 @@ export class LlamaModel {
 
     const idsT = e.upload(ids, [B * T0], 'input_ids');
     let x = embedding(e, idsT, this.param('model.embed_tokens.weight'), ids).reshape([B, T0, C]);
-    let ctx: HookContext = { e, model: this, B, T: T0 };
+    const past = cache ? cache.length : 0;
+    let ctx: HookContext = { e, model: this, B, T: T0, past, taskIds: opts.taskIds };
     let virtual = 0;
-    for (const h of this.hookList) {
-      const r = h.inputEmbeds?.(x, ctx);
-      if (r) {
-        x = r.embeds;
-        virtual += r.virtualTokens;
+    if (past === 0) {
+      for (const h of this.hookList) {
+        const r = h.inputEmbeds?.(x, ctx);
+        if (r) {
+          x = r.embeds;
+          virtual += r.virtualTokens;
+        }
       }
     }
     const T = T0 + virtual;
-    ctx = { e, model: this, B, T };
+    ctx = { ...ctx, T };
+    const shift = this.hookList.reduce((a, h) => a + (h.positionShift?.() ?? 0), 0);
 
     // Positions and key mask. Virtual tokens are real (mask 1) and come first.
-    const past = cache ? cache.length : 0;
     const S = past + T;
     if (cache && S > cache.capacity) throw new Error(`KV cache full: ${S} > ${cache.capacity} positions`);
     const fullMask = new Int32Array(B * T);
     const positions = new Int32Array(B * T);
     for (let b = 0; b < B; b++) {
-      let pos = cache ? cache.nextPos[b] : 0;
+      let pos = cache && past > 0 ? cache.nextPos[b] : shift;
       for (let t = 0; t < T; t++) {
         const m = t < virtual ? 1 : mask[b * T0 + t - virtual];
         fullMask[b * T + t] = m;
@@ -263,15 +305,17 @@ export class LlamaModel {
     let keyMaskHost = fullMask;
     if (cache) {
       for (let b = 0; b < B; b++) cache.mask.set(fullMask.subarray(b * T, (b + 1) * T), b * cache.capacity + past);
-      keyMaskHost = new Int32Array(B * S);
-      for (let b = 0; b < B; b++) keyMaskHost.set(cache.mask.subarray(b * cache.capacity, b * cache.capacity + S), b * S);
+      // B = 1 attends over the first S cached rows; B > 1 over the whole capacity (see below).
+      const L = B === 1 ? S : cache.capacity;
+      keyMaskHost = new Int32Array(B * L);
+      for (let b = 0; b < B; b++) keyMaskHost.set(cache.mask.subarray(b * cache.capacity, b * cache.capacity + L), b * L);
     }
     const posT = e.upload(positions, [B * T], 'positions');
     let sharedMask: Tensor | undefined;
 
     for (let l = 0; l < cfg.numLayers; l++) {
       const p = `model.layers.${l}`;
-      const h = rmsnorm(e, x, this.param(`${p}.input_layernorm.weight`), cfg.rmsNormEps);
+      const h = this.norm(`${p}.input_layernorm`, x, ctx);
       let q = this.linear(`${p}.self_attn.q_proj`, h, ctx);
       let k = this.linear(`${p}.self_attn.k_proj`, h, ctx);
       let v = this.linear(`${p}.self_attn.v_proj`, h, ctx);
@@ -287,12 +331,17 @@ export class LlamaModel {
 
       let keys = k, values = v, keyLen = T, prefixLen = 0;
       if (cache) {
-        if (B !== 1) throw new Error('KV cache generation runs one sequence at a time (B = 1)');
-        e.copyRegion(cache.k[l], past * Hkv * D, k, 0, T * Hkv * D);
-        e.copyRegion(cache.v[l], past * Hkv * D, v, 0, T * Hkv * D);
-        keys = cache.k[l].prefix([1, S, Hkv, D]);
-        values = cache.v[l].prefix([1, S, Hkv, D]);
-        keyLen = S;
+        const cap = cache.capacity, row = Hkv * D;
+        for (let b = 0; b < B; b++) {
+          e.copyRegion(cache.k[l], (b * cap + past) * row, k, b * T * row, T * row);
+          e.copyRegion(cache.v[l], (b * cap + past) * row, v, b * T * row, T * row);
+        }
+        // One sequence: the first S rows are contiguous. Several: attend over
+        // the whole capacity; positions past S have key mask 0.
+        const L = B === 1 ? S : cap;
+        keys = B === 1 ? cache.k[l].prefix([1, S, Hkv, D]) : cache.k[l];
+        values = B === 1 ? cache.v[l].prefix([1, S, Hkv, D]) : cache.v[l];
+        keyLen = L;
       }
       let keyMask = keyMaskHost;
       for (const hk of this.hookList) {
@@ -312,27 +361,28 @@ export class LlamaModel {
       }
       // Without prefixes every layer sees the same mask: upload it once per forward.
       const keyMaskT = prefixLen === 0 ? (sharedMask ??= e.upload(keyMask, [B, keyLen], 'key_mask')) : e.upload(keyMask, [B, keyLen], 'key_mask');
-      const att = attention(e, q, keys, values, { keyMask: keyMaskT, queryOffset: keyLen - prefixLen - T, prefixLen });
+      const att = attention(e, q, keys, values, { keyMask: keyMaskT, queryOffset: prefixLen + past, prefixLen });
       let o = this.linear(`${p}.self_attn.o_proj`, att.reshape([B, T, Hq * D]), ctx);
       for (const hk of this.hookList) if (hk.afterAttention) o = hk.afterAttention(l, o, x, ctx);
       x = add(e, x, o);
 
-      const h2 = rmsnorm(e, x, this.param(`${p}.post_attention_layernorm.weight`), cfg.rmsNormEps);
+      const h2 = this.norm(`${p}.post_attention_layernorm`, x, ctx);
       const g = this.linear(`${p}.mlp.gate_proj`, h2, ctx);
       const u = this.linear(`${p}.mlp.up_proj`, h2, ctx);
       let m = swiglu(e, g, u);
       for (const hk of this.hookList) if (hk.scaleActivation) m = hk.scaleActivation(l, 'ffn', m, ctx);
       let d = this.linear(`${p}.mlp.down_proj`, m, ctx);
       for (const hk of this.hookList) {
-        const par = hk.parallelMlp?.(l, h2, ctx);
+        const par = hk.parallelMlp?.(l, x, h2, ctx);
         if (par) d = add(e, d, par);
       }
-      for (const hk of this.hookList) if (hk.afterMlp) d = hk.afterMlp(l, d, h2, ctx);
+      for (const hk of this.hookList) if (hk.afterMlp) d = hk.afterMlp(l, d, x, ctx);
       x = add(e, x, d);
     }
     if (cache) cache.length = S;
-    x = rmsnorm(e, x, this.param('model.norm.weight'), cfg.rmsNormEps);
+    if (virtual > 0) x = sliceSeq(e, x, B, T, virtual, T0, C);
+    x = this.norm('model.norm', x, ctx);
     const head = this.config.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
-    return matmul(e, x, head, { transB: true, name: 'logits' }).reshape([B, T, cfg.vocabSize]);
+    return matmul(e, x, head, { transB: true, name: 'logits' }).reshape([B, T0, cfg.vocabSize]);
   }
 }

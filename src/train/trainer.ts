@@ -20,6 +20,7 @@ import { PeftStudioError } from '../errors';
 import type { AttachedMethod, TrainableParam } from '../methods/types';
 import type { LlamaModel } from '../model/llama';
 import { parseSafetensors, serializeSafetensors } from '../model/safetensors';
+import { adapterFileMap } from '../methods/adapter-files';
 import { lrFactor, warmupSteps, type SchedulerType } from './schedule';
 import { latestCheckpoint, type RunStore } from './store';
 
@@ -31,6 +32,8 @@ export class NonFiniteLossError extends PeftStudioError {
 export interface EncodedExample {
   inputIds: number[];
   labels: number[];
+  /** Task id for multitask prompt tuning (MTP); 0 when absent. */
+  taskId?: number;
 }
 
 export interface TrainOptions {
@@ -104,14 +107,16 @@ export function collateShifted(batch: EncodedExample[], padId: number) {
   const ids = new Int32Array(B * T).fill(padId);
   const mask = new Int32Array(B * T);
   const targets = new Int32Array(B * T).fill(-100);
+  const taskIds = new Int32Array(B);
   batch.forEach((x, b) => {
+    taskIds[b] = x.taskId ?? 0;
     ids.set(x.inputIds, b * T);
     mask.fill(1, b * T, b * T + x.inputIds.length);
     for (let t = 0; t + 1 < x.labels.length; t++) targets[b * T + t] = x.labels[t + 1];
   });
   let valid = 0;
   for (const y of targets) if (y !== -100) valid++;
-  return { ids, mask, targets, B, T, valid };
+  return { ids, mask, targets, taskIds, B, T, valid };
 }
 
 /** HF Trainer decay rule: no decay for biases and norm weights (METHODS.md §22). */
@@ -191,7 +196,7 @@ export class Trainer {
         this.e.beginScope();
         const tape = new Tape();
         this.e.tape = tape;
-        const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask });
+        const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds });
         const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
         this.e.tape = null;
         if (D > 0) tape.backward(loss, 1 / D);
@@ -284,7 +289,7 @@ export class Trainer {
     for (let i = 0; i < examples.length; i += this.opts.batchSize) {
       const mb = collateShifted(examples.slice(i, i + this.opts.batchSize), this.opts.padId);
       this.e.beginScope();
-      const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask });
+      const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds });
       const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
       total += (await this.e.read(loss))[0];
       this.e.endScope();
@@ -296,7 +301,7 @@ export class Trainer {
   /** Trainable weights (as the adapter), optimizer state and trainer state, written atomically. */
   async saveCheckpoint(): Promise<string> {
     const name = `checkpoint-${this.step}`;
-    const adapter = await this.method.exportAdapter();
+    const adapter = adapterFileMap(await this.method.exportAdapter());
     const opt: Record<string, { shape: number[]; data: Float32Array }> = {};
     const weights: Record<string, { shape: number[]; data: Float32Array }> = {};
     for (const p of this.params) {
@@ -308,8 +313,7 @@ export class Trainer {
       for (const [k, t] of p.state?.() ?? []) opt[`${p.name}.${k}`] = { shape: t.shape, data: await this.e.read(t) };
     }
     await this.store.writeCheckpoint(name, {
-      'adapter_config.json': JSON.stringify(adapter.config, null, 2),
-      'adapter_model.safetensors': serializeSafetensors(adapter.tensors, { format: 'pt' }),
+      ...adapter,
       'trainable.safetensors': serializeSafetensors(weights),
       'optimizer.safetensors': serializeSafetensors(opt),
       'trainer_state.json': JSON.stringify({
