@@ -2,7 +2,7 @@
 import { describe, it, expect } from 'vitest';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
-import { checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
+import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
 import { seededRandom } from '../../src/model/generate';
 import { matchTargets } from '../../src/methods/types';
 import { builtinMethods, resolveMethod } from '../../src/methods/registry';
@@ -70,6 +70,18 @@ describe('lora', () => {
     const m = lora.attach({ e, model, config: { lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'] }, random: seededRandom(1) });
     const r = await checkTrajectory(e, model, m, 0.5);
     console.log(`lora trajectory: ${r.first.toFixed(4)} → ${r.last.toFixed(4)}, peak ${r.peak} B`);
+    m.detach();
+    model.dispose();
+  });
+
+  it('generation with the KV cache matches uncached decoding; a fresh process loading the export gives the same logits', async () => {
+    const e = await gpuEngine();
+    const model = await loadStories(e);
+    const m = lora.attach({ e, model, config: { lora_rank: 4, lora_target: ['q_proj', 'v_proj'] }, random: seededRandom(2) });
+    for (const p of m.trainable()) if (p.name.includes('lora_B')) e.write(p.tensor, Float32Array.from({ length: p.tensor.size }, (_, i) => Math.cos(i) * 0.2));
+    await checkCachedGeneration(e, model, [1, 403, 407, 261]);
+    const r = await checkFreshProcessReload(e, model, m);
+    expect(r.files).toContain('adapter_model.safetensors');
     m.detach();
     model.dispose();
   });

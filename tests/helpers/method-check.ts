@@ -11,6 +11,14 @@ import type { LlamaModel } from '../../src/model/llama';
 import { Trainer, type EncodedExample, type TrainOptions } from '../../src/train/trainer';
 import { MemoryRunStore } from '../../src/train/store';
 import { randn, rng } from './check-op';
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { generate } from '../../src/model/generate';
+import { adapterFileMap } from '../../src/methods/adapter-files';
+import { storiesDir } from './models';
 
 /** Finite differences in f32 on a small model: h = 1e-2 keeps rounding below the tolerance. */
 export async function checkMethodGradients(e: Engine, model: LlamaModel, method: AttachedMethod, ids: number[], opts: { samples?: number; tol?: number; h?: number } = {}) {
@@ -92,4 +100,50 @@ export async function checkTrajectory(e: Engine, model: LlamaModel, method: Atta
   expect(losses.at(-1)!, `loss ${losses[0]} → ${losses.at(-1)}`).toBeLessThan(losses[0] * (1 - margin));
   expect(Math.max(...peaks.slice(2))).toBe(peaks[2]);
   return { first: losses[0], last: losses.at(-1)!, peak: peaks.at(-1)! };
+}
+
+/**
+ * Greedy generation with the KV cache equals greedy decoding that recomputes
+ * the whole sequence every step (no cache): the method's hooks behave the same
+ * at prefill, at cached steps and in a plain forward.
+ */
+export async function checkCachedGeneration(e: Engine, model: LlamaModel, ids: number[], steps = 6): Promise<number[]> {
+  const cached = await generate(model, ids, { maxNewTokens: steps });
+  const seq = [...ids];
+  const V = model.config.vocabSize;
+  for (let i = 0; i < steps; i++) {
+    e.beginScope();
+    const last = await e.readRegion(model.forward(Int32Array.from(seq), 1), (seq.length - 1) * V, V);
+    e.endScope();
+    let best = 0;
+    for (let j = 1; j < V; j++) if (last[j] > last[best]) best = j;
+    seq.push(best);
+  }
+  expect(cached, 'greedy tokens with the KV cache vs without').toEqual(seq.slice(ids.length));
+  return cached;
+}
+
+/**
+ * Export the method's adapter to a folder and load it in a fresh process
+ * (`peft-studio logits --model stories260K --adapter <dir>`, the built CLI):
+ * its last-position logits must equal this process's. Needs `npm run build:cli`.
+ */
+export async function checkFreshProcessReload(e: Engine, model: LlamaModel, method: AttachedMethod, text = 'Once upon a time', tol = 1e-5) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ps-reload-'));
+  const files = adapterFileMap(await method.exportAdapter());
+  for (const [name, data] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    writeFileSync(path.join(dir, name), data);
+  }
+  const bin = path.resolve('bin/peft-studio.mjs');
+  const r = await promisify(execFile)('node', [bin, 'logits', '--model', storiesDir(), '--adapter', dir, '--text', text], { maxBuffer: 1 << 26 });
+  const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { input_ids: number[]; logits_last: number[] };
+  const V = model.config.vocabSize;
+  e.beginScope();
+  const here = await e.readRegion(model.forward(Int32Array.from(out.input_ids), 1), (out.input_ids.length - 1) * V, V);
+  e.endScope();
+  let diff = 0;
+  for (let i = 0; i < V; i++) diff = Math.max(diff, Math.abs(here[i] - out.logits_last[i]));
+  expect(diff, 'fresh-process logits vs in-process').toBeLessThan(tol);
+  return { dir, diff, files: Object.keys(files) };
 }
