@@ -10,19 +10,17 @@ import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Engine } from '../engine/engine';
 import { ConfigError } from '../errors';
-import { validateConfig, effectiveEvalSteps, type ExperimentConfig } from '../config/schema';
+import { validateConfig, type ExperimentConfig } from '../config/schema';
 import { parseConfigText } from '../config/yaml';
-import { readAlpacaJsonl, alpacaToExample, buildSftDatasets } from '../data/sft';
 import { sourceFor, LocalFolderSource } from '../hub/node';
-import { loadModel } from '../model/load';
 import type { LlamaModel } from '../model/llama';
-import type { Tokenizer } from '../model/tokenizer';
 import { seededRandom } from '../model/generate';
 import { serializeSafetensors } from '../model/safetensors';
 import { resolveMethod } from '../methods/registry';
 import { adapterFileMap, methodForAdapter, readAdapter } from '../methods/adapter-io';
+import { createTrainer, encodeDatasets, examplesFromJsonl, prepareExperiment, type Prepared } from '../run/experiment';
 import type { AttachedMethod } from '../methods/types';
-import { Trainer, type LogEntry } from '../train/trainer';
+import type { LogEntry } from '../train/trainer';
 import { FolderRunStore } from '../train/node-store';
 
 export function loadConfigFile(file: string, overrides: string[]): ExperimentConfig {
@@ -31,29 +29,13 @@ export function loadConfigFile(file: string, overrides: string[]): ExperimentCon
   return validateConfig(raw, file);
 }
 
-function stepsOf(value: number, total: number): number {
-  // LLaMA-Factory: a value below 1 is a fraction of the total steps.
-  return value > 0 && value < 1 ? Math.max(1, Math.ceil(value * total)) : Math.round(value);
-}
-
-export interface Prepared {
-  model: LlamaModel;
-  tokenizer: Tokenizer;
-  method: AttachedMethod;
-}
+export type { Prepared } from '../run/experiment';
 
 /** Model + tokenizer + the configured method (with adapter_name_or_path loaded). */
 export async function prepare(e: Engine, config: ExperimentConfig, log: (s: string) => void, onProgress?: (p: { file: string; loaded: number; total: number }) => void): Promise<Prepared> {
-  const source = sourceFor(String(config.model_name_or_path), { endpoint: config.endpoint ?? undefined });
-  const { model, tokenizer } = await loadModel(e, source, { onProgress });
-  const method = resolveMethod(config).attach({ e, model, config, random: seededRandom(Number(config.seed)) });
-  await method.ready;
-  if (config.adapter_name_or_path) {
-    const files = await readAdapter(sourceFor(String(config.adapter_name_or_path), { endpoint: config.endpoint ?? undefined }));
-    method.importAdapter(files);
-    log(`loaded adapter ${config.adapter_name_or_path}`);
-  }
-  return { model, tokenizer: tokenizer!, method };
+  const endpoint = config.endpoint ?? undefined;
+  const adapter = config.adapter_name_or_path ? sourceFor(String(config.adapter_name_or_path), { endpoint }) : undefined;
+  return prepareExperiment(e, config, { model: sourceFor(String(config.model_name_or_path), { endpoint }), adapter }, { log, onProgress });
 }
 
 function progress(total: number): { onStep: (s: number) => void; onLog: (l: LogEntry) => void } {
@@ -88,22 +70,10 @@ export async function trainCommand(e: Engine, file: string, overrides: string[])
   if (!ds.endsWith('.jsonl') || !existsSync(ds)) {
     throw new ConfigError(`dataset '${ds}': give a local .jsonl file of alpaca rows ({"instruction", "input", "output"}); the dataset registry comes later.`);
   }
-  const rows = readAlpacaJsonl(readFileSync(ds, 'utf8'), ds).map(alpacaToExample);
-  const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
-  const data = buildSftDatasets(tokenizer, rows, config as never, padId);
+  const data = encodeDatasets(tokenizer, config, examplesFromJsonl(readFileSync(ds, 'utf8'), ds));
   log(`data: ${data.train.length} train, ${data.val.length} val examples${data.truncated ? `, ${data.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${data.dropped ? `, ${data.dropped} dropped by packing` : ''}`);
-  const bs = Number(config.per_device_train_batch_size), accum = Number(config.gradient_accumulation_steps);
-  const total = Number(config.max_steps) > 0 ? Number(config.max_steps) : Math.ceil(Number(config.num_train_epochs) * Math.ceil(Math.ceil(data.train.length / bs) / accum));
-  const trainer = new Trainer(e, model, method, data.train, data.val, {
-    batchSize: bs, gradAccum: accum, learningRate: Number(config.learning_rate), weightDecay: Number(config.weight_decay),
-    beta1: Number(config.adam_beta1), beta2: Number(config.adam_beta2), eps: Number(config.adam_epsilon),
-    epochs: Number(config.num_train_epochs), maxSteps: Number(config.max_steps), scheduler: config.lr_scheduler_type,
-    warmupRatio: Number(config.warmup_ratio), warmupSteps: Number(config.warmup_steps),
-    loggingSteps: stepsOf(Number(config.logging_steps), total), saveSteps: stepsOf(Number(config.save_steps), total),
-    evalSteps: data.val.length ? stepsOf(effectiveEvalSteps(config), total) : 0,
-    maxGradNorm: Number(config.max_grad_norm), seed: Number(config.seed), padId,
-    resume: config.resume_from_checkpoint === true ? true : typeof config.resume_from_checkpoint === 'string' ? path.basename(config.resume_from_checkpoint) : false,
-  }, new FolderRunStore(out));
+  const resume = config.resume_from_checkpoint === true ? true : typeof config.resume_from_checkpoint === 'string' ? path.basename(config.resume_from_checkpoint) : false;
+  const trainer = createTrainer(e, { model, tokenizer, method }, data, config, new FolderRunStore(out), resume);
   log(`${resolveMethod(config).name}: ${trainer.trainableCount().toLocaleString()} trainable of ${model.numParams().toLocaleString()} parameters; ${trainer.totalSteps} steps`);
   const t0 = performance.now();
   const result = await trainer.run(progress(trainer.totalSteps));
