@@ -104,6 +104,8 @@ export interface BatchGenerateOptions {
   stopIds?: number[];
   /** A sequence also stops when this returns true for its tokens so far (e.g. a complete label word). */
   shouldStop?: (index: number, tokens: number[]) => boolean;
+  /** Per-prompt task ids (multitask prompt tuning). */
+  taskIds?: Int32Array;
   signal?: AbortSignal;
 }
 
@@ -139,7 +141,7 @@ export async function generateBatch(model: LlamaModel, prompts: number[][], opts
       e.beginScope();
       let last: Float32Array;
       try {
-        const logits = model.forward(input, B, { cache, attentionMask: inputMask });
+        const logits = model.forward(input, B, { cache, attentionMask: inputMask, taskIds: opts.taskIds });
         // The last position of every sequence, gathered into one buffer: one readback per step.
         const rows = e.empty([B, V], 'generate.last');
         for (let b = 0; b < B; b++) e.copyRegion(rows, b * V, logits, (b * T + T - 1) * V, V);
