@@ -121,6 +121,16 @@ export const evalOptions = [
   { key: 'eval_steps', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, countOrRatio: true, group: 'eval', help: 'Evaluate every N optimizer steps with eval_strategy: steps (a fraction below 1: of the total steps). Unset: logging_steps, as HF.' },
 ] as const satisfies readonly OptionSpec[];
 
+/** PSCP constants (METRICS.md, src/eval/pscp.ts): PSCP = P · Π (1 + M/C)^(−β). */
+export const pscpOptions = [
+  { key: 'pscp_cp', type: 'float', default: 5e8, min: 0, exclusiveMin: true, group: 'eval', help: 'PSCP C_p: trainable-parameter scale (PEFT-Bench default 5e8).' },
+  { key: 'pscp_cf', type: 'float', default: 10, min: 0, exclusiveMin: true, group: 'eval', help: 'PSCP C_f: inference-compute scale in TFLOPs of one 1×512 forward (default 10).' },
+  { key: 'pscp_cm', type: 'float', default: 94, min: 0, exclusiveMin: true, group: 'eval', help: 'PSCP C_m: peak training memory scale in GB (default 94).' },
+  { key: 'pscp_bp', type: 'float', default: 1, min: 0, group: 'eval', help: 'PSCP β_p: exponent of the parameter penalty (default 1; the PEFT-Bench paper table uses 2).' },
+  { key: 'pscp_bf', type: 'float', default: 1, min: 0, group: 'eval', help: 'PSCP β_f: exponent of the compute penalty (default 1; the paper table uses 2).' },
+  { key: 'pscp_bm', type: 'float', default: 1, min: 0, group: 'eval', help: 'PSCP β_m: exponent of the memory penalty (default 1; the paper table uses 2).' },
+] as const satisfies readonly OptionSpec[];
+
 export const predictOptions = [
   { key: 'do_predict', type: 'bool', default: false, group: 'predict', help: 'Run prediction on eval_dataset (or the validation split).' },
   { key: 'predict_with_generate', type: 'bool', default: false, group: 'predict', help: 'Predict by generating text (needed for generation metrics).' },
@@ -193,6 +203,7 @@ export const builtinOptions = [
   ...exportOptions,
   ...trainOptions,
   ...evalOptions,
+  ...pscpOptions,
   ...predictOptions,
   ...loraFamilyOptions,
   ...quantizationOptions,
