@@ -60,6 +60,8 @@ export interface MethodContext {
   config: Record<string, unknown>;
   /** Seeded uniform [0, 1) generator for initialisation. */
   random: () => number;
+  /** The model's tokenizer, when the host has one (prompt tuning's TEXT init); encode adds special tokens (BOS). */
+  tokenizer?: { encode(text: string): number[] };
 }
 
 export interface AdapterFiles {

@@ -41,8 +41,8 @@ export interface ExperimentSources {
  * seededRandom(seed), so the same seed gives the same initial adapter in
  * every host.
  */
-export async function attachMethod(e: Engine, model: LlamaModel, config: ExperimentConfig): Promise<AttachedMethod> {
-  const method = resolveMethod(config).attach({ e, model, config, random: seededRandom(Number(config.seed)) });
+export async function attachMethod(e: Engine, model: LlamaModel, config: ExperimentConfig, tokenizer?: Tokenizer): Promise<AttachedMethod> {
+  const method = resolveMethod(config).attach({ e, model, config, random: seededRandom(Number(config.seed)), tokenizer });
   await method.ready;
   return method;
 }
@@ -56,7 +56,7 @@ export async function prepareExperiment(
 ): Promise<Prepared> {
   const { model, tokenizer } = await loadModel(e, sources.model, { onProgress: opts.onProgress });
   if (!tokenizer) throw new ConfigError(`${sources.model.id} has no tokenizer (tokenizer.json); training needs one.`);
-  const method = await attachMethod(e, model, config);
+  const method = await attachMethod(e, model, config, tokenizer);
   if (config.adapter_name_or_path) {
     if (!sources.adapter) throw new ConfigError(`adapter_name_or_path ${config.adapter_name_or_path} is set but no source for it was given.`);
     method.importAdapter(await readAdapter(sources.adapter));
