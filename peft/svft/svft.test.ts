@@ -53,7 +53,7 @@ describe('svft', () => {
   it('options register in the schema; a validated YAML config attaches with the plug-in defaults', async () => {
     registerOptions('svft', svftOptions);
     const c = validateConfig({ model_name_or_path: 'stories260K', output_dir: 'out', dataset: 'd.jsonl', finetuning_type: 'svft' });
-    expect(c).toMatchObject({ target_modules: ['q_proj', 'k_proj'], rank: null, off_diag: 1, pattern: 'banded', fill_orthonormal: false });
+    expect(c).toMatchObject({ target_modules: null, rank: null, off_diag: 1, pattern: 'banded', fill_orthonormal: false });
     const e = await gpuEngine();
     const model = tinyModel(e);
     const m = await attach(e, model, c);
