@@ -1,0 +1,81 @@
+/**
+ * One entry point from a task kind to its metric family, with flat, stable
+ * keys (what predict_results.json and the grid tables hold):
+ *
+ *   classification  accuracy, macro_f1, binary_f1 (two label words only), invalid, count
+ *   regression      pearson, spearman, invalid, count
+ *   math-gsm8k      numeric_accuracy, invalid, count
+ *   math-svamp      numeric_accuracy, equation_consistency, invalid, count
+ *   qa              exact_match, f1, count
+ *   generation      rouge-1, rouge-2, rouge-l, bleu-4, count
+ *   (token accuracy, from logits: token_accuracy — src/eval/token-accuracy.ts)
+ *
+ * Scales: accuracies, F1s and exact match are fractions in [0, 1]; Pearson and
+ * Spearman in [−1, 1]; ROUGE and BLEU ×100 (as LLaMA-Factory reports them);
+ * invalid and count are counts. The definitions are in each family's file.
+ *
+ * `headlineMetric` names the one number per task that PSCP's P uses
+ * (METRICS.md: macro-F1 for classification, the headline metric otherwise),
+ * mapped into [0, 1].
+ */
+import { ConfigError } from '../errors';
+import { computeClassificationMetrics } from './classification';
+import { computeGenerationMetrics } from './generation';
+import { computeGsm8kMetrics, computeSvampMetrics } from './math';
+import { computeQaMetrics } from './qa';
+import { computeRegressionMetrics, type RegressionOptions } from './regression';
+
+export const TASK_KINDS = ['classification', 'regression', 'math-gsm8k', 'math-svamp', 'qa', 'generation'] as const;
+export type TaskKind = (typeof TASK_KINDS)[number];
+
+export interface MetricsOptions {
+  /** Regression: the score of an unparseable prediction (the dataset's worst score; STS-B 0). */
+  regression?: RegressionOptions;
+}
+
+/** Keeps the numeric fields of a family's result (drops per-class detail). */
+function flat(result: object): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(result)) if (typeof v === 'number') out[k] = v;
+  return out;
+}
+
+export function metricsFor(
+  taskKind: TaskKind,
+  preds: readonly string[],
+  labels: readonly string[],
+  labelWords: readonly string[] = [],
+  options: MetricsOptions = {},
+): Record<string, number> {
+  switch (taskKind) {
+    case 'classification':
+      return flat(computeClassificationMetrics(preds, labels, labelWords));
+    case 'regression':
+      return flat(computeRegressionMetrics(preds, labels, options.regression));
+    case 'math-gsm8k':
+      return flat(computeGsm8kMetrics(preds, labels));
+    case 'math-svamp':
+      return flat(computeSvampMetrics(preds, labels));
+    case 'qa':
+      return flat(computeQaMetrics(preds, labels));
+    case 'generation':
+      return flat(computeGenerationMetrics(preds, labels));
+    default:
+      throw new ConfigError(`Unknown task kind ${JSON.stringify(taskKind)}; use one of ${TASK_KINDS.join(', ')}.`);
+  }
+}
+
+/**
+ * PSCP's task performance P in [0, 1] and the metric it comes from:
+ * classification macro_f1; regression Pearson, negative values clipped to 0
+ * (an anti-correlated predictor has no usable skill); math numeric_accuracy;
+ * qa f1; generation rouge-l / 100.
+ */
+export function headlineMetric(taskKind: TaskKind, metrics: Record<string, number>): { key: string; value: number } {
+  const key = { classification: 'macro_f1', regression: 'pearson', 'math-gsm8k': 'numeric_accuracy', 'math-svamp': 'numeric_accuracy', qa: 'f1', generation: 'rouge-l' }[taskKind];
+  if (key === undefined) throw new ConfigError(`Unknown task kind ${JSON.stringify(taskKind)}; use one of ${TASK_KINDS.join(', ')}.`);
+  const v = metrics[key];
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`The ${taskKind} metrics have no finite '${key}' (keys: ${Object.keys(metrics).join(', ')}).`);
+  const value = taskKind === 'generation' ? v / 100 : taskKind === 'regression' ? Math.max(0, v) : v;
+  return { key, value: Math.min(1, Math.max(0, value)) };
+}
