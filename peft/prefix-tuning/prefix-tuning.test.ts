@@ -12,7 +12,7 @@ import { maxAbsDiff, randn, rng } from '../../tests/helpers/check-op';
 import type { Engine } from '../../src/engine/engine';
 import { Tape } from '../../src/engine/tape';
 import { ConfigError } from '../../src/errors';
-import { generate, seededRandom } from '../../src/model/generate';
+import { generate, generateBatch, seededRandom } from '../../src/model/generate';
 import type { LlamaModel } from '../../src/model/llama';
 import { builtinMethods, resolveMethod } from '../../src/methods/registry';
 import { methodForAdapter } from '../../src/methods/adapter-io';
@@ -173,6 +173,19 @@ describe('prefix-tuning', () => {
       await checkCachedGeneration(e, model, [1, 403, 407, 261]);
       m.detach();
     }
+    model.dispose();
+  });
+
+  it('batched generation with left padding equals generating each prompt alone (prefix over the whole cache, B > 1)', async () => {
+    const e = await gpuEngine();
+    const model = await loadStories(e);
+    const m = prefixTuning.attach({ e, model, config: { num_virtual_tokens: 3, prefix_projection: true, encoder_hidden_size: 16 }, random: seededRandom(8) });
+    const prompts = [[1, 403, 407, 261, 378], [1, 338, 401]];
+    const batched = await generateBatch(model, prompts, { maxNewTokens: 6, padId: 0 });
+    const alone = [];
+    for (const p of prompts) alone.push(await generate(model, p, { maxNewTokens: 6 }));
+    expect(batched).toEqual(alone);
+    m.detach();
     model.dispose();
   });
 
