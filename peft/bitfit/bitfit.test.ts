@@ -1,7 +1,7 @@
 /** BitFit against METHODS.md §20: gradients, counts, init, float64 reference, existing biases, trajectory, export/import/merge. */
 import { describe, it, expect } from 'vitest';
 import { gpuEngine } from '../../tests/helpers/gpu';
-import { loadStories, randomWeights, smollmConfig, tinyModel } from '../../tests/helpers/models';
+import { loadStories, randomWeights, smollmConfig, storiesDir, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
 import { maxAbsDiff, randn, rng } from '../../tests/helpers/check-op';
 import type { Engine } from '../../src/engine/engine';
@@ -15,6 +15,12 @@ import { builtinMethods, resolveMethod } from '../../src/methods/registry';
 import { methodForAdapter } from '../../src/methods/adapter-io';
 import type { AttachedMethod } from '../../src/methods/types';
 import { validateConfig } from '../../src/config/schema';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { parseSafetensors } from '../../src/model/safetensors';
 import bitfit from './method';
 
 const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
@@ -225,6 +231,31 @@ describe('bitfit', () => {
       expect(Array.from(await e.read(model.param(`model.layers.${l}.self_attn.o_proj.bias`))).every((x) => x === 0)).toBe(true);
     }
     model.dispose();
+  });
+
+  it('CLI: train, then export merged: config.json gains attention_bias / mlp_bias, zero biases fill each group, logits equal --adapter (needs npm run build:cli)', async () => {
+    const run = promisify(execFile);
+    const bin = path.resolve('bin/peft-studio.mjs');
+    const out = mkdtempSync(path.join(tmpdir(), 'ps-bitfit-'));
+    const merged = path.join(out, 'merged');
+    const args = [path.resolve('examples/stories260k_lora.yaml'), `model_name_or_path=${storiesDir()}`, 'finetuning_type=bitfit', 'target_modules=q_proj,v_proj,up_proj',
+      'lr_scheduler_type=constant', 'warmup_ratio=0', 'val_size=0', `output_dir=${out}`, 'max_steps=2', 'save_steps=2'];
+    await run('node', [bin, 'train', ...args], { maxBuffer: 1 << 26 });
+    expect(JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ peft_type: 'BITFIT', target_modules: ['q_proj', 'up_proj', 'v_proj'] });
+    await run('node', [bin, 'export', ...args, `export_dir=${merged}`], { maxBuffer: 1 << 26 });
+    const cfg = JSON.parse(readFileSync(path.join(merged, 'config.json'), 'utf8'));
+    expect(cfg).toMatchObject({ model_type: 'llama', attention_bias: true, mlp_bias: true, hidden_size: 64 });
+    const st = parseSafetensors(new Uint8Array(readFileSync(path.join(merged, 'model.safetensors'))), 'merged');
+    const biases = [...st.tensors.keys()].filter((k) => k.endsWith('.bias'));
+    expect(biases.length).toBe(5 * 7); // every projection of both groups on every layer
+    expect(Array.from(st.tensors.get('model.layers.3.mlp.down_proj.bias')!.data).every((x) => x === 0)).toBe(true);
+    expect(Array.from(st.tensors.get('model.layers.3.mlp.up_proj.bias')!.data).some((x) => x !== 0)).toBe(true);
+    const text = 'Once upon a time';
+    const a = JSON.parse((await run('node', [bin, 'logits', '--model', storiesDir(), '--adapter', out, '--text', text], { maxBuffer: 1 << 26 })).stdout).logits_last as number[];
+    const m = JSON.parse((await run('node', [bin, 'logits', '--model', merged, '--text', text], { maxBuffer: 1 << 26 })).stdout).logits_last as number[];
+    const d = Math.max(...a.map((v, i) => Math.abs(v - m[i])));
+    console.log(`bitfit CLI merged export: max |logits diff| vs --adapter ${d.toExponential(2)}`);
+    expect(d).toBeLessThan(1e-4);
   });
 
   it('rejects a bad bias_init, an empty target match, a mis-shaped import, and a merge into mistral', async () => {

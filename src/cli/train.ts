@@ -128,6 +128,26 @@ async function writeModelFolder(dir: string, tensors: Map<string, { shape: numbe
   for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
     if (await base.has(f)) await fs.writeFile(path.join(dir, f), await base.get(f));
   }
+  await setBiasFlags(path.join(dir, 'config.json'), tensors);
+}
+
+/**
+ * A merge that added linear biases (BitFit on llama) needs the config flags
+ * that make transformers build them: attention_bias (q, k, v, o) and
+ * mlp_bias (gate, up, down). BitFit's merge fills the rest of each group with
+ * zero biases. Other configs are left byte-for-byte as the base's.
+ */
+async function setBiasFlags(file: string, tensors: Map<string, unknown>): Promise<void> {
+  if (!existsSync(file)) return;
+  const cfg = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
+  if (cfg.model_type !== 'llama') return;
+  const names = [...tensors.keys()];
+  const attn = names.some((n) => /\.self_attn\.[qkvo]_proj\.bias$/.test(n)) && cfg.attention_bias !== true;
+  const mlp = names.some((n) => /\.mlp\.(gate|up|down)_proj\.bias$/.test(n)) && cfg.mlp_bias !== true;
+  if (!attn && !mlp) return;
+  if (attn) cfg.attention_bias = true;
+  if (mlp) cfg.mlp_bias = true;
+  await fs.writeFile(file, JSON.stringify(cfg, null, 2) + '\n');
 }
 
 /** For logits/generate --adapter: attach the method an adapter folder names and load it. */
