@@ -57,21 +57,27 @@
  * elementwise epilogues next to a method's matmuls (LoRA's scale and add,
  * adapter biases and activations) are left out like the base model's.
  *
- * Config keys read (absent → the library default): lora_rank; lora_target
- * ('all'); oft_*; SVFT's target_modules, rank, off_diag, pattern,
- * fill_orthonormal; num_virtual_tokens (required for the prompt methods),
- * encoder_hidden_size, encoder_reparameterization_type ('MLP'),
- * encoder_num_layers (2), prefix_projection (false), num_ranks (1);
- * target_modules and feedforward_modules (IA3: k_proj, v_proj, down_proj /
- * down_proj; BitFit: q_proj, v_proj); reduction_factor (16), mh_adapter,
- * output_adapter.
+ * Config keys are resolved by the method folders' own functions (loraScaling,
+ * oftSettings/oftBlocks, svftSettings/svftSize, pTuningSpec, prefixOptionsOf,
+ * ia3Targets, bitfitTargets, requireVirtualTokens), so the count sees the
+ * targets and sizes the method attaches: lora_rank, lora_target ('all'); oft_*;
+ * target_modules, rank, off_diag, pattern, fill_orthonormal (SVFT);
+ * num_virtual_tokens (required by the prompt methods), encoder_hidden_size,
+ * encoder_reparameterization_type, encoder_num_layers, prefix_projection,
+ * num_ranks; target_modules / feedforward_modules (IA3, BitFit). The bottleneck
+ * adapters read reduction_factor (16), mh_adapter and output_adapter here.
  */
 import { cayleyNeumannCoefficients } from '../engine/ops/oft';
 import { ConfigError } from '../errors';
 import { matchTargets } from '../methods/types';
 import type { ModelConfig } from '../model/config';
+import { bitfitTargets } from '../../peft/bitfit/method';
+import { ia3Targets } from '../../peft/ia3/method';
 import { loraScaling } from '../../peft/lora/method';
 import { oftBlocks, oftSettings } from '../../peft/oft/method';
+import { prefixDims, prefixOptionsOf } from '../../peft/prefix-tuning/method';
+import { positiveInt, requireVirtualTokens } from '../../peft/prompt-tuning/prompt';
+import { pTuningSpec } from '../../peft/p-tuning/method';
 import { svftSettings, svftSize, svftTargetCount } from '../../peft/svft/method';
 
 /** PSCP's probe: one sequence of 512 tokens. */
@@ -153,16 +159,6 @@ interface MethodCount {
   flops: number;
 }
 
-function intOption(mc: Record<string, unknown>, key: string, method: string, fallback?: number): number {
-  const v = mc[key];
-  if (v === undefined || v === null) {
-    if (fallback !== undefined) return fallback;
-    throw new ConfigError(`${key} is needed to count the FLOPs of ${method}; set it in the config (e.g. ${key}: 10).`);
-  }
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ConfigError(`${key}: expected a positive integer for ${method}, got ${JSON.stringify(v)}.`);
-  return v;
-}
-
 function targetsOf(linears: LinearLayer[], target: unknown, key: string, method: string): LinearLayer[] {
   const names = new Set(matchTargets(linears.map((l) => l.name), target));
   const out = linears.filter((l) => names.has(l.name));
@@ -221,39 +217,33 @@ function methodCount(c: ModelConfig, linears: LinearLayer[], B: number, T: numbe
       return count;
     }
     case 'prompt-tuning':
-      count.virtualTokens = intOption(mc, 'num_virtual_tokens', method);
+      count.virtualTokens = requireVirtualTokens(mc, method);
       return count;
     case 'p-tuning': {
-      const nv = (count.virtualTokens = intOption(mc, 'num_virtual_tokens', method));
-      const H = intOption(mc, 'encoder_hidden_size', method, d);
-      const kind = String(mc.encoder_reparameterization_type ?? 'MLP').toUpperCase();
+      const { kind, nV: nv, H, layers } = pTuningSpec(mc, d);
+      count.virtualTokens = nv;
       if (kind === 'MLP') {
         count.flops = 2 * nv * (d * H + H * H + H * d);
-      } else if (kind === 'LSTM') {
-        const layers = intOption(mc, 'encoder_num_layers', method, 2);
+      } else {
         // Per direction, token and layer: four gates, each an input and a recurrent matmul.
         for (let i = 0; i < layers; i++) count.flops += 2 * nv * 8 * H * ((i === 0 ? d : 2 * H) + H);
         count.flops += 2 * nv * (2 * H * 2 * H + 2 * H * d);
-      } else {
-        throw new ConfigError(`encoder_reparameterization_type ${JSON.stringify(mc.encoder_reparameterization_type)}: use MLP or LSTM.`);
       }
       return count;
     }
     case 'mtp': {
-      const nv = (count.virtualTokens = intOption(mc, 'num_virtual_tokens', method));
-      const k = intOption(mc, 'num_ranks', method, 1);
+      const nv = (count.virtualTokens = requireVirtualTokens(mc, method));
+      const k = positiveInt(mc, 'num_ranks', 1, method);
       count.flops = B * (2 * nv * k * d + nv * d);
       return count;
     }
     case 'prefix-tuning':
     case 'p-tuning-v2': {
-      const nv = intOption(mc, 'num_virtual_tokens', method);
-      count.flops = c.numLayers * B * c.numHeads * 2 * (2 * T * nv * c.headDim);
-      if (method === 'prefix-tuning' && mc.prefix_projection === true) {
-        const D = c.numKvHeads * c.headDim;
-        const H = intOption(mc, 'encoder_hidden_size', method, D);
-        const F = 2 * c.numLayers * D;
-        count.flops += 2 * nv * (D * H + H * F);
+      const o = prefixOptionsOf(mc, method);
+      count.flops = c.numLayers * B * c.numHeads * 2 * (2 * T * o.nv * c.headDim);
+      if (o.projection) {
+        const { D, H, F } = prefixDims(c, o.nv, o.H);
+        count.flops += 2 * o.nv * (D * H + H * F);
       }
       return count;
     }
@@ -269,15 +259,16 @@ function methodCount(c: ModelConfig, linears: LinearLayer[], B: number, T: numbe
       return count;
     }
     case 'ia3': {
-      const ff = new Set(matchTargets(linears.map((l) => l.name), mc.feedforward_modules ?? ['down_proj']));
-      for (const l of targetsOf(linears, mc.target_modules ?? ['k_proj', 'v_proj', 'down_proj'], 'target_modules', method)) {
-        count.flops += tokens * (ff.has(l.name) ? l.inF : l.outF);
-      }
+      const { targets, feedforward } = ia3Targets(linears.map((l) => l.name), mc);
+      const chosen = new Set(targets);
+      for (const l of linears) if (chosen.has(l.name)) count.flops += tokens * (feedforward.has(l.name) ? l.inF : l.outF);
       return count;
     }
-    case 'bitfit':
-      for (const l of targetsOf(linears, mc.target_modules ?? ['q_proj', 'v_proj'], 'target_modules', method)) count.flops += tokens * l.outF;
+    case 'bitfit': {
+      const chosen = new Set(bitfitTargets(linears.map((l) => l.name), mc));
+      for (const l of linears) if (chosen.has(l.name)) count.flops += tokens * l.outF;
       return count;
+    }
     default:
       throw new ConfigError(`No FLOPs count for method ${JSON.stringify(method)}. Known: ${FLOPS_METHODS.join(', ')}.`);
   }

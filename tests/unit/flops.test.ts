@@ -89,7 +89,8 @@ describe('forwardFlops: stories260K, 1×512 probe', () => {
   it('prefix tuning: every query attends to n_v more keys', () => {
     // N · n_h · 2 · (2·T·n_v·h_d) = 5·8·2·(2·512·10·8)
     expect(probe('prefix-tuning', { num_virtual_tokens: 10 }).extra).toBe(6_553_600);
-    expect(probe('p-tuning-v2', { num_virtual_tokens: 10, prefix_projection: true }).extra).toBe(6_553_600);
+    expect(probe('p-tuning-v2', { num_virtual_tokens: 10 }).extra).toBe(6_553_600);
+    expect(() => probe('p-tuning-v2', { num_virtual_tokens: 10, prefix_projection: true })).toThrow(/does not apply to finetuning_type p-tuning-v2/);
     // projection: D = n_kv·h_d = 32, H = D, F = 2·N·D = 320: 2·10·(32·32 + 32·320) = 225 280
     expect(probe('prefix-tuning', { num_virtual_tokens: 10, prefix_projection: true }).extra).toBe(6_553_600 + 225_280);
   });
@@ -114,7 +115,7 @@ describe('forwardFlops: stories260K, 1×512 probe', () => {
   });
 
   it('names what is missing or unknown', () => {
-    expect(() => probe('prompt-tuning')).toThrow(/num_virtual_tokens is needed/);
+    expect(() => probe('prompt-tuning')).toThrow(/num_virtual_tokens/);
     expect(() => probe('adalora')).toThrow(ConfigError);
     expect(() => probe('lora', { lora_target: 'nothing_proj' })).toThrow(/matches no linear layer/);
     expect(() => forwardFlops(cfg, { batch: 0, method: 'base' })).toThrow(ConfigError);
