@@ -6,7 +6,9 @@
  *   regression      pearson, spearman, invalid, count
  *   math-gsm8k      numeric_accuracy, invalid, count
  *   math-svamp      numeric_accuracy, equation_consistency, invalid, count
- *   qa              exact_match, f1, count
+ *   qa              exact_match, f1, count           (ReCoRD)
+ * The registry's metric family names gsm8k, svamp and exact_match are accepted
+ * for math-gsm8k, math-svamp and qa.
  *   generation      rouge-1, rouge-2, rouge-l, bleu-4, count
  *   (token accuracy, from logits: token_accuracy — src/eval/token-accuracy.ts)
  *
@@ -28,6 +30,18 @@ import { computeRegressionMetrics, type RegressionOptions } from './regression';
 export const TASK_KINDS = ['classification', 'regression', 'math-gsm8k', 'math-svamp', 'qa', 'generation'] as const;
 export type TaskKind = (typeof TASK_KINDS)[number];
 
+/** The dataset registry's metric family names (src/data/entry.ts MetricFamily), accepted as well. */
+const ALIASES: Readonly<Record<string, TaskKind>> = { gsm8k: 'math-gsm8k', svamp: 'math-svamp', exact_match: 'qa' };
+
+/** The task kind for a task kind or a registry metric family name. */
+export function taskKindOf(name: string): TaskKind {
+  const kind = ALIASES[name] ?? name;
+  if (!(TASK_KINDS as readonly string[]).includes(kind)) {
+    throw new ConfigError(`Unknown task kind ${JSON.stringify(name)}; use one of ${TASK_KINDS.join(', ')} (or gsm8k, svamp, exact_match).`);
+  }
+  return kind as TaskKind;
+}
+
 export interface MetricsOptions {
   /** Regression: the score of an unparseable prediction (the dataset's worst score; STS-B 0). */
   regression?: RegressionOptions;
@@ -40,28 +54,34 @@ function flat(result: object): Record<string, number> {
   return out;
 }
 
+/**
+ * labels[i] is the gold response; for `qa` it may list every accepted answer.
+ * labelWords: the dataset's label words (classification only).
+ */
 export function metricsFor(
-  taskKind: TaskKind,
+  taskKind: TaskKind | 'gsm8k' | 'svamp' | 'exact_match',
   preds: readonly string[],
-  labels: readonly string[],
+  labels: readonly (string | readonly string[])[],
   labelWords: readonly string[] = [],
   options: MetricsOptions = {},
 ): Record<string, number> {
-  switch (taskKind) {
+  const kind = taskKindOf(taskKind);
+  if (kind === 'qa') return flat(computeQaMetrics(preds, labels));
+  const gold = labels.map((l, i) => {
+    if (typeof l !== 'string') throw new ConfigError(`Label ${i} is a list of answers; only the qa (exact_match) kind accepts several gold answers, not ${kind}.`);
+    return l;
+  });
+  switch (kind) {
     case 'classification':
-      return flat(computeClassificationMetrics(preds, labels, labelWords));
+      return flat(computeClassificationMetrics(preds, gold, labelWords));
     case 'regression':
-      return flat(computeRegressionMetrics(preds, labels, options.regression));
+      return flat(computeRegressionMetrics(preds, gold, options.regression));
     case 'math-gsm8k':
-      return flat(computeGsm8kMetrics(preds, labels));
+      return flat(computeGsm8kMetrics(preds, gold));
     case 'math-svamp':
-      return flat(computeSvampMetrics(preds, labels));
-    case 'qa':
-      return flat(computeQaMetrics(preds, labels));
+      return flat(computeSvampMetrics(preds, gold));
     case 'generation':
-      return flat(computeGenerationMetrics(preds, labels));
-    default:
-      throw new ConfigError(`Unknown task kind ${JSON.stringify(taskKind)}; use one of ${TASK_KINDS.join(', ')}.`);
+      return flat(computeGenerationMetrics(preds, gold));
   }
 }
 
@@ -71,11 +91,11 @@ export function metricsFor(
  * (an anti-correlated predictor has no usable skill); math numeric_accuracy;
  * qa f1; generation rouge-l / 100.
  */
-export function headlineMetric(taskKind: TaskKind, metrics: Record<string, number>): { key: string; value: number } {
-  const key = { classification: 'macro_f1', regression: 'pearson', 'math-gsm8k': 'numeric_accuracy', 'math-svamp': 'numeric_accuracy', qa: 'f1', generation: 'rouge-l' }[taskKind];
-  if (key === undefined) throw new ConfigError(`Unknown task kind ${JSON.stringify(taskKind)}; use one of ${TASK_KINDS.join(', ')}.`);
+export function headlineMetric(taskKind: TaskKind | 'gsm8k' | 'svamp' | 'exact_match', metrics: Record<string, number>): { key: string; value: number } {
+  const kind = taskKindOf(taskKind);
+  const key = { classification: 'macro_f1', regression: 'pearson', 'math-gsm8k': 'numeric_accuracy', 'math-svamp': 'numeric_accuracy', qa: 'f1', generation: 'rouge-l' }[kind];
   const v = metrics[key];
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`The ${taskKind} metrics have no finite '${key}' (keys: ${Object.keys(metrics).join(', ')}).`);
-  const value = taskKind === 'generation' ? v / 100 : taskKind === 'regression' ? Math.max(0, v) : v;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`The ${kind} metrics have no finite '${key}' (keys: ${Object.keys(metrics).join(', ')}).`);
+  const value = kind === 'generation' ? v / 100 : kind === 'regression' ? Math.max(0, v) : v;
   return { key, value: Math.min(1, Math.max(0, value)) };
 }

@@ -22,6 +22,13 @@ describe('metricsFor: one family per task kind, flat stable keys', () => {
     expect(Object.keys(metricsFor('generation', ['a b'], ['a b'])).sort()).toEqual(['bleu-4', 'count', 'rouge-1', 'rouge-2', 'rouge-l']);
   });
 
+  it("accepts the dataset registry's metric family names; qa takes several gold answers", () => {
+    expect(metricsFor('gsm8k', ['#### 3'], ['#### 4'])).toEqual(metricsFor('math-gsm8k', ['#### 3'], ['#### 4']));
+    expect(metricsFor('svamp', ['3'], ['( 1 + 2 ) = 3']).numeric_accuracy).toBe(1);
+    expect(metricsFor('exact_match', ['the Army'], [['U.S. Army', 'Army']])).toEqual({ exact_match: 1, f1: 1, count: 1 });
+    expect(() => metricsFor('generation', ['a'], [['a', 'b']])).toThrow(/only the qa/);
+  });
+
   it('unknown kind is a named error', () => {
     expect(() => metricsFor('summarisation' as TaskKind, ['a'], ['a'])).toThrow(ConfigError);
     expect(TASK_KINDS).toContain('math-svamp');
