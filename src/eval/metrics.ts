@@ -27,6 +27,14 @@ import { computeGsm8kMetrics, computeSvampMetrics } from './math';
 import { computeQaMetrics } from './qa';
 import { computeRegressionMetrics, type RegressionOptions } from './regression';
 
+// The families, for callers that want their detailed results (per-class counts).
+export { computeClassificationMetrics, type ClassificationMetrics } from './classification';
+export { computeGenerationMetrics, type GenerationMetrics } from './generation';
+export { computeGsm8kMetrics, computeSvampMetrics, type Gsm8kMetrics, type SvampMetrics } from './math';
+export { computeQaMetrics, type QaMetrics } from './qa';
+export { computeRegressionMetrics, type RegressionMetrics, type RegressionOptions } from './regression';
+export { computeTokenAccuracy, computeTokenAccuracyFromLogits, type TokenAccuracy } from './token-accuracy';
+
 export const TASK_KINDS = ['classification', 'regression', 'math-gsm8k', 'math-svamp', 'qa', 'generation'] as const;
 export type TaskKind = (typeof TASK_KINDS)[number];
 
