@@ -18,7 +18,8 @@ import { seededRandom } from '../model/generate';
 import { serializeSafetensors } from '../model/safetensors';
 import { resolveMethod } from '../methods/registry';
 import { adapterFileMap, methodForAdapter, readAdapter } from '../methods/adapter-io';
-import { createTrainer, encodeDatasets, examplesFromJsonl, prepareExperiment, type Prepared } from '../run/experiment';
+import { createTrainer, padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
+import { loadExperimentData } from '../data/node';
 import type { AttachedMethod } from '../methods/types';
 import type { LogEntry } from '../train/trainer';
 import { FolderRunStore } from '../train/node-store';
@@ -66,12 +67,9 @@ export async function trainCommand(e: Engine, file: string, overrides: string[])
     throw new ConfigError(`output_dir ${out} is not empty. Set overwrite_output_dir: true, or resume_from_checkpoint: true to continue it.`);
   }
   const { model, tokenizer, method } = await prepare(e, config, log);
-  const ds = String(config.dataset ?? '');
-  if (!ds.endsWith('.jsonl') || !existsSync(ds)) {
-    throw new ConfigError(`dataset '${ds}': give a local .jsonl file of alpaca rows ({"instruction", "input", "output"}); the dataset registry comes later.`);
-  }
-  const data = encodeDatasets(tokenizer, config, examplesFromJsonl(readFileSync(ds, 'utf8'), ds));
-  log(`data: ${data.train.length} train, ${data.val.length} val examples${data.truncated ? `, ${data.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${data.dropped ? `, ${data.dropped} dropped by packing` : ''}`);
+  // Registry keys (sst2, sst2,cola, key[split], dataset_info entries) or an Alpaca .jsonl file.
+  const data = await loadExperimentData(tokenizer, config, padIdOf(tokenizer));
+  for (const line of data.lines) log(line);
   const resume = config.resume_from_checkpoint === true ? true : typeof config.resume_from_checkpoint === 'string' ? path.basename(config.resume_from_checkpoint) : false;
   const trainer = createTrainer(e, { model, tokenizer, method }, data, config, new FolderRunStore(out), resume);
   log(`${resolveMethod(config).name}: ${trainer.trainableCount().toLocaleString()} trainable of ${model.numParams().toLocaleString()} parameters; ${trainer.totalSteps} steps`);

@@ -78,6 +78,10 @@ export const datasetOptions = [
   { key: 'val_size', type: 'float', default: 0, min: 0, countOrRatio: true, group: 'dataset', help: 'Validation split taken from dataset: a fraction in [0, 1) or a count of examples (integer ≥ 1). 0: no split.' },
   { key: 'packing', type: 'bool', default: false, group: 'dataset', help: 'Pack several examples into each cutoff_len block (greedy knapsack, as LLaMA-Factory).' },
   { key: 'train_on_prompt', type: 'bool', default: false, group: 'dataset', help: 'Also compute the loss on prompt tokens (default: response tokens only).' },
+  { key: 'dataset_dir', type: 'string', default: null, nullable: true, group: 'dataset', help: "A local folder of dataset files, read before the Hub: Hub-layout copies (<dataset_dir>/<org>/<repo>/<file>) or original files (<dataset_dir>/<name>/raw/, e.g. GLUE's .tsv); custom entries' relative paths start here too. Unset: the Hub only." },
+  { key: 'dataset_info', type: 'string', default: null, nullable: true, group: 'dataset', help: 'A JSON file of custom dataset registry entries (the built-in entries\' shape; see README, Datasets). Unset: <dataset_dir>/dataset_info.json when that file exists.' },
+  { key: 'dataset_task_ids', type: 'string-list', default: null, nullable: true, group: 'dataset', help: 'Multitask prompt tuning: the task id of each dataset, as ids aligned with dataset (0,1) or key:id pairs (sst2:0,cola:1). Unset: every task 0.' },
+  { key: 'shuffle_samples', type: 'bool', default: false, group: 'dataset', help: 'With max_samples, take a random subset (shuffled with seed) instead of the first N examples of each dataset.' },
 ] as const satisfies readonly OptionSpec[];
 
 export const outputOptions = [

@@ -5,6 +5,8 @@
  * reshape to the canonical schema (raw.ts).
  */
 import { ConfigError, HubError } from '../errors';
+import type { FileCache } from '../hub/cache';
+import { HubSource } from '../hub/hub-source';
 import type { FileSource, ProgressCallback } from '../hub/source';
 import type { DatasetEntry, SourceSpec } from './entry';
 import { decodeClassLabels, readParquet } from './parquet';
@@ -13,6 +15,18 @@ import { decodeText, parseDelimited, parseJsonArray, parseJsonl, parseLines, typ
 
 /** Gives the FileSource that holds a source's files, or null when this host has no way to reach it. */
 export type SourceResolver = (spec: SourceSpec, entry: DatasetEntry) => FileSource | null;
+
+/**
+ * The browser's resolver: hub sources from the Hub (endpoint, cache, token as
+ * for models), file sources from `files` when given (a DirectoryHandleSource
+ * of the folder the user picked), else unreachable.
+ */
+export function hubResolver(opts: { endpoint?: string; cache?: FileCache; fetch?: typeof fetch; token?: string; files?: FileSource } = {}): SourceResolver {
+  return (spec) =>
+    spec.type === 'hub'
+      ? new HubSource({ endpoint: opts.endpoint, repo: spec.repo, revision: spec.revision, kind: 'dataset', cache: opts.cache, fetch: opts.fetch, token: opts.token })
+      : (opts.files ?? null);
+}
 
 export interface LoadOptions {
   /**

@@ -31,6 +31,10 @@
  *       metrics compare with (label word, STS-B score, GSM8K / SVAMP number,
  *       ReCoRD's first answer with all in `answers`, the reference text for
  *       generation), null when the row is unlabeled.
+ *   hubResolver({endpoint, cache, fetch, token, files}): SourceResolver
+ *       The browser's resolver (hub sources via HubSource; file sources from
+ *       a picked folder). Node: nodeResolver in ./node.ts.
+ *   toSftExample(rendered): SftExample      {prompt: user turn, response}
  *   renderRows(loaded, {training}): Rendered[]
  *       Every row of a load; with training and `entry.expand` one example per
  *       gold answer (ReCoRD, APPS).
@@ -45,11 +49,12 @@ import { BUILTIN_DATASET_NAMES, BUILTIN_ENTRIES } from './builtin';
 import { entryLabelWords, validateEntry, type DatasetEntry, type SourceSpec } from './entry';
 import { FORMATTER_NAMES, expandFormatted, formatRow, renderFormatted, type Rendered } from './formatters';
 import type { LoadedRows } from './load';
+import type { SftExample } from './sft';
 import type { TableRow } from './tabular';
 
 export type { DatasetEntry, SourceSpec, HubSourceSpec, FileSourceSpec, TaskKind, MetricFamily, ColumnMap } from './entry';
 export type { Rendered } from './formatters';
-export { loadDatasetRows, type LoadOptions, type LoadedRows, type SourceResolver } from './load';
+export { loadDatasetRows, hubResolver, type LoadOptions, type LoadedRows, type SourceResolver } from './load';
 export { baseName } from './entry';
 
 const builtin = new Map<string, DatasetEntry>(BUILTIN_ENTRIES.map((e) => [e.key, validateEntry(e, e.key, FORMATTER_NAMES, 'built-in dataset')]));
@@ -170,4 +175,9 @@ export function renderRows(loaded: LoadedRows, opts: { training?: boolean } = {}
     else out.push(renderFormatted(e, f));
   });
   return out;
+}
+
+/** A rendered example in the SFT form sft.ts / the trainer encode (prompt = the whole user turn). */
+export function toSftExample(r: Rendered): SftExample {
+  return r.system ? { prompt: r.user, response: r.response, system: r.system } : { prompt: r.user, response: r.response };
 }

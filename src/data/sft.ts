@@ -101,6 +101,8 @@ export interface EncodedExample {
   inputIds: number[];
   /** Aligned with inputIds (HF convention): labels[t] is the label of token t, not of t+1. */
   labels: number[];
+  /** Multitask prompt tuning: which task's prompt this example uses (default 0). */
+  taskId?: number;
 }
 
 export interface EncodedSft extends EncodedExample {

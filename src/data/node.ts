@@ -1,0 +1,264 @@
+/**
+ * The CLI's data pipeline (Node only): config keys → rows from the Hub
+ * (through the Hub file cache, like models) or local files → encoded
+ * training, validation and prediction examples.
+ *
+ * Where a registry entry's files come from, per source (first found wins):
+ *   hub source   <dataset_dir>/<org>/<repo>/<file> when dataset_dir holds it
+ *                (a Hub-layout copy such as shared/hub/datasets), else
+ *                {endpoint}/datasets/<repo>/resolve/<revision>/<file>, cached
+ *                in <cache>/hub (PEFT_STUDIO_CACHE, default ~/.cache/peft-studio)
+ *   file source  <dataset_dir>/<dir> when the source names a dir, else
+ *                <dataset_dir>/<name>/raw for built-in entries and
+ *                <dataset_dir> (or the dataset_info file's folder) for custom ones
+ *
+ * `dataset` and `eval_dataset` are comma-separated registry keys (`key[split]`
+ * picks another split), or one Alpaca-format .jsonl file (LLaMA-Factory's
+ * instruction / input / output rows).
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { ExperimentConfig } from '../config/schema';
+import { ConfigError } from '../errors';
+import { HubSource } from '../hub/hub-source';
+import { defaultCacheDir, LocalFolderSource, NodeFolderCache } from '../hub/node';
+import type { FileCache } from '../hub/cache';
+import { isNotFound, type FileSource, type ProgressCallback } from '../hub/source';
+import type { Tokenizer } from '../model/tokenizer';
+import { BUILTIN_ENTRIES } from './builtin';
+import { baseName, type DatasetEntry, type SourceSpec } from './entry';
+import { describeReport, encodeForPrediction, encodeTrainingSet, sampleExamples, taskIdLookup, type PredictExample, type TruncationReport } from './encode';
+import type { Rendered } from './formatters';
+import { datasetEntry, hasDataset, loadDatasetRows, parseDatasetInfo, registerDatasets, renderRows, unregisterDataset, type SourceResolver } from './registry';
+import { alpacaToExample, buildSftDatasets, readAlpacaJsonl, type EncodedExample, type SftDatasets } from './sft';
+
+/** A local copy first, the Hub second: `has` and `get` try `first`, then `second`. */
+export class FallbackSource implements FileSource {
+  readonly id: string;
+  constructor(
+    readonly first: FileSource,
+    readonly second: FileSource,
+  ) {
+    this.id = `${first.id} (else ${second.id})`;
+  }
+  async has(p: string): Promise<boolean> {
+    return (await this.first.has(p)) || this.second.has(p);
+  }
+  async get(p: string, onProgress?: ProgressCallback): Promise<Uint8Array> {
+    try {
+      return await this.first.get(p, onProgress);
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      return this.second.get(p, onProgress);
+    }
+  }
+}
+
+export interface NodeDataOptions {
+  /** Hub endpoint (config.endpoint); default HF_ENDPOINT, else https://huggingface.co. */
+  endpoint?: string | null;
+  /** config.dataset_dir. */
+  datasetDir?: string | null;
+  /** Base folder of custom entries' files (the dataset_info file's folder). */
+  customDir?: string | null;
+  /** Cache root (Hub files go to <cacheDir>/hub); null turns caching off. */
+  cacheDir?: string | null;
+  cache?: FileCache;
+  fetch?: typeof fetch;
+  token?: string;
+}
+
+const isDir = (p: string): boolean => statSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+
+/** The resolver loadDatasetRows uses in Node (see the file comment). */
+export function nodeResolver(opts: NodeDataOptions = {}): SourceResolver {
+  const cache = opts.cache ?? (opts.cacheDir === null ? undefined : new NodeFolderCache(path.join(opts.cacheDir ?? defaultCacheDir(), 'hub')));
+  const endpoint = opts.endpoint || process.env.HF_ENDPOINT || undefined;
+  const token = opts.token ?? (process.env.HF_TOKEN || undefined);
+  return (spec: SourceSpec, entry: DatasetEntry): FileSource | null => {
+    if (spec.type === 'hub') {
+      const hub = new HubSource({ endpoint, repo: spec.repo, revision: spec.revision, kind: 'dataset', cache, fetch: opts.fetch, token });
+      const local = opts.datasetDir ? path.join(opts.datasetDir, ...spec.repo.split('/')) : null;
+      return local && isDir(local) ? new FallbackSource(new LocalFolderSource(local), hub) : hub;
+    }
+    const custom = !isBuiltin(entry);
+    const base = custom ? (opts.customDir ?? opts.datasetDir ?? process.cwd()) : opts.datasetDir;
+    if (spec.dir && path.isAbsolute(spec.dir)) return new LocalFolderSource(spec.dir);
+    if (!base) return null;
+    const dir = spec.dir ? path.join(base, spec.dir) : custom ? base : path.join(base, baseName(entry), 'raw');
+    return isDir(dir) ? new LocalFolderSource(dir) : null;
+  };
+}
+
+function isBuiltin(entry: DatasetEntry): boolean {
+  return BUILTIN_ENTRIES.some((e) => e.key === entry.key);
+}
+
+/** LLaMA-Factory / PEFT-Factory's own dataset_info.json (file_name, hf_hub_url, ... per entry), which is not ours. */
+function looksLikeLlamaFactory(text: string): boolean {
+  try {
+    const v = JSON.parse(text) as Record<string, unknown>;
+    const items = v && typeof v === 'object' && !Array.isArray(v) ? Object.values(v) : [];
+    return items.length > 0 && items.every((x) => !!x && typeof x === 'object' && ['file_name', 'hf_hub_url', 'ms_hub_url', 'script_url', 'om_hub_url'].some((k) => k in (x as object)));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Registers the custom entries of config.dataset_info (or
+ * <dataset_dir>/dataset_info.json when it exists); returns the folder their
+ * relative file paths start from, and a function that unregisters them.
+ */
+export function registerConfiguredDatasets(config: Pick<ExperimentConfig, 'dataset_info' | 'dataset_dir'>): { customDir: string | null; keys: string[]; unregister: () => void } {
+  const none = { customDir: null, keys: [], unregister: () => {} };
+  let file = config.dataset_info;
+  let text: string;
+  if (file) {
+    if (!existsSync(file)) throw new ConfigError(`dataset_info: the file ${file} does not exist. Give the path of a JSON file of dataset entries.`);
+    text = readFileSync(file, 'utf8');
+    if (looksLikeLlamaFactory(text)) {
+      throw new ConfigError(`dataset_info: ${file} is a LLaMA-Factory / PEFT-Factory dataset_info.json (file_name / hf_hub_url entries). PEFT Studio's entries name their sources and formatter (README, Datasets); PEFT-Factory's 27 datasets are built in under the same keys.`);
+    }
+  } else {
+    // LLaMA-Factory keeps its own dataset_info.json in dataset_dir: that one is not ours and is skipped.
+    const guess = config.dataset_dir ? path.join(config.dataset_dir, 'dataset_info.json') : null;
+    if (!guess || !existsSync(guess)) return none;
+    text = readFileSync(guess, 'utf8');
+    if (looksLikeLlamaFactory(text)) return none;
+    file = guess;
+  }
+  const entries = parseDatasetInfo(text, file);
+  registerDatasets(entries);
+  const keys = entries.map((e) => e.key);
+  return { customDir: config.dataset_dir ?? path.dirname(path.resolve(file)), keys, unregister: () => keys.forEach(unregisterDataset) };
+}
+
+/** Comma-separated dataset keys of a config value. */
+export function datasetKeys(value: string | null | undefined): string[] {
+  return (value ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+function isAlpacaFile(spec: string): boolean {
+  return /\.jsonl$/i.test(spec) && !hasDataset(spec);
+}
+
+type DataConfig = Pick<
+  ExperimentConfig,
+  'dataset' | 'eval_dataset' | 'dataset_dir' | 'dataset_info' | 'dataset_task_ids' | 'shuffle_samples' | 'cutoff_len' | 'template' | 'train_on_prompt' | 'packing' | 'max_samples' | 'val_size' | 'seed' | 'endpoint'
+>;
+
+export interface RenderedSet {
+  entry: DatasetEntry;
+  rendered: Rendered[];
+  origin: string;
+  taskId: number;
+}
+
+/** Loads and renders one key (max_samples and shuffle_samples applied). */
+export async function loadRendered(key: string, config: DataConfig, opts: NodeDataOptions & { training: boolean; taskId: number; log?: (s: string) => void }): Promise<RenderedSet> {
+  const entry = datasetEntry(key);
+  const shuffle = config.shuffle_samples && config.max_samples !== null;
+  // Without shuffling only the first max_samples rows are needed (expansion only adds examples).
+  const loaded = await loadDatasetRows(entry, nodeResolver(opts), { maxRows: shuffle || config.max_samples === null ? undefined : config.max_samples });
+  const all = renderRows(loaded, { training: opts.training });
+  const rendered = sampleExamples(all, config.max_samples, shuffle ? config.seed : null);
+  opts.log?.(`data: ${key} (${loaded.split}) from ${loaded.origin}: ${rendered.length} examples${rendered.length < all.length ? ` of ${all.length}` : ''}${opts.taskId ? `, task id ${opts.taskId}` : ''}`);
+  return { entry, rendered, origin: loaded.origin, taskId: opts.taskId };
+}
+
+export interface ExperimentData extends SftDatasets {
+  train: EncodedExample[];
+  val: EncodedExample[];
+  /** Totals over the training datasets (and eval_dataset when it gives val). */
+  report: TruncationReport | null;
+  /** Summary lines for the log. */
+  lines: string[];
+}
+
+/**
+ * The training and validation examples of a config: `dataset` (registry keys
+ * or one Alpaca .jsonl) encoded, max_samples per dataset, then val_size
+ * split off with the seed, or, when eval_dataset is set, eval_dataset
+ * encoded as the validation set (LLaMA-Factory).
+ */
+export async function loadExperimentData(tok: Tokenizer, config: DataConfig, padId: number, opts: NodeDataOptions & { log?: (s: string) => void } = {}): Promise<ExperimentData> {
+  const spec = String(config.dataset ?? '').trim();
+  if (!spec) throw new ConfigError('dataset: give a registry key (e.g. sst2, or sst2,cola) or an Alpaca-format .jsonl file.');
+  const lines: string[] = [];
+  if (isAlpacaFile(spec)) {
+    if (!existsSync(spec)) throw new ConfigError(`dataset '${spec}': the file does not exist. Give an Alpaca-format .jsonl file ({"instruction", "input", "output"} per line) or a registry key such as sst2.`);
+    const rows = readAlpacaJsonl(readFileSync(spec, 'utf8'), spec).map(alpacaToExample);
+    const d = buildSftDatasets(tok, rows, config, padId);
+    lines.push(`data: ${d.train.length} train, ${d.val.length} val examples${d.truncated ? `, ${d.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${d.dropped ? `, ${d.dropped} dropped by packing` : ''}`);
+    return { ...d, report: null, lines };
+  }
+  const reg = registerConfiguredDatasets(config);
+  try {
+    const keys = datasetKeys(spec);
+    const evalKeys = datasetKeys(config.eval_dataset);
+    const taskId = taskIdLookup(keys, evalKeys, config.dataset_task_ids);
+    const src = { ...opts, endpoint: opts.endpoint ?? config.endpoint, datasetDir: opts.datasetDir ?? config.dataset_dir, customDir: opts.customDir ?? reg.customDir, log: (s: string) => lines.push(s) };
+    const parts: RenderedSet[] = [];
+    for (const k of keys) parts.push(await loadRendered(k, config, { ...src, training: true, taskId: taskId(k) }));
+    const encodeOpts = { cutoffLen: config.cutoff_len, template: config.template, trainOnPrompt: config.train_on_prompt, packing: config.packing, seed: config.seed, padId };
+    const set = encodeTrainingSet(tok, parts, { ...encodeOpts, valSize: evalKeys.length ? 0 : config.val_size });
+    lines.push(`data: ${describeReport(set.report, config.cutoff_len)}`);
+    let val = set.val;
+    let report = set.report;
+    if (evalKeys.length) {
+      const evalParts: RenderedSet[] = [];
+      for (const k of evalKeys) evalParts.push(await loadRendered(k, config, { ...src, training: false, taskId: taskId(k) }));
+      const ev = encodeTrainingSet(tok, evalParts, { ...encodeOpts, valSize: 0 });
+      val = ev.train;
+      lines.push(`eval data: ${describeReport(ev.report, config.cutoff_len)}`);
+      report = { ...report, dropped: report.dropped + ev.report.dropped };
+    }
+    lines.push(`data: ${set.train.length} train, ${val.length} val examples${set.packingDropped ? `, ${set.packingDropped} dropped by packing` : ''}`);
+    return { train: set.train, val, truncated: report.promptTruncated + report.responseTruncated, dropped: report.dropped + set.packingDropped, report, lines };
+  } finally {
+    reg.unregister();
+  }
+}
+
+export interface PredictionSet {
+  entry: DatasetEntry;
+  examples: PredictExample[];
+  origin: string;
+}
+
+/**
+ * Prompts for do_predict: eval_dataset's keys, or, when it is unset, the
+ * `_eval` entry of each `dataset` key (sst2 → sst2_eval). max_samples and
+ * shuffle_samples apply per dataset.
+ */
+export async function loadPredictionData(tok: Tokenizer, config: DataConfig, opts: NodeDataOptions & { log?: (s: string) => void } = {}): Promise<{ sets: PredictionSet[]; lines: string[] }> {
+  const lines: string[] = [];
+  const reg = registerConfiguredDatasets(config);
+  try {
+    const trainKeys = isAlpacaFile(String(config.dataset ?? '')) ? [] : datasetKeys(config.dataset);
+    let keys = datasetKeys(config.eval_dataset);
+    if (!keys.length) {
+      keys = trainKeys.map((k) => `${k.replace(/\[.*\]$/, '')}_eval`);
+      const missing = keys.filter((k) => !hasDataset(k));
+      if (!keys.length || missing.length) {
+        throw new ConfigError(`do_predict needs eval_dataset (registry keys such as sst2_eval)${missing.length ? `; ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not in the registry` : ''}.`);
+      }
+    }
+    const taskId = taskIdLookup(trainKeys, keys, config.dataset_task_ids);
+    const src = { ...opts, endpoint: opts.endpoint ?? config.endpoint, datasetDir: opts.datasetDir ?? config.dataset_dir, customDir: opts.customDir ?? reg.customDir, log: (s: string) => lines.push(s) };
+    const sets: PredictionSet[] = [];
+    for (const k of keys) {
+      const r = await loadRendered(k, config, { ...src, training: false, taskId: taskId(k) });
+      const p = encodeForPrediction(tok, r.entry, r.rendered, { cutoffLen: config.cutoff_len, template: config.template, taskId: r.taskId });
+      if (p.truncated) lines.push(`predict data: ${k}: ${p.truncated} prompts truncated to cutoff_len ${config.cutoff_len}`);
+      sets.push({ entry: r.entry, examples: p.examples, origin: r.origin });
+    }
+    return { sets, lines };
+  } finally {
+    reg.unregister();
+  }
+}
