@@ -3,7 +3,7 @@ import { defineConfig } from 'vitest/config';
 // GPU tests run on Dawn with Chromium's SwiftShader Vulkan driver (see README).
 export default defineConfig({
   test: {
-    include: ['tests/**/*.test.ts', 'peft/**/*.test.ts'],
+    include: ['tests/**/*.test.ts', 'peft/**/*.test.ts', 'templates/**/*.test.ts'],
     testTimeout: 120_000,
     hookTimeout: 120_000,
     // One Dawn instance per worker; GPU files are heavy, so run them in few forks.

@@ -51,3 +51,8 @@ export class HubError extends PeftStudioError {
 export class ConfigError extends PeftStudioError {
   override name = 'ConfigError';
 }
+
+/** A method plug-in folder (peft/ or PEFT_DIR) is missing a file, exports the wrong thing, collides or does not compile. */
+export class PluginError extends ConfigError {
+  override name = 'PluginError';
+}

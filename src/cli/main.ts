@@ -18,6 +18,7 @@ import { sourceFor } from '../hub/node';
 import { ConfigError, PeftStudioError } from '../errors';
 import { runBench } from './bench';
 import { attachAdapterFolder, exportCommand, trainCommand } from './train';
+import { checkPluginKernels, formatMethods, loadPlugins, type PluginScan } from '../methods/plugins';
 
 const USAGE = `peft-studio <command> [options]
 
@@ -33,10 +34,14 @@ Commands:
             Greedy when the temperature is 0. --ids prints the generated token ids as JSON too.
   bench     [--out bench.json] [--steps N] [--only stories260K,smollm2-135m]
             Forward, forward+backward and LoRA training-step throughput, peak GPU memory.
+  methods   Installed methods: built-in and plug-ins (from PEFT_DIR), with their source folders.
 
 Common options:
   --endpoint URL   Hub endpoint or mirror (default https://huggingface.co)
   --revision REV   Hub revision (default main)
+
+Environment:
+  PEFT_DIR         Folders of method plug-ins, ':'-separated (default ./peft), scanned at start.
 `;
 
 function progressBar(): (p: { file: string; loaded: number; total: number }) => void {
@@ -61,7 +66,10 @@ async function engineForCli(): Promise<Engine> {
       process.exit(3);
     },
   });
-  return new Engine(ctx);
+  const e = new Engine(ctx);
+  // Plug-in kernels compile on this device before any command uses them.
+  await checkPluginKernels(e);
+  return e;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -70,6 +78,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return cmd ? 0 : 1;
   }
+  // Method plug-ins (PEFT_DIR, default ./peft) install before any config is validated.
+  const plugins: PluginScan = await loadPlugins();
   if (cmd === 'train' || cmd === 'export') {
     const [file, ...overrides] = rest;
     if (!file) throw new ConfigError(`${cmd}: give a config file: peft-studio ${cmd} <config.yaml> [key=value ...]`);
@@ -163,8 +173,14 @@ export async function main(argv: string[]): Promise<number> {
       e.ctx.destroy();
       return 0;
     }
+    case 'methods': {
+      const e = await engineForCli();
+      process.stdout.write(formatMethods(plugins));
+      e.ctx.destroy();
+      return 0;
+    }
     default:
-      throw new ConfigError(`Unknown command '${cmd}'. Commands: train, export, logits, generate, bench (peft-studio --help).`);
+      throw new ConfigError(`Unknown command '${cmd}'. Commands: train, export, logits, generate, bench, methods (peft-studio --help).`);
   }
 }
 

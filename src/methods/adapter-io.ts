@@ -7,7 +7,7 @@
 import { ConfigError } from '../errors';
 import type { FileSource } from '../hub/source';
 import { parseSafetensors } from '../model/safetensors';
-import { builtinMethods } from './registry';
+import { installedMethods } from './registry';
 import type { AdapterFiles, PeftMethod } from './types';
 export { adapterFileMap } from './adapter-files';
 
@@ -26,7 +26,8 @@ export async function readAdapter(source: FileSource): Promise<AdapterFiles> {
 /** The method and config keys an adapter_config.json stands for. */
 export function methodForAdapter(adapterConfig: Record<string, unknown>): { method: PeftMethod; config: Record<string, unknown> } {
   const peftType = String(adapterConfig.peft_type ?? '');
-  for (const m of builtinMethods.values()) {
+  // Built-ins and plug-ins alike (a plug-in's adapters load once PEFT_DIR has been scanned).
+  for (const { method: m } of installedMethods()) {
     if (m.peftType !== peftType || !m.configFromAdapter) continue;
     const config = m.configFromAdapter(adapterConfig);
     if (config) return { method: m, config };
