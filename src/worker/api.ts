@@ -5,6 +5,7 @@
  * in `Comlink.proxy`. Errors arrive as `Error`s whose `name` is one of the
  * classes in src/errors.ts (comlink keeps name and message).
  */
+import type { OptionSpec } from '../config/schema';
 
 export interface GpuInfo {
   adapter: { vendor: string; architecture: string; device: string; description: string };
@@ -80,6 +81,130 @@ export interface GenerateResult {
   ms: number;
 }
 
+/** What the studio can configure: the methods and every option of the one schema. */
+export interface Catalogue {
+  /** Method folder names (finetuning types after LLaMA-Factory's flags: lora, qlora, dora, pissa, galore ...). */
+  methods: string[];
+  /** Every registered option (built-in and methods'), in registration order. */
+  options: OptionSpec[];
+  /** Option groups each method folder's config.ts registers (folder → groups). */
+  groups: Record<string, string[]>;
+  /** Built-in datasets (registry keys), when the registry is present. */
+  datasets: DatasetInfo[];
+}
+
+export interface DatasetInfo {
+  key: string;
+  task?: string;
+  description?: string;
+}
+
+/** A user's data file, read by the page (picked or dropped) and handed to the worker. */
+export interface DataFile {
+  name: string;
+  bytes: Uint8Array;
+}
+
+export interface TrainableCount {
+  trainable: number;
+  total: number;
+  method: string;
+}
+
+export interface DataPreview {
+  /** Examples read from the dataset (after max_samples). */
+  rows: number;
+  train: number;
+  val: number;
+  /** Examples longer than cutoff_len (cut by the LLaMA-Factory rule). */
+  truncated: number;
+  cutoffLen: number;
+  /** Untruncated token length (prompt + response) of every example. */
+  lengths: number[];
+  /** The first examples as the model sees them: rendered prompt and response, token counts. */
+  examples: { prompt: string; response: string; promptTokens: number; responseTokens: number }[];
+}
+
+export type RunStatus = 'running' | 'paused' | 'stopped' | 'done' | 'failed';
+
+export interface LogPoint {
+  current_steps: number;
+  total_steps: number;
+  loss?: number;
+  eval_loss?: number;
+  lr?: number;
+  grad_norm?: number;
+  epoch: number;
+  elapsed_time: number;
+  tokens_per_s?: number;
+  peak_gpu_bytes: number;
+}
+
+export interface RunInfo {
+  id: string;
+  name: string;
+  createdAt: number;
+  updatedAt: number;
+  status: RunStatus;
+  config: Record<string, unknown>;
+  method: string;
+  step: number;
+  totalSteps: number;
+  trainableParams: number;
+  numParams: number;
+  summary?: { train_loss?: number; eval_loss?: number; global_step: number; train_runtime: number; tokens_per_s?: number; peak_gpu_bytes: number };
+  metrics?: Record<string, number | string | null>;
+  error?: string;
+  /** Complete checkpoints, oldest first. */
+  checkpoints: string[];
+  /** Files of the run (adapter, results, predictions). */
+  files: string[];
+  /** Bytes the run holds in IndexedDB. */
+  bytes: number;
+}
+
+export interface TrainCallbacks {
+  /** Model download / cache read progress of the run's model. */
+  onProgress?(p: LoadProgress): void;
+  onStep?(step: number, total: number): void;
+  onLog?(entry: LogPoint): void;
+  /** The run record after each status change (created, paused, done, failed...). */
+  onStatus?(run: RunInfo): void;
+}
+
+export interface EvalOptions {
+  /** At most this many validation examples are predicted (0: all). */
+  maxExamples: number;
+  maxNewTokens: number;
+}
+
+export interface PredictionInfo {
+  prompt: string;
+  predict: string;
+  label: string;
+  /** correct / wrong, or invalid when the answer is none of the label words (classification). */
+  verdict: 'correct' | 'wrong' | 'invalid';
+}
+
+export interface EvalResult {
+  runId: string;
+  metrics: Record<string, number | string | null>;
+  predictions: PredictionInfo[];
+}
+
+export interface StorageInfo {
+  usage: number | null;
+  quota: number | null;
+  /** Cached Hub files (models, datasets), by repo. */
+  cached: { repo: string; files: number; bytes: number }[];
+  runs: { id: string; name: string; bytes: number }[];
+}
+
+export interface ExportFile {
+  name: string;
+  data: Uint8Array | string;
+}
+
 export interface StudioApi {
   /** Acquire WebGPU in the worker (once) and describe the device. */
   gpuInfo(): Promise<GpuInfo>;
@@ -93,4 +218,36 @@ export interface StudioApi {
   generate(opts: GenerateOptions, onToken?: (id: number, text: string) => void): Promise<GenerateResult>;
   /** Stop the running generation; it resolves with what it has. */
   cancel(): void;
+
+  /** Methods, options and datasets for the forms (no GPU needed). */
+  catalogue(): Promise<Catalogue>;
+  /** Trainable parameters of a config's method on the loaded model (attached, counted, detached). */
+  countTrainable(config: Record<string, unknown>): Promise<TrainableCount>;
+  /** Keep a user data file for previews and runs (by its name, which the config's dataset names). */
+  putDataFile(file: DataFile): Promise<{ name: string; bytes: number }>;
+  /** How the config's dataset renders and tokenizes (the model's tokenizer). */
+  previewData(config: Record<string, unknown>, examples: number): Promise<DataPreview>;
+
+  /** Train a new run; resolves when it finishes, pauses, stops or fails (then rejects). */
+  startRun(config: Record<string, unknown>, cb: TrainCallbacks): Promise<RunInfo>;
+  /** Continue a paused run, or one interrupted by a crash, from its newest checkpoint. */
+  resumeRun(id: string, cb: TrainCallbacks): Promise<RunInfo>;
+  /** Stop after the current step and save a checkpoint (resumable). */
+  pauseRun(): void;
+  /** Stop after the current step and keep the adapter as it is. */
+  stopRun(): void;
+  listRuns(): Promise<RunInfo[]>;
+  runLog(id: string): Promise<LogPoint[]>;
+  deleteRun(id: string): Promise<void>;
+  /** Validation loss and predictions of a run's adapter; metrics stored with the run. */
+  evaluateRun(id: string, opts: EvalOptions, onProgress?: (done: number, total: number) => void): Promise<EvalResult>;
+  /** Generate with a run's adapter (`runId`) or with the loaded base model (null). */
+  generateWith(runId: string | null, opts: GenerateOptions, onToken?: (id: number, text: string) => void): Promise<GenerateResult>;
+  /** The run's files for download: adapter (HF PEFT layout), config.yaml, logs, results, predictions. */
+  exportFiles(id: string): Promise<ExportFile[]>;
+  /** The same files as one zip. */
+  exportZip(id: string): Promise<Uint8Array>;
+  storageInfo(): Promise<StorageInfo>;
+  /** Delete cached Hub files ('cache'), every run ('runs'), or the runs not among `keep`. */
+  clearStorage(what: 'cache' | 'runs'): Promise<void>;
 }

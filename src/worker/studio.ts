@@ -1,37 +1,80 @@
 /**
- * The engine side of StudioApi. Host-agnostic: the GPU object is injected
- * (`navigator.gpu` in the worker), so nothing here touches the DOM or Node.
+ * The engine side of StudioApi. Host-agnostic: the GPU object, the Hub file
+ * cache and the run store are injected (`navigator.gpu` and IndexedDB in the
+ * worker), so nothing here touches the DOM or Node.
  *
- * One device per worker, acquired on first use; one model at a time. Calls
- * that use the GPU run one after another (a load never overlaps a
- * generation); `cancel()` is the exception and acts at once.
+ * One device per worker, acquired on first use. Two models may be resident:
+ * the base model of the Model screen (previews, parameter counts, base
+ * generation) and the current run's model with its method attached (training,
+ * evaluation, adapter generation). Calls that use the GPU run one after
+ * another; pause, stop and cancel act at once.
+ *
+ * Training goes through src/run/experiment.ts, the same wiring as
+ * `peft-studio train`, so a config and seed give the CLI's losses.
  */
+import { zipSync } from 'fflate';
+import { allOptions, validateConfig, type ExperimentConfig } from '../config/schema';
+import { toYaml } from '../config/yaml';
+import { encodeTurn } from '../data/template';
+import { splitTrainVal, takeMaxSamples, encodePrompt, type SftDatasets, type SftExample } from '../data/sft';
 import { Engine } from '../engine/engine';
-import { ConfigError } from '../errors';
+import { ConfigError, HubError } from '../errors';
+import { normalizeAnswer, predict, predictionsJsonl } from '../eval/predict';
 import { acquireDevice } from '../gpu/device';
-import { HubSource, IdbCache, type FileCache } from '../hub/index';
-import { generate } from '../model/generate';
+import { HubSource, IdbCache, idbKeyValueStore, type FileCache, type FileSource, type KeyValueStore } from '../hub/index';
+import { readAdapter } from '../methods/adapter-io';
+import { adapterFileMap } from '../methods/adapter-files';
+import { builtinMethods, methodNameFor, resolveMethod } from '../methods/registry';
+import { generate, seededRandom } from '../model/generate';
+import type { LlamaModel } from '../model/llama';
 import { loadModel } from '../model/load';
+import { serializeSafetensors } from '../model/safetensors';
+import { loadTokenizer, type Tokenizer } from '../model/tokenizer';
+import { createTrainer, encodeDatasets, prepareExperiment, type Prepared } from '../run/experiment';
+import { IdbRunStore, newRunId, RunIndex, type RunRecord } from '../run/idb-store';
+import type { Trainer } from '../train/trainer';
+import { readExamples, type DataFiles } from './data';
 import { KEY_LIMITS } from './api';
-import type { GenerateOptions, GenerateResult, GpuInfo, LoadModelOptions, LoadProgress, ModelSummary, StudioApi } from './api';
+import type {
+  Catalogue, DataFile, DataPreview, EvalOptions, EvalResult, ExportFile, GenerateOptions, GenerateResult, GpuInfo, LoadModelOptions,
+  LoadProgress, LogPoint, ModelSummary, PredictionInfo, RunInfo, StorageInfo, StudioApi, TrainCallbacks, TrainableCount,
+} from './api';
 
-type Loaded = Awaited<ReturnType<typeof loadModel>>;
-type Tokenizer = NonNullable<Loaded['tokenizer']>;
+// The same modules the registry loads: which option groups each method folder declares.
+const methodConfigs = import.meta.glob<Record<string, unknown>>('../../peft/*/config.ts', { eager: true });
 
 /** Progress events cross postMessage; send at most one per file per interval, and always the last. */
 const PROGRESS_INTERVAL_MS = 50;
 
+/** A run's model, method, data and (while it can still train) trainer, resident on the GPU. */
+interface Session {
+  id: string;
+  config: ExperimentConfig;
+  prepared: Prepared;
+  data: SftDatasets;
+  examples: SftExample[];
+  trainer: Trainer | null;
+  store: IdbRunStore;
+}
+
 export class Studio implements StudioApi {
   private engine: Promise<Engine> | null = null;
-  private loaded: (Loaded & { tokenizer: Tokenizer; summary: ModelSummary }) | null = null;
+  private loaded: { model: LlamaModel; tokenizer: Tokenizer; summary: ModelSummary; endpoint: string } | null = null;
   private running: AbortController | null = null;
   private queue: Promise<unknown> = Promise.resolve();
+  private dataFiles: DataFiles = new Map();
+  private session: Session | null = null;
+  private control: { abort: AbortController; mode: 'pause' | 'stop' | null } | null = null;
+  private readonly runs: RunIndex;
 
   constructor(
     private readonly gpu: GPU | undefined,
     /** Browser file cache for Hub downloads; injected so another host can pass its own. */
     private readonly makeCache: () => FileCache | undefined = () => new IdbCache(),
-  ) {}
+    runStore?: KeyValueStore,
+  ) {
+    this.runs = new RunIndex(runStore);
+  }
 
   async gpuInfo(): Promise<GpuInfo> {
     const { ctx } = await this.device();
@@ -55,75 +98,479 @@ export class Studio implements StudioApi {
       if (!loaded.tokenizer) throw new ConfigError(`${repo} was loaded without a tokenizer; generation needs tokenizer.json.`);
       const c = loaded.model.config;
       const summary: ModelSummary = {
-        repo,
-        revision,
-        modelType: c.modelType,
-        hiddenSize: c.hiddenSize,
-        numLayers: c.numLayers,
-        numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads,
-        intermediateSize: c.intermediateSize,
-        vocabSize: c.vocabSize,
-        maxPositionEmbeddings: c.maxPositionEmbeddings,
-        numParams: loaded.model.numParams(),
-        loadMs: performance.now() - t0,
+        repo, revision, modelType: c.modelType, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize,
+        maxPositionEmbeddings: c.maxPositionEmbeddings, numParams: loaded.model.numParams(), loadMs: performance.now() - t0,
       };
-      this.loaded = { ...loaded, tokenizer: loaded.tokenizer, summary };
+      this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, summary, endpoint: source.endpoint };
       return summary;
     });
   }
 
   generate(opts: GenerateOptions, onToken?: (id: number, text: string) => void): Promise<GenerateResult> {
+    return this.generateWith(null, opts, onToken);
+  }
+
+  generateWith(runId: string | null, opts: GenerateOptions, onToken?: (id: number, text: string) => void): Promise<GenerateResult> {
     return this.exclusive(async () => {
-      const loaded = this.loaded;
-      if (!loaded) throw new ConfigError('No model is loaded: load one before generating.');
-      const { model, tokenizer, summary } = loaded;
-      if (model.e.ctx.lost) throw model.e.ctx.lost;
-      const maxNewTokens = Math.floor(opts.maxNewTokens);
-      if (!(maxNewTokens >= 1)) throw new ConfigError(`Max new tokens must be at least 1, got ${opts.maxNewTokens}.`);
-      if (!(opts.temperature >= 0)) throw new ConfigError(`Temperature must be 0 (greedy) or more, got ${opts.temperature}.`);
-      const promptIds = tokenizer.encode(opts.prompt);
-      if (promptIds.length === 0) throw new ConfigError('The prompt encodes to no tokens: type some text.');
-      if (promptIds.length + maxNewTokens > summary.maxPositionEmbeddings) {
-        throw new ConfigError(
-          `The prompt (${promptIds.length} tokens) plus ${maxNewTokens} new tokens exceeds the model's context of ${summary.maxPositionEmbeddings}: shorten one of them.`,
-        );
+      let model: LlamaModel, tokenizer: Tokenizer;
+      if (runId === null) {
+        if (!this.loaded) throw new ConfigError('No model is loaded: load one before generating.');
+        ({ model, tokenizer } = this.loaded);
+      } else {
+        const s = await this.sessionFor(runId);
+        ({ model, tokenizer } = s.prepared);
       }
-      // Same stop set as the CLI: llama2.c-style models end a story with BOS.
-      const stopIds = [...new Set([tokenizer.eosTokenId, model.config.bosTokenId, ...model.config.eosTokenIds])].filter(
-        (x): x is number => typeof x === 'number',
-      );
-      const text = continuation(tokenizer, promptIds);
-      const ids: number[] = [];
-      const abort = new AbortController();
-      this.running = abort;
-      const t0 = performance.now();
-      let out: number[] = ids;
-      try {
-        out = await generate(model, promptIds, {
-          maxNewTokens,
-          temperature: opts.temperature,
-          topK: opts.topK,
-          topP: opts.topP,
-          seed: opts.seed,
-          stopIds,
-          signal: abort.signal,
-          onToken: (id) => {
-            ids.push(id);
-            onToken?.(id, text(ids));
-          },
-        });
-      } catch (err) {
-        if (!abort.signal.aborted) throw err;
-      } finally {
-        this.running = null;
-      }
-      return { ids: out, promptIds, text: text(out), cancelled: abort.signal.aborted, ms: performance.now() - t0 };
+      return this.generateOn(model, tokenizer, opts, onToken);
     });
+  }
+
+  private async generateOn(model: LlamaModel, tokenizer: Tokenizer, opts: GenerateOptions, onToken?: (id: number, text: string) => void): Promise<GenerateResult> {
+    if (model.e.ctx.lost) throw model.e.ctx.lost;
+    const maxNewTokens = Math.floor(opts.maxNewTokens);
+    if (!(maxNewTokens >= 1)) throw new ConfigError(`Max new tokens must be at least 1, got ${opts.maxNewTokens}.`);
+    if (!(opts.temperature >= 0)) throw new ConfigError(`Temperature must be 0 (greedy) or more, got ${opts.temperature}.`);
+    const promptIds = tokenizer.encode(opts.prompt);
+    if (promptIds.length === 0) throw new ConfigError('The prompt encodes to no tokens: type some text.');
+    const context = model.config.maxPositionEmbeddings;
+    if (promptIds.length + maxNewTokens > context) {
+      throw new ConfigError(`The prompt (${promptIds.length} tokens) plus ${maxNewTokens} new tokens exceeds the model's context of ${context}: shorten one of them.`);
+    }
+    // Same stop set as the CLI: llama2.c-style models end a story with BOS.
+    const stopIds = [...new Set([tokenizer.eosTokenId, model.config.bosTokenId, ...model.config.eosTokenIds])].filter((x): x is number => typeof x === 'number');
+    const text = continuation(tokenizer, promptIds);
+    const ids: number[] = [];
+    const abort = new AbortController();
+    this.running = abort;
+    const t0 = performance.now();
+    let out: number[] = ids;
+    try {
+      out = await generate(model, promptIds, {
+        maxNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed, stopIds, signal: abort.signal,
+        onToken: (id) => {
+          ids.push(id);
+          onToken?.(id, text(ids));
+        },
+      });
+    } catch (err) {
+      if (!abort.signal.aborted) throw err;
+    } finally {
+      this.running = null;
+    }
+    return { ids: out, promptIds, text: text(out), cancelled: abort.signal.aborted, ms: performance.now() - t0 };
   }
 
   cancel(): void {
     this.running?.abort();
+  }
+
+  // -------------------------------------------------------------------------
+  // Forms
+
+  async catalogue(): Promise<Catalogue> {
+    const groups: Record<string, string[]> = {};
+    for (const [file, mod] of Object.entries(methodConfigs)) {
+      const folder = file.split('/').at(-2)!;
+      const specs = Object.values(mod).filter(Array.isArray).flat() as { group?: unknown }[];
+      groups[folder] = [...new Set(specs.map((s) => s?.group).filter((g): g is string => typeof g === 'string'))];
+    }
+    return { methods: [...builtinMethods.keys()].sort(), options: allOptions().map((o) => ({ ...o })), groups, datasets: [] };
+  }
+
+  countTrainable(raw: Record<string, unknown>): Promise<TrainableCount> {
+    return this.exclusive(async () => {
+      const config = validateConfig(raw, 'studio');
+      if (!this.loaded) throw new ConfigError('Load the model (Model) to count trainable parameters.');
+      const { model } = this.loaded;
+      // Attach to the base model, count, detach: every method restores the base on detach.
+      const method = resolveMethod(config).attach({ e: model.e, model, config, random: seededRandom(Number(config.seed)) });
+      try {
+        await method.ready;
+        const trainable = method.trainable().reduce((a, p) => a + p.tensor.size, 0);
+        return { trainable, total: model.numParams(), method: methodNameFor(config) };
+      } finally {
+        method.detach();
+        model.e.flush();
+      }
+    });
+  }
+
+  async putDataFile(file: DataFile): Promise<{ name: string; bytes: number }> {
+    const name = file.name.split(/[\\/]/).pop() ?? '';
+    if (!name) throw new ConfigError('The data file has no name.');
+    this.dataFiles.set(name, file.bytes);
+    return { name, bytes: file.bytes.byteLength };
+  }
+
+  async previewData(raw: Record<string, unknown>, count: number): Promise<DataPreview> {
+    const config = validateConfig(raw, 'studio');
+    const tok = await this.tokenizerFor(config);
+    const examples = takeMaxSamples(readExamples(config, this.dataFiles), config.max_samples);
+    const cutoff = config.cutoff_len;
+    const lengths: number[] = [];
+    const shown: DataPreview['examples'] = [];
+    for (const ex of examples) {
+      const { source, target } = encodeTurn(tok, ex, config.template);
+      lengths.push(source.length + target.length);
+      if (shown.length < count) {
+        shown.push({ prompt: tok.decode(source, { skipSpecialTokens: false }), response: tok.decode(target, { skipSpecialTokens: false }), promptTokens: source.length, responseTokens: target.length });
+      }
+    }
+    const data = encodeDatasets(tok, config, examples);
+    return { rows: examples.length, train: data.train.length, val: data.val.length, truncated: data.truncated, cutoffLen: cutoff, lengths, examples: shown };
+  }
+
+  // -------------------------------------------------------------------------
+  // Runs
+
+  startRun(raw: Record<string, unknown>, cb: TrainCallbacks): Promise<RunInfo> {
+    return this.exclusive(async () => {
+      const config = validateConfig(raw, 'studio');
+      // The data is read first: a bad file fails before anything is downloaded.
+      const examples = readExamples(config, this.dataFiles);
+      const e = await this.device();
+      const id = newRunId();
+      const dataFile = typeof config.dataset === 'string' && this.dataFiles.has(config.dataset) ? config.dataset : undefined;
+      const now = Date.now();
+      const record: RunRecord = {
+        id, name: config.run_name ?? `${methodNameFor(config)} · ${config.model_name_or_path}`, createdAt: now, updatedAt: now, status: 'running',
+        config, dataFile, step: 0, totalSteps: 0, trainableParams: 0, numParams: 0,
+      };
+      await this.runs.put(record);
+      const store = this.runs.store(id, config.save_total_limit);
+      try {
+        // The data file travels with the run, so a resume after a reload needs nothing from the page.
+        if (dataFile) await store.writeFile(`data/${dataFile}`, this.dataFiles.get(dataFile)!);
+        this.dropSession();
+        const report = throttle(cb.onProgress ? (p) => cb.onProgress!(p) : undefined);
+        const prepared = await prepareExperiment(e, config, this.sourcesFor(config), { onProgress: report.push });
+        report.flush();
+        const data = encodeDatasets(prepared.tokenizer, config, examples);
+        const trainer = createTrainer(e, prepared, data, config, store);
+        this.session = { id, config, prepared, data, examples, trainer, store };
+        await this.runs.update(id, { totalSteps: trainer.totalSteps, trainableParams: trainer.trainableCount(), numParams: prepared.model.numParams() });
+      } catch (err) {
+        await this.fail(id, err);
+        throw err;
+      }
+      return this.drive(cb);
+    });
+  }
+
+  resumeRun(id: string, cb: TrainCallbacks): Promise<RunInfo> {
+    return this.exclusive(async () => {
+      const record = await this.runs.get(id);
+      if (!record) throw new ConfigError(`Run ${id} does not exist.`);
+      if (record.status === 'done' || record.status === 'stopped') throw new ConfigError(`Run ${record.name} has finished; start a new run to train further.`);
+      if (this.session?.id !== id || !this.session.trainer) {
+        const config = validateConfig(record.config, `run ${record.name}`);
+        const store = this.runs.store(id, config.save_total_limit);
+        if (record.dataFile) await this.restoreDataFile(store, record.dataFile);
+        const examples = readExamples(config, this.dataFiles);
+        this.dropSession();
+        const e = await this.device();
+        const report = throttle(cb.onProgress ? (p) => cb.onProgress!(p) : undefined);
+        const prepared = await prepareExperiment(e, config, this.sourcesFor(config), { onProgress: report.push });
+        report.flush();
+        const data = encodeDatasets(prepared.tokenizer, config, examples);
+        const trainer = createTrainer(e, prepared, data, config, store);
+        // The newest complete checkpoint: weights, optimizer moments, step and log.
+        await trainer.resume();
+        await store.writeLog(trainer.log.map((l) => JSON.stringify(l)));
+        this.session = { id, config, prepared, data, examples, trainer, store };
+        await this.runs.update(id, { step: trainer.step, totalSteps: trainer.totalSteps, trainableParams: trainer.trainableCount(), numParams: prepared.model.numParams() });
+      }
+      return this.drive(cb);
+    });
+  }
+
+  pauseRun(): void {
+    if (this.control) {
+      this.control.mode = 'pause';
+      this.control.abort.abort();
+    }
+  }
+
+  stopRun(): void {
+    if (this.control) {
+      this.control.mode = 'stop';
+      this.control.abort.abort();
+    }
+  }
+
+  /** Run the session's trainer until it ends, pauses or stops; record the outcome. */
+  private async drive(cb: TrainCallbacks): Promise<RunInfo> {
+    const s = this.session!;
+    const trainer = s.trainer!;
+    const control = { abort: new AbortController(), mode: null as 'pause' | 'stop' | null };
+    this.control = control;
+    cb.onStatus?.(await this.info(await this.runs.update(s.id, { status: 'running', error: undefined })));
+    try {
+      await trainer.run({
+        signal: control.abort.signal,
+        onStep: (step, total) => cb.onStep?.(step, total),
+        onLog: (entry) => cb.onLog?.(entry),
+      });
+      if (control.mode === 'pause' && trainer.step < trainer.totalSteps) {
+        await trainer.saveCheckpoint();
+        const info = await this.info(await this.runs.update(s.id, { status: 'paused', step: trainer.step }));
+        cb.onStatus?.(info);
+        return info;
+      }
+      const info = await this.info(await this.finish(s, control.mode === 'stop' && trainer.step < trainer.totalSteps ? 'stopped' : 'done'));
+      cb.onStatus?.(info);
+      return info;
+    } catch (err) {
+      await this.fail(s.id, err, trainer.step);
+      const record = await this.runs.get(s.id);
+      if (record) cb.onStatus?.(await this.info(record));
+      throw err;
+    } finally {
+      this.control = null;
+    }
+  }
+
+  /** Write the adapter (HF PEFT layout) and results into the run, as `peft-studio train` writes output_dir. */
+  private async finish(s: Session, status: 'done' | 'stopped'): Promise<RunRecord> {
+    const trainer = s.trainer!;
+    const { method, model } = s.prepared;
+    const files = await method.exportAdapter();
+    if (files.config.export_format === 'hf_model') {
+      // full / GaLore: the trained weights are a whole HF model folder.
+      await s.store.writeFile('model.safetensors', serializeSafetensors(files.tensors, { format: 'pt' }));
+      const base = this.sourcesFor(s.config).model;
+      for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
+        if (await base.has(f)) await s.store.writeFile(f, await base.get(f));
+      }
+    } else {
+      for (const [name, data] of Object.entries(adapterFileMap(files))) await s.store.writeFile(name, data);
+    }
+    for (const [sub, extra] of (await method.extraAdapters?.()) ?? []) {
+      for (const [name, data] of Object.entries(adapterFileMap(extra))) await s.store.writeFile(`${sub}/${name}`, data);
+    }
+    const last = [...trainer.log].reverse().find((l) => l.loss !== undefined);
+    const evalLast = [...trainer.log].reverse().find((l) => l.eval_loss !== undefined);
+    const summary = {
+      train_loss: last?.loss, eval_loss: evalLast?.eval_loss, global_step: trainer.step,
+      train_runtime: last?.elapsed_time ?? 0, tokens_per_s: last?.tokens_per_s, peak_gpu_bytes: model.e.pool.peak,
+      trainable_params: trainer.trainableCount(),
+    };
+    await s.store.writeFile('all_results.json', JSON.stringify(summary, null, 2) + '\n');
+    // The optimizer moments are no longer needed: free them; the adapter stays attached for evaluation.
+    trainer.dispose();
+    s.trainer = null;
+    return this.runs.update(s.id, { status, step: trainer.step, summary });
+  }
+
+  private async fail(id: string, err: unknown, step?: number): Promise<void> {
+    const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    await this.runs.update(id, { status: 'failed', error: message, ...(step !== undefined ? { step } : {}) }).catch(() => undefined);
+  }
+
+  async listRuns(): Promise<RunInfo[]> {
+    const sizes = await this.runs.sizes();
+    return Promise.all((await this.runs.list()).map((r) => this.info(r, sizes)));
+  }
+
+  async runLog(id: string): Promise<LogPoint[]> {
+    const lines = await this.runs.store(id).readLog();
+    return lines.map((l) => JSON.parse(l) as LogPoint);
+  }
+
+  deleteRun(id: string): Promise<void> {
+    if (this.control && this.session?.id === id) throw new ConfigError('This run is training: stop it before deleting it.');
+    return this.exclusive(async () => {
+      if (this.session?.id === id) this.dropSession();
+      await this.runs.delete(id);
+    });
+  }
+
+  private async info(r: RunRecord, sizes?: Map<string, number>): Promise<RunInfo> {
+    const store = this.runs.store(r.id);
+    // A run marked running that this worker is not training was interrupted (tab closed, crash).
+    const status = r.status === 'running' && !(this.control && this.session?.id === r.id) ? 'failed' : r.status;
+    return {
+      id: r.id, name: r.name, createdAt: r.createdAt, updatedAt: r.updatedAt, status, config: r.config, method: methodNameFor(r.config),
+      step: r.step, totalSteps: r.totalSteps, trainableParams: r.trainableParams, numParams: r.numParams, summary: r.summary, metrics: r.metrics,
+      error: status !== r.status ? 'The run was interrupted (the tab was closed or crashed) while training.' : r.error,
+      checkpoints: (await store.listCheckpoints()).sort((a, b) => stepOf(a) - stepOf(b)),
+      files: (await store.listFiles()).filter((f) => !f.startsWith('data/')).sort(),
+      bytes: sizes?.get(r.id) ?? 0,
+    };
+  }
+
+  // -------------------------------------------------------------------------
+  // Evaluate
+
+  evaluateRun(id: string, opts: EvalOptions, onProgress?: (done: number, total: number) => void): Promise<EvalResult> {
+    return this.exclusive(async () => {
+      const s = await this.sessionFor(id);
+      const { model, tokenizer } = s.prepared;
+      const config = s.config;
+      const metrics: Record<string, number | string | null> = {};
+      // Validation examples as text: the same max_samples and val_size split as encodeDatasets.
+      const items = takeMaxSamples(s.examples, config.max_samples);
+      const split = config.packing ? { val: [] as number[] } : splitTrainVal(items.length, config.val_size, config.seed);
+      if (!s.data.val.length || !split.val.length) {
+        throw new ConfigError('This run has no validation data: set val_size (e.g. 4 or 0.1) in Data and train again to evaluate.');
+      }
+      const trainer = s.trainer ?? createTrainer(model.e, s.prepared, s.data, config, s.store);
+      try {
+        metrics.eval_loss = round(await trainer.evaluate());
+      } finally {
+        if (trainer !== s.trainer) trainer.dispose();
+      }
+      metrics.perplexity = round(Math.exp(metrics.eval_loss as number));
+      const val = split.val.map((i) => items[i]);
+      const chosen = opts.maxExamples > 0 ? val.slice(0, opts.maxExamples) : val;
+      const examples = chosen.map((ex) => {
+        const promptIds = encodePrompt(tokenizer, ex, { template: config.template, cutoffLen: config.cutoff_len });
+        return { prompt: tokenizer.decode(promptIds, { skipSpecialTokens: false }), promptIds, label: ex.response };
+      });
+      const result = await predict(model, tokenizer, examples, {
+        batchSize: config.per_device_eval_batch_size, maxNewTokens: Math.max(1, Math.floor(opts.maxNewTokens)), onProgress,
+      });
+      const predictions: PredictionInfo[] = result.rows.map((r) => ({ ...r, verdict: normalizeAnswer(r.predict) === normalizeAnswer(r.label) ? 'correct' : 'wrong' }));
+      metrics.predict_samples = predictions.length;
+      metrics.exact_match = round(predictions.filter((p) => p.verdict === 'correct').length / predictions.length);
+      metrics.ms_per_token = round(result.msPerToken, 3);
+      metrics.trainable_params = s.prepared.method.trainable().reduce((a, p) => a + p.tensor.size, 0);
+      await s.store.writeFile('generated_predictions.jsonl', predictionsJsonl(result.rows));
+      await s.store.writeFile('predict_results.json', JSON.stringify(metrics, null, 2) + '\n');
+      await this.runs.update(id, { metrics });
+      return { runId: id, metrics, predictions };
+    });
+  }
+
+  /** The run's model with its trained adapter, loading both when another run (or none) is resident. */
+  private async sessionFor(id: string): Promise<Session> {
+    if (this.session?.id === id) return this.session;
+    const record = await this.runs.get(id);
+    if (!record) throw new ConfigError(`Run ${id} does not exist.`);
+    const config = validateConfig(record.config, `run ${record.name}`);
+    const store = this.runs.store(id, config.save_total_limit);
+    const adapter = await this.adapterSource(store);
+    if (!adapter) throw new ConfigError(`Run ${record.name} has no adapter yet (no finished training and no checkpoint).`);
+    if (record.dataFile) await this.restoreDataFile(store, record.dataFile);
+    const examples = readExamples(config, this.dataFiles);
+    this.dropSession();
+    const e = await this.device();
+    const prepared = await prepareExperiment(e, config, this.sourcesFor(config));
+    prepared.method.importAdapter(await readAdapter(adapter));
+    const data = encodeDatasets(prepared.tokenizer, config, examples);
+    this.session = { id, config, prepared, data, examples, trainer: null, store };
+    return this.session;
+  }
+
+  /** The run's adapter files: the final ones, else the newest checkpoint's. */
+  private async adapterSource(store: IdbRunStore): Promise<FileSource | null> {
+    const files = new Map<string, Uint8Array>();
+    const own = await store.readFile('adapter_model.safetensors');
+    if (own) {
+      for (const f of ['adapter_config.json', 'adapter_model.safetensors']) {
+        const v = await store.readFile(f);
+        if (v !== null) files.set(f, typeof v === 'string' ? new TextEncoder().encode(v) : v);
+      }
+    } else {
+      const latest = await store.latestCheckpoint();
+      const ckpt = latest ? await store.readCheckpoint(latest) : null;
+      if (!ckpt?.['adapter_model.safetensors']) return null;
+      for (const [k, v] of Object.entries(ckpt)) files.set(k, v);
+    }
+    return memorySource(`run:${store.runId}`, files);
+  }
+
+  private async restoreDataFile(store: IdbRunStore, name: string): Promise<void> {
+    if (this.dataFiles.has(name)) return;
+    const v = await store.readFile(`data/${name}`);
+    if (v === null) throw new ConfigError(`The run's data file ${name} is missing from browser storage; pick it again in Data.`);
+    this.dataFiles.set(name, typeof v === 'string' ? new TextEncoder().encode(v) : v);
+  }
+
+  // -------------------------------------------------------------------------
+  // Export
+
+  async exportFiles(id: string): Promise<ExportFile[]> {
+    const record = await this.runs.get(id);
+    if (!record) throw new ConfigError(`Run ${id} does not exist.`);
+    const store = this.runs.store(id);
+    const out: ExportFile[] = [];
+    const names = await store.listFiles();
+    if (!names.includes('adapter_model.safetensors') && !names.includes('model.safetensors')) {
+      // Paused or interrupted: the newest checkpoint's adapter.
+      const latest = await store.latestCheckpoint();
+      const ckpt = latest ? await store.readCheckpoint(latest) : null;
+      for (const f of ['adapter_config.json', 'adapter_model.safetensors']) if (ckpt?.[f]) out.push({ name: f, data: ckpt[f] });
+    }
+    for (const name of names.sort()) {
+      const v = await store.readFile(name);
+      if (v === null) continue;
+      // The user's data file sits beside config.yaml, where `dataset:` finds it.
+      out.push({ name: name.startsWith('data/') ? name.slice(5) : name, data: v });
+    }
+    const yaml = `# PEFT Studio run ${record.name} (${record.id}).\n# Run it headless: peft-studio train config.yaml\n${toYaml(record.config)}`;
+    out.push({ name: 'config.yaml', data: yaml });
+    const log = await store.readLog();
+    if (log.length) out.push({ name: 'trainer_log.jsonl', data: log.join('\n') + '\n' });
+    return out;
+  }
+
+  async exportZip(id: string): Promise<Uint8Array> {
+    const files = await this.exportFiles(id);
+    const enc = new TextEncoder();
+    return zipSync(Object.fromEntries(files.map((f) => [f.name, typeof f.data === 'string' ? enc.encode(f.data) : f.data])), { level: 6 });
+  }
+
+  // -------------------------------------------------------------------------
+  // Storage
+
+  async storageInfo(): Promise<StorageInfo> {
+    const est = await navigator.storage?.estimate?.().catch(() => undefined);
+    const cached = new Map<string, { repo: string; files: number; bytes: number }>();
+    const cache = this.makeCache();
+    const meta = hubCacheMeta();
+    for (const key of (await cache?.list?.()) ?? []) {
+      const [endpoint, repo] = key.split('|');
+      const name = `${repo} (${endpoint})`;
+      const entry = cached.get(name) ?? { repo: name, files: 0, bytes: 0 };
+      entry.files++;
+      const m = (await meta.get(`meta:${key}`).catch(() => undefined)) as { size?: number } | undefined;
+      entry.bytes += typeof m?.size === 'number' ? m.size : 0;
+      cached.set(name, entry);
+    }
+    const sizes = await this.runs.sizes();
+    const runs = (await this.runs.list()).map((r) => ({ id: r.id, name: r.name, bytes: sizes.get(r.id) ?? 0 }));
+    return { usage: est?.usage ?? null, quota: est?.quota ?? null, cached: [...cached.values()], runs };
+  }
+
+  clearStorage(what: 'cache' | 'runs'): Promise<void> {
+    if (what === 'runs' && this.control) throw new ConfigError('A run is training: stop it before deleting every run.');
+    return this.exclusive(async () => {
+      if (what === 'cache') await this.makeCache()?.clear();
+      else {
+        this.dropSession();
+        await this.runs.clear();
+      }
+    });
+  }
+
+  // -------------------------------------------------------------------------
+
+  private sourcesFor(config: ExperimentConfig): { model: FileSource; adapter?: FileSource } {
+    const endpoint = String(config.endpoint);
+    const model = new HubSource({ endpoint, repo: String(config.model_name_or_path), kind: 'model', cache: this.makeCache() });
+    const adapter = config.adapter_name_or_path
+      ? new HubSource({ endpoint, repo: String(config.adapter_name_or_path), kind: 'model', cache: this.makeCache() })
+      : undefined;
+    return { model, adapter };
+  }
+
+  private async tokenizerFor(config: ExperimentConfig): Promise<Tokenizer> {
+    const l = this.loaded;
+    if (l && l.summary.repo === config.model_name_or_path && l.endpoint === new HubSource({ endpoint: String(config.endpoint), repo: l.summary.repo, kind: 'model' }).endpoint) {
+      return l.tokenizer;
+    }
+    return loadTokenizer(this.sourcesFor(config).model);
   }
 
   /** The engine, acquiring the device on first use and again after a device loss. */
@@ -133,6 +580,7 @@ export class Studio implements StudioApi {
       return current.then((e) => {
         if (!e.ctx.lost) return e;
         this.loaded = null;
+        this.session = null;
         this.engine = null;
         return this.device();
       });
@@ -153,11 +601,50 @@ export class Studio implements StudioApi {
     this.loaded = null;
   }
 
+  private dropSession(): void {
+    const s = this.session;
+    if (!s) return;
+    this.session = null;
+    s.trainer?.dispose();
+    s.prepared.method.detach();
+    s.prepared.model.dispose();
+    s.prepared.model.e.flush();
+  }
+
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.queue.then(fn, fn);
     this.queue = run.catch(() => undefined);
     return run;
   }
+}
+
+function stepOf(name: string): number {
+  return Number(/(\d+)$/.exec(name)?.[1] ?? -1);
+}
+
+function round(x: number, digits = 6): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+/** The Hub cache's own meta records (size per file), read without loading the files. */
+function hubCacheMeta(): KeyValueStore {
+  return idbKeyValueStore('peft-studio', 'hub-files');
+}
+
+/** A FileSource over files already in memory (a run's adapter). */
+function memorySource(id: string, files: Map<string, Uint8Array>): FileSource {
+  return {
+    id,
+    async get(path) {
+      const f = files.get(path);
+      if (!f) throw new HubError(`${id} has no ${path}.`, `${id}/${path}`, 404);
+      return f;
+    },
+    async has(path) {
+      return files.has(path);
+    },
+  };
 }
 
 /**
@@ -196,3 +683,4 @@ function throttle(fn: ((p: LoadProgress) => void) | undefined): { push(p: LoadPr
     },
   };
 }
+

@@ -1,0 +1,95 @@
+/**
+ * The page's state, shared by every screen: the engine handle, the method
+ * catalogue, the experiment config under edit (validated on every change),
+ * the loaded model, the runs and the live training state. Screens read and
+ * write it directly; the worker does all the work.
+ */
+import { registerFinetuningType, registerOptions, type OptionSpec } from '../config/schema';
+import type { Catalogue, LogPoint, ModelSummary, RunInfo, TrainableCount } from '../worker/api';
+import { defaultValues, validateValues, type Validation } from './config-form';
+import type { EngineClient } from './engine';
+import type { Problem } from './errors';
+import { pageParams } from './params';
+
+export type Screen = 'start' | 'model' | 'method' | 'data' | 'train' | 'evaluate' | 'playground' | 'runs' | 'export';
+
+export const SCREENS: { id: Screen; title: string }[] = [
+  { id: 'start', title: 'Start' },
+  { id: 'model', title: 'Model' },
+  { id: 'method', title: 'Method' },
+  { id: 'data', title: 'Data' },
+  { id: 'train', title: 'Train' },
+  { id: 'evaluate', title: 'Evaluate' },
+  { id: 'playground', title: 'Playground' },
+  { id: 'runs', title: 'Runs' },
+  { id: 'export', title: 'Export' },
+];
+
+export interface LiveRun {
+  run: RunInfo | null;
+  log: LogPoint[];
+  step: number;
+  total: number;
+  /** Wall-clock ms when the current stretch of training started (for tokens/s and ETA). */
+  startedAt: number;
+  stepAtStart: number;
+}
+
+class StudioState {
+  screen = $state<Screen>('start');
+  engine = $state.raw<EngineClient | null>(null);
+  catalogue = $state.raw<Catalogue | null>(null);
+  values = $state<Record<string, unknown>>({});
+  model = $state.raw<ModelSummary | null>(null);
+  /** Bumped when the base model changes, so derived numbers are recomputed. */
+  modelVersion = $state(0);
+  count = $state.raw<TrainableCount | null>(null);
+  countProblem = $state<string | null>(null);
+  runs = $state.raw<RunInfo[]>([]);
+  /** The run the Train, Evaluate, Playground and Export screens show. */
+  currentRunId = $state<string | null>(null);
+  live = $state<LiveRun>({ run: null, log: [], step: 0, total: 0, startedAt: 0, stepAtStart: 0 });
+  training = $state(false);
+  /** The data file picked in Data (its name is the config's dataset). */
+  dataFile = $state<{ name: string; bytes: number } | null>(null);
+  linkProblem = $state<Problem | null>(null);
+  linkNote = $state<string | null>(null);
+  /** The storage problem (quota) to show with a way out. */
+  storageProblem = $state<Problem | null>(null);
+
+  readonly validation: Validation = $derived(validateValues(this.values));
+
+  constructor() {
+    const p = pageParams();
+    this.values = defaultValues({ model_name_or_path: p.repo, endpoint: p.endpoint });
+  }
+
+  /** The method options the worker registered join this page's schema, so validation here matches the worker's. */
+  setCatalogue(c: Catalogue): void {
+    for (const spec of c.options as OptionSpec[]) registerOptions(spec.group, [spec]);
+    for (const m of c.methods) registerFinetuningType(m);
+    this.catalogue = c;
+    // Fill defaults of options registered just now, keep everything already set.
+    this.values = { ...defaultValues(), ...this.values };
+  }
+
+  set(key: string, value: unknown): void {
+    this.values[key] = value;
+  }
+
+  setMany(patch: Record<string, unknown>): void {
+    for (const [k, v] of Object.entries(patch)) this.values[k] = v;
+  }
+
+  currentRun(): RunInfo | null {
+    return this.runs.find((r) => r.id === this.currentRunId) ?? null;
+  }
+
+  async refreshRuns(): Promise<void> {
+    const e = this.engine;
+    if (!e) return;
+    this.runs = await e.call(e.api.listRuns());
+  }
+}
+
+export const studio = new StudioState();
