@@ -18,6 +18,7 @@ import { sourceFor } from '../hub/node';
 import { ConfigError, PeftStudioError } from '../errors';
 import { runBench } from './bench';
 import { attachAdapterFolder, exportCommand, trainCommand } from './train';
+import { gridCommand } from './grid';
 import { checkPluginKernels, formatMethods, loadPlugins, type PluginScan } from '../methods/plugins';
 
 const USAGE = `peft-studio <command> [options]
@@ -25,6 +26,9 @@ const USAGE = `peft-studio <command> [options]
 Commands:
   train     <config.yaml> [key=value ...]
             Fine-tune with a LLaMA-Factory / PEFT-Factory style YAML; keys can be overridden.
+  grid      <grid.yaml> [key=value ...]
+            Methods × datasets × seeds from one base config, in sequence; finished cells are skipped.
+            Writes results.csv and results.md (mean ± std over seeds, PSCP, trainable parameters).
   export    <config.yaml> [key=value ...]
             Merge the adapter in output_dir (or adapter_name_or_path) into the base model.
   logits    --model <dir|repo> --text "<text>" [--adapter <dir>] [--out file.json]
@@ -80,11 +84,12 @@ export async function main(argv: string[]): Promise<number> {
   }
   // Method plug-ins (PEFT_DIR, default ./peft) install before any config is validated.
   const plugins: PluginScan = await loadPlugins();
-  if (cmd === 'train' || cmd === 'export') {
+  if (cmd === 'train' || cmd === 'export' || cmd === 'grid') {
     const [file, ...overrides] = rest;
-    if (!file) throw new ConfigError(`${cmd}: give a config file: peft-studio ${cmd} <config.yaml> [key=value ...]`);
+    if (!file) throw new ConfigError(`${cmd}: give a ${cmd === 'grid' ? 'grid' : 'config'} file: peft-studio ${cmd} <${cmd === 'grid' ? 'grid' : 'config'}.yaml> [key=value ...]`);
     const e = await engineForCli();
     if (cmd === 'train') process.stdout.write(JSON.stringify(await trainCommand(e, file, overrides), null, 2) + '\n');
+    else if (cmd === 'grid') process.stdout.write(JSON.stringify(await gridCommand(e, file, overrides), null, 2) + '\n');
     else await exportCommand(e, file, overrides);
     e.ctx.destroy();
     return 0;
@@ -180,7 +185,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     default:
-      throw new ConfigError(`Unknown command '${cmd}'. Commands: train, export, logits, generate, bench, methods (peft-studio --help).`);
+      throw new ConfigError(`Unknown command '${cmd}'. Commands: train, grid, export, logits, generate, bench, methods (peft-studio --help).`);
   }
 }
 

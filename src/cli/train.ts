@@ -19,7 +19,8 @@ import { serializeSafetensors } from '../model/safetensors';
 import { resolveMethod } from '../methods/registry';
 import { adapterFileMap, methodForAdapter, readAdapter } from '../methods/adapter-io';
 import { createTrainer, padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
-import { loadExperimentData } from '../data/node';
+import { loadExperimentData, loadPredictionData } from '../data/node';
+import { runPredictions } from '../eval/run-predict';
 import type { AttachedMethod } from '../methods/types';
 import type { LogEntry } from '../train/trainer';
 import { FolderRunStore } from '../train/node-store';
@@ -60,41 +61,77 @@ function progress(total: number): { onStep: (s: number) => void; onLog: (l: LogE
 }
 
 export async function trainCommand(e: Engine, file: string, overrides: string[]): Promise<Record<string, unknown>> {
-  const config = loadConfigFile(file, overrides);
-  const log = (s: string) => process.stderr.write(s + '\n');
+  return runConfig(e, loadConfigFile(file, overrides));
+}
+
+/**
+ * One experiment from a validated config: train (do_train) and write the
+ * adapter, then predict (do_predict) and write generated_predictions.jsonl and
+ * predict_results.json. predict_results.json is written last: a grid treats
+ * its presence as "this cell is done".
+ */
+export async function runConfig(e: Engine, config: ExperimentConfig, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<Record<string, unknown>> {
   const out = String(config.output_dir);
-  if (existsSync(out) && readdirSync(out).length > 0 && !config.overwrite_output_dir && !config.resume_from_checkpoint) {
+  if (!config.do_train && !config.do_predict) throw new ConfigError('Nothing to do: set do_train and/or do_predict to true.');
+  if (config.do_train && existsSync(out) && readdirSync(out).length > 0 && !config.overwrite_output_dir && !config.resume_from_checkpoint) {
     throw new ConfigError(`output_dir ${out} is not empty. Set overwrite_output_dir: true, or resume_from_checkpoint: true to continue it.`);
   }
   const { model, tokenizer, method } = await prepare(e, config, log);
-  // Registry keys (sst2, sst2,cola, key[split], dataset_info entries) or an Alpaca .jsonl file.
-  const data = await loadExperimentData(tokenizer, config, padIdOf(tokenizer));
-  for (const line of data.lines) log(line);
-  const resume = config.resume_from_checkpoint === true ? true : typeof config.resume_from_checkpoint === 'string' ? path.basename(config.resume_from_checkpoint) : false;
-  const trainer = createTrainer(e, { model, tokenizer, method }, data, config, new FolderRunStore(out), resume);
-  log(`${resolveMethod(config).name}: ${trainer.trainableCount().toLocaleString()} trainable of ${model.numParams().toLocaleString()} parameters; ${trainer.totalSteps} steps`);
-  const t0 = performance.now();
-  const result = await trainer.run(progress(trainer.totalSteps));
-  const files = await method.exportAdapter();
-  if (files.config.export_format === 'hf_model') {
-    // full / GaLore: the trained weights are a whole HF model folder.
-    await writeModelFolder(out, files.tensors, config);
-  } else {
-    for (const [name, data] of Object.entries(adapterFileMap(files))) await new FolderRunStore(out).writeFile(name, data);
+  const store = new FolderRunStore(out);
+  let summary: Record<string, unknown> = {};
+  let costs = { trainableParams: method.trainable().reduce((a, p) => a + p.tensor.size, 0), peakBytes: 0, trainTokensPerSecond: null as number | null };
+  if (config.do_train) {
+    // Registry keys (sst2, sst2,cola, key[split], dataset_info entries) or an Alpaca .jsonl file.
+    const data = await loadExperimentData(tokenizer, config, padIdOf(tokenizer));
+    for (const line of data.lines) log(line);
+    const resume = config.resume_from_checkpoint === true ? true : typeof config.resume_from_checkpoint === 'string' ? path.basename(config.resume_from_checkpoint) : false;
+    const trainer = createTrainer(e, { model, tokenizer, method }, data, config, store, resume);
+    log(`${resolveMethod(config).name}: ${trainer.trainableCount().toLocaleString()} trainable of ${model.numParams().toLocaleString()} parameters; ${trainer.totalSteps} steps`);
+    const t0 = performance.now();
+    const result = await trainer.run(progress(trainer.totalSteps));
+    const files = await method.exportAdapter();
+    if (files.config.export_format === 'hf_model') {
+      // full / GaLore: the trained weights are a whole HF model folder.
+      await writeModelFolder(out, files.tensors, config);
+    } else {
+      for (const [name, data] of Object.entries(adapterFileMap(files))) await store.writeFile(name, data);
+    }
+    for (const [sub, extra] of (await method.extraAdapters?.()) ?? []) {
+      for (const [name, data] of Object.entries(adapterFileMap(extra))) await new FolderRunStore(path.join(out, sub)).writeFile(name, data);
+    }
+    const losses = result.log.filter((l) => l.loss !== undefined);
+    const last = losses.at(-1);
+    const evalLast = [...result.log].reverse().find((l) => l.eval_loss !== undefined);
+    const runtime = (performance.now() - t0) / 1000;
+    const speeds = losses.map((l) => l.tokens_per_s).filter((v): v is number => typeof v === 'number');
+    summary = {
+      train_loss: last?.loss, eval_loss: evalLast?.eval_loss, global_step: result.steps,
+      train_runtime: runtime, trainable_params: trainer.trainableCount(), peak_gpu_bytes: e.pool.peak,
+      train_tokens_per_s: speeds.length ? speeds.reduce((a, b) => a + b, 0) / speeds.length : null,
+    };
+    costs = { trainableParams: trainer.trainableCount(), peakBytes: e.pool.peak, trainTokensPerSecond: summary.train_tokens_per_s as number | null };
+    await fs.mkdir(out, { recursive: true });
+    await fs.writeFile(path.join(out, 'all_results.json'), JSON.stringify(summary, null, 2) + '\n');
+    trainer.dispose();
+    log(`adapter written to ${out}`);
   }
-  for (const [sub, extra] of (await method.extraAdapters?.()) ?? []) {
-    for (const [name, data] of Object.entries(adapterFileMap(extra))) await new FolderRunStore(path.join(out, sub)).writeFile(name, data);
+  if (config.do_predict) {
+    const { sets, lines } = await loadPredictionData(tokenizer, config);
+    for (const line of lines) log(line);
+    if (!config.do_train) costs.peakBytes = e.pool.peak;
+    const r = await runPredictions(model, tokenizer, config, sets, costs, { log });
+    // predict_results.json last: its presence marks a finished run.
+    for (const [name, data] of Object.entries(r.files).sort(([a], [b]) => (a === 'predict_results.json' ? 1 : b === 'predict_results.json' ? -1 : 0))) {
+      await store.writeFile(name, data);
+    }
+    summary = { ...summary, predict: r.results };
+    log(`predictions written to ${path.join(out, 'generated_predictions.jsonl')}`);
   }
-  const last = [...result.log].reverse().find((l) => l.loss !== undefined);
-  const evalLast = [...result.log].reverse().find((l) => l.eval_loss !== undefined);
-  const summary = {
-    train_loss: last?.loss, eval_loss: evalLast?.eval_loss, global_step: result.steps,
-    train_runtime: (performance.now() - t0) / 1000, trainable_params: trainer.trainableCount(), peak_gpu_bytes: e.pool.peak,
-  };
-  await fs.writeFile(path.join(out, 'all_results.json'), JSON.stringify(summary, null, 2) + '\n');
   if (config.export_merged) await exportMerged(e, model, method, config, log);
-  trainer.dispose();
-  log(`adapter written to ${out}`);
+  else method.detach();
+  // Free the GPU for the next run in this process (a grid runs many).
+  model.dispose();
+  await e.sync();
   return summary;
 }
 

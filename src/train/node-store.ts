@@ -45,10 +45,12 @@ export class FolderRunStore implements RunStore {
   }
 
   async writeFile(name: string, data: Uint8Array | string): Promise<void> {
-    await fs.mkdir(this.dir, { recursive: true });
-    const tmp = path.join(this.dir, `.${name}.${randomBytes(4).toString('hex')}.tmp`);
+    // name may hold a sub-folder (predict_<key>/generated_predictions.jsonl).
+    const dest = path.join(this.dir, name);
+    await fs.mkdir(path.dirname(dest), { recursive: true });
+    const tmp = path.join(path.dirname(dest), `.${path.basename(name)}.${randomBytes(4).toString('hex')}.tmp`);
     await fs.writeFile(tmp, data);
-    await fs.rename(tmp, path.join(this.dir, name));
+    await fs.rename(tmp, dest);
   }
 
   async appendLog(line: string): Promise<void> {
