@@ -198,6 +198,11 @@ export class LocalFolderSource implements FileSource {
     const st = await fs.stat(this.resolve(file)).catch(() => null);
     return !!st && st.isFile();
   }
+
+  async listDirs(): Promise<string[]> {
+    const entries = await fs.readdir(this.dir, { withFileTypes: true }).catch(() => []);
+    return entries.filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  }
 }
 
 /** PEFT_STUDIO_CACHE, or ~/.cache/peft-studio. */

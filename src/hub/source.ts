@@ -21,6 +21,8 @@ export interface FileSource {
   /** The whole file. Missing files throw HubError with status 404 (see isNotFound). */
   get(path: string, onProgress?: ProgressCallback): Promise<Uint8Array>;
   has(path: string): Promise<boolean>;
+  /** Names of the top-level folders, where the source can list them (a local folder can); used to find an adapter in a sub-folder. */
+  listDirs?(): Promise<string[]>;
 }
 
 /** True for the "no such file" error of every FileSource. */

@@ -69,6 +69,14 @@ export interface AdapterFiles {
   config: Record<string, unknown>;
   /** Tensors of adapter_model.safetensors, by export key. */
   tensors: Map<string, HostTensor>;
+  /**
+   * Folder layout (adapter-files.ts): 'peft' (default) is HF PEFT's; 'adapters'
+   * is the Adapters library's (adapter_config.json, pytorch_adapter.bin,
+   * adapter.safetensors), used by the bottleneck adapters.
+   */
+  layout?: 'peft' | 'adapters';
+  /** Adapters layout: the adapter's name (the <n> of its tensor keys). */
+  adapterName?: string;
 }
 
 export interface AttachedMethod {
