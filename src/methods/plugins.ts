@@ -161,16 +161,17 @@ const pluginKernels = new Map<string, { files: { file: string; code: string }[];
 export function pluginDirs(opts: Pick<LoadPluginsOptions, 'peftDir' | 'cwd'> = {}): { dirs: string[]; explicit: boolean } {
   const raw = opts.peftDir ?? process.env.PEFT_DIR;
   const explicit = raw !== undefined && raw !== '';
-  const entries = (explicit ? raw! : './peft').split(path.delimiter).filter(Boolean);
-  const dirs: string[] = [];
-  for (const entry of entries) {
-    if (/^[a-z][a-z0-9+.-]*:/i.test(entry) && !/^[a-z]:[\\/]/i.test(entry)) {
-      throw new PluginError(
-        `PEFT_DIR entry '${entry}' is a URL. Methods are code: PEFT Studio loads them only from local folders (PEFT_DIR=/path/to/plugins), never from a URL. Download and review the folder first.`,
-      );
-    }
-    dirs.push(path.resolve(opts.cwd ?? process.cwd(), entry));
+  const value = explicit ? raw! : './peft';
+  // A URL (scheme:..., checked before splitting on ':') is refused, whatever follows.
+  const isUrl = (x: string) => /^[a-z][a-z0-9+.-]*:/i.test(x) && !/^[a-z]:[\\/]/i.test(x);
+  const entries = value.split(path.delimiter).filter(Boolean);
+  const url = isUrl(value) || value.includes('://') ? value : entries.find(isUrl);
+  if (url !== undefined) {
+    throw new PluginError(
+      `PEFT_DIR '${url}' is a URL. Methods are code: PEFT Studio loads them only from local folders (PEFT_DIR=/path/to/plugins), never from a URL. Download and review the folder first.`,
+    );
   }
+  const dirs = entries.map((entry) => path.resolve(opts.cwd ?? process.cwd(), entry));
   return { dirs, explicit };
 }
 

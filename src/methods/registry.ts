@@ -214,7 +214,14 @@ function specProblems(name: string, spec: unknown, where: string): string[] {
  * OptionSpec (other exports are ignored). `pending` holds keys of plug-ins
  * validated in the same scan but not registered yet.
  */
-export function optionProblems(name: string, mod: Record<string, unknown>, file: string, pending = new Map<string, string>()): { problems: string[]; specs: OptionSpec[] } {
+export function optionProblems(
+  name: string,
+  mod: Record<string, unknown>,
+  file: string,
+  pending = new Map<string, string>(),
+  /** A group whose keys are not reported as taken (the method this one already collides with by name). */
+  ignoreGroup?: string,
+): { problems: string[]; specs: OptionSpec[] } {
   const problems: string[] = [];
   const specs: OptionSpec[] = [];
   const seen = new Map<string, string>();
@@ -228,6 +235,7 @@ export function optionProblems(name: string, mod: Record<string, unknown>, file:
       const s = spec as OptionSpec;
       const owner = optionSpec(s.key)?.group ?? pending.get(s.key);
       if (seen.has(s.key)) problems.push(`${where}: key '${s.key}' is defined twice in ${file} (also in export '${seen.get(s.key)}').`);
+      else if (owner !== undefined && owner === ignoreGroup) return;
       else if (owner !== undefined) {
         const from = installed.get(owner)?.source;
         problems.push(
@@ -257,10 +265,11 @@ export function nameProblems(name: string, dir: string, pending = new Map<string
 export function pluginProblems(p: PluginModules, pendingNames?: Map<string, string>, pendingKeys?: Map<string, string>): string[] {
   const names = nameProblems(p.name, p.dir, pendingNames);
   if (!METHOD_NAME.test(p.name)) return names;
+  // A folder that repeats an installed method's name repeats its option keys too: report the name once.
   return [
     ...names,
     ...methodShapeProblems(p.name, p.method, `${p.dir}/method.ts`),
-    ...optionProblems(p.name, p.config, `${p.dir}/config.ts`, pendingKeys).problems,
+    ...optionProblems(p.name, p.config, `${p.dir}/config.ts`, pendingKeys, names.length ? p.name : undefined).problems,
   ];
 }
 
