@@ -196,6 +196,11 @@ export async function loadExperimentData(tok: Tokenizer, config: DataConfig, pad
     lines.push(`data: ${d.train.length} train, ${d.val.length} val examples${d.truncated ? `, ${d.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${d.dropped ? `, ${d.dropped} dropped by packing` : ''}`);
     return { ...d, report: null, lines };
   }
+  if (/\.(json|csv|tsv|parquet|txt)$/i.test(spec) && !hasDataset(spec)) {
+    throw new ConfigError(
+      `dataset '${spec}': a data file other than an Alpaca .jsonl needs a registry entry that says which columns are the prompt and the response. Write one in a dataset_info JSON file (README, Datasets) and give its key as dataset.`,
+    );
+  }
   const reg = registerConfiguredDatasets(config);
   try {
     const keys = datasetKeys(spec);

@@ -203,6 +203,10 @@ describe.skipIf(!hasTestDatasets())('the CLI pipeline (node.ts)', () => {
     expect(lines[0]).toMatch(/^data: sst2_eval \(validation\)/);
   });
 
+  it('asks for a registry entry for a data file that is not Alpaca .jsonl', async () => {
+    await expect(loadExperimentData(tok, cfg({ dataset: 'my_reviews.csv' }), 0)).rejects.toThrow(/needs a registry entry that says which columns are the prompt and the response/);
+  });
+
   it('names what it tried when the data is nowhere', async () => {
     await expect(loadExperimentData(tok, cfg({ dataset: 'qnli', dataset_dir: datasets(), endpoint: hub.url }), 0, { cacheDir: null })).rejects.toThrow(
       /dataset "qnli" \(split train\): no source could be read\.\n {2}- Hub repo nyu-mll\/glue: qnli\/train-00000-of-00001\.parquet not found/,
