@@ -5,7 +5,7 @@
  * from a Hub-layout folder, the test Hub, custom entries and Alpaca files.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { validateConfig, type ExperimentConfig } from '../../src/config/schema';
@@ -103,6 +103,26 @@ describe('training and prediction sets', () => {
     expect(p.inputIds).toEqual(source);
     expect(tok.decode(p.inputIds, { skipSpecialTokens: true }).endsWith('Assistant:')).toBe(true);
     expect(p).toMatchObject({ key: 'sst2', taskId: 2, truncated: false, rendered: { label: 'negative' } });
+  });
+
+  it("renders the user turn with the tokenizer's chat template when it has one", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'ps-chat-'));
+    try {
+      const config = JSON.parse(readFileSync(path.join(storiesDir(), 'tokenizer_config.json'), 'utf8'));
+      writeFileSync(path.join(dir, 'tokenizer.json'), readFileSync(path.join(storiesDir(), 'tokenizer.json')));
+      const template = "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
+      writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, chat_template: template }));
+      const chat = await loadTokenizer(new LocalFolderSource(dir));
+      const r = rows(1)[0];
+      const [p] = encodeForPrediction(chat, sst2(), [r], { cutoffLen: 256 }).examples;
+      expect(chat.decode(p.inputIds)).toBe(`<|user|>${sst2().instruction}\nsentence number 0\n<|assistant|>`);
+      const { example } = encodeRendered(chat, sst2(), r, { cutoffLen: 256 });
+      const target = example!.inputIds.filter((_, i) => example!.labels[i] !== IGNORE_INDEX);
+      expect(chat.decode(target, { skipSpecialTokens: true })).toBe('negative\n');
+      expect(target.at(-1)).toBe(chat.eosTokenId);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('max_samples takes the first N, or a seeded random N', () => {
