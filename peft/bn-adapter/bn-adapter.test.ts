@@ -4,8 +4,8 @@
  * JSON and config_id, and loading PEFT-Factory's nested output folder.
  */
 import { describe, it, expect } from 'vitest';
-import { execFile } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -138,6 +138,64 @@ describe('bn-adapter', () => {
     write(onlySt, { 'adapter_config.json': map['adapter_config.json'], 'adapter.safetensors': map['adapter.safetensors'] });
     expect((await readAdapter(new LocalFolderSource(onlySt))).tensors.size).toBe(40);
     await expect(readAdapter(new LocalFolderSource(out))).rejects.toThrow(/holds 2 adapters \(only-st, sst2\); pass the folder of the one to load/);
+    m.detach();
+    model.dispose();
+  });
+
+  // Python, where present: json.dumps reproduces our adapter_config.json byte for byte, the
+  // library's config-hash recipe gives our config_id, and (with torch) torch.load reads the .bin.
+  const runs = (py: string, code: string) => {
+    try {
+      execFileSync(py, ['-c', code], { stdio: 'ignore' });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const pythons = ['python3', '/usr/bin/python3'];
+  const python = pythons.find((py) => runs(py, 'import torch')) ?? pythons.find((py) => runs(py, 'import json'));
+  it.skipIf(!python)('Python reads the export as the Adapters library would (json.dumps round trip, config_id; torch.load where torch is installed)', async () => {
+    const e = await gpuEngine();
+    const model = await loadStories(e);
+    const m = bn.attach({ e, model, config: { adapter_name: 'sst2', ln_before: true, ln_after: true, scaling: 'channel', model_name_or_path: 'stories260K' }, random: seededRandom(5) });
+    randomizeAdapter(e, m, 0.2, 6);
+    const dir = mkdtempSync(path.join(tmpdir(), 'ps-py-'));
+    for (const [n, data] of Object.entries(adapterFileMap(await m.exportAdapter()))) writeFileSync(path.join(dir, n), data);
+    const script = [
+      'import hashlib, json, sys',
+      'd = sys.argv[1]',
+      'text = open(d + "/adapter_config.json").read()',
+      'cfg = json.loads(text)',
+      'same = json.dumps(cfg, indent=2, sort_keys=True) == text',
+      'def minimize(x): return {k: minimize(v) for k, v in x.items() if v} if isinstance(x, dict) else x',
+      'ignore = {"phm_layer": True, "phm_dim": 4, "factorized_phm_W": True, "shared_W_phm": False, "shared_phm_rule": True, "factorized_phm_rule": False, "phm_c_init": "normal", "phm_init_range": 0.0001, "learn_phm": True, "hypercomplex_nonlinearity": "glorot-uniform", "phm_rank": 1, "phm_bias": True, "init_weights": "bert", "scaling": 1.0}',
+      'mc = minimize(cfg["config"])',
+      'for k, v in ignore.items():',
+      '    if mc.get(k, None) == v: del mc[k]',
+      'cid = hashlib.sha1(json.dumps(mc, sort_keys=True).encode("utf-8")).hexdigest()[:16]',
+      'out = {"same": same, "config_id": cid, "scaling_type": type(cfg["config"]["scaling"]).__name__}',
+      'try:',
+      '    import torch',
+      '    sd = torch.load(d + "/pytorch_adapter.bin", weights_only=True)',
+      '    out["tensors"] = {k: [list(v.shape), float(v.double().sum())] for k, v in sd.items()}',
+      'except ImportError:',
+      '    pass',
+      'print(json.dumps(out))',
+    ].join('\n');
+    const res = JSON.parse(execFileSync(python!, ['-c', script, dir], { encoding: 'utf8' })) as { same: boolean; config_id: string; scaling_type: string; tensors?: Record<string, [number[], number]> };
+    const cfg = JSON.parse(readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    expect(res.same, 'json.dumps(json.loads(file), indent=2, sort_keys=True) == file').toBe(true);
+    expect(res.config_id).toBe(cfg.config_id);
+    expect(res.scaling_type).toBe('str'); // "channel"
+    console.log(`python ${python}: json round trip ${res.same}, config_id ${res.config_id}, torch.load ${res.tensors ? 'read ' + Object.keys(res.tensors).length + ' tensors' : 'not available'}`);
+    if (res.tensors) {
+      const ours = (await m.exportAdapter()).tensors;
+      expect(Object.keys(res.tensors).sort()).toEqual([...ours.keys()].sort());
+      for (const [k, [shape, sum]] of Object.entries(res.tensors)) {
+        expect(shape, k).toEqual(ours.get(k)!.shape);
+        expect(sum).toBeCloseTo(ours.get(k)!.data.reduce((a, b) => a + b, 0), 4);
+      }
+    }
     m.detach();
     model.dispose();
   });
