@@ -129,6 +129,14 @@ export function packageRoot(): string {
   }
 }
 
+const isDir = (p: string) => {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false; // a dangling link or an unreadable entry
+  }
+};
+
 const real = (p: string) => {
   try {
     return realpathSync(p);
@@ -224,7 +232,7 @@ export async function loadPlugins(opts: LoadPluginsOptions = {}): Promise<Plugin
   const problems: string[] = [];
   const candidates: { dir: string; name: string; kernels: { file: string; code: string }[] }[] = [];
   for (const root of dirs) {
-    if (!existsSync(root) || !statSync(root).isDirectory()) {
+    if (!isDir(root)) {
       if (explicit) problems.push(`PEFT_DIR folder ${root} does not exist (or is not a folder).`);
       continue;
     }
@@ -235,7 +243,7 @@ export async function loadPlugins(opts: LoadPluginsOptions = {}): Promise<Plugin
     const ownPeft = real(root) === bundledRoot;
     for (const name of readdirSync(root).sort()) {
       const dir = path.join(root, name);
-      if (name.startsWith('.') || name.startsWith('_') || !statSync(dir).isDirectory()) continue;
+      if (name.startsWith('.') || name.startsWith('_') || !isDir(dir)) continue;
       if (ownPeft) {
         // The project's peft/ is bundled at build time; a method folder added since needs a rebuild.
         if (!builtinMethods.has(name) && existsSync(path.join(dir, 'method.ts'))) {

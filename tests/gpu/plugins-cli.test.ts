@@ -12,6 +12,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { storiesDir } from '../helpers/models';
+import { gpuEngine } from '../helpers/gpu';
+import { loadPlugins } from '../../src/methods/plugins';
+import { installedMethods } from '../../src/methods/registry';
+import { PluginError } from '../../src/errors';
 
 const bin = path.resolve('bin/peft-studio.mjs');
 const data = path.resolve('examples/data/tiny_stories_alpaca.jsonl');
@@ -112,6 +116,19 @@ describe('method plug-ins in the CLI', () => {
     const l = await cli(['logits', '--model', storiesDir(), '--text', 'x'], peft);
     expect(l.code).toBe(2);
     expect(l.stderr).toContain('does not compile');
+  });
+
+  it('in-process with an engine, kernels are compiled before anything is installed: one broken kernel installs nothing', async () => {
+    const e = await gpuEngine();
+    const good = templatePlugin('kernel-good');
+    const bad = templatePlugin('kernel-bad', (f, text) => (f === 'kernel.wgsl' ? text.replace('var acc = 0.0;', 'var acc: u32 = 0.0;') : text));
+    const before = installedMethods().length;
+    const err = await loadPlugins({ peftDir: `${good}${path.delimiter}${bad}`, engine: e, warn: () => {} }).catch((x: unknown) => x);
+    expect(err).toBeInstanceOf(PluginError);
+    expect((err as Error).message).toMatch(/A method plug-in has a problem:\n  - WGSL in \S+kernel-bad\/kernel\.wgsl does not compile:\n\s+line \d+:\d+: /);
+    expect(installedMethods().length).toBe(before);
+    const ok = await loadPlugins({ peftDir: good, engine: e, warn: () => {} });
+    expect(ok.installed.map((m) => m.name)).toEqual(['kernel-good']);
   });
 
   it('peft/vera in PEFT_DIR loads as a plug-in: as it is, its only problem is the name of the bundled copy; renamed, it trains through the CLI', async () => {
