@@ -143,3 +143,16 @@ export function methodGroups(method: string, options: OptionSpec[], groupsOfFold
   }
   return all.filter((g) => want.has(g));
 }
+
+/**
+ * The config a trainable-parameter count needs: the method's own options
+ * (and the model and seed) from the form, everything else at its default, so
+ * a problem elsewhere (no dataset yet) does not stop the count.
+ */
+export function countConfig(values: Record<string, unknown>, options: OptionSpec[], groupsOfFolder: Record<string, string[]> = {}): ExperimentConfig | null {
+  const groups = new Set([...methodGroups(methodOf(values), options, groupsOfFolder), 'method']);
+  const raw: Record<string, unknown> = { output_dir: 'count', dataset: 'count.jsonl' };
+  for (const key of ['model_name_or_path', 'endpoint', 'seed']) raw[key] = values[key];
+  for (const o of options) if (groups.has(o.group) && values[o.key] !== undefined) raw[o.key] = values[o.key];
+  return validateValues(raw).config;
+}

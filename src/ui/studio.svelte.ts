@@ -6,7 +6,7 @@
  */
 import { registerFinetuningType, registerOptions, type OptionSpec } from '../config/schema';
 import type { Catalogue, LogPoint, ModelSummary, RunInfo, TrainableCount } from '../worker/api';
-import { defaultValues, validateValues, type Validation } from './config-form';
+import { countConfig, defaultValues, validateValues, type Validation } from './config-form';
 import type { EngineClient } from './engine';
 import type { Problem } from './errors';
 import { pageParams } from './params';
@@ -58,6 +58,14 @@ class StudioState {
   storageProblem = $state<Problem | null>(null);
 
   readonly validation: Validation = $derived(validateValues(this.values));
+  /** What a trainable-parameter count is computed for (the method's options), and its identity. */
+  readonly countTarget = $derived.by(() => {
+    const c = this.catalogue;
+    return c ? countConfig(this.values, c.options, c.groups) : null;
+  });
+  readonly countTargetKey = $derived(JSON.stringify(this.countTarget));
+  /** The countTargetKey the current `count` was computed for. */
+  countKey = $state('');
 
   constructor() {
     const p = pageParams();
