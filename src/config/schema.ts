@@ -143,6 +143,7 @@ export const predictOptions = [
   { key: 'top_p', type: 'float', default: 0.7, nullable: true, min: 0, max: 1, group: 'predict', help: 'Nucleus sampling mass. Unset: 1.' },
   { key: 'top_k', type: 'int', default: 50, nullable: true, min: 0, group: 'predict', help: 'Keep the k most likely tokens when sampling. Unset or 0: all.' },
   { key: 'max_new_tokens', type: 'int', default: 1024, min: 1, group: 'predict', help: 'Maximum tokens generated per example.' },
+  { key: 'max_predict_samples', type: 'int', default: null, nullable: true, min: 1, group: 'predict', help: 'Predict on at most the first N examples of each eval dataset (after max_samples). Unset: all. A PEFT Studio key, for quick benchmark grids.' },
   { key: 'repetition_penalty', type: 'float', default: 1, min: 0, exclusiveMin: true, group: 'predict', help: 'Repetition penalty (1: none).' },
 ] as const satisfies readonly OptionSpec[];
 

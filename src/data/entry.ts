@@ -103,6 +103,8 @@ export interface DatasetEntry {
   expand?: boolean;
   /** In order of preference; the first whose files are found is used. */
   sources: SourceSpec[];
+  /** Rows [start, end) of the split only (from a key like svamp_eval[test[:700]]; not part of custom JSON). */
+  rowSlice?: { start?: number; end?: number };
   description?: string;
 }
 

@@ -135,7 +135,9 @@ export async function loadDatasetRows(entry: DatasetEntry, files: FileSource | S
       continue;
     }
     const parsed: ParsedFile[] = [];
-    let left = opts.maxRows;
+    const slice = entry.rowSlice;
+    // With a row slice, the cap counts from the slice's start (and stops at its end).
+    let left = slice ? (slice.end ?? (opts.maxRows !== undefined ? (slice.start ?? 0) + opts.maxRows : undefined)) : opts.maxRows;
     for (const path of list) {
       // A row cap is only safe to push into the reader when rows map 1:1 (no adapter reshaping).
       const cap = spec.adapter ? undefined : left;
@@ -147,6 +149,7 @@ export async function loadDatasetRows(entry: DatasetEntry, files: FileSource | S
       }
     }
     let rows = canonicalRows(parsed, spec, `${fs.id} (${entry.key}, split ${split})`);
+    if (slice) rows = rows.slice(slice.start ?? 0, slice.end);
     if (opts.maxRows !== undefined) rows = rows.slice(0, opts.maxRows);
     return { entry, source: spec, split, files: parsed.map((f) => f.path), rows, origin: `${fs.id} ${list.length === 1 ? list[0] : `${list.length} files`}` };
   }

@@ -68,11 +68,22 @@ export function datasetNames(): string[] {
   return [...BUILTIN_DATASET_NAMES];
 }
 
-/** `key` or `key[split]`. */
-export function parseDatasetKey(spec: string): { key: string; split?: string } {
-  const m = /^\s*([^[\]\s]+)\s*(?:\[\s*([^[\]\s]+)\s*\])?\s*$/.exec(spec);
-  if (!m) throw new ConfigError(`"${spec}" is not a dataset key. Use a registry key such as sst2, or key[split] such as sst2[validation].`);
-  return m[2] ? { key: m[1], split: m[2] } : { key: m[1] };
+/**
+ * `key`, `key[split]`, or `key[split[start:end]]` with HF datasets' row-slice
+ * syntax (`svamp_eval[test[:700]]`: the first 700 rows of the test split;
+ * `[700:]` the rest), so one split can be divided between training and
+ * prediction without overlap.
+ */
+export function parseDatasetKey(spec: string): { key: string; split?: string; rowSlice?: { start?: number; end?: number } } {
+  const m = /^\s*([^[\]\s]+)\s*(?:\[\s*([^[\]\s:]+)\s*(?:\[\s*(\d*)\s*:\s*(\d*)\s*\])?\s*\])?\s*$/.exec(spec);
+  if (!m) throw new ConfigError(`"${spec}" is not a dataset key. Use a registry key such as sst2, key[split] such as sst2[validation], or key[split[start:end]] such as svamp_eval[test[:700]].`);
+  if (!m[2]) return { key: m[1] };
+  if (m[3] === undefined) return { key: m[1], split: m[2] };
+  const rowSlice = { ...(m[3] ? { start: Number(m[3]) } : {}), ...(m[4] ? { end: Number(m[4]) } : {}) };
+  if (rowSlice.start !== undefined && rowSlice.end !== undefined && rowSlice.end <= rowSlice.start) {
+    throw new ConfigError(`"${spec}": the row slice [${m[3]}:${m[4]}] is empty (end must be greater than start).`);
+  }
+  return { key: m[1], split: m[2], rowSlice };
 }
 
 export function hasDataset(spec: string): boolean {
@@ -84,7 +95,7 @@ export function hasDataset(spec: string): boolean {
 }
 
 export function datasetEntry(spec: string): DatasetEntry {
-  const { key, split } = parseDatasetKey(spec);
+  const { key, split, rowSlice } = parseDatasetKey(spec);
   const e = custom.get(key) ?? builtin.get(key);
   if (!e) {
     const near = closest(key, [...builtin.keys(), ...custom.keys()]);
@@ -95,7 +106,7 @@ export function datasetEntry(spec: string): DatasetEntry {
   if (!split) return e;
   const splits = [...new Set(e.sources.flatMap((s) => Object.keys(s.splits)))];
   if (!splits.includes(split)) throw new ConfigError(`dataset "${key}" has no split "${split}". Its sources have: ${splits.join(', ')}.`);
-  return { ...e, split, expand: split === e.split ? e.expand : undefined };
+  return { ...e, split, expand: split === e.split ? e.expand : undefined, ...(rowSlice ? { rowSlice } : {}) };
 }
 
 export function labelWords(entry: DatasetEntry): string[] | null {

@@ -52,7 +52,9 @@ export async function runPredictions(
   const byKey: Record<string, Record<string, unknown>> = {};
   const flops = forwardFlops(model.config, { ...PSCP_PROBE, method: methodNameFor(config), methodConfig: config });
   const constants = pscpConstantsFrom(config);
-  for (const set of sets) {
+  const cap = config.max_predict_samples ? Number(config.max_predict_samples) : Infinity;
+  for (const full of sets) {
+    const set = { ...full, examples: full.examples.slice(0, cap) };
     const entry = set.entry;
     const labelWords = entryLabelWords(entry) ?? [];
     const sampling = config.do_sample ? { temperature: Number(config.temperature ?? 1), topK: Number(config.top_k ?? 0), topP: Number(config.top_p ?? 1), seed: Number(config.seed) } : {};
