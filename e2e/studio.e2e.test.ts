@@ -2,9 +2,10 @@
  * The studio in a real browser: /usr/bin/chromium with WebGPU on SwiftShader,
  * the production build, the local Hub mirror. One browser, a few pages:
  *
- * 1. Start → Model (stories260K) → Method (LoRA) → Data (a jsonl file) →
- *    Train 5 steps: the chart has 5 points and the losses equal
- *    `peft-studio train` run on the YAML the Export screen gives, unchanged.
+ * 1. Start → Model (stories260K) → Method (LoRA) → Data (sst2 from the
+ *    registry, read from the mirror) → Train 5 steps: the chart has 5 points
+ *    and the losses equal `peft-studio train` run on the YAML the Export
+ *    screen gives, unchanged.
  *    The longest main-thread task during training is measured
  *    (PerformanceObserver 'longtask' and a timer-lateness probe).
  *    Evaluate shows metrics; the exported adapter has LoRA tensor names;
@@ -12,8 +13,9 @@
  * 2. The share link, opened in a new page, restores every form; the model
  *    then loads from IndexedDB with no weight requests; damaged and newer
  *    links say so.
- * 3. A tab closed mid-run leaves a checkpoint; the next page offers Resume,
- *    and the resumed steps equal the CLI's uninterrupted run.
+ * 3. A tab closed mid-run (on a picked .jsonl file) leaves a checkpoint; the
+ *    next page offers Resume, and the resumed steps equal the CLI's
+ *    uninterrupted run.
  * Without WebGPU the page names the browsers that have it.
  *
  * Screenshots of every screen go to test-results/.
@@ -157,8 +159,10 @@ const EXPERIMENT: Record<string, string> = {
   lora_rank: '8',
   lora_alpha: '16',
   lora_target: 'q_proj,v_proj',
-  cutoff_len: '64',
-  val_size: '4',
+  dataset: 'sst2',
+  max_samples: '64',
+  cutoff_len: '128',
+  val_size: '8',
   template: 'default',
   per_device_train_batch_size: '4',
   learning_rate: '0.005',
@@ -181,8 +185,10 @@ interface CliRun {
 function cliTrain(dir: string, overrides: string[] = []): Promise<CliRun> {
   const args = [path.join(ROOT, 'bin/peft-studio.mjs'), 'train', 'config.yaml', ...overrides];
   const t0 = Date.now();
+  // The CLI's Hub cache (dataset files) stays inside the test's folder.
+  const env = { ...process.env, PEFT_STUDIO_CACHE: path.join(dir, '.cache') };
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, args, { cwd: dir, timeout: 180_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, args, { cwd: dir, timeout: 180_000, env }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`peft-studio train failed (${err.message})\nstdout:\n${stdout}\nstderr:\n${stderr}`));
       const out = path.join(dir, 'saves/studio');
       const log = readFileSync(path.join(out, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -262,12 +268,12 @@ describe('studio with WebGPU (SwiftShader)', () => {
     await page.waitForSelector('[data-testid=memory-estimate]', { state: 'attached' });
     await shot(page, 'studio-method');
 
-    // Data: the jsonl file, previewed with the model's tokenizer.
+    // Data: sst2 from the registry (the mirror's parquet), previewed with the model's tokenizer.
     await screen(page, 'data');
-    for (const k of ['cutoff_len', 'val_size', 'template']) await setOption(page, k, EXPERIMENT[k]);
-    await page.setInputFiles('[data-testid=data-file]', DATA);
+    for (const k of ['max_samples', 'cutoff_len', 'val_size', 'template']) await setOption(page, k, EXPERIMENT[k]);
+    await page.selectOption('[data-testid=dataset-registry]', EXPERIMENT.dataset);
     await waitFor(page, '[data-testid=data-screen][data-state=ready]', '[data-testid=data-error]', 60_000);
-    expect(await page.textContent('[data-testid=data-summary]')).toMatch(/16 examples → 12 train, 4 validation/);
+    expect(await page.textContent('[data-testid=data-summary]')).toMatch(/64 examples → 56 train, 8 validation/);
     expect(await page.$$('[data-testid=data-example]')).toHaveLength(3);
     await page.waitForSelector('[data-testid=length-histogram] rect', { state: 'attached' });
     await shot(page, 'studio-data');
@@ -308,7 +314,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
     for (const n of names) expect(n).toMatch(/^base_model\.model\.model\.layers\.\d+\.self_attn\.[qv]_proj\.lora_[AB]\.weight$/);
     const yaml = await download(page, '[data-testid="download-config.yaml"]');
     const zip = unzipSync((await download(page, '[data-testid=download-zip]')).bytes);
-    expect(Object.keys(zip)).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'config.yaml', 'trainer_log.jsonl', 'all_results.json', 'tiny_stories_alpaca.jsonl']));
+    expect(Object.keys(zip)).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'config.yaml', 'trainer_log.jsonl', 'all_results.json']));
     expect(safetensorNames(zip['adapter_model.safetensors'])).toEqual(names);
     await shot(page, 'studio-export');
 
@@ -316,21 +322,21 @@ describe('studio with WebGPU (SwiftShader)', () => {
     const dir = path.join(work, 'cli');
     mkdirSync(dir);
     writeFileSync(path.join(dir, 'config.yaml'), yaml.bytes);
-    copyFileSync(DATA, path.join(dir, 'tiny_stories_alpaca.jsonl'));
     const cliPending = cliTrain(dir);
     cliPending.catch(() => undefined);
 
     // Evaluate (runs while the CLI trains).
     await screen(page, 'evaluate');
-    await page.fill('[data-testid=eval-max-examples]', '4');
-    await page.fill('[data-testid=eval-max-new-tokens]', '8');
+    await setOption(page, 'max_predict_samples', '8');
+    await setOption(page, 'max_new_tokens', '8');
     t = Date.now();
     await page.click('[data-testid=evaluate]');
     await waitFor(page, '[data-testid=evaluate-screen][data-state=done]', '[data-testid=eval-error]', 120_000);
     timings.evaluate = Date.now() - t;
     const metrics = await page.$$eval('[data-testid=metrics-table] tr', (trs) => trs.map((tr) => tr.getAttribute('data-metric')));
-    expect(metrics).toEqual(expect.arrayContaining(['eval_loss', 'exact_match', 'predict_samples']));
-    expect(await page.$$('[data-testid=predictions] tbody tr')).toHaveLength(4);
+    // sst2_eval: classification metrics and PSCP (METRICS.md).
+    expect(metrics).toEqual(expect.arrayContaining(['eval_loss', 'predict_accuracy', 'predict_macro_f1', 'pscp', 'peak_memory_gb', 'predict_samples']));
+    expect(await page.$$('[data-testid=predictions] tbody tr')).toHaveLength(8);
     await shot(page, 'studio-evaluate');
 
     // Playground: base (reference.json's greedy ids) beside the adapter.
@@ -379,7 +385,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
     hub.reset();
     await page.goto(shareLink);
     await waitFor(page, '[data-testid=gpu-status][data-state=ready]', '[data-testid=gpu-status][data-state=unavailable]', 60_000);
-    expect(await page.textContent('[data-testid=link-restored]')).toMatch(/tiny_stories_alpaca\.jsonl.*pick it in Data/);
+    expect(await page.textContent('[data-testid=link-restored]')).toMatch(/Experiment restored from the link/);
     expect(await page.isChecked('[data-testid=method-lora]')).toBe(true);
     for (const [k, v] of Object.entries(EXPERIMENT)) {
       const got = await optionValue(page, k);
@@ -421,6 +427,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
     await screen(page, 'data');
     await page.setInputFiles('[data-testid=data-file]', DATA);
     await waitFor(page, '[data-testid=data-screen][data-state=ready]', '[data-testid=data-error]', 60_000);
+    expect(await page.textContent('[data-testid=data-summary]')).toMatch(/16 examples → 8 train, 8 validation/);
     await screen(page, 'train');
     await setOption(page, 'max_steps', String(steps));
     await setOption(page, 'save_total_limit', '');
@@ -430,7 +437,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
     mkdirSync(dir);
     copyFileSync(DATA, path.join(dir, 'tiny_stories_alpaca.jsonl'));
     writeFileSync(path.join(dir, 'config.yaml'), readFileSync(path.join(work, 'cli/config.yaml')));
-    const cliPending = cliTrain(dir, [`max_steps=${steps}`]);
+    const cliPending = cliTrain(dir, [`max_steps=${steps}`, `dataset=${path.basename(DATA)}`]);
     cliPending.catch(() => undefined);
 
     await page.click('[data-testid=start]');

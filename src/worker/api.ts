@@ -173,9 +173,8 @@ export interface TrainCallbacks {
 }
 
 export interface EvalOptions {
-  /** At most this many validation examples are predicted (0: all). */
-  maxExamples: number;
-  maxNewTokens: number;
+  /** Config keys that override the run's for this evaluation (max_predict_samples, max_new_tokens, pscp_*, ...). */
+  overrides?: Record<string, unknown>;
 }
 
 export interface PredictionInfo {

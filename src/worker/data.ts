@@ -1,27 +1,182 @@
 /**
- * The examples of a config's dataset, in the worker: a user file the page
- * handed over (kept by name), or, where the dataset registry provides it, a
- * built-in entry. Returns examples in the one SFT form the trainer encodes.
+ * A config's data in the worker: the same pipeline as the CLI's
+ * (src/data/node.ts loadExperimentData / loadPredictionData), step for step
+ * and with the same building blocks (registry entries, loadDatasetRows,
+ * renderRows, sampleExamples, encodeTrainingSet, encodeForPrediction), so a
+ * config gives the same encoded examples, hence the same losses, in both
+ * hosts. What differs is only where files come from:
+ *
+ *   registry keys   the Hub (config.endpoint) through the browser's file
+ *                   cache (hubResolver), like models
+ *   an Alpaca file  a .jsonl the user picked, handed over by name
+ *
+ * A browser cannot read dataset_dir or dataset_info (local paths): those are
+ * refused with a sentence saying what to do instead.
  */
 import type { ExperimentConfig } from '../config/schema';
-import type { SftExample } from '../data/sft';
+import { describeReport, encodeForPrediction, encodeTrainingSet, sampleExamples, taskIdLookup, type PredictExample, type TrainingPart } from '../data/encode';
+import type { DatasetEntry } from '../data/entry';
+import type { Rendered } from '../data/formatters';
+import { datasetEntry, hasDataset, hubResolver, listDatasets, loadDatasetRows, renderRows } from '../data/registry';
+import { alpacaToExample, buildSftDatasets, readAlpacaJsonl, splitTrainVal, takeMaxSamples, type SftDatasets, type SftExample } from '../data/sft';
 import { ConfigError } from '../errors';
-import { examplesFromJsonl } from '../run/experiment';
+import type { FileCache } from '../hub/cache';
+import type { ProgressCallback } from '../hub/source';
+import type { Tokenizer } from '../model/tokenizer';
 import { isLocalDataFile } from '../run/share-link';
 
 /** User data files by name (what `dataset:` in the config names). */
 export type DataFiles = Map<string, Uint8Array>;
 
-export function readExamples(config: ExperimentConfig, files: DataFiles, key: 'dataset' | 'eval_dataset' = 'dataset'): SftExample[] {
-  const name = config[key];
-  if (typeof name !== 'string' || !name) throw new ConfigError(`${key} is not set: pick a data file (or a built-in dataset) in Data.`);
+export interface DataHost {
+  files: DataFiles;
+  cache?: FileCache;
+  onProgress?: ProgressCallback;
+}
+
+export interface ExperimentData extends SftDatasets {
+  /** Summary lines, as the CLI logs them. */
+  lines: string[];
+}
+
+/** Comma-separated keys of a config value (as node.ts datasetKeys). */
+export function datasetKeys(value: string | null | undefined): string[] {
+  return (value ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+/** The config's dataset is a picked Alpaca file (not a registry key). */
+export function isUserFile(config: ExperimentConfig, files: DataFiles): boolean {
+  const spec = String(config.dataset ?? '').trim();
+  return files.has(spec) && !hasDataset(spec);
+}
+
+function checkBrowserKeys(config: ExperimentConfig): void {
+  if (config.dataset_dir) throw new ConfigError(`dataset_dir '${config.dataset_dir}' is a folder on a computer; the studio reads registry datasets from the Hub. Unset dataset_dir, or run this config with peft-studio train.`);
+  if (config.dataset_info) throw new ConfigError(`dataset_info '${config.dataset_info}' is a local file; custom registry entries run with peft-studio train. In the studio, pick a .jsonl file in Data.`);
+}
+
+/** Examples of a picked Alpaca .jsonl file. */
+export function userExamples(name: string, files: DataFiles): SftExample[] {
   const bytes = files.get(name);
-  if (bytes) {
-    if (/\.jsonl$/i.test(name)) return examplesFromJsonl(new TextDecoder().decode(bytes), name);
-    throw new ConfigError(`${name}: only Alpaca .jsonl files ({"instruction", "input", "output"} per line) can be trained on in this version.`);
+  if (!bytes) {
+    throw new ConfigError(
+      isLocalDataFile(name)
+        ? `dataset '${name}' is a file on the computer where this experiment was set up; a link cannot carry it. Pick the file in Data.`
+        : `dataset '${name}' is neither a built-in dataset nor a file picked in Data.`,
+    );
   }
-  if (isLocalDataFile(name)) {
-    throw new ConfigError(`${key} '${name}' is a file on the computer where this experiment was set up; a link cannot carry it. Pick the file in Data.`);
+  if (!/\.jsonl$/i.test(name)) {
+    throw new ConfigError(`${name}: a data file must be Alpaca JSON Lines (.jsonl, {"instruction", "input", "output"} per line); for other formats write a registry entry and use peft-studio train.`);
   }
-  throw new ConfigError(`${key} '${name}' is not a data file picked in Data, and the built-in dataset registry is not part of this build yet.`);
+  return readAlpacaJsonl(new TextDecoder().decode(bytes), name).map(alpacaToExample);
+}
+
+async function rendered(key: string, config: ExperimentConfig, host: DataHost, training: boolean, lines: string[]): Promise<{ entry: DatasetEntry; rendered: Rendered[] }> {
+  const entry = datasetEntry(key);
+  const shuffle = config.shuffle_samples && config.max_samples !== null;
+  const resolver = hubResolver({ endpoint: String(config.endpoint), cache: host.cache });
+  const loaded = await loadDatasetRows(entry, resolver, { maxRows: shuffle || config.max_samples === null ? undefined : config.max_samples, onProgress: host.onProgress });
+  const all = renderRows(loaded, { training });
+  const out = sampleExamples(all, config.max_samples, shuffle ? config.seed : null);
+  lines.push(`data: ${key} (${loaded.split}) from ${loaded.origin}: ${out.length} examples${out.length < all.length ? ` of ${all.length}` : ''}`);
+  return { entry, rendered: out };
+}
+
+/** Training and validation examples of a config (loadExperimentData's rules). */
+export async function loadExperimentData(tok: Tokenizer, config: ExperimentConfig, padId: number, host: DataHost): Promise<ExperimentData> {
+  const spec = String(config.dataset ?? '').trim();
+  if (!spec) throw new ConfigError('dataset is not set: pick a built-in dataset or a .jsonl file in Data.');
+  const lines: string[] = [];
+  if (isUserFile(config, host.files) || (!hasDataset(spec) && isLocalDataFile(spec))) {
+    const d = buildSftDatasets(tok, userExamples(spec, host.files), config, padId);
+    lines.push(`data: ${d.train.length} train, ${d.val.length} val examples${d.truncated ? `, ${d.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${d.dropped ? `, ${d.dropped} dropped by packing` : ''}`);
+    return { ...d, lines };
+  }
+  checkBrowserKeys(config);
+  const keys = datasetKeys(spec);
+  const evalKeys = datasetKeys(config.eval_dataset);
+  const taskId = taskIdLookup(keys, evalKeys, config.dataset_task_ids);
+  const parts: TrainingPart[] = [];
+  for (const k of keys) parts.push({ ...(await rendered(k, config, host, true, lines)), taskId: taskId(k) });
+  const encodeOpts = { cutoffLen: config.cutoff_len, template: config.template, trainOnPrompt: config.train_on_prompt, packing: config.packing, seed: config.seed, padId };
+  const set = encodeTrainingSet(tok, parts, { ...encodeOpts, valSize: evalKeys.length ? 0 : config.val_size });
+  lines.push(`data: ${describeReport(set.report, config.cutoff_len)}`);
+  let val = set.val;
+  let report = set.report;
+  if (evalKeys.length) {
+    const evalParts: TrainingPart[] = [];
+    for (const k of evalKeys) evalParts.push({ ...(await rendered(k, config, host, false, lines)), taskId: taskId(k) });
+    const ev = encodeTrainingSet(tok, evalParts, { ...encodeOpts, valSize: 0 });
+    val = ev.train;
+    report = { ...report, dropped: report.dropped + ev.report.dropped };
+  }
+  lines.push(`data: ${set.train.length} train, ${val.length} val examples${set.packingDropped ? `, ${set.packingDropped} dropped by packing` : ''}`);
+  return { train: set.train, val, truncated: report.promptTruncated + report.responseTruncated, dropped: report.dropped + set.packingDropped, lines };
+}
+
+export interface PredictionSet {
+  entry: DatasetEntry;
+  examples: PredictExample[];
+}
+
+/**
+ * Prompts to predict: eval_dataset's keys, else each dataset key's `_eval`
+ * entry (loadPredictionData's rules). A picked Alpaca file has no `_eval`
+ * entry: its val_size split is predicted instead, scored as generation
+ * (ROUGE, BLEU) against the reference answers.
+ */
+export async function loadPredictionData(tok: Tokenizer, config: ExperimentConfig, host: DataHost): Promise<{ sets: PredictionSet[]; lines: string[] }> {
+  const lines: string[] = [];
+  if (isUserFile(config, host.files) && !config.eval_dataset) return { sets: [userPredictionSet(tok, config, host.files)], lines };
+  checkBrowserKeys(config);
+  const trainKeys = isUserFile(config, host.files) ? [] : datasetKeys(config.dataset);
+  let keys = datasetKeys(config.eval_dataset);
+  if (!keys.length) {
+    keys = trainKeys.map((k) => `${k.replace(/\[.*\]$/, '')}_eval`);
+    const missing = keys.filter((k) => !hasDataset(k));
+    if (!keys.length || missing.length) throw new ConfigError(`Evaluation needs eval_dataset (registry keys such as sst2_eval)${missing.length ? `; ${missing.join(', ')} is not in the registry` : ''}.`);
+  }
+  const taskId = taskIdLookup(trainKeys, keys, config.dataset_task_ids);
+  const sets: PredictionSet[] = [];
+  for (const k of keys) {
+    const r = await rendered(k, config, host, false, lines);
+    const p = encodeForPrediction(tok, r.entry, r.rendered, { cutoffLen: config.cutoff_len, template: config.template, taskId: taskId(k) });
+    sets.push({ entry: r.entry, examples: p.examples });
+  }
+  return { sets, lines };
+}
+
+/** The validation split of a picked file (the same max_samples and val_size split as training), as a generation task. */
+function userPredictionSet(tok: Tokenizer, config: ExperimentConfig, files: DataFiles): PredictionSet {
+  const name = String(config.dataset);
+  if (config.packing) throw new ConfigError('With packing the validation split is over packed blocks, which have no single prompt: set packing: false, or eval_dataset, to evaluate.');
+  const items = takeMaxSamples(userExamples(name, files), config.max_samples);
+  const { val } = splitTrainVal(items.length, config.val_size, config.seed);
+  if (!val.length) throw new ConfigError('This run has no validation split: set val_size (e.g. 4 or 0.1) in Data, or eval_dataset.');
+  const entry: DatasetEntry = { key: name, task: 'generation', metric: 'generation', instruction: '', split: 'validation', formatter: 'columns', sources: [] };
+  const rendered: Rendered[] = val.map((i) => {
+    const ex = items[i];
+    return { instruction: '', prompt: ex.prompt, query: '', user: ex.prompt, response: ex.response, label: ex.response, system: ex.system };
+  });
+  return { entry, examples: encodeForPrediction(tok, entry, rendered, { cutoffLen: config.cutoff_len, template: config.template }).examples };
+}
+
+/** Built-in datasets for the Data screen's list (training entries; `_eval` / `_test` ones are found by key). */
+export function datasetCatalogue(): { key: string; task: string; description?: string }[] {
+  return listDatasets()
+    .filter((e) => !/_(eval|test)$/.test(e.key))
+    .map((e) => ({ key: e.key, task: e.task, description: e.description }));
+}
+
+/** Rendered training examples of the config's dataset, for the Data screen's preview. */
+export async function previewExamples(config: ExperimentConfig, host: DataHost): Promise<SftExample[]> {
+  if (isUserFile(config, host.files) || isLocalDataFile(String(config.dataset ?? ''))) {
+    return takeMaxSamples(userExamples(String(config.dataset), host.files), config.max_samples);
+  }
+  checkBrowserKeys(config);
+  const out: SftExample[] = [];
+  for (const k of datasetKeys(config.dataset)) {
+    for (const r of (await rendered(k, config, host, true, [])).rendered) out.push({ prompt: r.user, response: r.response, system: r.system });
+  }
+  return out;
 }

@@ -16,10 +16,12 @@ import { zipSync } from 'fflate';
 import { allOptions, validateConfig, type ExperimentConfig } from '../config/schema';
 import { toYaml } from '../config/yaml';
 import { encodeTurn } from '../data/template';
-import { splitTrainVal, takeMaxSamples, encodePrompt, type SftDatasets, type SftExample } from '../data/sft';
+import type { SftDatasets } from '../data/sft';
+import { entryLabelWords } from '../data/entry';
 import { Engine } from '../engine/engine';
 import { ConfigError, HubError } from '../errors';
-import { normalizeAnswer, predict, predictionsJsonl } from '../eval/predict';
+import { normalizeAnswer } from '../eval/predict';
+import { runPredictions } from '../eval/run-predict';
 import { acquireDevice } from '../gpu/device';
 import { HubSource, IdbCache, idbKeyValueStore, type FileCache, type FileSource, type KeyValueStore } from '../hub/index';
 import { readAdapter } from '../methods/adapter-io';
@@ -30,10 +32,11 @@ import type { LlamaModel } from '../model/llama';
 import { loadModel } from '../model/load';
 import { serializeSafetensors } from '../model/safetensors';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer';
-import { createTrainer, encodeDatasets, prepareExperiment, type Prepared } from '../run/experiment';
+import { createTrainer, padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
 import { IdbRunStore, newRunId, RunIndex, type RunRecord } from '../run/idb-store';
 import type { Trainer } from '../train/trainer';
-import { readExamples, type DataFiles } from './data';
+import { datasetCatalogue, isUserFile, loadExperimentData, loadPredictionData, previewExamples, userExamples, type DataFiles, type DataHost } from './data';
+import { hasDataset } from '../data/registry';
 import { KEY_LIMITS } from './api';
 import type {
   Catalogue, DataFile, DataPreview, EvalOptions, EvalResult, ExportFile, GenerateOptions, GenerateResult, GpuInfo, LoadModelOptions,
@@ -52,7 +55,6 @@ interface Session {
   config: ExperimentConfig;
   prepared: Prepared;
   data: SftDatasets;
-  examples: SftExample[];
   trainer: Trainer | null;
   store: IdbRunStore;
 }
@@ -174,7 +176,7 @@ export class Studio implements StudioApi {
       const specs = Object.values(mod).filter(Array.isArray).flat() as { group?: unknown }[];
       groups[folder] = [...new Set(specs.map((s) => s?.group).filter((g): g is string => typeof g === 'string'))];
     }
-    return { methods: [...builtinMethods.keys()].sort(), options: allOptions().map((o) => ({ ...o })), groups, datasets: [] };
+    return { methods: [...builtinMethods.keys()].sort(), options: allOptions().map((o) => ({ ...o })), groups, datasets: datasetCatalogue() };
   }
 
   countTrainable(raw: Record<string, unknown>): Promise<TrainableCount> {
@@ -205,7 +207,7 @@ export class Studio implements StudioApi {
   async previewData(raw: Record<string, unknown>, count: number): Promise<DataPreview> {
     const config = validateConfig(raw, 'studio');
     const tok = await this.tokenizerFor(config);
-    const examples = takeMaxSamples(readExamples(config, this.dataFiles), config.max_samples);
+    const examples = await previewExamples(config, this.dataHost());
     const cutoff = config.cutoff_len;
     const lengths: number[] = [];
     const shown: DataPreview['examples'] = [];
@@ -216,7 +218,7 @@ export class Studio implements StudioApi {
         shown.push({ prompt: tok.decode(source, { skipSpecialTokens: false }), response: tok.decode(target, { skipSpecialTokens: false }), promptTokens: source.length, responseTokens: target.length });
       }
     }
-    const data = encodeDatasets(tok, config, examples);
+    const data = await loadExperimentData(tok, config, padIdOf(tok), this.dataHost());
     return { rows: examples.length, train: data.train.length, val: data.val.length, truncated: data.truncated, cutoffLen: cutoff, lengths, examples: shown };
   }
 
@@ -226,11 +228,11 @@ export class Studio implements StudioApi {
   startRun(raw: Record<string, unknown>, cb: TrainCallbacks): Promise<RunInfo> {
     return this.exclusive(async () => {
       const config = validateConfig(raw, 'studio');
-      // The data is read first: a bad file fails before anything is downloaded.
-      const examples = readExamples(config, this.dataFiles);
+      // A missing data file fails before anything is downloaded.
+      this.checkData(config);
       const e = await this.device();
       const id = newRunId();
-      const dataFile = typeof config.dataset === 'string' && this.dataFiles.has(config.dataset) ? config.dataset : undefined;
+      const dataFile = isUserFile(config, this.dataFiles) ? String(config.dataset) : undefined;
       const now = Date.now();
       const record: RunRecord = {
         id, name: config.run_name ?? `${methodNameFor(config)} · ${config.model_name_or_path}`, createdAt: now, updatedAt: now, status: 'running',
@@ -245,9 +247,9 @@ export class Studio implements StudioApi {
         const report = throttle(cb.onProgress ? (p) => cb.onProgress!(p) : undefined);
         const prepared = await prepareExperiment(e, config, this.sourcesFor(config), { onProgress: report.push });
         report.flush();
-        const data = encodeDatasets(prepared.tokenizer, config, examples);
+        const data = await loadExperimentData(prepared.tokenizer, config, padIdOf(prepared.tokenizer), this.dataHost());
         const trainer = createTrainer(e, prepared, data, config, store);
-        this.session = { id, config, prepared, data, examples, trainer, store };
+        this.session = { id, config, prepared, data, trainer, store };
         await this.runs.update(id, { totalSteps: trainer.totalSteps, trainableParams: trainer.trainableCount(), numParams: prepared.model.numParams() });
       } catch (err) {
         await this.fail(id, err);
@@ -266,18 +268,18 @@ export class Studio implements StudioApi {
         const config = validateConfig(record.config, `run ${record.name}`);
         const store = this.runs.store(id, config.save_total_limit);
         if (record.dataFile) await this.restoreDataFile(store, record.dataFile);
-        const examples = readExamples(config, this.dataFiles);
+        this.checkData(config);
         this.dropSession();
         const e = await this.device();
         const report = throttle(cb.onProgress ? (p) => cb.onProgress!(p) : undefined);
         const prepared = await prepareExperiment(e, config, this.sourcesFor(config), { onProgress: report.push });
         report.flush();
-        const data = encodeDatasets(prepared.tokenizer, config, examples);
+        const data = await loadExperimentData(prepared.tokenizer, config, padIdOf(prepared.tokenizer), this.dataHost());
         const trainer = createTrainer(e, prepared, data, config, store);
         // The newest complete checkpoint: weights, optimizer moments, step and log.
         await trainer.resume();
         await store.writeLog(trainer.log.map((l) => JSON.stringify(l)));
-        this.session = { id, config, prepared, data, examples, trainer, store };
+        this.session = { id, config, prepared, data, trainer, store };
         await this.runs.update(id, { step: trainer.step, totalSteps: trainer.totalSteps, trainableParams: trainer.trainableCount(), numParams: prepared.model.numParams() });
       }
       return this.drive(cb);
@@ -406,37 +408,51 @@ export class Studio implements StudioApi {
     return this.exclusive(async () => {
       const s = await this.sessionFor(id);
       const { model, tokenizer } = s.prepared;
-      const config = s.config;
+      const record = await this.runs.get(id);
+      // Greedy predictions (METRICS.md); the form's evaluation settings over the run's config.
+      const config = validateConfig({ ...s.config, ...(opts.overrides ?? {}), do_sample: false }, `run ${record?.name ?? id}`);
       const metrics: Record<string, number | string | null> = {};
-      // Validation examples as text: the same max_samples and val_size split as encodeDatasets.
-      const items = takeMaxSamples(s.examples, config.max_samples);
-      const split = config.packing ? { val: [] as number[] } : splitTrainVal(items.length, config.val_size, config.seed);
-      if (!s.data.val.length || !split.val.length) {
-        throw new ConfigError('This run has no validation data: set val_size (e.g. 4 or 0.1) in Data and train again to evaluate.');
+      if (s.data.val.length) {
+        const trainer = s.trainer ?? createTrainer(model.e, s.prepared, s.data, config, s.store);
+        try {
+          metrics.eval_loss = round(await trainer.evaluate());
+        } finally {
+          if (trainer !== s.trainer) trainer.dispose();
+        }
+        metrics.perplexity = round(Math.exp(metrics.eval_loss));
       }
-      const trainer = s.trainer ?? createTrainer(model.e, s.prepared, s.data, config, s.store);
-      try {
-        metrics.eval_loss = round(await trainer.evaluate());
-      } finally {
-        if (trainer !== s.trainer) trainer.dispose();
+      const { sets } = await loadPredictionData(tokenizer, config, this.dataHost());
+      const log = (await this.runs.store(id).readLog()).map((l) => JSON.parse(l) as LogPoint);
+      const speeds = log.map((l) => l.tokens_per_s).filter((v): v is number => typeof v === 'number');
+      const costs = {
+        trainableParams: s.prepared.method.trainable().reduce((a, p) => a + p.tensor.size, 0),
+        // PSCP's memory term is the peak measured while training (the pool's peak).
+        peakBytes: record?.summary?.peak_gpu_bytes ?? Math.max(0, ...log.map((l) => l.peak_gpu_bytes ?? 0)),
+        trainTokensPerSecond: speeds.length ? speeds.reduce((a, b) => a + b, 0) / speeds.length : null,
+      };
+      const r = await runPredictions(model, tokenizer, config, sets, costs, { onProgress });
+      // predict_results.json last, as the CLI writes it.
+      for (const [name, data] of Object.entries(r.files).sort(([a], [b]) => (a === 'predict_results.json' ? 1 : b === 'predict_results.json' ? -1 : 0))) {
+        await s.store.writeFile(name, data);
       }
-      metrics.perplexity = round(Math.exp(metrics.eval_loss as number));
-      const val = split.val.map((i) => items[i]);
-      const chosen = opts.maxExamples > 0 ? val.slice(0, opts.maxExamples) : val;
-      const examples = chosen.map((ex) => {
-        const promptIds = encodePrompt(tokenizer, ex, { template: config.template, cutoffLen: config.cutoff_len });
-        return { prompt: tokenizer.decode(promptIds, { skipSpecialTokens: false }), promptIds, label: ex.response };
-      });
-      const result = await predict(model, tokenizer, examples, {
-        batchSize: config.per_device_eval_batch_size, maxNewTokens: Math.max(1, Math.floor(opts.maxNewTokens)), onProgress,
-      });
-      const predictions: PredictionInfo[] = result.rows.map((r) => ({ ...r, verdict: normalizeAnswer(r.predict) === normalizeAnswer(r.label) ? 'correct' : 'wrong' }));
-      metrics.predict_samples = predictions.length;
-      metrics.exact_match = round(predictions.filter((p) => p.verdict === 'correct').length / predictions.length);
-      metrics.ms_per_token = round(result.msPerToken, 3);
-      metrics.trainable_params = s.prepared.method.trainable().reduce((a, p) => a + p.tensor.size, 0);
-      await s.store.writeFile('generated_predictions.jsonl', predictionsJsonl(result.rows));
-      await s.store.writeFile('predict_results.json', JSON.stringify(metrics, null, 2) + '\n');
+      const flat = (obj: Record<string, unknown>, prefix = '') => {
+        for (const [k, v] of Object.entries(obj)) {
+          if (typeof v === 'number' || typeof v === 'string' || v === null) metrics[prefix + k] = typeof v === 'number' ? round(v) : v;
+          else if (v && typeof v === 'object' && sets.length > 1 && !prefix) flat(v as Record<string, unknown>, `${k}.`);
+        }
+      };
+      flat(r.results);
+      const predictions: PredictionInfo[] = [];
+      for (const set of sets) {
+        const file = r.files[sets.length > 1 ? `predict_${set.entry.key}/generated_predictions.jsonl` : 'generated_predictions.jsonl'] ?? '';
+        const words = (entryLabelWords(set.entry) ?? []).map((w) => normalizeAnswer(w));
+        for (const line of file.split('\n').filter(Boolean)) {
+          const row = JSON.parse(line) as { prompt: string; predict: string; label: string };
+          const p = normalizeAnswer(row.predict);
+          const verdict = words.length && !words.includes(p) ? 'invalid' : p === normalizeAnswer(row.label) ? 'correct' : 'wrong';
+          predictions.push({ ...row, verdict });
+        }
+      }
       await this.runs.update(id, { metrics });
       return { runId: id, metrics, predictions };
     });
@@ -452,13 +468,13 @@ export class Studio implements StudioApi {
     const adapter = await this.adapterSource(store);
     if (!adapter) throw new ConfigError(`Run ${record.name} has no adapter yet (no finished training and no checkpoint).`);
     if (record.dataFile) await this.restoreDataFile(store, record.dataFile);
-    const examples = readExamples(config, this.dataFiles);
+    this.checkData(config);
     this.dropSession();
     const e = await this.device();
     const prepared = await prepareExperiment(e, config, this.sourcesFor(config));
     prepared.method.importAdapter(await readAdapter(adapter));
-    const data = encodeDatasets(prepared.tokenizer, config, examples);
-    this.session = { id, config, prepared, data, examples, trainer: null, store };
+    const data = await loadExperimentData(prepared.tokenizer, config, padIdOf(prepared.tokenizer), this.dataHost());
+    this.session = { id, config, prepared, data, trainer: null, store };
     return this.session;
   }
 
@@ -555,6 +571,17 @@ export class Studio implements StudioApi {
   }
 
   // -------------------------------------------------------------------------
+
+  private dataHost(): DataHost {
+    return { files: this.dataFiles, cache: this.makeCache() };
+  }
+
+  /** A picked file the config names must be here (a registry key is fetched later). */
+  private checkData(config: ExperimentConfig): void {
+    const spec = String(config.dataset ?? '').trim();
+    if (!spec) throw new ConfigError('dataset is not set: pick a built-in dataset or a .jsonl file in Data.');
+    if (!hasDataset(spec.split(',')[0].trim())) userExamples(spec, this.dataFiles);
+  }
 
   private sourcesFor(config: ExperimentConfig): { model: FileSource; adapter?: FileSource } {
     const endpoint = String(config.endpoint);
