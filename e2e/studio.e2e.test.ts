@@ -316,6 +316,12 @@ describe('studio with WebGPU (SwiftShader)', () => {
     const zip = unzipSync((await download(page, '[data-testid=download-zip]')).bytes);
     expect(Object.keys(zip)).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'config.yaml', 'trainer_log.jsonl', 'all_results.json']));
     expect(safetensorNames(zip['adapter_model.safetensors'])).toEqual(names);
+    // The merged model: base tensor names only, the adapter folded in.
+    const merged = unzipSync((await download(page, '[data-testid=download-merged]')).bytes);
+    expect(Object.keys(merged)).toEqual(expect.arrayContaining(['model.safetensors', 'config.json', 'tokenizer.json']));
+    const mergedNames = safetensorNames(merged['model.safetensors']);
+    expect(mergedNames).toContain('model.layers.0.self_attn.q_proj.weight');
+    expect(mergedNames.some((n) => n.includes('lora'))).toBe(false);
     await shot(page, 'studio-export');
 
     // The exported YAML, unchanged, in `peft-studio train` (Node, Dawn): same losses.

@@ -55,6 +55,8 @@ export interface RunRecord {
   config: Record<string, unknown>;
   /** The user's data file, if the dataset is one (kept under file:<id>/data/<name>). */
   dataFile?: string;
+  /** The model came from a folder picked in the page (by this name), not from the Hub. */
+  modelFolder?: string;
   step: number;
   totalSteps: number;
   trainableParams: number;

@@ -210,6 +210,14 @@ export interface StudioApi {
   /** Download (or read from cache) and upload a model; progress per file. Replaces any loaded model. */
   loadModel(opts: LoadModelOptions, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary>;
   /**
+   * Load a model from a folder the user picked (or dropped): a Hub-layout
+   * folder with config.json. Runs whose model_name_or_path is the folder's
+   * name read it from there (until the page is closed).
+   */
+  loadModelFolder(folder: FileSystemDirectoryHandle, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary>;
+  /** Which of a repo's files are in the browser cache. */
+  cacheStatus(endpoint: string, repo: string, revision: string): Promise<{ files: number; bytes: number }>;
+  /**
    * Generate from the loaded model. `onToken` gets each new id and the
    * continuation text decoded so far (whole, not a delta: a byte-fallback
    * token can change the last characters).
@@ -246,6 +254,8 @@ export interface StudioApi {
   exportFiles(id: string): Promise<ExportFile[]>;
   /** The same files as one zip. */
   exportZip(id: string): Promise<Uint8Array>;
+  /** The base model with the run's adapter merged in, as a zipped HF model folder (methods that can merge). */
+  exportMerged(id: string): Promise<Uint8Array>;
   storageInfo(): Promise<StorageInfo>;
   /** Delete cached Hub files ('cache'), every run ('runs'), or the runs not among `keep`. */
   clearStorage(what: 'cache' | 'runs'): Promise<void>;

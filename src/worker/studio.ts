@@ -23,7 +23,7 @@ import { ConfigError, HubError } from '../errors';
 import { normalizeAnswer } from '../eval/predict';
 import { runPredictions } from '../eval/run-predict';
 import { acquireDevice } from '../gpu/device';
-import { HubSource, IdbCache, idbKeyValueStore, type FileCache, type FileSource, type KeyValueStore } from '../hub/index';
+import { cacheKey, DirectoryHandleSource, HubSource, IdbCache, idbKeyValueStore, type FileCache, type FileSource, type KeyValueStore } from '../hub/index';
 import { readAdapter } from '../methods/adapter-io';
 import { adapterFileMap } from '../methods/adapter-files';
 import { builtinMethods, methodNameFor, resolveMethod } from '../methods/registry';
@@ -68,6 +68,8 @@ export class Studio implements StudioApi {
   private session: Session | null = null;
   private control: { abort: AbortController; mode: 'pause' | 'stop' | null } | null = null;
   private readonly runs: RunIndex;
+  /** Model folders picked in this page, by name (what model_name_or_path then says). */
+  private readonly folders = new Map<string, FileSource>();
 
   constructor(
     private readonly gpu: GPU | undefined,
@@ -86,11 +88,34 @@ export class Studio implements StudioApi {
   }
 
   loadModel(opts: LoadModelOptions, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary> {
+    const repo = opts.repo.trim();
+    const revision = opts.revision?.trim() || 'main';
+    // HubSource checks the endpoint, repo id and revision and names what is wrong.
+    const source = new HubSource({ endpoint: opts.endpoint.trim(), repo, revision, kind: 'model', cache: opts.cache === false ? undefined : this.makeCache() });
+    return this.loadFrom(source, repo, revision, source.endpoint, onProgress);
+  }
+
+  loadModelFolder(folder: FileSystemDirectoryHandle, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary> {
+    const source = new DirectoryHandleSource(folder);
+    this.folders.set(folder.name, source);
+    return this.loadFrom(source, folder.name, 'local folder', 'folder', onProgress);
+  }
+
+  async cacheStatus(endpoint: string, repo: string, revision: string): Promise<{ files: number; bytes: number }> {
+    const cache = this.makeCache();
+    const prefix = cacheKey(new HubSource({ endpoint, repo, kind: 'model' }).endpoint, repo, revision, '');
+    let files = 0, bytes = 0;
+    for (const key of (await cache?.list?.()) ?? []) {
+      if (!key.startsWith(prefix)) continue;
+      files++;
+      const m = (await hubCacheMeta().get(`meta:${key}`).catch(() => undefined)) as { size?: number } | undefined;
+      bytes += typeof m?.size === 'number' ? m.size : 0;
+    }
+    return { files, bytes };
+  }
+
+  private loadFrom(source: FileSource, repo: string, revision: string, endpoint: string, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary> {
     return this.exclusive(async () => {
-      const repo = opts.repo.trim();
-      const revision = opts.revision?.trim() || 'main';
-      // HubSource checks the endpoint, repo id and revision and names what is wrong.
-      const source = new HubSource({ endpoint: opts.endpoint.trim(), repo, revision, kind: 'model', cache: opts.cache === false ? undefined : this.makeCache() });
       const e = await this.device();
       this.unload();
       const t0 = performance.now();
@@ -104,7 +129,7 @@ export class Studio implements StudioApi {
         numKvHeads: c.numKvHeads, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize,
         maxPositionEmbeddings: c.maxPositionEmbeddings, numParams: loaded.model.numParams(), loadMs: performance.now() - t0,
       };
-      this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, summary, endpoint: source.endpoint };
+      this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, summary, endpoint };
       return summary;
     });
   }
@@ -237,6 +262,7 @@ export class Studio implements StudioApi {
       const record: RunRecord = {
         id, name: config.run_name ?? `${methodNameFor(config)} · ${config.model_name_or_path}`, createdAt: now, updatedAt: now, status: 'running',
         config, dataFile, step: 0, totalSteps: 0, trainableParams: 0, numParams: 0,
+        modelFolder: this.folders.has(String(config.model_name_or_path)) ? String(config.model_name_or_path) : undefined,
       };
       await this.runs.put(record);
       const store = this.runs.store(id, config.save_total_limit);
@@ -267,6 +293,7 @@ export class Studio implements StudioApi {
       if (this.session?.id !== id || !this.session.trainer) {
         const config = validateConfig(record.config, `run ${record.name}`);
         const store = this.runs.store(id, config.save_total_limit);
+        this.checkFolder(record);
         if (record.dataFile) await this.restoreDataFile(store, record.dataFile);
         this.checkData(config);
         this.dropSession();
@@ -467,6 +494,7 @@ export class Studio implements StudioApi {
     const store = this.runs.store(id, config.save_total_limit);
     const adapter = await this.adapterSource(store);
     if (!adapter) throw new ConfigError(`Run ${record.name} has no adapter yet (no finished training and no checkpoint).`);
+    this.checkFolder(record);
     if (record.dataFile) await this.restoreDataFile(store, record.dataFile);
     this.checkData(config);
     this.dropSession();
@@ -537,6 +565,28 @@ export class Studio implements StudioApi {
     return zipSync(Object.fromEntries(files.map((f) => [f.name, typeof f.data === 'string' ? enc.encode(f.data) : f.data])), { level: 6 });
   }
 
+  exportMerged(id: string): Promise<Uint8Array> {
+    return this.exclusive(async () => {
+      const s = await this.sessionFor(id);
+      const { model, method } = s.prepared;
+      if (!method.merge) throw new ConfigError(`${methodNameFor(s.config)} cannot be merged into the base weights; download the adapter instead.`);
+      try {
+        await method.merge();
+        const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
+        for (const [name, t] of model.params) tensors.set(name, { shape: t.shape, data: await model.e.read(t) });
+        const files: Record<string, Uint8Array> = { 'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }) };
+        const base = this.sourcesFor(s.config).model;
+        for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
+          if (await base.has(f)) files[f] = await base.get(f);
+        }
+        return zipSync(files, { level: 6 });
+      } finally {
+        // The merged weights replaced the base in this session: reload it next time.
+        this.dropSession();
+      }
+    });
+  }
+
   // -------------------------------------------------------------------------
   // Storage
 
@@ -572,6 +622,13 @@ export class Studio implements StudioApi {
 
   // -------------------------------------------------------------------------
 
+  /** A run on a picked folder's model needs that folder picked again after a reload. */
+  private checkFolder(record: RunRecord): void {
+    if (record.modelFolder && !this.folders.has(record.modelFolder)) {
+      throw new ConfigError(`Run ${record.name} trained the model in the folder "${record.modelFolder}": pick that folder again in Model, then retry.`);
+    }
+  }
+
   private dataHost(): DataHost {
     return { files: this.dataFiles, cache: this.makeCache() };
   }
@@ -585,7 +642,9 @@ export class Studio implements StudioApi {
 
   private sourcesFor(config: ExperimentConfig): { model: FileSource; adapter?: FileSource } {
     const endpoint = String(config.endpoint);
-    const model = new HubSource({ endpoint, repo: String(config.model_name_or_path), kind: 'model', cache: this.makeCache() });
+    const name = String(config.model_name_or_path);
+    const folder = this.folders.get(name);
+    const model = folder ?? new HubSource({ endpoint, repo: name, kind: 'model', cache: this.makeCache() });
     const adapter = config.adapter_name_or_path
       ? new HubSource({ endpoint, repo: String(config.adapter_name_or_path), kind: 'model', cache: this.makeCache() })
       : undefined;
@@ -594,7 +653,7 @@ export class Studio implements StudioApi {
 
   private async tokenizerFor(config: ExperimentConfig): Promise<Tokenizer> {
     const l = this.loaded;
-    if (l && l.summary.repo === config.model_name_or_path && l.endpoint === new HubSource({ endpoint: String(config.endpoint), repo: l.summary.repo, kind: 'model' }).endpoint) {
+    if (l && l.summary.repo === config.model_name_or_path && (l.endpoint === 'folder' || l.endpoint === new HubSource({ endpoint: String(config.endpoint), repo: l.summary.repo, kind: 'model' }).endpoint)) {
       return l.tokenizer;
     }
     return loadTokenizer(this.sourcesFor(config).model);
