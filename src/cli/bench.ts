@@ -45,6 +45,18 @@ const METHOD_CONFIGS: Record<string, Record<string, unknown>> = {
   svft: { finetuning_type: 'svft', target_modules: ['q_proj', 'v_proj'], rank: 8, off_diag: 2, pattern: 'banded' },
   full: { finetuning_type: 'full' },
   galore: { finetuning_type: 'full', use_galore: true, galore_rank: 16, galore_update_interval: 200, galore_scale: 0.25, galore_target: 'all' },
+  'prompt-tuning': { finetuning_type: 'prompt-tuning', num_virtual_tokens: 10 },
+  'prefix-tuning': { finetuning_type: 'prefix-tuning', num_virtual_tokens: 10, prefix_projection: true },
+  'p-tuning': { finetuning_type: 'p-tuning', num_virtual_tokens: 10 },
+  'p-tuning-v2': { finetuning_type: 'p-tuning-v2', num_virtual_tokens: 10 },
+  mtp: { finetuning_type: 'mtp', num_virtual_tokens: 10 },
+  ia3: { finetuning_type: 'ia3' },
+  'bn-adapter': { finetuning_type: 'bn-adapter' },
+  'seq-bn-adapter': { finetuning_type: 'seq-bn-adapter' },
+  'par-adapter': { finetuning_type: 'par-adapter' },
+  bitfit: { finetuning_type: 'bitfit' },
+  lntuning: { finetuning_type: 'lntuning' },
+  vera: { finetuning_type: 'vera', vera_rank: 256, vera_target: ['q_proj', 'v_proj'] },
   // Last: QLoRA releases the f32 base weights of the model it attaches to.
   qlora: { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], quantization_bit: 4, quantization_type: 'nf4', double_quantization: true },
 };

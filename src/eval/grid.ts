@@ -94,10 +94,10 @@ export function gridCells(spec: GridSpec, join: (...p: string[]) => string, eval
       for (const seed of spec.seeds) {
         const dir = join(spec.outputDir, method, dataset, `seed-${seed}`);
         const ev = evalKey(dataset);
+        // A dataset override may name other keys for the data (e.g. a row slice of one split).
         const raw = {
-          ...spec.base, ...m, ...(spec.datasetOverrides.get(dataset) ?? {}),
-          dataset, ...(ev ? { eval_dataset: ev } : {}), seed, output_dir: dir,
-          do_train: true, do_predict: true, overwrite_output_dir: true,
+          ...spec.base, ...m, dataset, ...(ev ? { eval_dataset: ev } : {}), ...(spec.datasetOverrides.get(dataset) ?? {}),
+          seed, output_dir: dir, do_train: true, do_predict: true, overwrite_output_dir: true,
         };
         cells.push({ method, dataset, seed, dir, config: validateConfig(raw, `grid cell ${method} / ${dataset} / seed ${seed}`) });
       }

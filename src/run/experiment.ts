@@ -101,7 +101,8 @@ export function trainOptions(config: ExperimentConfig, data: Pick<SftDatasets, '
     epochs: Number(config.num_train_epochs), maxSteps: Number(config.max_steps), scheduler: config.lr_scheduler_type,
     warmupRatio: Number(config.warmup_ratio), warmupSteps: Number(config.warmup_steps),
     loggingSteps: stepsOf(Number(config.logging_steps), total), saveSteps: stepsOf(Number(config.save_steps), total),
-    evalSteps: data.val.length ? stepsOf(effectiveEvalSteps(config), total) : 0,
+    // HF: no periodic evaluation with eval_strategy 'no', unless eval_steps is set explicitly (LLaMA-Factory configs often set only that).
+    evalSteps: data.val.length && (config.eval_strategy !== 'no' || config.eval_steps !== null) ? stepsOf(effectiveEvalSteps(config), total) : 0,
     maxGradNorm: Number(config.max_grad_norm), seed: Number(config.seed), padId, resume,
   };
 }
