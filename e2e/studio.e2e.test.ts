@@ -13,15 +13,16 @@
  * 2. The share link, opened in a new page, restores every form; the model
  *    then loads from IndexedDB with no weight requests; damaged and newer
  *    links say so.
- * 3. A tab closed mid-run (on a picked .jsonl file) leaves a checkpoint; the
- *    next page offers Resume, and the resumed steps equal the CLI's
- *    uninterrupted run.
+ * 3. A user's .tsv with a column mapping; the tab is closed mid-run, leaving a
+ *    checkpoint; the next page offers Resume; the exported zip (config.yaml,
+ *    dataset_info.json, the file) runs unchanged in the CLI, and its
+ *    uninterrupted losses equal the resumed run's.
  * Without WebGPU the page names the browsers that have it.
  *
  * Screenshots of every screen go to test-results/.
  */
 import { execFile } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { unzipSync } from 'fflate';
@@ -29,11 +30,11 @@ import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, onTestFailed, test } from 'vitest';
 import { launchChromium, recordConsole } from './support/browser';
 import { referenceGreedy } from './support/reference';
-import { ROOT, serveStudio, startHubServer, type HubServer } from './support/servers';
+import { ROOT, serveStudio, startHubServer, testHubRoot, type HubServer } from './support/servers';
 
 const RESULTS = path.join(ROOT, 'test-results');
 const REPO = 'stories260K';
-const DATA = path.join(ROOT, 'examples/data/tiny_stories_alpaca.jsonl');
+const TSV = path.join(testHubRoot(), 'datasets/sst2/raw/dev.tsv');
 const STEPS = 5;
 const NEW_TOKENS = 20;
 
@@ -424,28 +425,27 @@ describe('studio with WebGPU (SwiftShader)', () => {
     await page.close();
   });
 
-  test('a tab closed mid-run leaves its checkpoint; Resume continues with the uninterrupted run\'s losses', async () => {
+  test('a tab closed mid-run leaves its checkpoint; Resume finishes it; the exported files run unchanged in the CLI with the same losses', async () => {
     const steps = 12;
     const page = await context.newPage();
     watch(page, 'studio-resume');
     await page.goto(shareLink);
     await waitFor(page, '[data-testid=gpu-status][data-state=ready]', '[data-testid=gpu-status][data-state=unavailable]', 60_000);
+    // A user's table (GLUE's original sst2 dev.tsv) with a column mapping.
     await screen(page, 'data');
-    await page.setInputFiles('[data-testid=data-file]', DATA);
+    await page.setInputFiles('[data-testid=data-file]', TSV);
+    await page.waitForSelector('[data-testid=column-mapping]');
+    await page.selectOption('[data-testid=map-prompt]', 'sentence');
+    await page.selectOption('[data-testid=map-response]', 'label');
+    await page.fill('[data-testid=map-instruction]', 'Is the sentence positive (1) or negative (0)?');
+    await page.click('[data-testid=use-mapping]');
     await waitFor(page, '[data-testid=data-screen][data-state=ready]', '[data-testid=data-error]', 60_000);
-    expect(await page.textContent('[data-testid=data-summary]')).toMatch(/16 examples → 8 train, 8 validation/);
+    expect(await page.textContent('[data-testid=data-summary]')).toMatch(/64 examples → 56 train, 8 validation/);
+    await shot(page, 'studio-data-mapping');
     await screen(page, 'train');
     await setOption(page, 'max_steps', String(steps));
     await setOption(page, 'save_total_limit', '');
     await setOption(page, 'run_name', 'resume-me');
-    // The CLI's uninterrupted run of the same experiment (the first test's YAML, 12 steps), alongside.
-    const dir = path.join(work, 'cli-resume');
-    mkdirSync(dir);
-    copyFileSync(DATA, path.join(dir, 'tiny_stories_alpaca.jsonl'));
-    writeFileSync(path.join(dir, 'config.yaml'), readFileSync(path.join(work, 'cli/config.yaml')));
-    const cliPending = cliTrain(dir, [`max_steps=${steps}`, `dataset=${path.basename(DATA)}`]);
-    cliPending.catch(() => undefined);
-
     await page.click('[data-testid=start]');
     // Close the tab once step 4 is logged: checkpoint-3 is complete by then.
     await page.waitForFunction(() => document.querySelectorAll('[data-testid=log-row]').length >= 4, null, { timeout: 120_000 });
@@ -464,9 +464,20 @@ describe('studio with WebGPU (SwiftShader)', () => {
     await waitFor(next, '[data-testid=train-screen][data-status=done]', '[data-testid=train-error]', 180_000);
     const rows = await logRows(next);
     expect(rows.map((r) => r.step)).toEqual(Array.from({ length: steps }, (_, i) => i + 1));
-    const cli = await cliPending;
+
+    // Export: config.yaml + dataset_info.json + dev.tsv, run as they are by the CLI.
+    await screen(next, 'export');
+    await next.waitForSelector('[data-testid=export-files] li[data-file="dataset_info.json"]');
+    const zip = unzipSync((await download(next, '[data-testid=download-zip]')).bytes);
+    expect(Object.keys(zip)).toEqual(expect.arrayContaining(['config.yaml', 'dataset_info.json', path.basename(TSV), 'adapter_model.safetensors']));
+    const dir = path.join(work, 'cli-resume');
+    mkdirSync(dir);
+    for (const [name, bytes] of Object.entries(zip)) if (!name.includes('/') && !/\.safetensors$|adapter_config|trainer_log|all_results/.test(name)) writeFileSync(path.join(dir, name), bytes);
+    const cli = await cliTrain(dir);
+    timings.cliTrainResumed = cli.ms;
     const cliLoss = cli.log.filter((l) => l.loss !== undefined);
     console.log(`resumed page: ${JSON.stringify(rows.map((r) => r.loss))}\n        cli:  ${JSON.stringify(cliLoss.map((l) => l.loss))}`);
+    expect(cliLoss).toHaveLength(steps);
     rows.forEach((r, i) => expect(r.loss, `loss at step ${r.step}`).toBeCloseTo(cliLoss[i].loss!, 5));
     await next.close();
   });

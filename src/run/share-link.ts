@@ -136,7 +136,7 @@ export function decodeShareData(data: string): OpenedLink {
     throw new ShareLinkError(`endpoint in this link is '${config.endpoint}', not an http(s) address.`, 'invalid');
   }
   const localFiles: OpenedLink['localFiles'] = [];
-  for (const key of ['dataset', 'eval_dataset'] as const) {
+  for (const key of ['dataset', 'eval_dataset', 'dataset_info'] as const) {
     const v = config[key];
     if (typeof v === 'string' && isLocalDataFile(v)) localFiles.push({ key, value: v });
   }

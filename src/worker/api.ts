@@ -105,6 +105,23 @@ export interface DataFile {
   bytes: Uint8Array;
 }
 
+export interface ColumnMapping {
+  prompt: string;
+  query?: string;
+  response: string;
+  instruction?: string;
+}
+
+export interface DataFileInfo {
+  name: string;
+  rows: number;
+  columns: string[];
+  /** The first rows, values as text (cut to 200 characters). */
+  sample: Record<string, string>[];
+  /** Has instruction and output columns: trains as Alpaca rows without a mapping. */
+  alpaca: boolean;
+}
+
 export interface TrainableCount {
   trainable: number;
   total: number;
@@ -232,6 +249,15 @@ export interface StudioApi {
   countTrainable(config: Record<string, unknown>): Promise<TrainableCount>;
   /** Keep a user data file for previews and runs (by its name, which the config's dataset names). */
   putDataFile(file: DataFile): Promise<{ name: string; bytes: number }>;
+  /** A picked file's columns and first rows, and whether it is Alpaca-shaped (instruction / output). */
+  inspectDataFile(name: string): Promise<DataFileInfo>;
+  /**
+   * Make a picked file a dataset with a column mapping (a custom registry
+   * entry, the `columns` formatter); returns its key. The config then names
+   * it as `dataset` with `dataset_info: dataset_info.json`, which Export
+   * writes beside the file.
+   */
+  mapDataFile(name: string, mapping: ColumnMapping): Promise<string>;
   /** How the config's dataset renders and tokenizes (the model's tokenizer). */
   previewData(config: Record<string, unknown>, examples: number): Promise<DataPreview>;
 

@@ -35,11 +35,16 @@ import { loadTokenizer, type Tokenizer } from '../model/tokenizer';
 import { createTrainer, padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
 import { IdbRunStore, newRunId, RunIndex, type RunRecord } from '../run/idb-store';
 import type { Trainer } from '../train/trainer';
-import { datasetCatalogue, isUserFile, loadExperimentData, loadPredictionData, previewExamples, userExamples, type DataFiles, type DataHost } from './data';
+import {
+  datasetCatalogue, datasetInfoJson, isUserFile, loadExperimentData, loadPredictionData, previewExamples, readUserTable, userEntry, userExamples,
+  USER_DATASET_INFO, type DataFiles, type DataHost,
+} from './data';
+import { parseDatasetInfo, registerDatasets } from '../data/registry';
+import type { DatasetEntry } from '../data/entry';
 import { hasDataset } from '../data/registry';
 import { KEY_LIMITS } from './api';
 import type {
-  Catalogue, DataFile, DataPreview, EvalOptions, EvalResult, ExportFile, GenerateOptions, GenerateResult, GpuInfo, LoadModelOptions,
+  Catalogue, ColumnMapping, DataFile, DataFileInfo, DataPreview, EvalOptions, EvalResult, ExportFile, GenerateOptions, GenerateResult, GpuInfo, LoadModelOptions,
   LoadProgress, LogPoint, ModelSummary, PredictionInfo, RunInfo, StorageInfo, StudioApi, TrainCallbacks, TrainableCount,
 } from './api';
 
@@ -65,6 +70,8 @@ export class Studio implements StudioApi {
   private running: AbortController | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private dataFiles: DataFiles = new Map();
+  /** Entries made from picked files with a column mapping: key → entry. */
+  private userEntries = new Map<string, DatasetEntry>();
   private session: Session | null = null;
   private control: { abort: AbortController; mode: 'pause' | 'stop' | null } | null = null;
   private readonly runs: RunIndex;
@@ -229,6 +236,39 @@ export class Studio implements StudioApi {
     return { name, bytes: file.bytes.byteLength };
   }
 
+  async inspectDataFile(name: string): Promise<DataFileInfo> {
+    const rows = await readUserTable(name, this.dataFiles);
+    const columns = [...new Set(rows.slice(0, 50).flatMap((r) => Object.keys(r)))];
+    const text = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v) ?? '').slice(0, 200);
+    const sample = rows.slice(0, 3).map((r) => Object.fromEntries(columns.map((c) => [c, text(r[c])])));
+    return { name, rows: rows.length, columns, sample, alpaca: /\.jsonl$/i.test(name) && columns.includes('instruction') && columns.includes('output') };
+  }
+
+  async mapDataFile(name: string, mapping: ColumnMapping): Promise<string> {
+    if (!this.dataFiles.has(name)) throw new ConfigError(`The file ${name} is not loaded here: pick it in Data.`);
+    const entry = userEntry(name, mapping);
+    const rows = await readUserTable(name, this.dataFiles, 50);
+    for (const c of [mapping.prompt, mapping.response, mapping.query].filter((x): x is string => !!x)) {
+      if (rows.length && !(c in rows[0])) throw new ConfigError(`${name} has no column "${c}" (its columns: ${Object.keys(rows[0]).join(', ')}).`);
+    }
+    this.registerUserEntries([entry]);
+    return entry.key;
+  }
+
+  private registerUserEntries(entries: DatasetEntry[]): void {
+    for (const e of entries) this.userEntries.set(e.key, e);
+    registerDatasets(entries);
+  }
+
+  /** The picked files and entries the config's datasets use (kept with a run). */
+  private userDataOf(config: ExperimentConfig): { files: string[]; entries: DatasetEntry[] } {
+    const keys = String(config.dataset ?? '').split(',').map((k) => k.trim().replace(/\[.*\]$/, ''));
+    const entries = keys.map((k) => this.userEntries.get(k)).filter((e): e is DatasetEntry => !!e);
+    const files = new Set(entries.flatMap((e) => e.sources.flatMap((s) => Object.values(s.splits).flat())));
+    if (isUserFile(config, this.dataFiles)) files.add(String(config.dataset));
+    return { files: [...files].filter((f) => this.dataFiles.has(f)), entries };
+  }
+
   async previewData(raw: Record<string, unknown>, count: number): Promise<DataPreview> {
     const config = validateConfig(raw, 'studio');
     const tok = await this.tokenizerFor(config);
@@ -257,7 +297,7 @@ export class Studio implements StudioApi {
       this.checkData(config);
       const e = await this.device();
       const id = newRunId();
-      const dataFile = isUserFile(config, this.dataFiles) ? String(config.dataset) : undefined;
+      const dataFile = this.userDataOf(config).files[0];
       const now = Date.now();
       const record: RunRecord = {
         id, name: config.run_name ?? `${methodNameFor(config)} · ${config.model_name_or_path}`, createdAt: now, updatedAt: now, status: 'running',
@@ -267,8 +307,10 @@ export class Studio implements StudioApi {
       await this.runs.put(record);
       const store = this.runs.store(id, config.save_total_limit);
       try {
-        // The data file travels with the run, so a resume after a reload needs nothing from the page.
-        if (dataFile) await store.writeFile(`data/${dataFile}`, this.dataFiles.get(dataFile)!);
+        // Picked files (and their column mapping) travel with the run: a resume after a reload needs nothing from the page.
+        const own = this.userDataOf(config);
+        for (const f of own.files) await store.writeFile(`data/${f}`, this.dataFiles.get(f)!);
+        if (own.entries.length) await store.writeFile(USER_DATASET_INFO, datasetInfoJson(own.entries));
         this.dropSession();
         const report = throttle(cb.onProgress ? (p) => cb.onProgress!(p) : undefined);
         const prepared = await prepareExperiment(e, config, this.sourcesFor(config), { onProgress: report.push });
@@ -524,11 +566,18 @@ export class Studio implements StudioApi {
     return memorySource(`run:${store.runId}`, files);
   }
 
+  /** A run's picked files and column mappings, back from its storage. */
   private async restoreDataFile(store: IdbRunStore, name: string): Promise<void> {
-    if (this.dataFiles.has(name)) return;
-    const v = await store.readFile(`data/${name}`);
-    if (v === null) throw new ConfigError(`The run's data file ${name} is missing from browser storage; pick it again in Data.`);
-    this.dataFiles.set(name, typeof v === 'string' ? new TextEncoder().encode(v) : v);
+    for (const f of await store.listFiles()) {
+      if (!f.startsWith('data/')) continue;
+      const file = f.slice(5);
+      if (this.dataFiles.has(file)) continue;
+      const v = await store.readFile(f);
+      if (v !== null) this.dataFiles.set(file, typeof v === 'string' ? new TextEncoder().encode(v) : v);
+    }
+    if (!this.dataFiles.has(name)) throw new ConfigError(`The run's data file ${name} is missing from browser storage; pick it again in Data.`);
+    const info = await store.readFile(USER_DATASET_INFO);
+    if (info !== null) this.registerUserEntries(parseDatasetInfo(typeof info === 'string' ? info : new TextDecoder().decode(info), USER_DATASET_INFO));
   }
 
   // -------------------------------------------------------------------------
@@ -630,7 +679,7 @@ export class Studio implements StudioApi {
   }
 
   private dataHost(): DataHost {
-    return { files: this.dataFiles, cache: this.makeCache() };
+    return { files: this.dataFiles, cache: this.makeCache(), userKeys: new Set(this.userEntries.keys()) };
   }
 
   /** A picked file the config names must be here (a registry key is fetched later). */
