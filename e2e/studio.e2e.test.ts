@@ -291,6 +291,15 @@ describe('studio with WebGPU (SwiftShader)', () => {
     await browser.startTracing(page, { categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline'] });
     t = Date.now();
     await page.click('[data-testid=start]');
+    // Pause after step 2 is logged (it takes effect after the step in flight, with a checkpoint), then resume.
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=log-row]').length >= 2, null, { timeout: 120_000 });
+    await page.click('[data-testid=pause]').catch(() => undefined);
+    await page.waitForSelector('[data-testid=train-screen][data-status=paused], [data-testid=train-screen][data-status=done]', { timeout: 120_000 });
+    measured.pausedAtStep = (await page.getAttribute('[data-testid=train-screen]', 'data-status')) === 'paused' ? Number(await page.textContent('[data-testid=train-step]')) : null;
+    if (measured.pausedAtStep !== null) {
+      await shot(page, 'studio-train-paused');
+      await page.click('[data-testid=resume]');
+    }
     await waitFor(page, '[data-testid=train-screen][data-status=done]', '[data-testid=train-error]', 180_000);
     timings.train = Date.now() - t;
     const tasks = mainThreadTasks(await browser.stopTracing());
@@ -303,6 +312,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(rows.map((r) => r.step)).toEqual([1, 2, 3, 4, 5]);
     expect(await page.getAttribute('[data-testid=loss-chart]', 'data-points')).toBe(String(STEPS));
     expect(await page.textContent('[data-testid=checkpoints]')).toContain('checkpoint-3');
+    console.log(`paused at step ${measured.pausedAtStep ?? '(the run ended first)'} and resumed`);
     expect(await page.textContent('[data-testid=peak-memory]')).toMatch(/[KM]iB/);
     await shot(page, 'studio-train');
 
