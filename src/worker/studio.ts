@@ -215,9 +215,9 @@ export class Studio implements StudioApi {
     return this.exclusive(async () => {
       const config = validateConfig(raw, 'studio');
       if (!this.loaded) throw new ConfigError('Load the model (Model) to count trainable parameters.');
-      const { model } = this.loaded;
+      const { model, tokenizer } = this.loaded;
       // Attach to the base model, count, detach: every method restores the base on detach.
-      const method = resolveMethod(config).attach({ e: model.e, model, config, random: seededRandom(Number(config.seed)) });
+      const method = resolveMethod(config).attach({ e: model.e, model, config, random: seededRandom(Number(config.seed)), tokenizer });
       try {
         await method.ready;
         const trainable = method.trainable().reduce((a, p) => a + p.tensor.size, 0);
