@@ -8,7 +8,14 @@
  * Every command takes --endpoint URL (a Hub mirror) and --revision.
  */
 import { parseArgs } from 'node:util';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+/** --out files: the folder is created when missing (bench-results/ on a fresh clone). */
+function writeOut(file: string, data: string): void {
+  mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  writeFileSync(file, data);
+}
 import { acquireDevice } from '../gpu/device';
 import { nodeGpu } from '../gpu/node';
 import { Engine } from '../engine/engine';
@@ -141,7 +148,7 @@ export async function main(argv: string[]): Promise<number> {
       const last = await e.readRegion(logits, (ids.length - 1) * V, V);
       e.endScope();
       const json = JSON.stringify({ input_ids: ids, logits_last: Array.from(last) });
-      if (values.out) writeFileSync(values.out, json + '\n');
+      if (values.out) writeOut(values.out, json + '\n');
       else process.stdout.write(json + '\n');
       e.ctx.destroy();
       return 0;
@@ -173,7 +180,7 @@ export async function main(argv: string[]): Promise<number> {
       const e = await engineForCli();
       const result = await runBench(e, { steps: num('steps', 5, 1, 1000), only: values.only?.split(',') });
       const json = JSON.stringify(result, null, 2);
-      if (values.out) writeFileSync(values.out, json + '\n');
+      if (values.out) writeOut(values.out, json + '\n');
       process.stdout.write(json + '\n');
       e.ctx.destroy();
       return 0;
