@@ -16,6 +16,7 @@ import { sourceFor, LocalFolderSource } from '../hub/node';
 import type { LlamaModel } from '../model/llama';
 import { seededRandom } from '../model/generate';
 import { serializeSafetensors } from '../model/safetensors';
+import { configWithBiasFlags } from '../model/bias-flags';
 import { resolveMethod } from '../methods/registry';
 import { adapterFileMap, methodForAdapter, readAdapter } from '../methods/adapter-io';
 import { createTrainer, padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
@@ -174,15 +175,8 @@ async function writeModelFolder(dir: string, tensors: Map<string, { shape: numbe
  */
 async function setBiasFlags(file: string, tensors: Map<string, unknown>): Promise<void> {
   if (!existsSync(file)) return;
-  const cfg = JSON.parse(await fs.readFile(file, 'utf8')) as Record<string, unknown>;
-  if (cfg.model_type !== 'llama') return;
-  const names = [...tensors.keys()];
-  const attn = names.some((n) => /\.self_attn\.[qkvo]_proj\.bias$/.test(n)) && cfg.attention_bias !== true;
-  const mlp = names.some((n) => /\.mlp\.(gate|up|down)_proj\.bias$/.test(n)) && cfg.mlp_bias !== true;
-  if (!attn && !mlp) return;
-  if (attn) cfg.attention_bias = true;
-  if (mlp) cfg.mlp_bias = true;
-  await fs.writeFile(file, JSON.stringify(cfg, null, 2) + '\n');
+  const text = configWithBiasFlags(await fs.readFile(file, 'utf8'), tensors.keys());
+  if (text !== null) await fs.writeFile(file, text);
 }
 
 /** For logits/generate --adapter: attach the method an adapter folder names and load it. */

@@ -30,6 +30,7 @@ import { builtinMethods, methodNameFor, resolveMethod } from '../methods/registr
 import { generate, seededRandom } from '../model/generate';
 import type { LlamaModel } from '../model/llama';
 import { loadModel } from '../model/load';
+import { configWithBiasFlags } from '../model/bias-flags';
 import { serializeSafetensors } from '../model/safetensors';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer';
 import { createTrainer, padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
@@ -628,6 +629,9 @@ export class Studio implements StudioApi {
         for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
           if (await base.has(f)) files[f] = await base.get(f);
         }
+        // BitFit on llama: the merged biases need attention_bias / mlp_bias, as the CLI writes them.
+        const flagged = files['config.json'] ? configWithBiasFlags(new TextDecoder().decode(files['config.json']), tensors.keys()) : null;
+        if (flagged !== null) files['config.json'] = new TextEncoder().encode(flagged);
         return zipSync(files, { level: 6 });
       } finally {
         // The merged weights replaced the base in this session: reload it next time.
