@@ -39,7 +39,7 @@ import { mulVec } from '../../src/engine/ops/mul';
 import type { Tensor } from '../../src/engine/tensor';
 import { ConfigError } from '../../src/errors';
 import { pythonJson } from '../../src/methods/adapter-files';
-import { uniform, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import { gaussian, normal, uniform, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
 import { INIT_WEIGHTS, NON_LINEARITIES } from './config';
 import { sha1Hex } from './sha1';
 
@@ -136,23 +136,13 @@ interface AdapterModule {
   channel: Tensor | null;
 }
 
-function normal(n: number, std: number, random: () => number): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = std * gaussian(random);
-  return out;
-}
-
-function gaussian(random: () => number): number {
-  const u = Math.max(random(), 1e-12), v = random();
-  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
-}
-
 /** torch.nn.init.trunc_normal_(mean 0, std, a = −2·std, b = 2·std), by rejection. */
 function truncNormal(n: number, std: number, random: () => number): Float32Array {
+  const g = gaussian(random);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     let z: number;
-    do z = gaussian(random); while (Math.abs(z) > 2);
+    do z = g(); while (Math.abs(z) > 2);
     out[i] = std * z;
   }
   return out;

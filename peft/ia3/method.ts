@@ -16,7 +16,7 @@
 import { mulVec } from '../../src/engine/ops/mul';
 import type { Tensor } from '../../src/engine/tensor';
 import { ConfigError } from '../../src/errors';
-import { matchTargets, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import { matchTargets, normal, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
 
 const DEFAULT_TARGETS = ['k_proj', 'v_proj', 'down_proj'];
 const DEFAULT_FEEDFORWARD = ['down_proj'];
@@ -55,17 +55,6 @@ export function ia3Targets(linearNames: string[], config: Record<string, unknown
   return { targets, feedforward };
 }
 
-/** Standard normal draws by Box–Muller from the seeded uniform generator. */
-function normal(n: number, random: () => number): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u = 1 - random(), v = random();
-    const r = Math.sqrt(-2 * Math.log(u));
-    a[i] = r * Math.cos(2 * Math.PI * v);
-    if (i + 1 < n) a[i + 1] = r * Math.sin(2 * Math.PI * v);
-  }
-  return a;
-}
 
 const suffixes = (names: Iterable<string>) => [...new Set([...names].map((t) => t.split('.').at(-1)!))].sort();
 
@@ -90,7 +79,7 @@ export const ia3: PeftMethod = {
       const ff = feedforward.has(name);
       const shape: [number, number] = ff ? [1, inF] : [outF, 1];
       const n = ff ? inF : outF;
-      const l = e.persist(e.upload(initOnes ? new Float32Array(n).fill(1) : normal(n, ctx.random), shape, `${name}.ia3_l`));
+      const l = e.persist(e.upload(initOnes ? new Float32Array(n).fill(1) : normal(n, 1, ctx.random), shape, `${name}.ia3_l`));
       l.requiresGrad = true;
       layers.set(name, { l, feedforward: ff, shape });
     }

@@ -38,7 +38,7 @@ import { prefixSlice } from '../../src/engine/ops/prefix_slice';
 import type { Tensor } from '../../src/engine/tensor';
 import { ConfigError } from '../../src/errors';
 import type { ModelConfig } from '../../src/model/config';
-import { uniform, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import { normal, uniform, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
 
 /** Prefix-tuning shapes for a model: D = n_kv·h_d (token_dim), F = N·2·D, H the projection width. */
 export interface PrefixDims {
@@ -98,17 +98,6 @@ export function prefixOptionsOf(config: Record<string, unknown>, flavour: Prefix
   return { nv, projection, H };
 }
 
-/** N(0, 1) entries (Box–Muller) from the seeded uniform generator: nn.Embedding's default init. */
-function normal(n: number, random: () => number): Float32Array {
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u = Math.max(random(), 1e-12), v = random();
-    const r = Math.sqrt(-2 * Math.log(u));
-    out[i] = r * Math.cos(2 * Math.PI * v);
-    if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * v);
-  }
-  return out;
-}
 
 interface Projection {
   w1: Tensor;
@@ -139,7 +128,7 @@ export function attachPrefix(ctx: MethodContext, flavour: PrefixFlavour): Attach
     return t;
   };
   // Without projection `table` is Z itself [n_v, F]; with it, the table E [n_v, D] fed to the MLP.
-  let table = param(normal(nv * (opts.projection ? D : F), ctx.random), [nv, opts.projection ? D : F], NAMES.embedding);
+  let table = param(normal(nv * (opts.projection ? D : F), 1, ctx.random), [nv, opts.projection ? D : F], NAMES.embedding);
   let proj: Projection | null = opts.projection
     ? {
         w1: param(uniform(H * D, 1 / Math.sqrt(D), ctx.random), [H, D], NAMES.w1),

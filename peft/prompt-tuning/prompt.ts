@@ -16,7 +16,10 @@ import { embedding } from '../../src/engine/ops/embedding';
 import { matmul } from '../../src/engine/ops/matmul';
 import type { Tensor } from '../../src/engine/tensor';
 import { ConfigError } from '../../src/errors';
-import type { AdapterFiles, MethodContext } from '../../src/methods/types';
+import { gaussian, normal, type AdapterFiles, type MethodContext } from '../../src/methods/types';
+
+// The other prompt methods import the samplers from here.
+export { gaussian, normal };
 import type { LlamaModel } from '../../src/model/llama';
 import { promptTuningInits, type PromptTuningInit } from './config';
 
@@ -40,29 +43,7 @@ export function positiveInt(config: Record<string, unknown>, key: string, fallba
   return n;
 }
 
-/** Standard normals from a seeded uniform generator (Box–Muller, both outputs used). */
-export function gaussian(random: () => number): () => number {
-  let spare: number | null = null;
-  return () => {
-    if (spare !== null) {
-      const v = spare;
-      spare = null;
-      return v;
-    }
-    const u = Math.max(random(), 1e-300), w = random();
-    const r = Math.sqrt(-2 * Math.log(u));
-    spare = r * Math.sin(2 * Math.PI * w);
-    return r * Math.cos(2 * Math.PI * w);
-  };
-}
 
-/** n values N(0, std²). */
-export function normal(n: number, std: number, random: () => number): Float32Array {
-  const g = gaussian(random);
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = std * g();
-  return a;
-}
 
 /** The init mode: the config's prompt_tuning_init, or the method's default when unset. */
 export function promptInitMode(config: Record<string, unknown>, fallback: PromptTuningInit): PromptTuningInit {

@@ -22,7 +22,7 @@ import { svftPattern, svftScaleRows, svftSpectral, uploadSvftPattern, type SvftP
 import type { Tensor } from '../../src/engine/tensor';
 import { ConfigError } from '../../src/errors';
 import { svdFull, svdTopR } from '../../src/methods/svd';
-import { matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import { gaussian, matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
 
 export type SvftPatternName = 'banded' | 'random' | 'top_k';
 
@@ -167,21 +167,6 @@ export function svftPatternSize(n: number, d: number, pattern: SvftPatternName):
   return k;
 }
 
-/** Standard normals from a uniform generator (Box–Muller). */
-function gaussian(random: () => number): () => number {
-  let spare: number | null = null;
-  return () => {
-    if (spare !== null) {
-      const v = spare;
-      spare = null;
-      return v;
-    }
-    const u = Math.max(random(), 1e-300), v = random();
-    const r = Math.sqrt(-2 * Math.log(u));
-    spare = r * Math.sin(2 * Math.PI * v);
-    return r * Math.cos(2 * Math.PI * v);
-  };
-}
 
 /**
  * `cols` orthonormal vectors of length `len` (torch.nn.init.orthogonal_ of a

@@ -12,6 +12,10 @@
 import type { LlamaModel } from '../model/llama';
 import { generateBatch } from '../model/generate';
 import type { Tokenizer } from '../model/tokenizer';
+import { normalizeAnswer } from './text';
+
+/** Label-word comparison form (METRICS.md), the one the classification metrics use. */
+export { normalizeAnswer };
 
 export interface PredictExample {
   /** The rendered prompt text (user turn with template), as written to generated_predictions.jsonl. */
@@ -49,11 +53,6 @@ export interface PredictResult {
   msPerToken: number;
 }
 
-/** Label-word comparison form: text after a final </think>, trimmed, lower-case (METRICS.md). */
-export function normalizeAnswer(text: string): string {
-  const k = text.lastIndexOf('</think>');
-  return (k >= 0 ? text.slice(k + '</think>'.length) : text).trim().toLowerCase();
-}
 
 /**
  * True when `text` is a complete label word that no other label word

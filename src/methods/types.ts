@@ -123,3 +123,27 @@ export function uniform(n: number, bound: number, random: () => number): Float32
   for (let i = 0; i < n; i++) a[i] = (random() * 2 - 1) * bound;
   return a;
 }
+
+/** Standard normals from a seeded uniform generator (Box–Muller, both outputs used: cos, then sin). */
+export function gaussian(random: () => number): () => number {
+  let spare: number | null = null;
+  return () => {
+    if (spare !== null) {
+      const v = spare;
+      spare = null;
+      return v;
+    }
+    const u = Math.max(random(), 1e-300), w = random();
+    const r = Math.sqrt(-2 * Math.log(u));
+    spare = r * Math.sin(2 * Math.PI * w);
+    return r * Math.cos(2 * Math.PI * w);
+  };
+}
+
+/** Float32 N(0, std²) draws (nn.Embedding's default init at std 1). */
+export function normal(n: number, std: number, random: () => number): Float32Array {
+  const g = gaussian(random);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = std * g();
+  return a;
+}
