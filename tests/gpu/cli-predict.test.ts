@@ -6,29 +6,18 @@
  * finished cells are skipped.
  */
 import { describe, it, expect } from 'vitest';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { storiesDir } from '../helpers/models';
 import { testHubRoot } from '../helpers/hub-server';
+import { runCli } from '../helpers/cli';
 
-const run = promisify(execFile);
-const bin = path.resolve('bin/peft-studio.mjs');
 const config = path.resolve('examples/stories260k_lora.yaml');
 const datasets = path.join(testHubRoot(), 'datasets');
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'ps-predict-'));
 
-async function cli(args: string[]) {
-  try {
-    const r = await run('node', [bin, ...args], { maxBuffer: 1 << 26 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[]) => runCli(args);
 
 const small = [
   `model_name_or_path=${storiesDir()}`, `dataset_dir=${datasets}`, 'dataset=sst2', 'max_samples=8', 'max_steps=3', 'val_size=0',

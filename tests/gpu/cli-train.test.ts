@@ -1,26 +1,15 @@
 /** `peft-studio train / export` and `--adapter` as a user runs them (CLI built by `npm run build:cli`). */
 import { describe, it, expect } from 'vitest';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { parseSafetensors } from '../../src/model/safetensors';
 import { storiesDir } from '../helpers/models';
+import { runCli } from '../helpers/cli';
 
-const run = promisify(execFile);
-const bin = path.resolve('bin/peft-studio.mjs');
 const config = path.resolve('examples/stories260k_lora.yaml');
 
-async function cli(args: string[]) {
-  try {
-    const r = await run('node', [bin, ...args], { maxBuffer: 1 << 26 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[]) => runCli(args);
 
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'ps-train-'));
 const losses = (dir: string) =>

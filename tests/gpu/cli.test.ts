@@ -1,26 +1,15 @@
 /** The peft-studio CLI as a user runs it (built by `npm run build:cli`, which `npm test` runs first). */
 import { describe, it, expect } from 'vitest';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { testHubRoot, useHubServer } from '../helpers/hub-server';
+import { runCli } from '../helpers/cli';
 
-const run = promisify(execFile);
-const bin = path.resolve('bin/peft-studio.mjs');
 const modelDir = path.join(testHubRoot(), 'models', 'stories260K');
 const reference = JSON.parse(readFileSync(path.join(modelDir, 'reference.json'), 'utf8'));
 
-async function cli(args: string[], env: Record<string, string> = {}) {
-  try {
-    const r = await run('node', [bin, ...args], { env: { ...process.env, ...env }, maxBuffer: 1 << 26 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[], env: Record<string, string> = {}) => runCli(args, { env: { ...process.env, ...env } });
 
 describe('peft-studio CLI', () => {
   const hub = useHubServer();

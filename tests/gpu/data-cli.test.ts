@@ -6,27 +6,16 @@
  * (dataset_dir) gives the same losses.
  */
 import { describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { storiesDir } from '../helpers/models';
 import { hasTestDatasets, testHubRoot, useHubServer } from '../helpers/hub-server';
+import { runCli } from '../helpers/cli';
 
-const run = promisify(execFile);
-const bin = path.resolve('bin/peft-studio.mjs');
 const config = path.resolve('examples/stories260k_lora.yaml');
 
-async function cli(args: string[]) {
-  try {
-    const r = await run('node', [bin, ...args], { maxBuffer: 1 << 26, env: { ...process.env, PEFT_STUDIO_CACHE: mkdtempSync(path.join(tmpdir(), 'ps-cache-')) } });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const cli = (args: string[]) => runCli(args, { env: { ...process.env, PEFT_STUDIO_CACHE: mkdtempSync(path.join(tmpdir(), 'ps-cache-')) } });
 
 const losses = (dir: string): number[] =>
   readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.loss !== undefined).map((l) => l.loss);

@@ -6,32 +6,24 @@
  * collides with the bundled copy); configs cannot name code to load.
  */
 import { describe, it, expect } from 'vitest';
-import { execFile } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { storiesDir } from '../helpers/models';
 import { gpuEngine } from '../helpers/gpu';
 import { loadPlugins } from '../../src/methods/plugins';
 import { installedMethods } from '../../src/methods/registry';
 import { PluginError } from '../../src/errors';
+import { runCli } from '../helpers/cli';
 
-const bin = path.resolve('bin/peft-studio.mjs');
 const data = path.resolve('examples/data/tiny_stories_alpaca.jsonl');
 
 /** Run the CLI from a neutral working directory (not the repo), with PEFT_DIR when given. */
-async function cli(args: string[], peftDir?: string) {
+function cli(args: string[], peftDir?: string) {
   const env = { ...process.env };
   delete env.PEFT_DIR;
   if (peftDir !== undefined) env.PEFT_DIR = peftDir;
-  try {
-    const r = await promisify(execFile)('node', [bin, ...args], { maxBuffer: 1 << 26, env, cwd: tmpdir() });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
+  return runCli(args, { env, cwd: tmpdir() });
 }
 
 /** A PEFT_DIR holding a copy of the template as plug-in `name` (method, group, keys and peft_type renamed). */
