@@ -6,6 +6,7 @@
  * classes in src/errors.ts (comlink keeps name and message).
  */
 import type { OptionSpec } from '../config/schema';
+import type { LogEntry } from '../train/trainer';
 
 export interface GpuInfo {
   adapter: { vendor: string; architecture: string; device: string; description: string };
@@ -144,18 +145,8 @@ export interface DataPreview {
 
 export type RunStatus = 'running' | 'paused' | 'stopped' | 'done' | 'failed';
 
-export interface LogPoint {
-  current_steps: number;
-  total_steps: number;
-  loss?: number;
-  eval_loss?: number;
-  lr?: number;
-  grad_norm?: number;
-  epoch: number;
-  elapsed_time: number;
-  tokens_per_s?: number;
-  peak_gpu_bytes: number;
-}
+/** One trainer_log.jsonl entry, as the trainer writes it (the worker forwards them unchanged). */
+export type LogPoint = LogEntry;
 
 export interface RunInfo {
   id: string;
