@@ -27,9 +27,9 @@ import { isNotFound, type FileSource, type ProgressCallback } from '../hub/sourc
 import type { Tokenizer } from '../model/tokenizer';
 import { BUILTIN_ENTRIES } from './builtin';
 import { baseName, type DatasetEntry, type SourceSpec } from './entry';
-import { describeReport, encodeForPrediction, encodeTrainingSet, sampleExamples, taskIdLookup, type PredictExample, type TruncationReport } from './encode';
-import type { Rendered } from './formatters';
-import { datasetEntry, hasDataset, loadDatasetRows, parseDatasetInfo, registerDatasets, renderRows, unregisterDataset, type SourceResolver } from './registry';
+import type { TruncationReport } from './encode';
+import { datasetKeys, registryPredictionSets, registryTrainingData, type DataConfig, type DataSources, type PredictionSet } from './pipeline';
+import { hasDataset, parseDatasetInfo, registerDatasets, unregisterDataset, type SourceResolver } from './registry';
 import { alpacaToExample, buildSftDatasets, readAlpacaJsonl, type EncodedExample, type SftDatasets } from './sft';
 
 /** A local copy first, the Hub second: `has` and `get` try `first`, then `second`. */
@@ -134,41 +134,11 @@ export function registerConfiguredDatasets(config: Pick<ExperimentConfig, 'datas
   return { customDir: config.dataset_dir ?? path.dirname(path.resolve(file)), keys, unregister: () => keys.forEach(unregisterDataset) };
 }
 
-/** Comma-separated dataset keys of a config value. */
-export function datasetKeys(value: string | null | undefined): string[] {
-  return (value ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-}
-
 function isAlpacaFile(spec: string): boolean {
   return /\.jsonl$/i.test(spec) && !hasDataset(spec);
 }
 
-type DataConfig = Pick<
-  ExperimentConfig,
-  'dataset' | 'eval_dataset' | 'dataset_dir' | 'dataset_info' | 'dataset_task_ids' | 'shuffle_samples' | 'cutoff_len' | 'template' | 'train_on_prompt' | 'packing' | 'max_samples' | 'val_size' | 'seed' | 'endpoint'
->;
-
-export interface RenderedSet {
-  entry: DatasetEntry;
-  rendered: Rendered[];
-  origin: string;
-  taskId: number;
-}
-
-/** Loads and renders one key (max_samples and shuffle_samples applied). */
-export async function loadRendered(key: string, config: DataConfig, opts: NodeDataOptions & { training: boolean; taskId: number; log?: (s: string) => void }): Promise<RenderedSet> {
-  const entry = datasetEntry(key);
-  const shuffle = config.shuffle_samples && config.max_samples !== null;
-  // Without shuffling only the first max_samples rows are needed (expansion only adds examples).
-  const loaded = await loadDatasetRows(entry, nodeResolver(opts), { maxRows: shuffle || config.max_samples === null ? undefined : config.max_samples });
-  const all = renderRows(loaded, { training: opts.training });
-  const rendered = sampleExamples(all, config.max_samples, shuffle ? config.seed : null);
-  opts.log?.(`data: ${key} (${loaded.split}) from ${loaded.origin}: ${rendered.length} examples${rendered.length < all.length ? ` of ${all.length}` : ''}${opts.taskId ? `, task id ${opts.taskId}` : ''}`);
-  return { entry, rendered, origin: loaded.origin, taskId: opts.taskId };
-}
+export { datasetKeys, type DataConfig, type PredictionSet, type RenderedSet } from './pipeline';
 
 export interface ExperimentData extends SftDatasets {
   train: EncodedExample[];
@@ -183,7 +153,8 @@ export interface ExperimentData extends SftDatasets {
  * The training and validation examples of a config: `dataset` (registry keys
  * or one Alpaca .jsonl) encoded, max_samples per dataset, then val_size
  * split off with the seed, or, when eval_dataset is set, eval_dataset
- * encoded as the validation set (LLaMA-Factory).
+ * encoded as the validation set (LLaMA-Factory). The rules are
+ * src/data/pipeline.ts's, shared with the studio; this adds the Node sources.
  */
 export async function loadExperimentData(tok: Tokenizer, config: DataConfig, padId: number, opts: NodeDataOptions & { log?: (s: string) => void } = {}): Promise<ExperimentData> {
   const spec = String(config.dataset ?? '').trim();
@@ -203,36 +174,11 @@ export async function loadExperimentData(tok: Tokenizer, config: DataConfig, pad
   }
   const reg = registerConfiguredDatasets(config);
   try {
-    const keys = datasetKeys(spec);
-    const evalKeys = datasetKeys(config.eval_dataset);
-    const taskId = taskIdLookup(keys, evalKeys, config.dataset_task_ids);
-    const src = { ...opts, endpoint: opts.endpoint ?? config.endpoint, datasetDir: opts.datasetDir ?? config.dataset_dir, customDir: opts.customDir ?? reg.customDir, log: (s: string) => lines.push(s) };
-    const parts: RenderedSet[] = [];
-    for (const k of keys) parts.push(await loadRendered(k, config, { ...src, training: true, taskId: taskId(k) }));
-    const encodeOpts = { cutoffLen: config.cutoff_len, template: config.template, trainOnPrompt: config.train_on_prompt, packing: config.packing, seed: config.seed, padId };
-    const set = encodeTrainingSet(tok, parts, { ...encodeOpts, valSize: evalKeys.length ? 0 : config.val_size });
-    lines.push(`data: ${describeReport(set.report, config.cutoff_len)}`);
-    let val = set.val;
-    let report = set.report;
-    if (evalKeys.length) {
-      const evalParts: RenderedSet[] = [];
-      for (const k of evalKeys) evalParts.push(await loadRendered(k, config, { ...src, training: false, taskId: taskId(k) }));
-      const ev = encodeTrainingSet(tok, evalParts, { ...encodeOpts, valSize: 0 });
-      val = ev.train;
-      lines.push(`eval data: ${describeReport(ev.report, config.cutoff_len)}`);
-      report = { ...report, dropped: report.dropped + ev.report.dropped };
-    }
-    lines.push(`data: ${set.train.length} train, ${val.length} val examples${set.packingDropped ? `, ${set.packingDropped} dropped by packing` : ''}`);
-    return { train: set.train, val, truncated: report.promptTruncated + report.responseTruncated, dropped: report.dropped + set.packingDropped, report, lines };
+    const d = await registryTrainingData(tok, config, padId, nodeSources(config, opts, reg.customDir, lines));
+    return { ...d, lines };
   } finally {
     reg.unregister();
   }
-}
-
-export interface PredictionSet {
-  entry: DatasetEntry;
-  examples: PredictExample[];
-  origin: string;
 }
 
 /**
@@ -245,25 +191,15 @@ export async function loadPredictionData(tok: Tokenizer, config: DataConfig, opt
   const reg = registerConfiguredDatasets(config);
   try {
     const trainKeys = isAlpacaFile(String(config.dataset ?? '')) ? [] : datasetKeys(config.dataset);
-    let keys = datasetKeys(config.eval_dataset);
-    if (!keys.length) {
-      keys = trainKeys.map((k) => `${k.replace(/\[.*\]$/, '')}_eval`);
-      const missing = keys.filter((k) => !hasDataset(k));
-      if (!keys.length || missing.length) {
-        throw new ConfigError(`do_predict needs eval_dataset (registry keys such as sst2_eval)${missing.length ? `; ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not in the registry` : ''}.`);
-      }
-    }
-    const taskId = taskIdLookup(trainKeys, keys, config.dataset_task_ids);
-    const src = { ...opts, endpoint: opts.endpoint ?? config.endpoint, datasetDir: opts.datasetDir ?? config.dataset_dir, customDir: opts.customDir ?? reg.customDir, log: (s: string) => lines.push(s) };
-    const sets: PredictionSet[] = [];
-    for (const k of keys) {
-      const r = await loadRendered(k, config, { ...src, training: false, taskId: taskId(k) });
-      const p = encodeForPrediction(tok, r.entry, r.rendered, { cutoffLen: config.cutoff_len, template: config.template, taskId: r.taskId });
-      if (p.truncated) lines.push(`predict data: ${k}: ${p.truncated} prompts truncated to cutoff_len ${config.cutoff_len}`);
-      sets.push({ entry: r.entry, examples: p.examples, origin: r.origin });
-    }
+    const sets = await registryPredictionSets(tok, config, trainKeys, nodeSources(config, opts, reg.customDir, lines));
     return { sets, lines };
   } finally {
     reg.unregister();
   }
+}
+
+/** The Node sources of a config: dataset_dir first, then the Hub (config.endpoint) through the file cache. */
+function nodeSources(config: DataConfig, opts: NodeDataOptions, customDir: string | null, lines: string[]): DataSources {
+  const resolver = nodeResolver({ ...opts, endpoint: opts.endpoint ?? config.endpoint, datasetDir: opts.datasetDir ?? config.dataset_dir, customDir: opts.customDir ?? customDir });
+  return { resolver, log: (s) => lines.push(s) };
 }

@@ -1,10 +1,8 @@
 /**
- * A config's data in the worker: the same pipeline as the CLI's
- * (src/data/node.ts loadExperimentData / loadPredictionData), step for step
- * and with the same building blocks (registry entries, loadDatasetRows,
- * renderRows, sampleExamples, encodeTrainingSet, encodeForPrediction), so a
- * config gives the same encoded examples, hence the same losses, in both
- * hosts. What differs is only where files come from:
+ * A config's data in the worker: registry keys go through the same
+ * functions as the CLI's (src/data/pipeline.ts, which src/data/node.ts uses
+ * too), so a config gives the same encoded examples, hence the same losses,
+ * in both hosts. What differs is only where files come from:
  *
  *   registry keys   the Hub (config.endpoint) through the browser's file
  *                   cache (hubResolver), like models
@@ -14,10 +12,11 @@
  * refused with a sentence saying what to do instead.
  */
 import type { ExperimentConfig } from '../config/schema';
-import { describeReport, encodeForPrediction, encodeTrainingSet, sampleExamples, taskIdLookup, type PredictExample, type TrainingPart } from '../data/encode';
+import { encodeForPrediction, encodeTrainingSet } from '../data/encode';
+import { datasetKeys, registryPredictionSets, registryTrainingData, renderedSet, type DataSources, type PredictionSet, type RenderedSet } from '../data/pipeline';
 import type { DatasetEntry } from '../data/entry';
 import type { Rendered } from '../data/formatters';
-import { datasetEntry, hasDataset, hubResolver, listDatasets, loadDatasetRows, parseDatasetInfo, renderRows } from '../data/registry';
+import { hasDataset, hubResolver, listDatasets, parseDatasetInfo } from '../data/registry';
 import { decodeClassLabels, readParquet } from '../data/parquet';
 import { formatOf } from '../data/raw';
 import { decodeText, parseDelimited, parseJsonArray, parseJsonl } from '../data/tabular';
@@ -44,10 +43,6 @@ export interface ExperimentData extends SftDatasets {
   lines: string[];
 }
 
-/** Comma-separated keys of a config value (as node.ts datasetKeys). */
-export function datasetKeys(value: string | null | undefined): string[] {
-  return (value ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-}
 
 /** The config's dataset is a picked Alpaca file (not a registry key). */
 export function isUserFile(config: ExperimentConfig, files: DataFiles): boolean {
@@ -79,15 +74,9 @@ export function userExamples(name: string, files: DataFiles): SftExample[] {
   return readAlpacaJsonl(new TextDecoder().decode(bytes), name).map(alpacaToExample);
 }
 
-async function rendered(key: string, config: ExperimentConfig, host: DataHost, training: boolean, lines: string[]): Promise<{ entry: DatasetEntry; rendered: Rendered[] }> {
-  const entry = datasetEntry(key);
-  const shuffle = config.shuffle_samples && config.max_samples !== null;
-  const resolver = hubResolver({ endpoint: String(config.endpoint), cache: host.cache, files: filesSource(host.files) });
-  const loaded = await loadDatasetRows(entry, resolver, { maxRows: shuffle || config.max_samples === null ? undefined : config.max_samples, onProgress: host.onProgress });
-  const all = renderRows(loaded, { training });
-  const out = sampleExamples(all, config.max_samples, shuffle ? config.seed : null);
-  lines.push(`data: ${key} (${loaded.split}) from ${loaded.origin}: ${out.length} examples${out.length < all.length ? ` of ${all.length}` : ''}`);
-  return { entry, rendered: out };
+/** The browser's sources: the Hub through the file cache, picked files by name. */
+function browserSources(config: ExperimentConfig, host: DataHost, lines: string[]): DataSources {
+  return { resolver: hubResolver({ endpoint: String(config.endpoint), cache: host.cache, files: filesSource(host.files) }), onProgress: host.onProgress, log: (s) => lines.push(s) };
 }
 
 /** Training and validation examples of a config (loadExperimentData's rules). */
@@ -101,31 +90,11 @@ export async function loadExperimentData(tok: Tokenizer, config: ExperimentConfi
     return { ...d, lines };
   }
   checkBrowserKeys(config, host);
-  const keys = datasetKeys(spec);
-  const evalKeys = datasetKeys(config.eval_dataset);
-  const taskId = taskIdLookup(keys, evalKeys, config.dataset_task_ids);
-  const parts: TrainingPart[] = [];
-  for (const k of keys) parts.push({ ...(await rendered(k, config, host, true, lines)), taskId: taskId(k) });
-  const encodeOpts = { cutoffLen: config.cutoff_len, template: config.template, trainOnPrompt: config.train_on_prompt, packing: config.packing, seed: config.seed, padId };
-  const set = encodeTrainingSet(tok, parts, { ...encodeOpts, valSize: evalKeys.length ? 0 : config.val_size });
-  lines.push(`data: ${describeReport(set.report, config.cutoff_len)}`);
-  let val = set.val;
-  let report = set.report;
-  if (evalKeys.length) {
-    const evalParts: TrainingPart[] = [];
-    for (const k of evalKeys) evalParts.push({ ...(await rendered(k, config, host, false, lines)), taskId: taskId(k) });
-    const ev = encodeTrainingSet(tok, evalParts, { ...encodeOpts, valSize: 0 });
-    val = ev.train;
-    report = { ...report, dropped: report.dropped + ev.report.dropped };
-  }
-  lines.push(`data: ${set.train.length} train, ${val.length} val examples${set.packingDropped ? `, ${set.packingDropped} dropped by packing` : ''}`);
-  return { train: set.train, val, truncated: report.promptTruncated + report.responseTruncated, dropped: report.dropped + set.packingDropped, lines };
+  const d = await registryTrainingData(tok, config, padId, browserSources(config, host, lines));
+  return { train: d.train, val: d.val, truncated: d.truncated, dropped: d.dropped, lines };
 }
 
-export interface PredictionSet {
-  entry: DatasetEntry;
-  examples: PredictExample[];
-}
+export type { PredictionSet };
 
 /**
  * Prompts to predict: eval_dataset's keys, else each dataset key's `_eval`
@@ -140,19 +109,7 @@ export async function loadPredictionData(tok: Tokenizer, config: ExperimentConfi
   if (own.length && !config.eval_dataset) return { sets: [await mappedPredictionSet(tok, config, host, own, lines)], lines };
   checkBrowserKeys(config, host);
   const trainKeys = isUserFile(config, host.files) ? [] : datasetKeys(config.dataset);
-  let keys = datasetKeys(config.eval_dataset);
-  if (!keys.length) {
-    keys = trainKeys.map((k) => `${k.replace(/\[.*\]$/, '')}_eval`);
-    const missing = keys.filter((k) => !hasDataset(k));
-    if (!keys.length || missing.length) throw new ConfigError(`Evaluation needs eval_dataset (registry keys such as sst2_eval)${missing.length ? `; ${missing.join(', ')} is not in the registry` : ''}.`);
-  }
-  const taskId = taskIdLookup(trainKeys, keys, config.dataset_task_ids);
-  const sets: PredictionSet[] = [];
-  for (const k of keys) {
-    const r = await rendered(k, config, host, false, lines);
-    const p = encodeForPrediction(tok, r.entry, r.rendered, { cutoffLen: config.cutoff_len, template: config.template, taskId: taskId(k) });
-    sets.push({ entry: r.entry, examples: p.examples });
-  }
+  const sets = await registryPredictionSets(tok, config, trainKeys, browserSources(config, host, lines));
   return { sets, lines };
 }
 
@@ -168,7 +125,7 @@ function userPredictionSet(tok: Tokenizer, config: ExperimentConfig, files: Data
     const ex = items[i];
     return { instruction: '', prompt: ex.prompt, query: '', user: ex.prompt, response: ex.response, label: ex.response, system: ex.system };
   });
-  return { entry, examples: encodeForPrediction(tok, entry, rendered, { cutoffLen: config.cutoff_len, template: config.template }).examples };
+  return { entry, examples: encodeForPrediction(tok, entry, rendered, { cutoffLen: config.cutoff_len, template: config.template }).examples, origin: name };
 }
 
 /**
@@ -178,15 +135,15 @@ function userPredictionSet(tok: Tokenizer, config: ExperimentConfig, files: Data
  */
 async function mappedPredictionSet(tok: Tokenizer, config: ExperimentConfig, host: DataHost, keys: string[], lines: string[]): Promise<PredictionSet> {
   if (config.packing) throw new ConfigError('With packing the validation split is over packed blocks, which have no single prompt: set packing: false, or eval_dataset, to evaluate.');
-  const parts: TrainingPart[] = [];
-  for (const k of keys) parts.push(await rendered(k, config, host, true, lines));
+  const parts: RenderedSet[] = [];
+  for (const k of keys) parts.push(await renderedSet(k, config, browserSources(config, host, lines), true, 0));
   const set = encodeTrainingSet(tok, parts, { cutoffLen: config.cutoff_len, template: config.template, trainOnPrompt: config.train_on_prompt, seed: config.seed, padId: 0, valSize: config.val_size });
   if (set.report.dropped) throw new ConfigError(`Encoding dropped ${set.report.dropped} examples, so the validation split cannot be mapped back to rows: set eval_dataset to evaluate.`);
   const all = parts.flatMap((p) => p.rendered);
   const { val } = splitTrainVal(all.length, config.val_size, config.seed);
   if (!val.length) throw new ConfigError('This run has no validation split: set val_size (e.g. 4 or 0.1) in Data, or eval_dataset.');
   const entry = parts[0].entry;
-  return { entry, examples: encodeForPrediction(tok, entry, val.map((i) => all[i]), { cutoffLen: config.cutoff_len, template: config.template }).examples };
+  return { entry, examples: encodeForPrediction(tok, entry, val.map((i) => all[i]), { cutoffLen: config.cutoff_len, template: config.template }).examples, origin: parts[0].origin };
 }
 
 /** Built-in datasets for the Data screen's list (training entries; `_eval` / `_test` ones are found by key). */
@@ -204,7 +161,7 @@ export async function previewExamples(config: ExperimentConfig, host: DataHost):
   checkBrowserKeys(config, host);
   const out: SftExample[] = [];
   for (const k of datasetKeys(config.dataset)) {
-    for (const r of (await rendered(k, config, host, true, [])).rendered) out.push({ prompt: r.user, response: r.response, system: r.system });
+    for (const r of (await renderedSet(k, config, browserSources(config, host, []), true, 0)).rendered) out.push({ prompt: r.user, response: r.response, system: r.system });
   }
   return out;
 }
