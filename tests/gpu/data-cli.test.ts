@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { storiesDir } from '../helpers/models';
-import { hasTestDatasets, testHubRoot, useHubServer } from '../helpers/hub-server';
+import { testHubRoot, useHubServer } from '../helpers/hub-server';
 import { runCli } from '../helpers/cli';
 
 const config = path.resolve('examples/stories260k_lora.yaml');
@@ -20,7 +20,7 @@ const cli = (args: string[]) => runCli(args, { env: { ...process.env, PEFT_STUDI
 const losses = (dir: string): number[] =>
   readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.loss !== undefined).map((l) => l.loss);
 
-describe.skipIf(!hasTestDatasets())('peft-studio train with a registry dataset', () => {
+describe('peft-studio train with a registry dataset', () => {
   const hub = useHubServer();
   const args = (out: string) => [
     'train', config, `model_name_or_path=${storiesDir()}`, `output_dir=${out}`, 'dataset=sst2', 'cutoff_len=160', 'max_samples=8',

@@ -2,8 +2,8 @@
  * Test assets and the local Hub server for tests.
  *
  * testHubRoot(): $HUB_DIR if set, else ../shared/hub when this checkout has
- * it, else .cache/hub (filled by `node scripts/fetch-test-assets.mjs`, models
- * only: tests that need datasets check hasTestDatasets()).
+ * it, else .cache/hub (filled by `node scripts/fetch-test-assets.mjs`). The
+ * dataset tests need its datasets/ folder: they fail, never skip, without it.
  *
  * useHubServer(): starts scripts/hub-server.mjs for one test file
  * (beforeAll/afterAll) and returns a handle whose fields are valid once
@@ -49,9 +49,6 @@ export function testHubRoot(): string {
 }
 
 /** Whether the test hub has the dataset files (../shared/hub does; a fetched .cache/hub does not). */
-export function hasTestDatasets(): boolean {
-  return existsSync(path.join(testHubRoot(), 'datasets'));
-}
 
 export function startHubServer(opts: { root?: string; port?: number } = {}): Promise<HubServer> {
   return (startUntyped as (o: { root: string; port?: number }) => Promise<HubServer>)({ root: opts.root ?? testHubRoot(), port: opts.port });

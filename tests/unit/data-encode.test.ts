@@ -18,7 +18,7 @@ import { loadExperimentData, loadPredictionData } from '../../src/data/node';
 import { IGNORE_INDEX } from '../../src/data/sft';
 import { encodeTurn } from '../../src/data/template';
 import { storiesDir } from '../helpers/models';
-import { hasTestDatasets, testHubRoot, useHubServer } from '../helpers/hub-server';
+import { testHubRoot, useHubServer } from '../helpers/hub-server';
 
 let tok: Tokenizer;
 beforeAll(async () => {
@@ -147,7 +147,7 @@ describe('training and prediction sets', () => {
   });
 });
 
-describe.skipIf(!hasTestDatasets())('the CLI pipeline (node.ts)', () => {
+describe('the CLI pipeline (node.ts)', () => {
   const hub = useHubServer();
   const datasets = () => path.join(testHubRoot(), 'datasets');
   const cfg = (over: Record<string, unknown>): ExperimentConfig =>

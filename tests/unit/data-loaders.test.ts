@@ -13,7 +13,7 @@ import { datasetEntry, loadDatasetRows, parseDatasetInfo, registerDatasets, rend
 import { LocalFolderSource } from '../../src/hub/node';
 import { ConfigError, HubError } from '../../src/errors';
 import type { FileSource } from '../../src/hub/source';
-import { hasTestDatasets, testHubRoot } from '../helpers/hub-server';
+import { testHubRoot } from '../helpers/hub-server';
 
 /** Files in memory, as a FileSource (missing files: HubError 404, like every source). */
 class MemoryFiles implements FileSource {
@@ -81,7 +81,7 @@ describe('tsv (GLUE: no quoting)', () => {
     expect(errorOf(() => parseDelimited(text, { delimiter: '\t' }, 'dev.tsv'))).toMatch(/dev\.tsv, line 2: .*(never closed|after a closing quote)/);
   });
 
-  it.skipIf(!hasTestDatasets())('reads the real GLUE quirks: MRPC with a BOM and unbalanced quotes, QQP with CRLF, CoLA without a header', () => {
+  it('reads the real GLUE quirks: MRPC with a BOM and unbalanced quotes, QQP with CRLF, CoLA without a header', () => {
     const raw = (p: string) => readFileSync(path.join(testHubRoot(), 'datasets', p), 'utf8');
     const mrpc = parseDelimited(raw('mrpc/raw/dev.tsv'), { delimiter: '\t', quote: null }, 'mrpc');
     expect(mrpc).toHaveLength(408);
@@ -115,7 +115,7 @@ describe('jsonl and json arrays', () => {
   });
 });
 
-describe.skipIf(!hasTestDatasets())('parquet (hyparquet)', () => {
+describe('parquet (hyparquet)', () => {
   const file = (p: string) => new Uint8Array(readFileSync(path.join(testHubRoot(), 'datasets', p)));
 
   it('reads rows, int64 as numbers, and the ClassLabel names from the huggingface metadata', async () => {
@@ -244,7 +244,7 @@ describe('custom entries (dataset_info)', () => {
     expect(errorOf(() => parseDatasetInfo({ r: noClasses }, 'i.json'))).toMatch(/a classification entry needs "labelNames"/);
   });
 
-  it.skipIf(!hasTestDatasets())('a custom entry can point at a Hub-layout folder through a hub source', async () => {
+  it('a custom entry can point at a Hub-layout folder through a hub source', async () => {
     const [e] = parseDatasetInfo({
       cb_pairs: {
         task: 'classification', metric: 'classification', instruction: '', split: 'validation', formatter: 'columns',

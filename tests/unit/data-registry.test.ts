@@ -28,7 +28,7 @@ import {
   type Rendered,
 } from '../../src/data/registry';
 import { ConfigError } from '../../src/errors';
-import { hasTestDatasets, startHubServer, testHubRoot, useHubServer, type HubServer } from '../helpers/hub-server';
+import { startHubServer, testHubRoot, useHubServer, type HubServer } from '../helpers/hub-server';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GOLDEN = path.join(repoRoot, 'tests', 'golden', 'datasets');
@@ -84,7 +84,7 @@ const REAL: [string, string, string[]?][] = [
 
 const SYNTHETIC = ['mnli', 'hellaswag', 'winogrande', 'apps'];
 
-describe.skipIf(!hasTestDatasets())('dataset registry: the 27 datasets on real rows', () => {
+describe('dataset registry: the 27 datasets on real rows', () => {
   it('has the 27 PEFT-Factory datasets, each with a training and an _eval key, and the exact instructions', () => {
     const names = datasetNames();
     expect(names).toHaveLength(27);

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import http from 'node:http';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { hasTestDatasets, testHubRoot, useHubServer } from '../helpers/hub-server';
+import { testHubRoot, useHubServer } from '../helpers/hub-server';
 
 const hub = useHubServer();
 const root = testHubRoot();
@@ -27,11 +27,9 @@ describe('scripts/hub-server.mjs', () => {
     expect(r.status).toBe(200);
     expect(r.body.equals(readFileSync(path.join(root, 'models/stories260K/config.json')))).toBe(true);
     expect(r.headers['content-length']).toBe(String(r.body.length));
-    if (hasTestDatasets()) {
-      const d = await raw('GET', '/datasets/gsm8k/resolve/main/raw/test.jsonl');
-      expect(d.status).toBe(200);
-      expect(d.body.length).toBe(statSync(path.join(root, 'datasets/gsm8k/raw/test.jsonl')).size);
-    }
+    const d = await raw('GET', '/datasets/gsm8k/resolve/main/raw/test.jsonl');
+    expect(d.status).toBe(200);
+    expect(d.body.length).toBe(statSync(path.join(root, 'datasets/gsm8k/raw/test.jsonl')).size);
     const any = await raw('HEAD', '/stories260K/resolve/0123abcd/config.json');
     expect(any.status).toBe(200);
   });
@@ -61,7 +59,6 @@ describe('scripts/hub-server.mjs', () => {
   it('matches first and decodes after: an encoded revision is one segment', async () => {
     expect((await raw('HEAD', '/stories260K/resolve/refs%2Fpr%2F1/config.json')).status).toBe(200);
     expect((await raw('HEAD', '/stories260K/resolve/refs/pr/1/config.json')).status).toBe(404);
-    if (!hasTestDatasets()) return;
     const ok = await raw('HEAD', '/datasets/ybisk/piqa/resolve/refs%2Fconvert%2Fparquet/plain_text/validation/0000.parquet');
     expect(ok.status).toBe(200);
     const split = await raw('HEAD', '/datasets/ybisk/piqa/resolve/refs/convert/parquet/plain_text/validation/0000.parquet');

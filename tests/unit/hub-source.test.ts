@@ -5,7 +5,7 @@ import path from 'node:path';
 import { ConfigError, HubError } from '../../src/errors';
 import { HubSource, isNotFound, MemoryCache, type FileProgress } from '../../src/hub/index';
 import { NodeFolderCache } from '../../src/hub/node';
-import { hasTestDatasets, testHubRoot, useHubServer } from '../helpers/hub-server';
+import { testHubRoot, useHubServer } from '../helpers/hub-server';
 
 const hub = useHubServer();
 const modelDir = path.join(testHubRoot(), 'models', 'stories260K');
@@ -80,7 +80,7 @@ describe('HubSource against the local hub server', () => {
     expect(hub.requests.at(-1)!.path).toBe('/stories260K/resolve/refs%2Fpr%2F1/original/tok512.bin');
   });
 
-  it.skipIf(!hasTestDatasets())('reads dataset repos at an encoded revision', async () => {
+  it('reads dataset repos at an encoded revision', async () => {
     const d = new HubSource({ endpoint: hub.url, repo: 'ybisk/piqa', revision: 'refs/convert/parquet', kind: 'dataset' });
     const pq = await d.get('plain_text/validation/0000.parquet');
     expect(new TextDecoder().decode(pq.subarray(0, 4))).toBe('PAR1');
