@@ -10,8 +10,18 @@ import { ropeInvFreq } from '../engine/ops/rope';
 
 export type WeightMap = Map<string, ArrayLike<number>>;
 
+/**
+ * Where a float64 method reference (the bottleneck adapters') changes the
+ * residual adds of a layer: given the sub-layer output h and the stream x
+ * entering it, return the stream after the sub-layer. Default: x + h.
+ */
+export interface ReferenceHooks {
+  attentionResidual?: (layer: number, h: Float64Array, x: Float64Array) => ArrayLike<number>;
+  mlpResidual?: (layer: number, h: Float64Array, x: Float64Array) => ArrayLike<number>;
+}
+
 /** Logits [T, V] for one unpadded sequence. */
-export function referenceForward(cfg: ModelConfig, w: WeightMap, ids: number[]): Float64Array[] {
+export function referenceForward(cfg: ModelConfig, w: WeightMap, ids: number[], hooks: ReferenceHooks = {}): Float64Array[] {
   const C = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
   const T = ids.length, V = cfg.vocabSize;
   const get = (n: string) => {
@@ -83,13 +93,13 @@ export function referenceForward(cfg: ModelConfig, w: WeightMap, ids: number[]):
         }
       }
       const o = linear(`${p}.self_attn.o_proj`, att, C);
-      x[t] = x[t].map((a, i) => a + o[i]);
+      x[t] = hooks.attentionResidual ? Float64Array.from(hooks.attentionResidual(l, o, x[t])) : x[t].map((a, i) => a + o[i]);
       const h2 = rms(x[t], get(`${p}.post_attention_layernorm.weight`));
       const g = linear(`${p}.mlp.gate_proj`, h2, cfg.intermediateSize);
       const u = linear(`${p}.mlp.up_proj`, h2, cfg.intermediateSize);
       const m = g.map((a, i) => (a / (1 + Math.exp(-a))) * u[i]);
       const d = linear(`${p}.mlp.down_proj`, m, C);
-      x[t] = x[t].map((a, i) => a + d[i]);
+      x[t] = hooks.mlpResidual ? Float64Array.from(hooks.mlpResidual(l, d, x[t])) : x[t].map((a, i) => a + d[i]);
     }
   }
   const head = w.has('lm_head.weight') ? 'lm_head' : 'model.embed_tokens';
