@@ -21,7 +21,7 @@ import { nodeGpu } from '../gpu/node';
 import { Engine } from '../engine/engine';
 import { loadModel } from '../model/load';
 import { generate } from '../model/generate';
-import { sourceFor } from '../hub/node';
+import { sourceFor, trustEndpoint } from '../hub/node';
 import { ConfigError, PeftStudioError } from '../errors';
 import { runBench } from './bench';
 import { attachAdapterFolder, exportCommand, trainCommand } from './train';
@@ -45,14 +45,18 @@ Commands:
             Greedy when the temperature is 0. --ids prints the generated token ids as JSON too.
   bench     [--out bench.json] [--steps N] [--only stories260K,smollm2-135m]
             Forward, forward+backward and LoRA training-step throughput, peak GPU memory.
-  methods   Installed methods: built-in and plug-ins (from PEFT_DIR), with their source folders.
+  methods   Installed methods: built-in and plug-ins (from PEFT_DIR / --peft-dir), with their source folders.
 
 Common options:
+  --peft-dir DIRS  Folders of method plug-ins, ':'-separated (overrides PEFT_DIR). Plug-ins are code:
+                   only the folders named here or in PEFT_DIR load; the CLI prints which it loaded.
   --endpoint URL   Hub endpoint or mirror (default https://huggingface.co)
   --revision REV   Hub revision (default main)
 
 Environment:
-  PEFT_DIR         Folders of method plug-ins, ':'-separated (default ./peft), scanned at start.
+  PEFT_DIR         Folders of method plug-ins, ':'-separated (default: none), scanned at start.
+  HF_TOKEN         Hub token: sent only to https://huggingface.co or to an endpoint given by --endpoint,
+                   or HF_ENDPOINT (not to one a config file names); never over plain http except to loopback.
 `;
 
 function progressBar(): (p: { file: string; loaded: number; total: number }) => void {
@@ -83,14 +87,34 @@ async function engineForCli(): Promise<Engine> {
   return e;
 }
 
-export async function main(argv: string[]): Promise<number> {
+/** `--peft-dir DIRS` / `--peft-dir=DIRS` anywhere in argv (every command takes it): the value and argv without it. */
+export function takePeftDir(argv: string[]): { peftDir?: string; argv: string[] } {
+  const out: string[] = [];
+  let peftDir: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--peft-dir') {
+      if (i + 1 >= argv.length || argv[i + 1].startsWith('--')) throw new ConfigError('--peft-dir needs a value: --peft-dir /path/to/plugins');
+      peftDir = argv[++i];
+    } else if (a.startsWith('--peft-dir=')) peftDir = a.slice('--peft-dir='.length);
+    else out.push(a);
+  }
+  return { peftDir, argv: out };
+}
+
+export async function main(argvIn: string[]): Promise<number> {
+  const { peftDir, argv } = takePeftDir(argvIn);
   const [cmd, ...rest] = argv;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     process.stdout.write(USAGE);
     return cmd ? 0 : 1;
   }
-  // Method plug-ins (PEFT_DIR, default ./peft) install before any config is validated.
-  const plugins: PluginScan = await loadPlugins();
+  // Method plug-ins install before any config is validated; only the folders named by --peft-dir or PEFT_DIR.
+  const plugins: PluginScan = await loadPlugins(peftDir !== undefined ? { peftDir } : {});
+  if (plugins.dirs.length) {
+    const names = plugins.installed.map((m) => m.name);
+    process.stderr.write(`peft-studio: plug-in folders loaded: ${plugins.dirs.join(path.delimiter)} (${names.length ? `methods: ${names.join(', ')}` : 'no plug-ins in them'})\n`);
+  }
   if (cmd === 'train' || cmd === 'export' || cmd === 'grid') {
     const [file, ...overrides] = rest;
     if (!file) throw new ConfigError(`${cmd}: give a ${cmd === 'grid' ? 'grid' : 'config'} file: peft-studio ${cmd} <${cmd === 'grid' ? 'grid' : 'config'}.yaml> [key=value ...]`);
@@ -129,6 +153,8 @@ export async function main(argv: string[]): Promise<number> {
     if (!Number.isFinite(v) || v < min || v > max) throw new ConfigError(`--${key} must be a number in [${min}, ${max}], got '${raw}'`);
     return v;
   };
+  // An endpoint the user typed is trusted with HF_TOKEN (if https, or http to loopback); one from a config is not.
+  if (values.endpoint) trustEndpoint(values.endpoint);
   const needModel = () => {
     if (!values.model) throw new ConfigError(`${cmd}: --model <dir|repo> is required`);
     return sourceFor(values.model, { endpoint: values.endpoint, revision: values.revision });

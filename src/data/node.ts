@@ -21,7 +21,7 @@ import path from 'node:path';
 import type { ExperimentConfig } from '../config/schema';
 import { ConfigError } from '../errors';
 import { HubSource } from '../hub/hub-source';
-import { defaultCacheDir, LocalFolderSource, NodeFolderCache } from '../hub/node';
+import { defaultCacheDir, hubToken, LocalFolderSource, NodeFolderCache } from '../hub/node';
 import type { FileCache } from '../hub/cache';
 import { isNotFound, type FileSource, type ProgressCallback } from '../hub/source';
 import type { Tokenizer } from '../model/tokenizer';
@@ -74,7 +74,7 @@ const isDir = (p: string): boolean => statSync(p, { throwIfNoEntry: false })?.is
 export function nodeResolver(opts: NodeDataOptions = {}): SourceResolver {
   const cache = opts.cache ?? (opts.cacheDir === null ? undefined : new NodeFolderCache(path.join(opts.cacheDir ?? defaultCacheDir(), 'hub')));
   const endpoint = opts.endpoint || process.env.HF_ENDPOINT || undefined;
-  const token = opts.token ?? (process.env.HF_TOKEN || undefined);
+  const token = opts.token ?? hubToken(endpoint);
   return (spec: SourceSpec, entry: DatasetEntry): FileSource | null => {
     if (spec.type === 'hub') {
       const hub = new HubSource({ endpoint, repo: spec.repo, revision: spec.revision, kind: 'dataset', cache, fetch: opts.fetch, token });

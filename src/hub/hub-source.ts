@@ -30,7 +30,31 @@ export interface HubSourceOptions {
   token?: string;
 }
 
-function normalizeEndpoint(endpoint: string): string {
+/** Hosts whose traffic never leaves the machine: plain http to them cannot leak a token. */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h.endsWith('.localhost') || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
+}
+
+/**
+ * Why a Hub token must not go to this endpoint, or null when it may: the
+ * endpoint is the default Hub or one the user named (flag or environment, in
+ * `trusted`), never one that only a config file or share link named, and it is
+ * https, or http to loopback only.
+ */
+export function tokenRefusal(endpoint: string, trusted: readonly string[]): string | null {
+  const url = new URL(normalizeEndpoint(endpoint));
+  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
+    return `the Hub token is not sent to ${url.origin}: it is plain http to another machine (use https, or http only to localhost)`;
+  }
+  const own = normalizeEndpoint(endpoint);
+  if (own !== DEFAULT_ENDPOINT && !trusted.map(normalizeEndpoint).includes(own)) {
+    return `the Hub token is not sent to ${own}: only a config or link names it; to trust it, give it with --endpoint or HF_ENDPOINT`;
+  }
+  return null;
+}
+
+export function normalizeEndpoint(endpoint: string): string {
   let url: URL;
   try {
     url = new URL(endpoint);
@@ -70,7 +94,10 @@ export class HubSource implements FileSource {
     this.cache = opts.cache;
     // Calling the global fetch unbound ("Illegal invocation" in browsers) is avoided by the arrow.
     this.fetchFn = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
-    this.token = opts.token;
+    // Never over plain http to another machine, whoever passed the token.
+    const refusal = opts.token ? tokenRefusal(this.endpoint, [this.endpoint]) : null;
+    if (refusal) console.warn(`peft-studio: ${refusal}.`);
+    this.token = refusal ? undefined : opts.token;
     this.id = `hub:${this.endpoint}/${this.kind === 'dataset' ? 'datasets/' : ''}${this.repo}@${this.revision}`;
   }
 

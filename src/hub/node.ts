@@ -10,7 +10,7 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { ConfigError, HubError } from '../errors';
 import type { CacheMeta, CacheVerify, FileCache } from './cache';
-import { DEFAULT_ENDPOINT, HubSource, type RepoKind } from './hub-source';
+import { DEFAULT_ENDPOINT, HubSource, normalizeEndpoint, tokenRefusal, type RepoKind } from './hub-source';
 import { validateFilePath, validateRepoId, type FileSource, type ProgressCallback } from './source';
 
 const CHUNK = 16 << 20;
@@ -205,6 +205,40 @@ export class LocalFolderSource implements FileSource {
   }
 }
 
+/** Endpoints the user named on the command line (--endpoint); HF_ENDPOINT and the default Hub are trusted too. */
+const trustedEndpoints = new Set<string>();
+
+/** The CLI calls this for --endpoint: HF_TOKEN may go there (if https, or http to loopback). */
+export function trustEndpoint(endpoint: string): void {
+  trustedEndpoints.add(normalizeEndpoint(endpoint));
+}
+
+const warnedEndpoints = new Set<string>();
+
+/**
+ * HF_TOKEN for a request to `endpoint` (default HF_ENDPOINT, else the Hub), or
+ * undefined when it must not go there: an endpoint that only a config file
+ * named, or plain http to another machine. A withheld token is said once per
+ * endpoint on stderr.
+ */
+export function hubToken(endpoint: string | null | undefined, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const token = env.HF_TOKEN || undefined;
+  if (!token) return undefined;
+  const target = endpoint || env.HF_ENDPOINT || DEFAULT_ENDPOINT;
+  let refusal: string | null;
+  try {
+    refusal = tokenRefusal(target, [...trustedEndpoints, ...(env.HF_ENDPOINT ? [env.HF_ENDPOINT] : [])]);
+  } catch {
+    return undefined; // not a valid endpoint: HubSource names the problem
+  }
+  if (refusal) {
+    if (!warnedEndpoints.has(target)) process.stderr.write(`peft-studio: HF_TOKEN: ${refusal}.\n`);
+    warnedEndpoints.add(target);
+    return undefined;
+  }
+  return token;
+}
+
 /** PEFT_STUDIO_CACHE, or ~/.cache/peft-studio. */
 export function defaultCacheDir(): string {
   return process.env.PEFT_STUDIO_CACHE || path.join(homedir(), '.cache', 'peft-studio');
@@ -220,7 +254,7 @@ export interface SourceForOptions {
   /** Replaces the folder cache; null turns caching off. */
   cache?: FileCache | null;
   fetch?: typeof fetch;
-  /** Default HF_TOKEN. */
+  /** Default hubToken(endpoint): HF_TOKEN where it may go. */
   token?: string;
 }
 
@@ -252,13 +286,14 @@ export function sourceFor(arg: string, opts: SourceForOptions = {}): FileSource 
   }
   const cache =
     opts.cache === null ? undefined : (opts.cache ?? new NodeFolderCache(path.join(opts.cacheDir ?? defaultCacheDir(), 'hub')));
+  const endpoint = opts.endpoint ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT);
   return new HubSource({
-    endpoint: opts.endpoint ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT),
+    endpoint,
     repo: arg,
     revision: opts.revision,
     kind: opts.kind ?? 'model',
     cache,
     fetch: opts.fetch,
-    token: opts.token ?? (process.env.HF_TOKEN || undefined),
+    token: opts.token ?? hubToken(endpoint),
   });
 }

@@ -1,6 +1,9 @@
 /**
- * Method plug-ins for the Node CLI: the folders in PEFT_DIR (default ./peft
- * of the working directory), scanned once at start.
+ * Method plug-ins for the Node CLI: the folders named by PEFT_DIR or
+ * --peft-dir, scanned once at start. Plug-ins are code, so they are opt-in:
+ * with neither set no folder is scanned (not even ./peft of the working
+ * directory: a cloned experiment folder must not run code on `logits`). The
+ * project's own peft/ methods are bundled into the CLI and always available.
  *
  * A plug-in folder is <PEFT_DIR>/<name>/ with config.ts (exported arrays of
  * OptionSpec), method.ts (`export default` a PeftMethod named <name>) and
@@ -146,7 +149,7 @@ const real = (p: string) => {
 };
 
 export interface LoadPluginsOptions {
-  /** PEFT_DIR: folders of plug-in folders, separated by the platform's path delimiter (':'). Default: env PEFT_DIR, else ./peft. */
+  /** PEFT_DIR: folders of plug-in folders, separated by the platform's path delimiter (':'). Default: env PEFT_DIR, else none. */
   peftDir?: string;
   /** Base for a relative PEFT_DIR (default: the working directory). */
   cwd?: string;
@@ -169,7 +172,9 @@ const pluginKernels = new Map<string, { files: { file: string; code: string }[];
 export function pluginDirs(opts: Pick<LoadPluginsOptions, 'peftDir' | 'cwd'> = {}): { dirs: string[]; explicit: boolean } {
   const raw = opts.peftDir ?? process.env.PEFT_DIR;
   const explicit = raw !== undefined && raw !== '';
-  const value = explicit ? raw! : './peft';
+  // Opt-in: no PEFT_DIR, no plug-ins (never ./peft of the working directory by default).
+  if (!explicit) return { dirs: [], explicit: false };
+  const value = raw!;
   // A URL (scheme:..., checked before splitting on ':') is refused, whatever follows.
   const isUrl = (x: string) => /^[a-z][a-z0-9+.-]*:/i.test(x) && !/^[a-z]:[\\/]/i.test(x);
   const entries = value.split(path.delimiter).filter(Boolean);
@@ -315,6 +320,8 @@ export function formatMethods(scan?: PluginScan): string {
   const head = ['finetuning_type', 'kind', 'peft_type', 'source'];
   const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (r: string[]) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(width[i]))).join('  ');
-  const dirs = scan?.dirs.length ? `Plug-in folders scanned (PEFT_DIR, default ./peft): ${scan.dirs.join(path.delimiter)}` : '';
+  const dirs = scan?.dirs.length
+    ? `Plug-in folders scanned (PEFT_DIR / --peft-dir): ${scan.dirs.join(path.delimiter)}`
+    : 'No plug-in folders scanned: plug-ins load only from folders named by PEFT_DIR or --peft-dir.';
   return [line(head), ...rows.map(line), ...(dirs ? ['', dirs] : [])].join('\n') + '\n';
 }

@@ -176,9 +176,9 @@ describe('method plug-ins', () => {
     expect(await problems(missing)).toContain(`PEFT_DIR folder ${missing} does not exist`);
     const root = peftDir({ 'inner': templateFiles });
     expect(await problems(path.join(root, 'inner'))).toContain(`is a plug-in folder itself; PEFT_DIR names the folder that contains plug-in folders: use PEFT_DIR=${root}`);
-    // Unset PEFT_DIR: ./peft of the working directory; absent there is not an error.
-    expect(pluginDirs({ peftDir: '', cwd: '/somewhere' })).toEqual({ dirs: ['/somewhere/peft'], explicit: false });
-    await expect(loadPlugins({ peftDir: '', cwd: tmpdir() })).resolves.toMatchObject({ installed: [] });
+    // Unset PEFT_DIR: no folder at all (plug-ins are opt-in; ./peft of the working directory is not scanned).
+    expect(pluginDirs({ peftDir: '', cwd: '/somewhere' })).toEqual({ dirs: [], explicit: false });
+    await expect(loadPlugins({ peftDir: '', cwd: tmpdir() })).resolves.toMatchObject({ dirs: [], installed: [] });
   });
 
   it("the project's own peft/ is bundled: scanning it installs nothing new and loads no code", async () => {
