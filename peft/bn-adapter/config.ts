@@ -21,9 +21,9 @@ export const INIT_WEIGHTS = ['bert', 'mam_adapter', 'houlsby'] as const;
 const g = 'bn-adapter';
 
 export const bottleneckOptions = [
-  { key: 'reduction_factor', type: 'float', default: 16, min: 0, exclusiveMin: true, group: g, help: 'Bottleneck width m = floor(hidden_size / reduction_factor), at least 1 (PEFT-Factory uses 16 for all three adapters; the Adapters library\'s ParBnConfig alone defaults to 2).' },
+  { key: 'reduction_factor', type: 'float', default: 16, min: 0, exclusiveMin: true, max: 65536, group: g, help: 'Bottleneck width m = floor(hidden_size / reduction_factor), at least 1 (PEFT-Factory uses 16 for all three adapters; the Adapters library\'s ParBnConfig alone defaults to 2).' },
   { key: 'non_linearity', type: 'enum', default: null, nullable: true, choices: NON_LINEARITIES, group: g, help: 'Activation between the down and up projections (transformers names; swish = silu, gelu exact, gelu_new tanh approximation, leakyrelu slope 0.01). Unset: swish for bn-adapter (PEFT-Factory\'s peftbench sets tanh), relu for seq-bn-adapter and par-adapter.' },
-  { key: 'scaling', type: 'float', default: null, nullable: true, group: g, help: 'Fixed factor on the adapter output (up-projection incl. bias). Unset: 1.0 for bn-adapter and seq-bn-adapter, 4.0 for par-adapter.' },
+  { key: 'scaling', type: 'float', default: null, nullable: true, min: -1e6, max: 1e6, group: g, help: 'Fixed factor on the adapter output (up-projection incl. bias). Unset: 1.0 for bn-adapter and seq-bn-adapter, 4.0 for par-adapter.' },
   { key: 'init_weights', type: 'enum', default: null, nullable: true, choices: INIT_WEIGHTS, group: g, help: 'Initialisation: bert (down and up ~ N(0, 0.02²), biases 0), mam_adapter (down ~ U(±1/√d), up = 0: the adapter starts as an exact no-op), houlsby (truncated N(0, 0.01²) at ±0.02). Unset: bert for bn-adapter and seq-bn-adapter, mam_adapter for par-adapter.' },
   { key: 'ln_before', type: 'bool', default: false, group: g, help: 'A new trainable LayerNorm on the adapter input (before the down projection).' },
   { key: 'ln_after', type: 'bool', default: false, group: g, help: 'A new trainable LayerNorm on the adapter output.' },

@@ -8,12 +8,12 @@
 import type { OptionSpec } from '../../src/config/schema';
 
 export const oftOptions = [
-  { key: 'oft_rank', type: 'int', default: 0, min: 0, group: 'oft', help: 'Number of OFT blocks per layer (r). Set exactly one of oft_rank and oft_block_size; the other must be 0.' },
-  { key: 'oft_block_size', type: 'int', default: 32, min: 0, group: 'oft', help: 'OFT block size b (adjusted per layer to the nearest divisor of its input size). Set exactly one of oft_rank and oft_block_size; the other must be 0.' },
+  { key: 'oft_rank', type: 'int', default: 0, min: 0, max: 65536, group: 'oft', help: 'Number of OFT blocks per layer (r). Set exactly one of oft_rank and oft_block_size; the other must be 0.' },
+  { key: 'oft_block_size', type: 'int', default: 32, min: 0, max: 65536, group: 'oft', help: 'OFT block size b (adjusted per layer to the nearest divisor of its input size). Set exactly one of oft_rank and oft_block_size; the other must be 0.' },
   { key: 'oft_target', type: 'string-list', default: 'all', group: 'oft', help: "Module names to adapt (q_proj,v_proj,...) or 'all' for every linear projection." },
   { key: 'module_dropout', type: 'float', default: 0, min: 0, max: 1, exclusiveMax: true, group: 'oft', help: 'OFT multiplicative block dropout. Accepted and written to the adapter config; like current HF PEFT, the Linear forward does not apply it.' },
   { key: 'coft', type: 'bool', default: false, group: 'oft', help: 'Constrained OFT: before every forward, project each block onto ‖Q‖_F ≤ coft_eps / √(blocks).' },
-  { key: 'coft_eps', type: 'float', default: 6e-5, min: 0, exclusiveMin: true, group: 'oft', help: "COFT radius (HF PEFT's `eps`)." },
+  { key: 'coft_eps', type: 'float', default: 6e-5, min: 0, exclusiveMin: true, max: 1e6, group: 'oft', help: "COFT radius (HF PEFT's `eps`)." },
   { key: 'block_share', type: 'bool', default: false, group: 'oft', help: 'Share one rotation block across all blocks of a layer.' },
   { key: 'use_cayley_neumann', type: 'bool', default: true, group: 'oft', help: 'Cayley–Neumann polynomial (fast, approximately orthogonal) instead of the exact Cayley transform (I − Q)(I + Q)⁻¹.' },
   { key: 'num_cayley_neumann_terms', type: 'int', default: 5, min: 1, max: 32, group: 'oft', help: 'Terms of the Cayley–Neumann polynomial.' },

@@ -27,7 +27,7 @@ export const promptOptions = [
     help: 'Virtual tokens n_v of the soft prompt (prompt-tuning, p-tuning, mtp) or of the per-layer prefix (prefix-tuning, p-tuning-v2). Required by those methods (peftbench: 100 for prompt-tuning and p-tuning, 32 for prefix-tuning).',
   },
   {
-    key: 'encoder_hidden_size', type: 'int', default: null, nullable: true, min: 1, group: 'prompt-tuning',
+    key: 'encoder_hidden_size', type: 'int', default: null, nullable: true, min: 1, max: 65536, group: 'prompt-tuning',
     help: 'Hidden size H of the prompt encoder (p-tuning MLP/LSTM, prefix-tuning projection). Unset: the token dimension (hidden_size for p-tuning; n_kv·head_dim for prefix-tuning).',
   },
   {

@@ -73,9 +73,9 @@ export const datasetOptions = [
   { key: 'dataset', type: 'string', default: null, nullable: true, group: 'dataset', help: 'Training data: a registry name (e.g. sst2) or a path to an Alpaca-style .jsonl file. Required when do_train is true.' },
   { key: 'eval_dataset', type: 'string', default: null, nullable: true, group: 'dataset', help: 'Evaluation / prediction data (registry name or .jsonl). Unset: the val_size split of dataset.' },
   { key: 'template', type: 'enum', default: null, nullable: true, choices: templateNames as readonly string[], group: 'dataset', help: "Prompt template: default (LLaMA-Factory's 'Human: …\\nAssistant:'), alpaca, empty, or chat (the tokenizer's chat template). Unset: chat when the tokenizer has a chat template, else default." },
-  { key: 'cutoff_len', type: 'int', default: 2048, min: 1, group: 'dataset', help: 'Maximum tokens per example (prompt + response); longer examples are truncated by the LLaMA-Factory rule.' },
-  { key: 'max_samples', type: 'int', default: null, nullable: true, min: 1, group: 'dataset', help: 'Use only the first N examples of each dataset. Unset: all.' },
-  { key: 'val_size', type: 'float', default: 0, min: 0, countOrRatio: true, group: 'dataset', help: 'Validation split taken from dataset: a fraction in [0, 1) or a count of examples (integer ≥ 1). 0: no split.' },
+  { key: 'cutoff_len', type: 'int', default: 2048, min: 1, max: 131072, group: 'dataset', help: 'Maximum tokens per example (prompt + response); longer examples are truncated by the LLaMA-Factory rule.' },
+  { key: 'max_samples', type: 'int', default: null, nullable: true, min: 1, max: 1e9, group: 'dataset', help: 'Use only the first N examples of each dataset. Unset: all.' },
+  { key: 'val_size', type: 'float', default: 0, min: 0, countOrRatio: true, max: 1e9, group: 'dataset', help: 'Validation split taken from dataset: a fraction in [0, 1) or a count of examples (integer ≥ 1). 0: no split.' },
   { key: 'packing', type: 'bool', default: false, group: 'dataset', help: 'Pack several examples into each cutoff_len block (greedy knapsack, as LLaMA-Factory).' },
   { key: 'train_on_prompt', type: 'bool', default: false, group: 'dataset', help: 'Also compute the loss on prompt tokens (default: response tokens only).' },
   { key: 'dataset_dir', type: 'string', default: null, nullable: true, group: 'dataset', help: "A local folder of dataset files, read before the Hub: Hub-layout copies (<dataset_dir>/<org>/<repo>/<file>) or original files (<dataset_dir>/<name>/raw/, e.g. GLUE's .tsv); custom entries' relative paths start here too. Unset: the Hub only." },
@@ -87,9 +87,9 @@ export const datasetOptions = [
 export const outputOptions = [
   { key: 'output_dir', type: 'string', group: 'output', help: 'Where checkpoints, the adapter, logs and predictions are written.' },
   { key: 'overwrite_output_dir', type: 'bool', default: false, group: 'output', help: 'Allow writing into a non-empty output_dir.' },
-  { key: 'logging_steps', type: 'float', default: 10, min: 0, exclusiveMin: true, countOrRatio: true, group: 'output', help: 'Log every N optimizer steps (a fraction below 1: of the total steps). HF default is 500; PEFT Studio uses 10.' },
-  { key: 'save_steps', type: 'float', default: 500, min: 0, exclusiveMin: true, countOrRatio: true, group: 'output', help: 'Save a checkpoint every N optimizer steps (a fraction below 1: of the total steps).' },
-  { key: 'save_total_limit', type: 'int', default: null, nullable: true, min: 1, group: 'output', help: 'Keep at most this many checkpoints (oldest deleted). Unset: keep all.' },
+  { key: 'logging_steps', type: 'float', default: 10, min: 0, exclusiveMin: true, countOrRatio: true, max: 1e9, group: 'output', help: 'Log every N optimizer steps (a fraction below 1: of the total steps). HF default is 500; PEFT Studio uses 10.' },
+  { key: 'save_steps', type: 'float', default: 500, min: 0, exclusiveMin: true, countOrRatio: true, max: 1e9, group: 'output', help: 'Save a checkpoint every N optimizer steps (a fraction below 1: of the total steps).' },
+  { key: 'save_total_limit', type: 'int', default: null, nullable: true, min: 1, max: 1e6, group: 'output', help: 'Keep at most this many checkpoints (oldest deleted). Unset: keep all.' },
   { key: 'run_name', type: 'string', default: null, nullable: true, group: 'output', help: 'A name for the run in logs and the UI.' },
 ] as const satisfies readonly OptionSpec[];
 
@@ -99,20 +99,20 @@ export const exportOptions = [
 ] as const satisfies readonly OptionSpec[];
 
 export const trainOptions = [
-  { key: 'per_device_train_batch_size', type: 'int', default: 8, min: 1, group: 'train', help: 'Examples per micro-batch.' },
-  { key: 'gradient_accumulation_steps', type: 'int', default: 1, min: 1, group: 'train', help: 'Micro-batches per optimizer step; the loss is averaged over all valid tokens of the step.' },
-  { key: 'learning_rate', type: 'float', default: 5e-5, min: 0, group: 'train', help: 'Peak learning rate of AdamW.' },
-  { key: 'weight_decay', type: 'float', default: 0, min: 0, group: 'train', help: 'Decoupled weight decay (not applied to biases and norm weights).' },
+  { key: 'per_device_train_batch_size', type: 'int', default: 8, min: 1, max: 4096, group: 'train', help: 'Examples per micro-batch.' },
+  { key: 'gradient_accumulation_steps', type: 'int', default: 1, min: 1, max: 65536, group: 'train', help: 'Micro-batches per optimizer step; the loss is averaged over all valid tokens of the step.' },
+  { key: 'learning_rate', type: 'float', default: 5e-5, min: 0, max: 100, group: 'train', help: 'Peak learning rate of AdamW.' },
+  { key: 'weight_decay', type: 'float', default: 0, min: 0, max: 100, group: 'train', help: 'Decoupled weight decay (not applied to biases and norm weights).' },
   { key: 'adam_beta1', type: 'float', default: 0.9, min: 0, max: 1, exclusiveMax: true, group: 'train', help: 'AdamW β1.' },
   { key: 'adam_beta2', type: 'float', default: 0.999, min: 0, max: 1, exclusiveMax: true, group: 'train', help: 'AdamW β2.' },
-  { key: 'adam_epsilon', type: 'float', default: 1e-8, min: 0, group: 'train', help: 'AdamW ε.' },
+  { key: 'adam_epsilon', type: 'float', default: 1e-8, min: 0, max: 1, group: 'train', help: 'AdamW ε.' },
   { key: 'optim', type: 'enum', default: 'adamw_torch', choices: ['adamw_torch', 'adamw_torch_fused'], group: 'train', help: 'Optimizer (both are torch AdamW; GaLore is selected with use_galore).' },
-  { key: 'num_train_epochs', type: 'float', default: 3, min: 0, group: 'train', help: 'Epochs (may be fractional). Ignored when max_steps > 0.' },
-  { key: 'max_steps', type: 'int', default: -1, min: -1, group: 'train', help: 'Total optimizer steps; overrides num_train_epochs when > 0.' },
+  { key: 'num_train_epochs', type: 'float', default: 3, min: 0, max: 1e6, group: 'train', help: 'Epochs (may be fractional). Ignored when max_steps > 0.' },
+  { key: 'max_steps', type: 'int', default: -1, min: -1, max: 1e9, group: 'train', help: 'Total optimizer steps; overrides num_train_epochs when > 0.' },
   { key: 'lr_scheduler_type', type: 'enum', default: 'linear', choices: ['linear', 'cosine', 'constant', 'constant_with_warmup'], group: 'train', help: 'Learning-rate schedule (transformers get_scheduler).' },
   { key: 'warmup_ratio', type: 'float', default: 0, min: 0, max: 1, group: 'train', help: 'Warmup as a fraction of the total steps (used when warmup_steps is 0).' },
-  { key: 'warmup_steps', type: 'int', default: 0, min: 0, group: 'train', help: 'Warmup steps; overrides warmup_ratio when > 0.' },
-  { key: 'max_grad_norm', type: 'float', default: 1, min: 0, group: 'train', help: 'Clip the global gradient L2 norm to this value (0: no clipping).' },
+  { key: 'warmup_steps', type: 'int', default: 0, min: 0, max: 1e9, group: 'train', help: 'Warmup steps; overrides warmup_ratio when > 0.' },
+  { key: 'max_grad_norm', type: 'float', default: 1, min: 0, max: 1e6, group: 'train', help: 'Clip the global gradient L2 norm to this value (0: no clipping).' },
   { key: 'seed', type: 'int', default: 42, min: 0, max: 4294967295, group: 'train', help: 'Seed for initialisation, shuffling, the validation split and dropout.' },
   { key: 'resume_from_checkpoint', type: 'string', default: null, nullable: true, acceptsBool: true, group: 'train', help: 'Resume training: true for the newest checkpoint in output_dir, or a checkpoint path. Unset/false: start fresh.' },
   { key: 'bf16', type: 'bool', default: false, group: 'train', help: 'Accepted for LLaMA-Factory configs; PEFT Studio computes in fp32 (results differ from bf16 runs at bf16 precision).' },
@@ -120,45 +120,45 @@ export const trainOptions = [
 
 export const evalOptions = [
   { key: 'do_eval', type: 'bool', default: false, group: 'eval', help: 'Evaluate on the validation data after training.' },
-  { key: 'per_device_eval_batch_size', type: 'int', default: 8, min: 1, group: 'eval', help: 'Examples per evaluation batch.' },
+  { key: 'per_device_eval_batch_size', type: 'int', default: 8, min: 1, max: 4096, group: 'eval', help: 'Examples per evaluation batch.' },
   { key: 'eval_strategy', type: 'enum', default: 'no', choices: ['no', 'steps', 'epoch'], group: 'eval', help: 'When to evaluate during training: never, every eval_steps, or every epoch.' },
-  { key: 'eval_steps', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, countOrRatio: true, group: 'eval', help: 'Evaluate every N optimizer steps with eval_strategy: steps (a fraction below 1: of the total steps). Unset: logging_steps, as HF.' },
+  { key: 'eval_steps', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, countOrRatio: true, max: 1e9, group: 'eval', help: 'Evaluate every N optimizer steps with eval_strategy: steps (a fraction below 1: of the total steps). Unset: logging_steps, as HF.' },
 ] as const satisfies readonly OptionSpec[];
 
 /** PSCP constants (METRICS.md, src/eval/pscp.ts): PSCP = P · Π (1 + M/C)^(−β). */
 export const pscpOptions = [
-  { key: 'pscp_cp', type: 'float', default: 5e8, min: 0, exclusiveMin: true, group: 'eval', help: 'PSCP C_p: trainable-parameter scale (PEFT-Bench default 5e8).' },
-  { key: 'pscp_cf', type: 'float', default: 10, min: 0, exclusiveMin: true, group: 'eval', help: 'PSCP C_f: inference-compute scale in TFLOPs of one 1×512 forward (default 10).' },
-  { key: 'pscp_cm', type: 'float', default: 94, min: 0, exclusiveMin: true, group: 'eval', help: 'PSCP C_m: peak training memory scale in GB (default 94).' },
-  { key: 'pscp_bp', type: 'float', default: 1, min: 0, group: 'eval', help: 'PSCP β_p: exponent of the parameter penalty (default 1; the PEFT-Bench paper table uses 2).' },
-  { key: 'pscp_bf', type: 'float', default: 1, min: 0, group: 'eval', help: 'PSCP β_f: exponent of the compute penalty (default 1; the paper table uses 2).' },
-  { key: 'pscp_bm', type: 'float', default: 1, min: 0, group: 'eval', help: 'PSCP β_m: exponent of the memory penalty (default 1; the paper table uses 2).' },
+  { key: 'pscp_cp', type: 'float', default: 5e8, min: 0, exclusiveMin: true, max: 1e15, group: 'eval', help: 'PSCP C_p: trainable-parameter scale (PEFT-Bench default 5e8).' },
+  { key: 'pscp_cf', type: 'float', default: 10, min: 0, exclusiveMin: true, max: 1e9, group: 'eval', help: 'PSCP C_f: inference-compute scale in TFLOPs of one 1×512 forward (default 10).' },
+  { key: 'pscp_cm', type: 'float', default: 94, min: 0, exclusiveMin: true, max: 1e9, group: 'eval', help: 'PSCP C_m: peak training memory scale in GB (default 94).' },
+  { key: 'pscp_bp', type: 'float', default: 1, min: 0, max: 100, group: 'eval', help: 'PSCP β_p: exponent of the parameter penalty (default 1; the PEFT-Bench paper table uses 2).' },
+  { key: 'pscp_bf', type: 'float', default: 1, min: 0, max: 100, group: 'eval', help: 'PSCP β_f: exponent of the compute penalty (default 1; the paper table uses 2).' },
+  { key: 'pscp_bm', type: 'float', default: 1, min: 0, max: 100, group: 'eval', help: 'PSCP β_m: exponent of the memory penalty (default 1; the paper table uses 2).' },
 ] as const satisfies readonly OptionSpec[];
 
 export const predictOptions = [
   { key: 'do_predict', type: 'bool', default: false, group: 'predict', help: 'Run prediction on eval_dataset (or the validation split).' },
   { key: 'predict_with_generate', type: 'bool', default: false, group: 'predict', help: 'Predict by generating text (needed for generation metrics).' },
   { key: 'do_sample', type: 'bool', default: true, group: 'predict', help: 'Sample when generating (false: greedy). LLaMA-Factory default true.' },
-  { key: 'temperature', type: 'float', default: 0.95, nullable: true, min: 0, group: 'predict', help: 'Sampling temperature. Unset: 1.' },
+  { key: 'temperature', type: 'float', default: 0.95, nullable: true, min: 0, max: 100, group: 'predict', help: 'Sampling temperature. Unset: 1.' },
   { key: 'top_p', type: 'float', default: 0.7, nullable: true, min: 0, max: 1, group: 'predict', help: 'Nucleus sampling mass. Unset: 1.' },
-  { key: 'top_k', type: 'int', default: 50, nullable: true, min: 0, group: 'predict', help: 'Keep the k most likely tokens when sampling. Unset or 0: all.' },
-  { key: 'max_new_tokens', type: 'int', default: 1024, min: 1, group: 'predict', help: 'Maximum tokens generated per example.' },
-  { key: 'max_predict_samples', type: 'int', default: null, nullable: true, min: 1, group: 'predict', help: 'Predict on at most the first N examples of each eval dataset (after max_samples). Unset: all. A PEFT Studio key, for quick benchmark grids.' },
-  { key: 'repetition_penalty', type: 'float', default: 1, min: 0, exclusiveMin: true, group: 'predict', help: 'Repetition penalty (1: none).' },
+  { key: 'top_k', type: 'int', default: 50, nullable: true, min: 0, max: 1e6, group: 'predict', help: 'Keep the k most likely tokens when sampling. Unset or 0: all.' },
+  { key: 'max_new_tokens', type: 'int', default: 1024, min: 1, max: 1048576, group: 'predict', help: 'Maximum tokens generated per example.' },
+  { key: 'max_predict_samples', type: 'int', default: null, nullable: true, min: 1, max: 1e9, group: 'predict', help: 'Predict on at most the first N examples of each eval dataset (after max_samples). Unset: all. A PEFT Studio key, for quick benchmark grids.' },
+  { key: 'repetition_penalty', type: 'float', default: 1, min: 0, exclusiveMin: true, max: 100, group: 'predict', help: 'Repetition penalty (1: none).' },
 ] as const satisfies readonly OptionSpec[];
 
 /** LoRA and its variants (DoRA, rsLoRA, LoRA+, PiSSA): METHODS.md §4, §6-§8. */
 export const loraFamilyOptions = [
-  { key: 'lora_rank', type: 'int', default: 8, min: 1, group: 'lora', help: 'Rank r of the update B·A.' },
-  { key: 'lora_alpha', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, group: 'lora', help: 'Scaling numerator: s = alpha / r (alpha / √r with rsLoRA). Unset: 2 × lora_rank.' },
+  { key: 'lora_rank', type: 'int', default: 8, min: 1, max: 4096, group: 'lora', help: 'Rank r of the update B·A.' },
+  { key: 'lora_alpha', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, max: 1e6, group: 'lora', help: 'Scaling numerator: s = alpha / r (alpha / √r with rsLoRA). Unset: 2 × lora_rank.' },
   { key: 'lora_dropout', type: 'float', default: 0, min: 0, max: 1, exclusiveMax: true, group: 'lora', help: 'Dropout on the input of A (training only).' },
   { key: 'lora_target', type: 'string-list', default: 'all', group: 'lora', help: "Module names to adapt (q_proj,v_proj,...) or 'all' for every linear projection." },
   { key: 'use_rslora', type: 'bool', default: false, group: 'lora', help: 'Rank-stabilised scaling alpha / √r.' },
   { key: 'use_dora', type: 'bool', default: false, group: 'lora', help: 'DoRA: weight-decomposed LoRA (a trained magnitude per output row).' },
-  { key: 'loraplus_lr_ratio', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, group: 'lora', help: 'LoRA+: learning rate of the B matrices = ratio × learning_rate (paper: 16). Unset: off.' },
-  { key: 'loraplus_lr_embedding', type: 'float', default: 1e-6, min: 0, group: 'lora', help: 'LoRA+: learning rate of LoRA embedding B matrices.' },
+  { key: 'loraplus_lr_ratio', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, max: 1e6, group: 'lora', help: 'LoRA+: learning rate of the B matrices = ratio × learning_rate (paper: 16). Unset: off.' },
+  { key: 'loraplus_lr_embedding', type: 'float', default: 1e-6, min: 0, max: 100, group: 'lora', help: 'LoRA+: learning rate of LoRA embedding B matrices.' },
   { key: 'pissa_init', type: 'bool', default: false, group: 'lora', help: 'PiSSA: initialise A, B from the principal singular vectors of W (W keeps the residual).' },
-  { key: 'pissa_iter', type: 'int', default: 16, min: -1, group: 'lora', help: 'PiSSA: power iterations of the randomized SVD; -1: exact SVD.' },
+  { key: 'pissa_iter', type: 'int', default: 16, min: -1, max: 1000, group: 'lora', help: 'PiSSA: power iterations of the randomized SVD; -1: exact SVD.' },
   { key: 'pissa_convert', type: 'bool', default: false, group: 'lora', help: 'PiSSA: also export the adapter converted to a plain rank-2r LoRA on the original base.' },
 ] as const satisfies readonly OptionSpec[];
 
@@ -173,9 +173,9 @@ export const quantizationOptions = [
 export const galoreOptions = [
   { key: 'use_galore', type: 'bool', default: false, group: 'galore', help: 'GaLore: full fine-tuning with low-rank projected AdamW moments (finetuning_type: full).' },
   { key: 'galore_target', type: 'string-list', default: 'all', group: 'galore', help: "Linear modules optimised with projection ('all': every linear projection)." },
-  { key: 'galore_rank', type: 'int', default: 16, min: 1, group: 'galore', help: 'Rank of the gradient projection.' },
-  { key: 'galore_update_interval', type: 'int', default: 200, min: 1, group: 'galore', help: 'Optimizer steps between projection refreshes (SVD of the gradient).' },
-  { key: 'galore_scale', type: 'float', default: 2, min: 0, group: 'galore', help: 'Scale of the back-projected update.' },
+  { key: 'galore_rank', type: 'int', default: 16, min: 1, max: 4096, group: 'galore', help: 'Rank of the gradient projection.' },
+  { key: 'galore_update_interval', type: 'int', default: 200, min: 1, max: 1e9, group: 'galore', help: 'Optimizer steps between projection refreshes (SVD of the gradient).' },
+  { key: 'galore_scale', type: 'float', default: 2, min: 0, max: 1e6, group: 'galore', help: 'Scale of the back-projected update.' },
   { key: 'galore_proj_type', type: 'enum', default: 'std', choices: ['std', 'reverse_std', 'right', 'left', 'full'], group: 'galore', help: 'Which side(s) the gradient is projected on.' },
   { key: 'galore_layerwise', type: 'bool', default: false, group: 'galore', help: 'Step each parameter as soon as its gradient is ready (no gradient accumulation).' },
 ] as const satisfies readonly OptionSpec[];
@@ -188,8 +188,8 @@ export const compatOptions = [
   { key: 'flash_attn', type: 'string', default: 'auto', group: 'compat', help: noEffect },
   { key: 'use_cache', type: 'bool', default: true, group: 'compat', help: noEffect },
   { key: 'overwrite_cache', type: 'bool', default: false, group: 'compat', help: noEffect },
-  { key: 'preprocessing_num_workers', type: 'int', default: null, nullable: true, min: 1, group: 'compat', help: noEffect },
-  { key: 'dataloader_num_workers', type: 'int', default: 0, min: 0, group: 'compat', help: noEffect },
+  { key: 'preprocessing_num_workers', type: 'int', default: null, nullable: true, min: 1, max: 1024, group: 'compat', help: noEffect },
+  { key: 'dataloader_num_workers', type: 'int', default: 0, min: 0, max: 1024, group: 'compat', help: noEffect },
   { key: 'save_only_model', type: 'bool', default: false, group: 'compat', help: noEffect },
   { key: 'plot_loss', type: 'bool', default: false, group: 'compat', help: noEffect },
   { key: 'include_num_input_tokens_seen', type: 'bool', default: false, group: 'compat', help: noEffect },
@@ -197,7 +197,7 @@ export const compatOptions = [
   { key: 'push_to_hub', type: 'bool', default: false, group: 'compat', help: noEffect },
   { key: 'push_to_hub_organization', type: 'string', default: null, nullable: true, group: 'compat', help: noEffect },
   { key: 'report_to', type: 'string-list', default: 'none', group: 'compat', help: noEffect },
-  { key: 'ddp_timeout', type: 'int', default: 1800, min: 0, group: 'compat', help: noEffect },
+  { key: 'ddp_timeout', type: 'int', default: 1800, min: 0, max: 1e9, group: 'compat', help: noEffect },
 ] as const satisfies readonly OptionSpec[];
 
 export const builtinOptions = [
@@ -373,10 +373,29 @@ function expected(spec: OptionSpec): string {
   return base + (spec.acceptsBool ? ' or true/false' : '') + (spec.nullable ? ' or null' : '');
 }
 
+/**
+ * The range of a numeric option without its own bound (a plug-in's): every
+ * number in a config, YAML or share link is bounded, so no option can ask for
+ * 1e300 steps or a rank of 2^40. Built-in options all declare their own max
+ * (tests/unit/config-schema.test.ts checks it).
+ */
+export const NUMERIC_LIMIT = 1e9;
+
+function bounds(spec: OptionSpec): { min: number; max: number; exclusiveMin: boolean; exclusiveMax: boolean } {
+  return {
+    min: spec.min ?? -NUMERIC_LIMIT,
+    max: spec.max ?? NUMERIC_LIMIT,
+    exclusiveMin: spec.min !== undefined && !!spec.exclusiveMin,
+    exclusiveMax: spec.max !== undefined && !!spec.exclusiveMax,
+  };
+}
+
+/** 1e9 rather than 1000000000 for powers of ten. */
+const num = (n: number): string => (Math.abs(n) >= 1e6 && Number.isInteger(Math.log10(Math.abs(n))) ? `${n < 0 ? '-' : ''}1e${Math.log10(Math.abs(n))}` : String(n));
+
 function rangeText(spec: OptionSpec): string {
-  const lo = spec.min === undefined ? '' : `${spec.exclusiveMin ? '>' : '≥'} ${spec.min}`;
-  const hi = spec.max === undefined ? '' : `${spec.exclusiveMax ? '<' : '≤'} ${spec.max}`;
-  return [lo, hi].filter(Boolean).join(' and ');
+  const b = bounds(spec);
+  return `${b.exclusiveMin ? '>' : '≥'} ${num(b.min)} and ${b.exclusiveMax ? '<' : '≤'} ${num(b.max)}`;
 }
 
 const enumHints: Record<string, string> = {
@@ -401,8 +420,9 @@ function checkValue(spec: OptionSpec, v: unknown): { value?: unknown; problem?: 
       }
       if (!Number.isFinite(v)) return wrongType();
       if (spec.type === 'int' && !Number.isInteger(v)) return wrongType();
-      const below = spec.min !== undefined && (spec.exclusiveMin ? v <= spec.min : v < spec.min);
-      const above = spec.max !== undefined && (spec.exclusiveMax ? v >= spec.max : v > spec.max);
+      const b = bounds(spec);
+      const below = b.exclusiveMin ? v <= b.min : v < b.min;
+      const above = b.exclusiveMax ? v >= b.max : v > b.max;
       if (below || above) return { problem: `${k}: ${v} is out of range; it must be ${rangeText(spec)}.` };
       if (spec.countOrRatio && v >= 1 && !Number.isInteger(v)) {
         return { problem: `${k}: ${v} is neither a fraction below 1 nor a whole count (an integer ≥ 1).` };

@@ -95,8 +95,8 @@ describe('validateConfig: defaults', () => {
     expect(validateConfig({ ...base, val_size: 100 }).val_size).toBe(100);
     expect(validateConfig({ ...base, save_steps: 0.05, logging_steps: 5 }).save_steps).toBe(0.05);
     expect(problems({ ...base, val_size: 1.5 })).toEqual(['val_size: 1.5 is neither a fraction below 1 nor a whole count (an integer ≥ 1).']);
-    expect(problems({ ...base, val_size: -0.1 })).toEqual(['val_size: -0.1 is out of range; it must be ≥ 0.']);
-    expect(problems({ ...base, save_steps: 0 })).toEqual(['save_steps: 0 is out of range; it must be > 0.']);
+    expect(problems({ ...base, val_size: -0.1 })).toEqual(['val_size: -0.1 is out of range; it must be ≥ 0 and ≤ 1e9.']);
+    expect(problems({ ...base, save_steps: 0 })).toEqual(['save_steps: 0 is out of range; it must be > 0 and ≤ 1e9.']);
   });
 });
 
@@ -118,12 +118,12 @@ describe('validateConfig: problems', () => {
   });
 
   it('names the key, the value and the allowed range', () => {
-    expect(problems({ ...base, cutoff_len: 0 })).toEqual(['cutoff_len: 0 is out of range; it must be ≥ 1.']);
+    expect(problems({ ...base, cutoff_len: 0 })).toEqual(['cutoff_len: 0 is out of range; it must be ≥ 1 and ≤ 131072.']);
     expect(problems({ ...base, adam_beta1: 1 })).toEqual(['adam_beta1: 1 is out of range; it must be ≥ 0 and < 1.']);
     expect(problems({ ...base, lora_dropout: 1 })).toEqual(['lora_dropout: 1 is out of range; it must be ≥ 0 and < 1.']);
     expect(problems({ ...base, warmup_ratio: 1.5 })).toEqual(['warmup_ratio: 1.5 is out of range; it must be ≥ 0 and ≤ 1.']);
     expect(problems({ ...base, quantization_bit: 8 })).toEqual(['quantization_bit: 8 is out of range; it must be ≥ 4 and ≤ 4.']);
-    expect(problems({ ...base, max_steps: -2 })).toEqual(['max_steps: -2 is out of range; it must be ≥ -1.']);
+    expect(problems({ ...base, max_steps: -2 })).toEqual(['max_steps: -2 is out of range; it must be ≥ -1 and ≤ 1e9.']);
   });
 
   it('lists the choices of an enum', () => {
@@ -148,7 +148,7 @@ describe('validateConfig: problems', () => {
     const p = problems(raw);
     expect(p).toEqual([
       "Unknown key 'learnig_rate' — did you mean 'learning_rate'?",
-      'cutoff_len: -5 is out of range; it must be ≥ 1.',
+      'cutoff_len: -5 is out of range; it must be ≥ 1 and ≤ 131072.',
       'packing: expected true or false, got the number 1.',
       expect.stringMatching(/^Missing required key 'output_dir'/),
       "lr_scheduler_type: 'cosine_annealing' is not one of linear, cosine, constant, constant_with_warmup.",
@@ -202,7 +202,7 @@ describe('option registry', () => {
     expect(c.num_virtual_tokens).toBe(100);
     expect(c.prompt_tuning_init).toBe('RANDOM');
     expect(problems({ ...base, num_virtual_token: 1 })).toEqual(["Unknown key 'num_virtual_token' — did you mean 'num_virtual_tokens'?"]);
-    expect(problems({ ...base, num_virtual_tokens: 0 })).toEqual(['num_virtual_tokens: 0 is out of range; it must be ≥ 1.']);
+    expect(problems({ ...base, num_virtual_tokens: 0 })).toEqual(['num_virtual_tokens: 0 is out of range; it must be ≥ 1 and ≤ 1e9.']);
   });
 
   it('lets a method folder replace its own options but not take another group\'s', () => {
@@ -223,5 +223,24 @@ describe('closest key', () => {
     expect(closest('learnig_rate', ['learning_rate', 'lora_rank'])).toBe('learning_rate');
     expect(closest('seedz', ['seed', 'stage'])).toBe('seed');
     expect(closest('completely_different', ['seed'])).toBeUndefined();
+  });
+});
+
+describe('numeric bounds', () => {
+  it('every numeric option of the bundled methods and the schema declares a maximum; numbers beyond it are refused', async () => {
+    const { builtinOptions } = await import('../../src/config/schema');
+    const folders = import.meta.glob<Record<string, unknown>>('../../peft/*/config.ts', { eager: true });
+    const specs: OptionSpec[] = [...builtinOptions, ...Object.values(folders).flatMap((m) => Object.values(m).filter(Array.isArray).flat() as OptionSpec[])];
+    expect(specs.length).toBeGreaterThan(100);
+    const unbounded = specs.filter((s) => (s.type === 'int' || s.type === 'float') && s.max === undefined).map((s) => `${s.group}.${s.key}`);
+    expect(unbounded).toEqual([]);
+    for (const key of ['cutoff_len', 'per_device_train_batch_size', 'max_steps', 'galore_rank', 'lora_rank', 'gradient_accumulation_steps', 'max_new_tokens']) {
+      const p = problems({ ...base, [key]: 1e12 });
+      expect(p).toHaveLength(1);
+      expect(p[0]).toMatch(new RegExp(`^${key}: 1000000000000 is out of range; it must be .* and ≤ `));
+    }
+    // A spec without max (a plug-in's) is still bounded.
+    registerOptions('bounded-demo', [{ key: 'bounded_demo_x', type: 'float', default: 0, help: 'x', group: 'bounded-demo' }]);
+    expect(problems({ ...base, bounded_demo_x: 1e300 })).toEqual(['bounded_demo_x: 1e+300 is out of range; it must be ≥ -1e9 and ≤ 1e9.']);
   });
 });
