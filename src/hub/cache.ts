@@ -21,8 +21,11 @@ export interface FileCache {
   clear(): Promise<void>;
 }
 
+/** '|' separates the parts, so '%' and '|' inside a part are escaped: revision 'a|b' and path 'b|c' can never meet. */
+const escapePart = (s: string): string => s.replace(/%/g, '%25').replace(/\|/g, '%7C');
+
 export function cacheKey(endpoint: string, repo: string, revision: string, path: string): string {
-  return `${endpoint}|${repo}|${revision}|${path}`;
+  return [endpoint, repo, revision, path].map(escapePart).join('|');
 }
 
 /** What is stored next to the data of every entry. */

@@ -1,7 +1,10 @@
 /**
  * The shareable link of an experiment: the config (only the keys that differ
  * from their defaults, plus the required ones) as JSON, raw-deflated
- * (fflate), base64url, behind a format version: `#x=1.<data>`.
+ * (fflate), base64url, behind a format version: `#x=2.<data>`. Format 2's
+ * data starts with the CRC-32 of the JSON (4 bytes, big-endian), so a link
+ * damaged in copying is refused instead of decoding into another experiment;
+ * format 1 links (no checksum) still open.
  *
  * Decoding validates with the same schema as a YAML file (validateConfig), so
  * a link can hold nothing a config file could not. A link is data only: it
@@ -13,9 +16,10 @@
 import { deflateSync, inflateSync, strFromU8, strToU8 } from 'fflate';
 import { allOptions, validateConfig, ConfigValidationError, type ExperimentConfig, type OptionSpec } from '../config/schema';
 import { PeftStudioError } from '../errors';
+import { normalizeEndpoint } from '../hub/hub-source';
 import { validateRepoId } from '../hub/source';
 
-export const SHARE_VERSION = 1;
+export const SHARE_VERSION = 2;
 /** The fragment key: `#x=<version>.<data>`. The fragment never reaches a server. */
 export const SHARE_PARAM = 'x';
 /** Longest link data accepted (browsers and chat apps cut URLs much longer than this). */
@@ -68,10 +72,39 @@ function fromBase64Url(text: string): Uint8Array {
   return out;
 }
 
-/** `<version>.<data>` for a validated config. */
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/** CRC-32 (IEEE 802.3, as zip and PNG): every 1-, 2- and 3-byte change and every burst up to 32 bits is caught. */
+export function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** `<version>.<data>` for a validated config: data = base64url(CRC-32 of the JSON ‖ deflate(JSON)). */
 export function encodeShareData(config: Record<string, unknown>): string {
-  const json = JSON.stringify(compactConfig(config));
-  return `${SHARE_VERSION}.${toBase64Url(deflateSync(strToU8(json), { level: 9 }))}`;
+  const json = strToU8(JSON.stringify(compactConfig(config)));
+  const body = deflateSync(json, { level: 9 });
+  const out = new Uint8Array(4 + body.length);
+  new DataView(out.buffer).setUint32(0, crc32(json));
+  out.set(body, 4);
+  return `${SHARE_VERSION}.${toBase64Url(out)}`;
+}
+
+/** Folder options a link may set only as relative paths inside the working folder. */
+const RELATIVE_DIRS = ['output_dir', 'dataset_dir', 'export_dir'] as const;
+
+/** Absolute (POSIX, Windows, UNC, home) or climbing out with '..'. */
+function escapesWorkingFolder(p: string): boolean {
+  return /^([/\\~]|[A-Za-z]:)/.test(p) || p.split(/[/\\]/).includes('..');
 }
 
 /** The full link: `base` (the studio's address without a fragment) + `#x=...`. */
@@ -109,8 +142,16 @@ export function decodeShareData(data: string): OpenedLink {
   if (payload.length > MAX_ENCODED) throw new ShareLinkError(`This link is ${payload.length} characters long, more than the ${MAX_ENCODED} a share link may have. Share the YAML config instead.`, 'corrupt');
   let raw: unknown;
   try {
-    const bytes = inflateSync(fromBase64Url(payload));
+    let packed = fromBase64Url(payload);
+    let expected: number | null = null;
+    if (Number(version) >= 2) {
+      if (packed.length < 5) throw new Error('too short');
+      expected = new DataView(packed.buffer, packed.byteOffset).getUint32(0);
+      packed = packed.subarray(4);
+    }
+    const bytes = inflateSync(packed);
     if (bytes.byteLength > MAX_JSON) throw new Error('too large');
+    if (expected !== null && crc32(bytes) !== expected) throw new Error('checksum mismatch');
     raw = JSON.parse(strFromU8(bytes));
   } catch (err) {
     throw new ShareLinkError(`${CORRUPT} (${(err as Error).message})`, 'corrupt');
@@ -134,6 +175,17 @@ export function decodeShareData(data: string): OpenedLink {
   }
   if (!/^https?:\/\/[^\s]+$/.test(String(config.endpoint))) {
     throw new ShareLinkError(`endpoint in this link is '${config.endpoint}', not an http(s) address.`, 'invalid');
+  }
+  try {
+    normalizeEndpoint(String(config.endpoint));
+  } catch (err) {
+    throw new ShareLinkError(`endpoint in this link is refused: ${(err as Error).message}`, 'invalid');
+  }
+  for (const key of RELATIVE_DIRS) {
+    const v = config[key];
+    if (typeof v === 'string' && escapesWorkingFolder(v)) {
+      throw new ShareLinkError(`${key} in this link is '${v}': a link may name only a folder inside the working folder (a relative path without '..'), never a place elsewhere on this computer.`, 'invalid');
+    }
   }
   const localFiles: OpenedLink['localFiles'] = [];
   for (const key of ['dataset', 'eval_dataset', 'dataset_info'] as const) {

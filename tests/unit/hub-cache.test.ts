@@ -20,6 +20,15 @@ describe('cacheKey', () => {
   it('is endpoint|repo|revision|path', () => {
     expect(key).toBe('https://huggingface.co|org/model|main|model.safetensors');
   });
+
+  it("escapes '|' and '%' inside a part, so two different files never share a key", () => {
+    const a = cacheKey('https://h', 'org/m', 'a|b', 'c');
+    const b = cacheKey('https://h', 'org/m', 'a', 'b|c');
+    expect(a).toBe('https://h|org/m|a%7Cb|c');
+    expect(b).toBe('https://h|org/m|a|b%7Cc');
+    expect(cacheKey('https://h', 'org/m', 'a%7Cb', 'c')).toBe('https://h|org/m|a%257Cb|c');
+    expect(new Set([a, b, cacheKey('https://h', 'org/m', 'a%7Cb', 'c')]).size).toBe(3);
+  });
 });
 
 describe('NodeFolderCache', () => {

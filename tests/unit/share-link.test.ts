@@ -26,7 +26,7 @@ function errorOf(data: string): ShareLinkError {
 describe('share link', () => {
   test('round trip restores every key of the validated config', () => {
     const url = shareUrl('http://localhost:4173/?endpoint=a#old', config);
-    expect(url.startsWith('http://localhost:4173/?endpoint=a#x=1.')).toBe(true);
+    expect(url.startsWith(`http://localhost:4173/?endpoint=a#x=${SHARE_VERSION}.`)).toBe(true);
     const data = shareDataFromHash(new URL(url).hash)!;
     const opened = decodeShareData(data);
     expect(opened.config).toEqual(config);
@@ -52,7 +52,34 @@ describe('share link', () => {
   test('a newer format names both versions', () => {
     const err = errorOf(`${SHARE_VERSION + 1}.${encodeShareData(config).split('.')[1]}`);
     expect(err.kind).toBe('newer');
-    expect(err.message).toMatch(/newer PEFT Studio \(link format 2; this studio reads format 1/);
+    expect(err.message).toMatch(new RegExp(`newer PEFT Studio \\(link format ${SHARE_VERSION + 1}; this studio reads format ${SHARE_VERSION}`));
+  });
+
+  test('every single-character change of a link is refused as damaged, never opened as another experiment', () => {
+    const data = encodeShareData(config);
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    let refused = 0;
+    for (let i = 2; i < data.length; i++) {
+      for (const c of [alphabet[(alphabet.indexOf(data[i]) + 1) % 64], alphabet[(alphabet.indexOf(data[i]) + 37) % 64]]) {
+        const bad = data.slice(0, i) + c + data.slice(i + 1);
+        let opened: unknown = null;
+        try {
+          opened = decodeShareData(bad).config;
+        } catch (e) {
+          expect(e).toBeInstanceOf(ShareLinkError);
+          refused++;
+          continue;
+        }
+        // The last base64 character can carry unused bits: then the bytes, and the experiment, are the same.
+        expect(opened).toEqual(config);
+      }
+    }
+    expect(refused).toBeGreaterThan(2 * (data.length - 2) - 4);
+  });
+
+  test('format 1 links (no checksum) still open', () => {
+    const v1 = `1.${b64url(deflateSync(strToU8(JSON.stringify(compactConfig(config)))))}`;
+    expect(decodeShareData(v1).config).toEqual(config);
   });
 
   test('invalid values get the schema\'s messages', () => {
@@ -68,5 +95,23 @@ describe('share link', () => {
     expect(errorOf(enc({ model_name_or_path: '/home/me/model' })).message).toMatch(/not a Hub repo id/);
     expect(errorOf(enc({ model_name_or_path: 'a/b', adapter_name_or_path: '../x' })).message).toMatch(/adapter_name_or_path/);
     expect(errorOf(enc({ model_name_or_path: 'a/b', endpoint: 'file:///etc' })).message).toMatch(/not an http/);
+  });
+
+  test('a link cannot carry endpoint credentials, folders outside the working folder or numbers beyond the schema', () => {
+    const enc = (raw: Record<string, unknown>) => encodeShareData({ model_name_or_path: 'a/b', output_dir: 'x', dataset: 'sst2', ...raw });
+    expect(errorOf(enc({ endpoint: 'https://user:pass@mirror.example' })).message).toMatch(/endpoint in this link is refused: .*must not carry a query, fragment or credentials/);
+    for (const key of ['output_dir', 'dataset_dir', 'export_dir']) {
+      for (const v of ['/home/me/.ssh', '~/x', 'C:\\Windows', '\\\\server\\share', 'runs/../../etc', '..']) {
+        const err = errorOf(enc({ [key]: v }));
+        expect(err.kind, `${key}=${v}`).toBe('invalid');
+        expect(err.message).toContain(`${key} in this link is '${v}': a link may name only a folder inside the working folder`);
+      }
+    }
+    expect(decodeShareData(enc({ output_dir: 'saves/run-1', export_dir: 'merged' })).config.output_dir).toBe('saves/run-1');
+    for (const [key, v] of [['cutoff_len', 1e9], ['per_device_train_batch_size', 1e6], ['max_steps', 1e12], ['galore_rank', 1e7]] as const) {
+      const err = errorOf(enc({ [key]: v }));
+      expect(err.kind).toBe('invalid');
+      expect(err.message).toMatch(new RegExp(`${key}: ${v} is out of range`));
+    }
   });
 });
