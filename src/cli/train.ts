@@ -6,7 +6,6 @@
  * PEFT layout (the merged model too with export_merged).
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Engine } from '../engine/engine';
 import { ConfigError } from '../errors';
@@ -14,11 +13,11 @@ import { validateConfig, type ExperimentConfig } from '../config/schema';
 import { parseConfigText } from '../config/yaml';
 import { sourceFor, LocalFolderSource } from '../hub/node';
 import type { LlamaModel } from '../model/llama';
+import type { FileSource } from '../hub/source';
 import { seededRandom } from '../model/generate';
-import { serializeSafetensors } from '../model/safetensors';
-import { configWithBiasFlags } from '../model/bias-flags';
 import { resolveMethod } from '../methods/registry';
-import { adapterFileMap, methodForAdapter, readAdapter } from '../methods/adapter-io';
+import { methodForAdapter, readAdapter } from '../methods/adapter-io';
+import { finishTraining, mergedModelFiles, predictionCosts, writePredictionFiles } from '../run/finish';
 import { createTrainer, padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
 import { loadExperimentData, loadPredictionData } from '../data/node';
 import { runPredictions } from '../eval/run-predict';
@@ -80,7 +79,7 @@ export async function runConfig(e: Engine, config: ExperimentConfig, log: (s: st
   const { model, tokenizer, method } = await prepare(e, config, log);
   const store = new FolderRunStore(out);
   let summary: Record<string, unknown> = {};
-  let costs = { trainableParams: method.trainable().reduce((a, p) => a + p.tensor.size, 0), peakBytes: 0, trainTokensPerSecond: null as number | null };
+  let costs = predictionCosts(method, undefined, 0);
   if (config.do_train) {
     // Registry keys (sst2, sst2,cola, key[split], dataset_info entries) or an Alpaca .jsonl file.
     const data = await loadExperimentData(tokenizer, config, padIdOf(tokenizer));
@@ -88,31 +87,10 @@ export async function runConfig(e: Engine, config: ExperimentConfig, log: (s: st
     const resume = config.resume_from_checkpoint === true ? true : typeof config.resume_from_checkpoint === 'string' ? path.basename(config.resume_from_checkpoint) : false;
     const trainer = createTrainer(e, { model, tokenizer, method }, data, config, store, resume);
     log(`${resolveMethod(config).name}: ${trainer.trainableCount().toLocaleString()} trainable of ${model.numParams().toLocaleString()} parameters; ${trainer.totalSteps} steps`);
-    const t0 = performance.now();
-    const result = await trainer.run(progress(trainer.totalSteps));
-    const files = await method.exportAdapter();
-    if (files.config.export_format === 'hf_model') {
-      // full / GaLore: the trained weights are a whole HF model folder.
-      await writeModelFolder(out, files.tensors, config);
-    } else {
-      for (const [name, data] of Object.entries(adapterFileMap(files))) await store.writeFile(name, data);
-    }
-    for (const [sub, extra] of (await method.extraAdapters?.()) ?? []) {
-      for (const [name, data] of Object.entries(adapterFileMap(extra))) await new FolderRunStore(path.join(out, sub)).writeFile(name, data);
-    }
-    const losses = result.log.filter((l) => l.loss !== undefined);
-    const last = losses.at(-1);
-    const evalLast = [...result.log].reverse().find((l) => l.eval_loss !== undefined);
-    const runtime = (performance.now() - t0) / 1000;
-    const speeds = losses.map((l) => l.tokens_per_s).filter((v): v is number => typeof v === 'number');
-    summary = {
-      train_loss: last?.loss, eval_loss: evalLast?.eval_loss, global_step: result.steps,
-      train_runtime: runtime, trainable_params: trainer.trainableCount(), peak_gpu_bytes: e.pool.peak,
-      train_tokens_per_s: speeds.length ? speeds.reduce((a, b) => a + b, 0) / speeds.length : null,
-    };
-    costs = { trainableParams: trainer.trainableCount(), peakBytes: e.pool.peak, trainTokensPerSecond: summary.train_tokens_per_s as number | null };
-    await fs.mkdir(out, { recursive: true });
-    await fs.writeFile(path.join(out, 'all_results.json'), JSON.stringify(summary, null, 2) + '\n');
+    await trainer.run(progress(trainer.totalSteps));
+    const results = await finishTraining(trainer, method, store, baseSource(config), e.pool.peak);
+    summary = { ...results };
+    costs = predictionCosts(method, results, e.pool.peak);
     trainer.dispose();
     log(`adapter written to ${out}`);
   }
@@ -121,14 +99,11 @@ export async function runConfig(e: Engine, config: ExperimentConfig, log: (s: st
     for (const line of lines) log(line);
     if (!config.do_train) costs.peakBytes = e.pool.peak;
     const r = await runPredictions(model, tokenizer, config, sets, costs, { log });
-    // predict_results.json last: its presence marks a finished run.
-    for (const [name, data] of Object.entries(r.files).sort(([a], [b]) => (a === 'predict_results.json' ? 1 : b === 'predict_results.json' ? -1 : 0))) {
-      await store.writeFile(name, data);
-    }
+    await writePredictionFiles(store, r.files);
     summary = { ...summary, predict: r.results };
     log(`predictions written to ${path.join(out, 'generated_predictions.jsonl')}`);
   }
-  if (config.export_merged) await exportMerged(e, model, method, config, log);
+  if (config.export_merged) await exportMerged(model, method, config, log);
   else method.detach();
   // Free the GPU for the next run in this process (a grid runs many).
   model.dispose();
@@ -142,41 +117,19 @@ export async function exportCommand(e: Engine, file: string, overrides: string[]
   if (!config.adapter_name_or_path) config.adapter_name_or_path = String(config.output_dir);
   const log = (s: string) => process.stderr.write(s + '\n');
   const { model, method } = await prepare(e, config, log);
-  await exportMerged(e, model, method, config, log);
+  await exportMerged(model, method, config, log);
 }
 
-async function exportMerged(e: Engine, model: LlamaModel, method: AttachedMethod, config: ExperimentConfig, log: (s: string) => void): Promise<void> {
+async function exportMerged(model: LlamaModel, method: AttachedMethod, config: ExperimentConfig, log: (s: string) => void): Promise<void> {
   if (!method.merge) throw new ConfigError(`finetuning_type ${config.finetuning_type} cannot be merged into the base weights; use the adapter folder.`);
-  await method.merge();
   const dir = String(config.export_dir ?? path.join(String(config.output_dir), 'merged'));
-  await fs.mkdir(dir, { recursive: true });
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  for (const [name, t] of model.params) tensors.set(name, { shape: t.shape, data: await e.read(t) });
-  await writeModelFolder(dir, tensors, config);
+  const folder = new FolderRunStore(dir);
+  for (const [name, data] of Object.entries(await mergedModelFiles(model, method, baseSource(config)))) await folder.writeFile(name, data);
   log(`merged model written to ${dir}`);
 }
 
-/** model.safetensors plus the base model's config and tokenizer files (unchanged). */
-async function writeModelFolder(dir: string, tensors: Map<string, { shape: number[]; data: Float32Array }>, config: ExperimentConfig): Promise<void> {
-  await fs.mkdir(dir, { recursive: true });
-  await new FolderRunStore(dir).writeFile('model.safetensors', serializeSafetensors(tensors, { format: 'pt' }));
-  const base = sourceFor(String(config.model_name_or_path), { endpoint: config.endpoint ?? undefined });
-  for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) {
-    if (await base.has(f)) await fs.writeFile(path.join(dir, f), await base.get(f));
-  }
-  await setBiasFlags(path.join(dir, 'config.json'), tensors);
-}
-
-/**
- * A merge that added linear biases (BitFit on llama) needs the config flags
- * that make transformers build them: attention_bias (q, k, v, o) and
- * mlp_bias (gate, up, down). BitFit's merge fills the rest of each group with
- * zero biases. Other configs are left byte-for-byte as the base's.
- */
-async function setBiasFlags(file: string, tensors: Map<string, unknown>): Promise<void> {
-  if (!existsSync(file)) return;
-  const text = configWithBiasFlags(await fs.readFile(file, 'utf8'), tensors.keys());
-  if (text !== null) await fs.writeFile(file, text);
+function baseSource(config: ExperimentConfig): FileSource {
+  return sourceFor(String(config.model_name_or_path), { endpoint: config.endpoint ?? undefined });
 }
 
 /** For logits/generate --adapter: attach the method an adapter folder names and load it. */

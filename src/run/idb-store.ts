@@ -15,6 +15,7 @@
  * StorageQuotaError that says how many bytes were needed and how many are
  * free, so the UI can offer to delete old runs.
  */
+import type { TrainResults } from './finish';
 import { PeftStudioError } from '../errors';
 import { idbKeyValueStore, type KeyValueStore } from '../hub/cache';
 import { latestCheckpoint, type FileMap, type RunStore } from '../train/store';
@@ -36,14 +37,8 @@ export class StorageQuotaError extends PeftStudioError {
 
 export type RunStatus = 'running' | 'paused' | 'stopped' | 'done' | 'failed';
 
-export interface RunSummary {
-  train_loss?: number;
-  eval_loss?: number;
-  global_step: number;
-  train_runtime: number;
-  tokens_per_s?: number;
-  peak_gpu_bytes: number;
-}
+/** The run's all_results.json (src/run/finish.ts). */
+export type RunSummary = TrainResults;
 
 export interface RunRecord {
   id: string;

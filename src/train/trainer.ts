@@ -79,7 +79,23 @@ export interface LogEntry {
 export interface TrainCallbacks {
   onLog?: (entry: LogEntry) => void;
   onStep?: (step: number, total: number) => void;
+  /** Periodic evaluation's progress: validation batches done of total (0 / total when it starts). */
+  onEvaluate?: (done: number, total: number) => void;
   signal?: AbortSignal;
+}
+
+/**
+ * What this trainer object has done, across its run() calls: optimizer-step
+ * wall time (evaluation and checkpoint writes excluded, so tokens / trainMs is
+ * the training speed) and the whole wall time of run() (HF train_runtime).
+ */
+export interface TrainStats {
+  /** Input tokens (padded batch positions) of the optimizer steps run here. */
+  tokens: number;
+  /** Steps run here (a resumed trainer counts from its checkpoint on). */
+  steps: number;
+  trainMs: number;
+  runMs: number;
 }
 
 /** Deterministic permutation (mulberry32 Fisher-Yates), identical in every host. */
@@ -133,6 +149,7 @@ export class Trainer {
   private stepsPerEpoch: number;
   private batchesPerEpoch: number;
   log: LogEntry[] = [];
+  readonly stats: TrainStats = { tokens: 0, steps: 0, trainMs: 0, runMs: 0 };
 
   constructor(
     readonly e: Engine,
@@ -183,96 +200,107 @@ export class Trainer {
     if (o.resume) await this.resume(typeof o.resume === 'string' ? o.resume : undefined);
     const W = warmupSteps(this.totalSteps, o.warmupSteps, o.warmupRatio);
     const t0 = performance.now();
-    let windowLoss = 0, windowSteps = 0, windowTokens = 0, windowStart = performance.now();
+    // Evaluation and checkpoint writes move windowStart forward by their duration: tokens/s is training speed.
+    let windowLoss = 0, windowSteps = 0, windowTokens = 0, windowStart = performance.now(), stepStart = windowStart;
     this.e.pool.resetPeak();
-    while (this.step < this.totalSteps) {
-      if (cb.signal?.aborted) break;
-      const k = this.step;
-      const micro = Array.from({ length: o.gradAccum }, (_, i) => collateShifted(this.microBatch(k * o.gradAccum + i), o.padId));
-      const D = micro.reduce((a, x) => a + x.valid, 0);
-      const lossSum = this.e.zeros([1], 'step.loss');
-      this.e.persist(lossSum);
-      for (const mb of micro) {
+    try {
+      while (this.step < this.totalSteps) {
+        if (cb.signal?.aborted) break;
+        const k = this.step;
+        stepStart = performance.now();
+        const micro = Array.from({ length: o.gradAccum }, (_, i) => collateShifted(this.microBatch(k * o.gradAccum + i), o.padId));
+        const D = micro.reduce((a, x) => a + x.valid, 0);
+        const lossSum = this.e.zeros([1], 'step.loss');
+        this.e.persist(lossSum);
+        for (const mb of micro) {
+          this.e.beginScope();
+          const tape = new Tape();
+          this.e.tape = tape;
+          const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds });
+          const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
+          this.e.tape = null;
+          if (D > 0) tape.backward(loss, 1 / D);
+          accumulateKernel(this.e, lossSum, loss, 1);
+          this.e.endScope();
+          windowTokens += mb.ids.length;
+        }
+        // Global grad norm, clip factor and the update, all on the GPU.
         this.e.beginScope();
-        const tape = new Tape();
-        this.e.tape = tape;
-        const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds });
-        const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
-        this.e.tape = null;
-        if (D > 0) tape.backward(loss, 1 / D);
-        accumulateKernel(this.e, lossSum, loss, 1);
+        const sq = this.e.zeros([1], 'grad.sumsq');
+        for (const p of this.params) if (p.tensor.grad) sumSquares(this.e, p.tensor.grad, { out: sq, accumulate: true });
+        const coef = clipCoefficient(this.e, sq, o.maxGradNorm > 0 ? o.maxGradNorm : Infinity);
+        const lr = o.learningRate * lrFactor(o.scheduler, k, this.totalSteps, W);
+        for (const p of this.params) {
+          if (!p.tensor.grad) continue;
+          const decay = p.decay ?? isDecayParam(p.name);
+          const u = {
+            e: this.e, grad: p.tensor.grad, clip: coef, lr: lr * (p.lrScale ?? 1), step: k + 1,
+            beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: decay ? o.weightDecay : 0,
+          };
+          if (p.update) {
+            // A Promise (GaLore's projector refresh) must settle before the gradient is cleared.
+            const pending = p.update(u);
+            if (pending) await pending;
+          } else adamwStep(this.e, p.tensor, u.grad, this.m.get(p.name)!, this.v.get(p.name)!, { ...u, gradScaleTensor: coef });
+          this.e.clear(p.tensor.grad);
+        }
+        // One readback per step: the summed loss and the squared grad norm side by side.
+        const stats = this.e.empty([2], 'step.stats');
+        this.e.copyRegion(stats, 0, lossSum, 0, 1);
+        this.e.copyRegion(stats, 1, sq, 0, 1);
+        const [lossTotal, sumsq] = await this.e.read(stats);
         this.e.endScope();
-        windowTokens += mb.ids.length;
+        lossSum.dispose();
+        const loss = D > 0 ? lossTotal / D : 0;
+        const gradNorm = Math.sqrt(sumsq);
+        if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+          // The update above already used non-finite numbers: stop without saving, so
+          // the last checkpoint on disk stays the last good state.
+          throw new NonFiniteLossError(
+            `Loss became ${loss} (grad norm ${gradNorm}) at step ${k + 1}. Stopped; the last checkpoint is intact. ` +
+              'Lower learning_rate, set max_grad_norm, or check the data.',
+          );
+        }
+        this.step = k + 1;
+        windowLoss += loss;
+        windowSteps++;
+        this.stats.steps++;
+        this.stats.tokens += micro.reduce((a, x) => a + x.ids.length, 0);
+        this.stats.trainMs += performance.now() - stepStart;
+        cb.onStep?.(this.step, this.totalSteps);
+        const last = this.step === this.totalSteps;
+        if (this.step % o.loggingSteps === 0 || last) {
+          const now = performance.now();
+          const entry: LogEntry = {
+            current_steps: this.step,
+            total_steps: this.totalSteps,
+            loss: round(windowLoss / windowSteps),
+            lr,
+            grad_norm: round(gradNorm),
+            epoch: round(this.step / this.stepsPerEpoch, 4),
+            percentage: round((100 * this.step) / this.totalSteps, 2),
+            elapsed_time: round((now - t0) / 1000, 3),
+            tokens_per_s: round((windowTokens * 1000) / (now - windowStart), 1),
+            peak_gpu_bytes: this.e.pool.peak,
+          };
+          await this.emit(entry, cb);
+          windowLoss = windowSteps = windowTokens = 0;
+          windowStart = performance.now();
+        }
+        const pauseStart = performance.now();
+        if (o.evalSteps > 0 && this.val.length && (this.step % o.evalSteps === 0 || last)) {
+          const evalLoss = await this.evaluate(this.val, cb.onEvaluate);
+          await this.emit({
+            current_steps: this.step, total_steps: this.totalSteps, eval_loss: round(evalLoss),
+            epoch: round(this.step / this.stepsPerEpoch, 4), percentage: round((100 * this.step) / this.totalSteps, 2),
+            elapsed_time: round((performance.now() - t0) / 1000, 3), peak_gpu_bytes: this.e.pool.peak,
+          }, cb);
+        }
+        if (o.saveSteps > 0 && this.step % o.saveSteps === 0) await this.saveCheckpoint();
+        windowStart += performance.now() - pauseStart;
       }
-      // Global grad norm, clip factor and the update, all on the GPU.
-      this.e.beginScope();
-      const sq = this.e.zeros([1], 'grad.sumsq');
-      for (const p of this.params) if (p.tensor.grad) sumSquares(this.e, p.tensor.grad, { out: sq, accumulate: true });
-      const coef = clipCoefficient(this.e, sq, o.maxGradNorm > 0 ? o.maxGradNorm : Infinity);
-      const lr = o.learningRate * lrFactor(o.scheduler, k, this.totalSteps, W);
-      for (const p of this.params) {
-        if (!p.tensor.grad) continue;
-        const decay = p.decay ?? isDecayParam(p.name);
-        const u = {
-          e: this.e, grad: p.tensor.grad, clip: coef, lr: lr * (p.lrScale ?? 1), step: k + 1,
-          beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: decay ? o.weightDecay : 0,
-        };
-        if (p.update) {
-          // A Promise (GaLore's projector refresh) must settle before the gradient is cleared.
-          const pending = p.update(u);
-          if (pending) await pending;
-        } else adamwStep(this.e, p.tensor, u.grad, this.m.get(p.name)!, this.v.get(p.name)!, { ...u, gradScaleTensor: coef });
-        this.e.clear(p.tensor.grad);
-      }
-      // One readback per step: the summed loss and the squared grad norm side by side.
-      const stats = this.e.empty([2], 'step.stats');
-      this.e.copyRegion(stats, 0, lossSum, 0, 1);
-      this.e.copyRegion(stats, 1, sq, 0, 1);
-      const [lossTotal, sumsq] = await this.e.read(stats);
-      this.e.endScope();
-      lossSum.dispose();
-      const loss = D > 0 ? lossTotal / D : 0;
-      const gradNorm = Math.sqrt(sumsq);
-      if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-        // The update above already used non-finite numbers: stop without saving, so
-        // the last checkpoint on disk stays the last good state.
-        throw new NonFiniteLossError(
-          `Loss became ${loss} (grad norm ${gradNorm}) at step ${k + 1}. Stopped; the last checkpoint is intact. ` +
-            'Lower learning_rate, set max_grad_norm, or check the data.',
-        );
-      }
-      this.step = k + 1;
-      windowLoss += loss;
-      windowSteps++;
-      cb.onStep?.(this.step, this.totalSteps);
-      const last = this.step === this.totalSteps;
-      if (this.step % o.loggingSteps === 0 || last) {
-        const now = performance.now();
-        const entry: LogEntry = {
-          current_steps: this.step,
-          total_steps: this.totalSteps,
-          loss: round(windowLoss / windowSteps),
-          lr,
-          grad_norm: round(gradNorm),
-          epoch: round(this.step / this.stepsPerEpoch, 4),
-          percentage: round((100 * this.step) / this.totalSteps, 2),
-          elapsed_time: round((now - t0) / 1000, 3),
-          tokens_per_s: round((windowTokens * 1000) / (now - windowStart), 1),
-          peak_gpu_bytes: this.e.pool.peak,
-        };
-        await this.emit(entry, cb);
-        windowLoss = windowSteps = windowTokens = 0;
-        windowStart = performance.now();
-      }
-      if (o.evalSteps > 0 && this.val.length && (this.step % o.evalSteps === 0 || last)) {
-        const evalLoss = await this.evaluate();
-        await this.emit({
-          current_steps: this.step, total_steps: this.totalSteps, eval_loss: round(evalLoss),
-          epoch: round(this.step / this.stepsPerEpoch, 4), percentage: round((100 * this.step) / this.totalSteps, 2),
-          elapsed_time: round((performance.now() - t0) / 1000, 3), peak_gpu_bytes: this.e.pool.peak,
-        }, cb);
-      }
-      if (o.saveSteps > 0 && this.step % o.saveSteps === 0) await this.saveCheckpoint();
+    } finally {
+      this.stats.runMs += performance.now() - t0;
     }
     return { steps: this.step, log: this.log };
   }
@@ -284,8 +312,10 @@ export class Trainer {
   }
 
   /** Mean cross-entropy over the valid shifted targets of the validation set. */
-  async evaluate(examples = this.val): Promise<number> {
+  async evaluate(examples = this.val, onProgress?: (done: number, total: number) => void): Promise<number> {
     let total = 0, count = 0;
+    const batches = Math.ceil(examples.length / this.opts.batchSize);
+    onProgress?.(0, batches);
     for (let i = 0; i < examples.length; i += this.opts.batchSize) {
       const mb = collateShifted(examples.slice(i, i + this.opts.batchSize), this.opts.padId);
       this.e.beginScope();
@@ -294,6 +324,7 @@ export class Trainer {
       total += (await this.e.read(loss))[0];
       this.e.endScope();
       count += mb.valid;
+      onProgress?.(i / this.opts.batchSize + 1, batches);
     }
     return count ? total / count : 0;
   }

@@ -6,6 +6,7 @@
  * classes in src/errors.ts (comlink keeps name and message).
  */
 import type { OptionSpec } from '../config/schema';
+import type { TrainResults } from '../run/finish';
 import type { LogEntry } from '../train/trainer';
 
 export interface GpuInfo {
@@ -160,7 +161,8 @@ export interface RunInfo {
   totalSteps: number;
   trainableParams: number;
   numParams: number;
-  summary?: { train_loss?: number; eval_loss?: number; global_step: number; train_runtime: number; tokens_per_s?: number; peak_gpu_bytes: number };
+  /** all_results.json of a finished run (HF meanings: train_loss is the mean over training). */
+  summary?: TrainResults;
   metrics?: Record<string, number | string | null>;
   error?: string;
   /** Complete checkpoints, oldest first. */
@@ -176,6 +178,8 @@ export interface TrainCallbacks {
   onProgress?(p: LoadProgress): void;
   onStep?(step: number, total: number): void;
   onLog?(entry: LogPoint): void;
+  /** Evaluation during training: validation batches done of total (0 / total when it starts). */
+  onEvaluate?(done: number, total: number): void;
   /** The run record after each status change (created, paused, done, failed...). */
   onStatus?(run: RunInfo): void;
 }

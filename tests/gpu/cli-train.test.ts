@@ -34,6 +34,12 @@ describe('peft-studio train', () => {
     const log = losses(out);
     expect(log.length).toBe(6);
     expect(log[5].loss).toBeLessThan(log[0].loss);
+    // HF meanings: train_loss is the mean over all steps (logging_steps 1: the mean of the six), not the last.
+    const results = JSON.parse(readFileSync(path.join(out, 'all_results.json'), 'utf8'));
+    expect(results.train_loss).toBeCloseTo(log.reduce((a: number, l: { loss: number }) => a + l.loss, 0) / 6, 5);
+    expect(results.global_step).toBe(6);
+    expect(results.train_runtime).toBeGreaterThan(0);
+    expect(results.train_tokens_per_s).toBeGreaterThan(0);
 
     const text = 'Once upon a time';
     const a = await cli(['logits', '--model', storiesDir(), '--adapter', out, '--text', text]);

@@ -1,0 +1,57 @@
+/**
+ * The worker's one GPU device, acquired on first use and again after a loss,
+ * and the queue that runs GPU work one call at a time.
+ *
+ * Holders of GPU objects (the base model, a run's session) register a reset
+ * callback: when a lost device is replaced, what lived on it is dropped.
+ */
+import { Engine } from '../engine/engine';
+import { acquireDevice } from '../gpu/device';
+import { KEY_LIMITS, type GpuInfo } from './api';
+
+export class DeviceSlot {
+  private engine: Promise<Engine> | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly resets: (() => void)[] = [];
+
+  constructor(private readonly gpu: GPU | undefined) {}
+
+  /** Called when a lost device is replaced by a new one. */
+  onReset(fn: () => void): void {
+    this.resets.push(fn);
+  }
+
+  /** The engine, acquiring the device on first use and again after a device loss. */
+  acquire(): Promise<Engine> {
+    const current = this.engine;
+    if (current) {
+      return current.then((e) => {
+        if (!e.ctx.lost) return e;
+        for (const fn of this.resets) fn();
+        this.engine = null;
+        return this.acquire();
+      });
+    }
+    const next = acquireDevice(this.gpu).then((ctx) => new Engine(ctx));
+    // A failed acquisition is retried on the next call (the user may change a flag and retry).
+    next.catch(() => {
+      if (this.engine === next) this.engine = null;
+    });
+    this.engine = next;
+    return next;
+  }
+
+  /** Run `fn` after every GPU call queued before it (one at a time on the device). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async info(): Promise<GpuInfo> {
+    const { ctx } = await this.acquire();
+    const limits: Record<string, number> = {};
+    for (const k of KEY_LIMITS) limits[k] = ctx.limits[k];
+    return { adapter: { ...ctx.adapterInfo }, features: [...ctx.features].sort(), limits };
+  }
+}
