@@ -23,7 +23,7 @@ import { ConfigError } from '../errors';
 import { HubSource } from '../hub/hub-source';
 import { defaultCacheDir, hubToken, LocalFolderSource, NodeFolderCache } from '../hub/node';
 import type { FileCache } from '../hub/cache';
-import { isNotFound, type FileSource, type ProgressCallback } from '../hub/source';
+import { isNotFound, type FileSource, type GetOptions, type ProgressCallback } from '../hub/source';
 import type { Tokenizer } from '../model/tokenizer';
 import { BUILTIN_ENTRIES } from './builtin';
 import { baseName, type DatasetEntry, type SourceSpec } from './entry';
@@ -44,12 +44,12 @@ export class FallbackSource implements FileSource {
   async has(p: string): Promise<boolean> {
     return (await this.first.has(p)) || this.second.has(p);
   }
-  async get(p: string, onProgress?: ProgressCallback): Promise<Uint8Array> {
+  async get(p: string, onProgress?: ProgressCallback, opts?: GetOptions): Promise<Uint8Array> {
     try {
-      return await this.first.get(p, onProgress);
+      return await this.first.get(p, onProgress, opts);
     } catch (e) {
       if (!isNotFound(e)) throw e;
-      return this.second.get(p, onProgress);
+      return this.second.get(p, onProgress, opts);
     }
   }
 }

@@ -3,7 +3,7 @@
  * the File System Access API. The folder is the repo root.
  */
 import { HubError } from '../errors';
-import { readStream, validateFilePath, type FileSource, type ProgressCallback } from './source';
+import { fileTooLarge, readStream, validateFilePath, type FileSource, type GetOptions, type ProgressCallback } from './source';
 
 /** The part of FileSystemDirectoryHandle this source uses. */
 export interface DirectoryHandleLike {
@@ -43,13 +43,19 @@ export class DirectoryHandleSource implements FileSource {
     }
   }
 
-  async get(path: string, onProgress?: ProgressCallback): Promise<Uint8Array> {
+  async get(path: string, onProgress?: ProgressCallback, opts: GetOptions = {}): Promise<Uint8Array> {
     const blob = await this.file(path);
+    if (opts.maxBytes !== undefined && blob.size > opts.maxBytes) throw fileTooLarge(this.id, path, blob.size, opts.maxBytes);
     try {
       return await readStream(blob.stream(), path, blob.size, onProgress);
     } catch (e) {
       throw new HubError(`Reading ${path} from the folder "${this.handle.name}" failed: ${(e as Error).message}.`, `${this.id}/${path}`);
     }
+  }
+
+  async readRange(path: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number }> {
+    const blob = await this.file(path);
+    return { bytes: new Uint8Array(await blob.slice(start, end).arrayBuffer()), size: blob.size };
   }
 
   async has(path: string): Promise<boolean> {

@@ -11,7 +11,7 @@
  */
 import { ConfigError, HubError } from '../errors';
 import { cacheKey, type FileCache } from './cache';
-import { readStream, validateFilePath, validateRepoId, type FileSource, type ProgressCallback } from './source';
+import { fileTooLarge, readStream, StreamTooLargeError, validateFilePath, validateRepoId, type FileSource, type GetOptions, type ProgressCallback } from './source';
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
 
@@ -114,11 +114,13 @@ export class HubSource implements FileSource {
     return cacheKey(this.endpoint, this.kind === 'dataset' ? `datasets/${this.repo}` : this.repo, this.revision, path);
   }
 
-  async get(path: string, onProgress?: ProgressCallback): Promise<Uint8Array> {
+  async get(path: string, onProgress?: ProgressCallback, opts: GetOptions = {}): Promise<Uint8Array> {
     const url = this.url(path);
     const key = this.cacheKey(path);
+    const maxBytes = opts.maxBytes ?? Infinity;
     if (this.cache) {
       const hit = await this.cache.get(key);
+      if (hit && hit.byteLength > maxBytes) throw fileTooLarge(this.id, path, hit.byteLength, maxBytes);
       if (hit) {
         onProgress?.({ file: path, loaded: hit.byteLength, total: hit.byteLength });
         return hit;
@@ -132,10 +134,16 @@ export class HubSource implements FileSource {
     const encoding = res.headers.get('content-encoding');
     // A compressed body decodes to a different size than Content-Length says.
     const total = Number.isSafeInteger(length) && length >= 0 && (!encoding || encoding === 'identity') ? length : 0;
+    // Refused before a byte of the body is read; a compressed body is cut off as it decodes past the cap.
+    if (total > maxBytes) {
+      await res.body?.cancel().catch(() => {});
+      throw fileTooLarge(this.id, path, total, maxBytes);
+    }
     let bytes: Uint8Array;
     try {
-      bytes = res.body ? await readStream(res.body, path, total, onProgress) : new Uint8Array(await res.arrayBuffer());
+      bytes = res.body ? await readStream(res.body, path, total, onProgress, maxBytes) : new Uint8Array(await res.arrayBuffer());
     } catch (e) {
+      if (e instanceof StreamTooLargeError) throw fileTooLarge(this.id, path, e.loaded, maxBytes, true);
       throw new HubError(
         `Download of ${path} from ${this.repo} was interrupted (${(e as Error).message}) at ${url}. Check the connection and try again.`,
         url,

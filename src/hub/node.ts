@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { ConfigError, HubError } from '../errors';
 import type { CacheMeta, CacheVerify, FileCache } from './cache';
 import { DEFAULT_ENDPOINT, HubSource, normalizeEndpoint, tokenRefusal, type RepoKind } from './hub-source';
-import { validateFilePath, validateRepoId, type FileSource, type ProgressCallback } from './source';
+import { fileTooLarge, validateFilePath, validateRepoId, type FileSource, type GetOptions, type ProgressCallback } from './source';
 
 const CHUNK = 16 << 20;
 
@@ -181,11 +181,16 @@ export class LocalFolderSource implements FileSource {
     return path.join(this.dir, ...file.split('/'));
   }
 
-  async get(file: string, onProgress?: ProgressCallback): Promise<Uint8Array> {
+  async get(file: string, onProgress?: ProgressCallback, opts: GetOptions = {}): Promise<Uint8Array> {
     const full = this.resolve(file);
     try {
+      if (opts.maxBytes !== undefined) {
+        const st = await fs.stat(full);
+        if (st.isFile() && st.size > opts.maxBytes) throw fileTooLarge(this.id, file, st.size, opts.maxBytes);
+      }
       return await readFileBytes(full, file, onProgress);
     } catch (e) {
+      if (e instanceof HubError || (e as Error).name === 'FileTooLargeError') throw e;
       const code = errno(e);
       if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') {
         throw new HubError(`${file} was not found in ${this.dir} (${full}). Check the folder and the file name.`, full, 404);
@@ -197,6 +202,34 @@ export class LocalFolderSource implements FileSource {
   async has(file: string): Promise<boolean> {
     const st = await fs.stat(this.resolve(file)).catch(() => null);
     return !!st && st.isFile();
+  }
+
+  async readRange(file: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number }> {
+    const full = this.resolve(file);
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(full, fsConstants.O_RDONLY);
+    } catch (e) {
+      const code = errno(e);
+      if (code === 'ENOENT' || code === 'ENOTDIR') throw new HubError(`${file} was not found in ${this.dir} (${full}). Check the folder and the file name.`, full, 404);
+      throw new HubError(`Could not read ${full}: ${(e as Error).message}. Check its permissions.`, full);
+    }
+    try {
+      const { size } = await fh.stat();
+      const to = Math.max(start, Math.min(end, size));
+      const bytes = new Uint8Array(to - start);
+      let at = 0;
+      while (at < bytes.length) {
+        const { bytesRead } = await fh.read(bytes, at, bytes.length - at, start + at);
+        if (bytesRead === 0) break;
+        at += bytesRead;
+      }
+      return { bytes: bytes.subarray(0, at), size };
+    } catch (e) {
+      throw new HubError(`Could not read ${full}: ${(e as Error).message}. Check that it is a file.`, full);
+    } finally {
+      await fh.close();
+    }
   }
 
   async listDirs(): Promise<string[]> {

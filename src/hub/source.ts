@@ -3,7 +3,15 @@
  * by repo-relative path ("config.json", "sst2/train-00000-of-00001.parquet");
  * the Hub, a local folder and a browser directory handle all look alike.
  */
-import { ConfigError, HubError } from '../errors';
+import { ConfigError, HubError, ModelFormatError } from '../errors';
+
+/** A file larger than PEFT Studio reads for its kind (GetOptions.maxBytes). */
+export class FileTooLargeError extends ModelFormatError {
+  override name = 'FileTooLargeError';
+  constructor(message: string, readonly url: string) {
+    super(message);
+  }
+}
 
 export interface FileProgress {
   /** Repo-relative path of the file being read. */
@@ -15,12 +23,60 @@ export interface FileProgress {
 
 export type ProgressCallback = (p: FileProgress) => void;
 
+export interface GetOptions {
+  /**
+   * Refuse a file larger than this (a FileTooLargeError) before reading it
+   * where the size is known in advance (a local file's size, Content-Length),
+   * else as soon as the bytes read pass it (a gzip bomb stops here).
+   */
+  maxBytes?: number;
+}
+
+/**
+ * The documented caps on JSON files read from a model or adapter (README,
+ * Models): far above real files (Llama 3's tokenizer.json is 9 MB, Gemma's
+ * 33 MB; config.json files are a few KB), so a hostile 3 GiB config.json is
+ * refused before it is read.
+ */
+export const JSON_LIMITS = {
+  'config.json': 1 << 20,
+  'adapter_config.json': 1 << 20,
+  'generation_config.json': 1 << 20,
+  'model.safetensors.index.json': 32 << 20,
+  'tokenizer.json': 128 << 20,
+  'tokenizer_config.json': 32 << 20,
+  'special_tokens_map.json': 1 << 20,
+  'chat_template.jinja': 4 << 20,
+} as const;
+
+/** The cap of a JSON file by its name (the last path segment); other JSON files: 32 MiB. */
+export function jsonLimit(path: string): number {
+  const base = path.split('/').pop()!;
+  return Object.prototype.hasOwnProperty.call(JSON_LIMITS, base) ? JSON_LIMITS[base as keyof typeof JSON_LIMITS] : 32 << 20;
+}
+
+const mib = (n: number) => (n >= 1 << 20 ? `${+(n / (1 << 20)).toFixed(1)} MiB` : `${n} bytes`);
+
+/** The error for a file above its cap; `size` is the declared or read-so-far size. */
+export function fileTooLarge(id: string, path: string, size: number, max: number, soFar = false): FileTooLargeError {
+  return new FileTooLargeError(
+    `${id}/${path} is ${soFar ? 'more than ' : ''}${mib(size)}, above the ${mib(max)} PEFT Studio reads for this file; it is not a real ${path.split('/').pop()} (or it is damaged). Check the file, or download it again.`,
+    `${id}/${path}`,
+  );
+}
+
 export interface FileSource {
   /** Stable, human-readable: "hub:<endpoint>/<repo>@<revision>", "local:<dir>", ... */
   readonly id: string;
   /** The whole file. Missing files throw HubError with status 404 (see isNotFound). */
-  get(path: string, onProgress?: ProgressCallback): Promise<Uint8Array>;
+  get(path: string, onProgress?: ProgressCallback, opts?: GetOptions): Promise<Uint8Array>;
   has(path: string): Promise<boolean>;
+  /**
+   * Bytes [start, end) of a file and its whole size, where the source can read
+   * part of a file (local folders can): a safetensors header is checked before
+   * a multi-gigabyte file is read.
+   */
+  readRange?(path: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number }>;
   /** Names of the top-level folders, where the source can list them (a local folder can); used to find an adapter in a sub-folder. */
   listDirs?(): Promise<string[]>;
 }
@@ -30,9 +86,9 @@ export function isNotFound(err: unknown): boolean {
   return err instanceof HubError && err.status === 404;
 }
 
-/** Reads a file as UTF-8 JSON; a parse error names the source and the file. */
+/** Reads a file as UTF-8 JSON (at most jsonLimit(path) bytes); a parse error names the source and the file. */
 export async function getJson<T = unknown>(source: FileSource, path: string): Promise<T> {
-  const bytes = await source.get(path);
+  const bytes = await getCapped(source, path, jsonLimit(path));
   const text = new TextDecoder().decode(bytes);
   try {
     return JSON.parse(text) as T;
@@ -86,15 +142,31 @@ export function validateFilePath(path: string): string {
   return path;
 }
 
+/** source.get with a size cap that holds even for a source that ignores GetOptions. */
+export async function getCapped(source: FileSource, path: string, maxBytes: number, onProgress?: ProgressCallback): Promise<Uint8Array> {
+  const bytes = await source.get(path, onProgress, { maxBytes });
+  if (bytes.byteLength > maxBytes) throw fileTooLarge(source.id, path, bytes.byteLength, maxBytes);
+  return bytes;
+}
+
+/** Thrown by readStream when a stream passes its maxBytes (the caller names the file). */
+export class StreamTooLargeError extends Error {
+  constructor(readonly loaded: number) {
+    super(`more than ${loaded} bytes`);
+  }
+}
+
 /**
  * Reads a byte stream to the end, reporting progress. With a known `total`
- * the bytes go straight into one buffer (no second copy at the end).
+ * the bytes go straight into one buffer (no second copy at the end). Past
+ * `maxBytes` the stream is cancelled (StreamTooLargeError).
  */
 export async function readStream(
   stream: ReadableStream<Uint8Array>,
   file: string,
   total: number,
   onProgress?: ProgressCallback,
+  maxBytes = Infinity,
 ): Promise<Uint8Array> {
   const reader = stream.getReader();
   let out: Uint8Array | null = total > 0 ? new Uint8Array(total) : null;
@@ -114,6 +186,10 @@ export async function readStream(
       chunks.push(value);
     }
     loaded += value.byteLength;
+    if (loaded > maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw new StreamTooLargeError(loaded);
+    }
     onProgress?.({ file, loaded, total });
   }
   if (out) return loaded === out.byteLength ? out : out.subarray(0, loaded);

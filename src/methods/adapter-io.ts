@@ -11,7 +11,7 @@
  * (<output_dir>/<adapter_name>/…) when it holds exactly one adapter sub-folder.
  */
 import { ConfigError } from '../errors';
-import type { FileSource } from '../hub/source';
+import { getCapped, jsonLimit, type FileSource } from '../hub/source';
 import { parseSafetensors } from '../model/safetensors';
 import { readTorchZip } from './torch-zip';
 import { installedMethods } from './registry';
@@ -22,9 +22,12 @@ export async function readAdapter(source: FileSource): Promise<AdapterFiles> {
   const dir = await adapterSubfolder(source);
   let config: Record<string, unknown>;
   try {
-    config = JSON.parse(new TextDecoder().decode(await source.get(`${dir}adapter_config.json`)));
+    config = JSON.parse(new TextDecoder().decode(await getCapped(source, `${dir}adapter_config.json`, jsonLimit('adapter_config.json'))));
   } catch (err) {
     throw new ConfigError(`${source.id} is not an adapter folder: ${dir}adapter_config.json is missing or not JSON (${(err as Error).message}).`);
+  }
+  if (config === null || typeof config !== 'object' || Array.isArray(config)) {
+    throw new ConfigError(`${source.id}/${dir}adapter_config.json is ${JSON.stringify(config)}, not a JSON object of adapter settings. Check the adapter folder.`);
   }
   if (isAdaptersLibraryConfig(config)) return readAdaptersLibraryFolder(source, dir, config);
   const st = parseSafetensors(await source.get(`${dir}adapter_model.safetensors`), `${source.id}/${dir}adapter_model.safetensors`);

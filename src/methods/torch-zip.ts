@@ -315,8 +315,11 @@ class PickleWriter {
   }
 }
 
-/** data.pkl for {name: tensor}, storage k = the k-th tensor (contiguous, offset 0). */
-export function pickleTensorDict(entries: [string, { shape: number[]; numel: number }][]): Uint8Array {
+/**
+ * data.pkl for {name: tensor}, storage k = the k-th tensor (offset 0; contiguous unless `stride` is given: the
+ * fuzz and bounds tests write views).
+ */
+export function pickleTensorDict(entries: [string, { shape: number[]; numel: number; stride?: number[] }][]): Uint8Array {
   const w = new PickleWriter();
   w.byte(OP.PROTO);
   w.byte(2);
@@ -342,7 +345,7 @@ export function pickleTensorDict(entries: [string, { shape: number[]; numel: num
       w.byte(OP.BINPERSID);
       w.int(0); // storage_offset
       w.intTuple(t.shape);
-      w.intTuple(contiguousStrides(t.shape));
+      w.intTuple(t.stride ?? contiguousStrides(t.shape));
       w.byte(OP.NEWFALSE); // requires_grad
       w.global('collections', 'OrderedDict'); // backward_hooks = OrderedDict()
       w.byte(OP.EMPTY_TUPLE);
@@ -593,7 +596,7 @@ export function unpickleTensorDict(bytes: Uint8Array, what = 'data.pkl'): [strin
         const pid = pop();
         if (!Array.isArray(pid) || pid.length !== 5 || pid[0] !== 'storage') fail('a persistent id that is not a torch storage');
         const [, cls, key, , numel] = pid as Val[];
-        if (!isObj(cls, 'global') || (cls as Global).module !== 'torch' || !((cls as Global).name in STORAGE_DTYPES)) fail('a storage of an unsupported class');
+        if (!isObj(cls, 'global') || (cls as Global).module !== 'torch' || !Object.prototype.hasOwnProperty.call(STORAGE_DTYPES, (cls as Global).name)) fail('a storage of an unsupported class');
         if (typeof key !== 'string' || typeof numel !== 'number') fail('a malformed storage persistent id');
         stack.push({ kind: 'storage', dtype: STORAGE_DTYPES[(cls as Global).name], key: key as string, numel: numel as number });
         break;
@@ -655,6 +658,7 @@ export function readTorchZip(bytes: Uint8Array, what = 'pytorch_adapter.bin'): M
   const recs = unpickleTensorDict(pklBytes, `${what}/data.pkl`);
   const storages = new Map<string, Float32Array>();
   const out = new Map<string, TorchTensor>();
+  let elements = 0;
   for (const [key, t] of recs) {
     let data = storages.get(t.storage.key);
     if (!data) {
@@ -674,6 +678,19 @@ export function readTorchZip(bytes: Uint8Array, what = 'pytorch_adapter.bin'): M
       storages.set(t.storage.key, data);
     }
     const numel = t.size.reduce((a, b) => a * b, 1);
+    // Bounded by the file's real size before allocating: a view (stride 0, overlapping strides) can describe 2^30
+    // elements in a 700-byte file. Every element of a saved adapter has at least 2 bytes in the file, so all
+    // tensors together never hold more elements than the file has bytes (the output is at most 4x the input).
+    elements += numel;
+    if (!Number.isSafeInteger(elements) || elements > bytes.length) {
+      throw new ModelFormatError(
+        `${what}: tensor ${key} [${t.size.join(', ')}] (stride [${t.stride.join(', ')}]) describes ${numel} values, more than the ${bytes.length}-byte file can hold; a strided or stride-0 view this large is not an adapter. Save the adapter with contiguous tensors (e.g. PEFT's save_pretrained).`,
+      );
+    }
+    if (numel > 0) {
+      const last = t.offset + t.size.reduce((a, n, d) => a + (n - 1) * t.stride[d], 0);
+      if (t.offset < 0 || last >= data.length) throw new ModelFormatError(`${what}: tensor ${key} reads past the end of storage ${t.storage.key}.`);
+    }
     const values = new Float32Array(numel);
     // Gather: element (i0, i1, ...) sits at offset + Σ i_d stride_d of the storage.
     const idx = new Array<number>(t.size.length).fill(0);

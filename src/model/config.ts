@@ -55,6 +55,27 @@ const DEFAULTS: Record<ModelType, { rmsNormEps: number; maxPositionEmbeddings: n
   qwen2: { rmsNormEps: 1e-6, maxPositionEmbeddings: 32768, bosTokenId: null, eosTokenId: null, ropeTheta: 10000 },
 };
 
+/**
+ * Sanity limits on config.json sizes, checked before anything is allocated
+ * from them (a 1e9-layer config must fail in microseconds, not abort V8). They
+ * are far above any LLaMA-family model published (Llama 3.1 405B: hidden 16,384,
+ * FFN 53,248, 126 layers, 128 heads, head_dim 128, vocab 128,256); the weights
+ * must then agree with the config tensor by tensor (src/model/weights.ts).
+ */
+export const MODEL_LIMITS = {
+  hidden_size: 65_536,
+  intermediate_size: 262_144,
+  num_hidden_layers: 1_024,
+  num_attention_heads: 1_024,
+  num_key_value_heads: 1_024,
+  head_dim: 1_024,
+  vocab_size: 4_194_304,
+  max_position_embeddings: 16_777_216,
+  sliding_window: 16_777_216,
+} as const;
+
+const own = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+
 function supportedList(): string {
   return Object.entries(SUPPORTED_ARCHITECTURES)
     .map(([t, a]) => `${a} (model_type "${t}")`)
@@ -74,7 +95,7 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
   const architectures = Array.isArray(c.architectures) ? c.architectures.filter((a): a is string => typeof a === 'string') : [];
   let modelType: ModelType | undefined;
   if (typeof c.model_type === 'string') {
-    if (!(c.model_type in SUPPORTED_ARCHITECTURES)) {
+    if (!own(SUPPORTED_ARCHITECTURES, c.model_type)) {
       fail(
         `unsupported model_type "${c.model_type}"${architectures.length ? ` (${architectures.join(', ')})` : ''}`,
         `Supported: ${supportedList()}.`,
@@ -110,6 +131,10 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
     }
     if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
       return fail(`field "${key}" is ${JSON.stringify(v)}, not a positive integer`, 'Fix config.json.');
+    }
+    const limit = own(MODEL_LIMITS, key) ? MODEL_LIMITS[key as keyof typeof MODEL_LIMITS] : undefined;
+    if (limit !== undefined && v > limit) {
+      return fail(`field "${key}" is ${v}, above PEFT Studio's limit of ${limit} (no LLaMA-family model is that large)`, 'Fix config.json; the limits are listed in the README (Models).');
     }
     return v;
   };
@@ -164,7 +189,7 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
       fail('field "rope_parameters" is not an object', 'Fix config.json.');
     }
     const rp = ropeParameters as RopeScaling;
-    ropeTheta = typeof rp.rope_theta === 'number' && rp.rope_theta > 0 ? rp.rope_theta : d.ropeTheta;
+    ropeTheta = rp.rope_theta === undefined || rp.rope_theta === null ? d.ropeTheta : (rp.rope_theta as number);
     ropeScaling = (rp.rope_type ?? rp.type ?? 'default') === 'default' ? null : { ...rp };
   } else {
     ropeTheta = posNum('rope_theta', d.ropeTheta);
@@ -177,10 +202,19 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
       ropeScaling = { ...(rs as RopeScaling) };
     }
   }
+  if (typeof ropeTheta !== 'number' || !(ropeTheta > 0) || !Number.isFinite(ropeTheta)) fail(`rope_theta is ${JSON.stringify(ropeTheta)}, not a positive number`, 'Fix config.json.');
   if (ropeScaling) {
     const kind = ropeScaling.rope_type ?? ropeScaling.type;
     if (typeof kind !== 'string') {
       fail('rope_scaling has no "rope_type" (or "type")', 'Fix config.json (e.g. "rope_type": "llama3").');
+    }
+    // Every factor divides or scales frequencies: 0, negative, NaN or Infinity would give NaN or Infinity angles.
+    for (const key of ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings', 'beta_fast', 'beta_slow', 'attention_factor']) {
+      if (!own(ropeScaling, key) || ropeScaling[key] === null) continue;
+      const v = ropeScaling[key];
+      if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
+        fail(`rope_scaling.${key} is ${JSON.stringify(v)}, not a positive number`, 'Fix config.json.');
+      }
     }
   }
 

@@ -171,9 +171,11 @@ export function parseSafetensorsHeader(
       if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
         fail(name, '"__metadata__" is not an object of strings');
       }
-      metadata = Object.fromEntries(
-        Object.entries(raw as Record<string, unknown>).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]),
-      );
+      // Strings only, as the reference crate (HashMap<String, String>): a nested value is not re-serialised (a
+      // 100 MB header of nested arrays would overflow the stack in JSON.stringify).
+      const bad = Object.entries(raw as Record<string, unknown>).find(([, v]) => typeof v !== 'string');
+      if (bad) fail(name, `"__metadata__" value "${bad[0]}" is ${Array.isArray(bad[1]) ? 'a list' : bad[1] === null ? 'null' : `a ${typeof bad[1]}`}, not a string`);
+      metadata = { ...(raw as Record<string, string>) };
       continue;
     }
     if (raw === null || typeof raw !== 'object') fail(name, `tensor "${key}" has no {dtype, shape, data_offsets} entry`);

@@ -7,7 +7,7 @@
  * decoder) and Jinja chat templates.
  */
 import { ModelFormatError } from '../errors';
-import { isNotFound, type FileSource } from '../hub/source';
+import { getCapped, isNotFound, jsonLimit, type FileSource } from '../hub/source';
 
 export interface ChatMessage {
   role: string;
@@ -57,7 +57,7 @@ type TokenizerClass = new (tokenizerJSON: object, tokenizerConfig: object) => Tr
 async function readJson(source: FileSource, file: string, optional: boolean): Promise<Record<string, unknown> | null> {
   let bytes: Uint8Array;
   try {
-    bytes = await source.get(file);
+    bytes = await getCapped(source, file, jsonLimit(file));
   } catch (e) {
     if (isNotFound(e)) {
       if (optional) return null;
@@ -101,11 +101,12 @@ export async function loadTokenizer(source: FileSource): Promise<Tokenizer> {
   // Newer repos keep the template in its own file.
   if (config.chat_template === undefined) {
     try {
-      const bytes = await source.get('chat_template.jinja');
+      const bytes = await getCapped(source, 'chat_template.jinja', jsonLimit('chat_template.jinja'));
       config.chat_template = new TextDecoder().decode(bytes);
     } catch (e) {
       // Optional: absent (404) is normal; an unreachable server should not fail
       // a tokenizer whose required files came from the cache.
+      if ((e as Error).name === 'FileTooLargeError') throw e;
       if (!isNotFound(e)) console.warn(`peft-studio: chat_template.jinja of ${source.id} not read: ${(e as Error).message}`);
     }
   }
