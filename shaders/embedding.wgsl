@@ -51,3 +51,45 @@ fn embedding_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
   }
   b_dtable[u32(b_csr[u]) * p.C + c] += s;
 }
+
+// Forward over one row block of the table (a table split because it exceeds a
+// storage binding, or stored packed): rows r0 .. r0 + rows - 1. Positions
+// whose id lies in another block are left alone (that block's dispatch writes
+// them). The block is f32 (embedding_forward_block) or packed 16-bit floats,
+// two per u32 with element 2i in the low half (embedding_forward_packed;
+// DT 0 = f16 via unpack2x16float, 1 = bf16 via a 16-bit shift).
+struct BlockParams { n: u32, C: u32, rows: u32, r0: u32 }
+@group(0) @binding(0) var<uniform> bp: BlockParams;
+@group(0) @binding(2) var<storage, read> k_table: array<f32>;
+@group(0) @binding(2) var<storage, read> k_packed: array<u32>;
+
+override DT: u32 = 1u;
+
+fn blockRow(n: u32) -> i32 {
+  return f_ids[n] - i32(bp.r0);
+}
+
+@compute @workgroup_size(256)
+fn embedding_forward_block(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = gid.x + gid.y * nwg.x * 256u;
+  if (t >= bp.n * bp.C) { return; }
+  let r = blockRow(t / bp.C);
+  if (r < 0 || u32(r) >= bp.rows) { return; }
+  f_out[t] = k_table[u32(r) * bp.C + t % bp.C];
+}
+
+@compute @workgroup_size(256)
+fn embedding_forward_packed(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let t = gid.x + gid.y * nwg.x * 256u;
+  if (t >= bp.n * bp.C) { return; }
+  let r = blockRow(t / bp.C);
+  if (r < 0 || u32(r) >= bp.rows) { return; }
+  let i = u32(r) * bp.C + t % bp.C;
+  let w = k_packed[i / 2u];
+  let half = select(w & 0xffffu, w >> 16u, (i & 1u) == 1u);
+  if (DT == 1u) {
+    f_out[t] = bitcast<f32>(half << 16u);
+  } else {
+    f_out[t] = unpack2x16float(half).x;
+  }
+}

@@ -18,8 +18,13 @@ import { ConfigError } from '../../src/errors';
 import type { AdapterFiles, AttachedMethod, HostTensor, MethodContext, PeftMethod, TrainableParam } from '../../src/methods/types';
 import type { LlamaModel } from '../../src/model/llama';
 
-/** The model's own tensors, HF names, the tied lm_head excluded (it is embed_tokens). */
+/**
+ * The model's own tensors, HF names, the tied lm_head excluded (it is
+ * embed_tokens), all as f32: base weights stored packed are unpacked, since
+ * every one of them trains (or is overwritten by an import).
+ */
 export function modelWeights(model: LlamaModel): [string, Tensor][] {
+  model.unpackWeights();
   return [...model.params].filter(([name]) => !(name === 'lm_head.weight' && model.config.tieWordEmbeddings));
 }
 

@@ -63,7 +63,7 @@ export const lora: PeftMethod = {
     const targets = loraTargets(model, config);
     const layers = new Map<string, LoraLayer>();
     for (const name of targets) {
-      const [outF, inF] = model.param(`${name}.weight`).shape;
+      const [outF, inF] = model.weightShape(`${name}.weight`);
       const A = e.persist(e.upload(uniform(r * inF, 1 / Math.sqrt(inF), ctx.random), [r, inF], `${name}.lora_A`));
       const B = e.persist(e.zeros([outF, r], `${name}.lora_B`));
       A.requiresGrad = B.requiresGrad = true;

@@ -112,7 +112,7 @@ export function initPromptTable(ctx: MethodContext, table: Tensor, mode: PromptT
   const tape = e.tape;
   e.tape = null;
   e.beginScope();
-  const rows = embedding(e, e.upload(host, [nV], 'prompt.init_ids'), model.param('model.embed_tokens.weight'), host, 'prompt.init_rows');
+  const rows = embedding(e, e.upload(host, [nV], 'prompt.init_ids'), model.stored('model.embed_tokens.weight'), host, 'prompt.init_rows');
   e.copy(table, rows);
   e.endScope();
   e.tape = tape;

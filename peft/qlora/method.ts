@@ -3,7 +3,7 @@
  *
  * Every linear of the decoder, targeted or not (q, k, v, o, gate, up,
  * down_proj: what bitsandbytes quantizes; embed_tokens, the norms and lm_head
- * stay f32), is quantized on the CPU from its f32 weight (quantizeNf4Cpu, the
+ * stay as loaded: f32, or packed f16 / bf16 with base_dtype), is quantized on the CPU from its f32 weight (quantizeNf4Cpu, the
  * §5 arithmetic): blockwise absmax (64) and 4-bit NF4 codes, with double
  * quantization (default) of the absmax vector to 8 bits (blocks of 256, mean
  * offset). The state goes to the GPU and the f32 buffer is released; the
@@ -80,7 +80,7 @@ export function attachQlora(ctx: MethodContext): QloraAttached {
 
   const init = async () => {
     for (const name of names) {
-      const W = model.param(`${name}.weight`);
+      const W = model.stored(`${name}.weight`);
       const [outF, inF] = W.shape;
       const data = await e.read(W);
       if (cancelled) return;

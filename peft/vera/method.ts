@@ -122,7 +122,7 @@ export const vera: PeftMethod = {
 
     const layers = new Map<string, VeraLayer>();
     for (const name of targets) {
-      const [outF, inF] = model.param(`${name}.weight`).shape;
+      const [outF, inF] = model.weightShape(`${name}.weight`);
       const ld = e.persist(e.upload(new Float32Array(r).fill(dInit), [r], `${name}.vera_lambda_d`));
       const lb = e.persist(e.zeros([outF], `${name}.vera_lambda_b`));
       ld.requiresGrad = lb.requiresGrad = true;

@@ -9,13 +9,16 @@
  * them, each read-only or read_write as the dispatch says.
  */
 import { GpuError, ShaderCompileError } from '../errors';
+import { f16ToF32 } from '../model/safetensors';
 import { scoped, type GpuContext } from '../gpu/device';
-import { Tensor } from './tensor';
+import { Tensor, storageBytes, type StorageDtype } from './tensor';
 import type { Tape } from './tape';
 
 export interface Binding {
   tensor: Tensor;
   write?: boolean;
+  /** The kernel reads this binding as packed 16-bit floats (array<u32>); only such bindings may hold a packed tensor. */
+  packed?: boolean;
 }
 
 const UNIFORM_SLOT = 256;
@@ -47,8 +50,17 @@ export class Engine {
   /** Optional per-kernel timer (timestamp queries); see ./timer.ts. */
   timer: { wrap(name: string): GPUComputePassTimestampWrites | undefined } | null = null;
 
+  /**
+   * The largest tensor (bytes) bound in one piece: weights above it are split
+   * into row blocks at load. The device's limits by default (acquireDevice
+   * requests the adapter's largest); tests lower it to make splitting run on
+   * small models. Never above the device's own limits.
+   */
+  maxBindingBytes: number;
+
   constructor(readonly ctx: GpuContext) {
     this.device = ctx.device;
+    this.maxBindingBytes = Math.min(ctx.limits.maxStorageBufferBindingSize, ctx.limits.maxBufferSize);
     // Errors outside our scopes (bind groups, dispatches) land here.
     this.device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
       this.asyncError ??= new GpuError(`GPU error: ${ev.error.message}`);
@@ -66,6 +78,44 @@ export class Engine {
     const n = shape.reduce((a, b) => a * b, 1);
     const buf = this.pool.acquire(n * 4, name);
     const t = new Tensor(this, shape, buf, name);
+    this.scopes.at(-1)?.add(t);
+    return t;
+  }
+
+  /** An uninitialised tensor stored as packed 16-bit floats (see Tensor). */
+  emptyPacked(shape: number[], dtype: Exclude<StorageDtype, 'f32'>, name?: string): Tensor {
+    this.checkLost();
+    const n = shape.reduce((a, b) => a * b, 1);
+    const t = new Tensor(this, shape, this.pool.acquire(storageBytes(n, dtype), name), name, dtype);
+    this.scopes.at(-1)?.add(t);
+    return t;
+  }
+
+  /** Upload 16-bit float bits (f16 or bf16, one value per u16) as a packed tensor. */
+  uploadPacked(bits: Uint16Array, shape: number[], dtype: Exclude<StorageDtype, 'f32'>, name?: string): Tensor {
+    const t = this.emptyPacked(shape, dtype, name);
+    if (bits.length !== t.size) throw new GpuError(`uploadPacked: ${bits.length} values for tensor '${name}' of ${t.size}`);
+    // Odd counts are padded to a whole word.
+    const words = bits.length % 2 ? Uint16Array.from({ length: bits.length + 1 }, (_, i) => bits[i] ?? 0) : bits;
+    this.writeBytes(t, new Uint8Array(words.buffer, words.byteOffset, words.byteLength));
+    return t;
+  }
+
+  /**
+   * A tensor made of row blocks (each a tensor of `shape[1..]` rows, in
+   * order, together covering shape[0] rows); it owns the blocks.
+   */
+  splitTensor(shape: number[], blocks: Tensor[], name?: string): Tensor {
+    const rows = blocks.reduce((a, b) => a + b.shape[0], 0);
+    if (rows !== shape[0]) throw new GpuError(`splitTensor ${name}: blocks hold ${rows} rows, the shape [${shape}] has ${shape[0]}`);
+    const t = new Tensor(this, shape, null, name, blocks[0].dtype);
+    let r = 0;
+    for (const b of blocks) {
+      this.persist(b);
+      b.rowStart = r;
+      r += b.shape[0];
+    }
+    t.blocks = blocks;
     this.scopes.at(-1)?.add(t);
     return t;
   }
@@ -92,6 +142,11 @@ export class Engine {
   write(t: Tensor, data: Float32Array | Int32Array | Uint32Array | number[]): void {
     const arr = Array.isArray(data) ? new Float32Array(data) : data;
     if (arr.length !== t.size) throw new GpuError(`write: ${arr.length} values for tensor '${t.name}' of ${t.size}`);
+    if (t.packed) throw new GpuError(`write: '${t.name}' is stored as packed ${t.dtype}; take it as f32 first (model.param unpacks a base weight)`);
+    this.writeBytes(t, new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength));
+  }
+
+  private writeBytes(t: Tensor, arr: Uint8Array): void {
     if (arr.byteLength > (1 << 20) || arr.byteLength === 0) {
       this.flush();
       this.device.queue.writeBuffer(t.buffer, 0, arr.buffer, arr.byteOffset, arr.byteLength);
@@ -108,7 +163,22 @@ export class Engine {
   /** Staging buffers of uploads in the pending encoder; destroyed after its submit. */
   private staging: GPUBuffer[] = [];
 
+  /** The values as f32 on the host: packed tensors are unpacked, split tensors joined. */
   async read(t: Tensor): Promise<Float32Array> {
+    if (t.blocks) {
+      const out = new Float32Array(t.size);
+      let at = 0;
+      for (const b of t.blocks) {
+        const part = await this.read(b);
+        out.set(part, at);
+        at += part.length;
+      }
+      return out;
+    }
+    if (t.packed) {
+      const h = new Uint16Array(await this.readBytes(t, 0, t.byteSize / 4), 0, t.size);
+      return unpackHalves(h, t.dtype);
+    }
     return new Float32Array(await this.readBytes(t));
   }
 
@@ -118,6 +188,7 @@ export class Engine {
 
   /** Read `n` elements starting at element `offset` (e.g. the last row of logits). */
   async readRegion(t: Tensor, offset: number, n: number): Promise<Float32Array> {
+    if (t.packed) throw new GpuError(`readRegion: '${t.name}' is packed ${t.dtype}; read it whole`);
     return new Float32Array(await this.readBytes(t, offset, n));
   }
 
@@ -136,6 +207,7 @@ export class Engine {
   }
 
   clear(t: Tensor): void {
+    if (t.packed) throw new GpuError(`clear: '${t.name}' is stored as packed ${t.dtype}`);
     this.endPass();
     this.enc().clearBuffer(t.buffer, 0, Math.ceil((t.size * 4) / 4) * 4);
   }
@@ -147,6 +219,7 @@ export class Engine {
   /** Copy `n` elements from src[srcOffset..] to dst[dstOffset..] (offsets in elements). */
   copyRegion(dst: Tensor, dstOffset: number, src: Tensor, srcOffset: number, n: number): void {
     if (n === 0) return;
+    if (dst.packed || src.packed) throw new GpuError(`copyRegion: '${(dst.packed ? dst : src).name}' is stored as packed ${(dst.packed ? dst : src).dtype}; copy f32 tensors only`);
     this.endPass();
     this.enc().copyBufferToBuffer(src.buffer, srcOffset * 4, dst.buffer, dstOffset * 4, n * 4);
   }
@@ -276,12 +349,21 @@ export class Engine {
     if (x > maxWg || y > maxWg || z > maxWg) {
       throw new GpuError(`${entry}: ${x}x${y}x${z} workgroups exceed maxComputeWorkgroupsPerDimension ${maxWg}`);
     }
+    const maxBinding = this.ctx.limits.maxStorageBufferBindingSize;
+    for (const b of bindings) {
+      if (b.tensor.packed && !b.packed) {
+        throw new GpuError(`${entry}: '${b.tensor.name}' is stored as packed ${b.tensor.dtype} but this kernel reads f32; take the weight as f32 first (model.param unpacks a base weight)`);
+      }
+      if (b.tensor.byteSize > maxBinding) {
+        throw new GpuError(`${entry}: '${b.tensor.name}' [${b.tensor.shape}] takes ${b.tensor.byteSize} bytes, above this adapter's maxStorageBufferBindingSize ${maxBinding}: use a smaller batch or sequence length.`);
+      }
+    }
     const layoutKey = bindings.map((b) => (b.write ? 'w' : 'r')).join('');
     const pipeline = this.pipeline(code, entry, layoutKey, constants);
     const { buffer, offset } = this.uniform(params);
     const entries: GPUBindGroupEntry[] = [{ binding: 0, resource: { buffer, offset, size: Math.max(16, params.byteLength) } }];
     bindings.forEach((b, i) => {
-      entries.push({ binding: i + 1, resource: { buffer: b.tensor.buffer, offset: 0, size: Math.max(4, b.tensor.size * 4) } });
+      entries.push({ binding: i + 1, resource: { buffer: b.tensor.buffer, offset: 0, size: Math.max(4, b.tensor.byteSize) } });
     });
     const bindGroup = this.device.createBindGroup({ layout: this.layout(layoutKey).bgl, entries });
     const timestampWrites = this.timer?.wrap(entry);
@@ -377,6 +459,20 @@ export class Engine {
     }
   }
 }
+
+/** f16 or bf16 bits → f32 (bf16 is the top half of an f32; f16 through a table). */
+export function unpackHalves(h: Uint16Array, dtype: StorageDtype): Float32Array {
+  if (dtype === 'bf16') {
+    const bits = new Uint32Array(h.length);
+    for (let i = 0; i < h.length; i++) bits[i] = h[i] << 16;
+    return new Float32Array(bits.buffer);
+  }
+  halfTable ??= Float32Array.from({ length: 65536 }, (_, i) => f16ToF32(i));
+  const out = new Float32Array(h.length);
+  for (let i = 0; i < h.length; i++) out[i] = halfTable[h[i]];
+  return out;
+}
+let halfTable: Float32Array | null = null;
 
 /** Pack uniform params: `u` words as u32, `f` words as f32, in the order given. */
 export function params(...words: (number | { f: number } | { i: number })[]): ArrayBuffer {

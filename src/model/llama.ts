@@ -26,6 +26,7 @@ import { matmul } from '../engine/ops/matmul';
 import { rmsnorm } from '../engine/ops/rmsnorm';
 import { rope, ropeInvFreq } from '../engine/ops/rope';
 import { swiglu } from '../engine/ops/swiglu';
+import { toF32 } from '../engine/ops/packed';
 import type { ModelConfig } from './config';
 import { ModelFormatError } from '../errors';
 
@@ -151,7 +152,36 @@ export class LlamaModel {
   /** Shapes of weights whose f32 storage a method released (QLoRA keeps them quantized). */
   readonly releasedShapes = new Map<string, number[]>();
 
+  /**
+   * A weight as f32, for methods that compute with, write or train it (SVD
+   * inits, merges, DoRA norms, full fine-tuning). A base weight stored packed
+   * (f16 / bf16) is unpacked in place on first use and stays f32 from then on;
+   * the model's own forward reads `stored` and never forces this.
+   */
   param(name: string): Tensor {
+    const t = this.stored(name);
+    if (!t.packed && !t.blocks) return t;
+    // Join row blocks when the f32 tensor fits one binding; else keep f32 blocks.
+    let f: Tensor;
+    if (t.blocks && t.size * 4 <= this.e.maxBindingBytes) {
+      f = this.e.empty(t.shape, name);
+      for (const b of t.blocks) {
+        const part = b.packed ? toF32(this.e, b) : b;
+        this.e.copyRegion(f, b.rowStart * t.shape[1], part, 0, part.size);
+        if (part !== b) part.dispose();
+      }
+    } else {
+      f = toF32(this.e, t, name);
+    }
+    f = this.e.persist(f);
+    f.name = name;
+    this.params.set(name, f);
+    t.dispose();
+    return f;
+  }
+
+  /** A weight as stored: f32, packed 16-bit (frozen base weights) or split in row blocks. */
+  stored(name: string): Tensor {
     const t = this.params.get(name);
     if (!t) {
       if (this.releasedShapes.has(name)) {
@@ -162,9 +192,21 @@ export class LlamaModel {
     return t;
   }
 
+  /** Unpack every packed base weight to f32 (before all weights train). */
+  unpackWeights(): void {
+    for (const [name, t] of [...this.params]) if (t.packed || t.blocks) this.param(name);
+  }
+
+  /** Bytes the base weights take on the GPU as stored. */
+  weightBytes(): number {
+    let n = 0;
+    for (const t of this.params.values()) n += t.blocks ? t.blocks.reduce((a, b) => a + b.byteSize, 0) : t.byteSize;
+    return n;
+  }
+
   /** Shape of a weight, also after its f32 storage was released. */
   weightShape(name: string): number[] {
-    return this.params.get(name)?.shape ?? this.releasedShapes.get(name) ?? this.param(name).shape;
+    return this.params.get(name)?.shape ?? this.releasedShapes.get(name) ?? this.stored(name).shape;
   }
 
   /**
@@ -172,7 +214,7 @@ export class LlamaModel {
    * linear itself in its `linear` hook (never calling `inner`).
    */
   releaseWeight(name: string): void {
-    const t = this.param(name);
+    const t = this.stored(name);
     this.releasedShapes.set(name, t.shape);
     this.params.delete(name);
     t.dispose();
@@ -216,6 +258,7 @@ export class LlamaModel {
 
   /** Freeze or unfreeze every base weight. */
   setTrainable(trainable: boolean): void {
+    if (trainable) this.unpackWeights();
     for (const t of this.params.values()) t.requiresGrad = trainable;
   }
 
@@ -240,7 +283,7 @@ export class LlamaModel {
     // The base weight is looked up only when the innermost function runs, so a
     // hook that replaces the base path (QLoRA) works after releaseWeight().
     let f: LinearFn = (xx) =>
-      matmul(this.e, xx, this.param(`${name}.weight`), { transB: true, bias: this.params.get(`${name}.bias`) ?? null, name });
+      matmul(this.e, xx, this.stored(`${name}.weight`), { transB: true, bias: this.params.get(`${name}.bias`) ?? null, name });
     for (const h of this.hookList) {
       if (!h.linear) continue;
       const inner = f, hook = h.linear;
@@ -269,7 +312,7 @@ export class LlamaModel {
     const cache = opts.cache;
 
     const idsT = e.upload(ids, [B * T0], 'input_ids');
-    let x = embedding(e, idsT, this.param('model.embed_tokens.weight'), ids).reshape([B, T0, C]);
+    let x = embedding(e, idsT, this.stored('model.embed_tokens.weight'), ids).reshape([B, T0, C]);
     const past = cache ? cache.length : 0;
     let ctx: HookContext = { e, model: this, B, T: T0, past, taskIds: opts.taskIds };
     let virtual = 0;
@@ -382,7 +425,7 @@ export class LlamaModel {
     if (cache) cache.length = S;
     if (virtual > 0) x = sliceSeq(e, x, B, T, virtual, T0, C);
     x = this.norm('model.norm', x, ctx);
-    const head = this.config.tieWordEmbeddings ? this.param('model.embed_tokens.weight') : this.param('lm_head.weight');
+    const head = this.stored(this.config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
     return matmul(e, x, head, { transB: true, name: 'logits' }).reshape([B, T0, cfg.vocabSize]);
   }
 }

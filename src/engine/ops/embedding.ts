@@ -15,6 +15,7 @@ import type { Engine } from '../engine';
 import { needsGrad } from '../tape';
 import type { Tensor } from '../tensor';
 import { grid1d } from './add';
+import { packedConstant } from './packed';
 
 /** Throw if any id is outside [0, V), naming the id, where it is, and the vocab size. */
 export function checkTokenIds(ids: ArrayLike<number>, V: number, what = 'embedding'): void {
@@ -67,6 +68,17 @@ export function embedding(e: Engine, ids: Tensor, table: Tensor, hostIds: Int32A
   checkTokenIds(hostIds, V, `embedding ${name ?? ''}`.trim());
   const N = ids.size;
   const out = e.empty([...ids.shape, C], name);
+  if (table.blocks || table.packed) {
+    // Frozen base tables stored packed or in row blocks: one gather per block.
+    if (table.requiresGrad) throw new Error(`embedding ${name ?? ''}: ${table.name} is stored ${table.packed ? `packed (${table.dtype})` : 'in row blocks'} and cannot be trained`);
+    for (const blk of table.blocks ?? [table]) {
+      const packed = blk.packed;
+      e.dispatch(code, packed ? 'embedding_forward_packed' : 'embedding_forward_block', params(N, C, blk.shape[0], blk.rowStart),
+        [{ tensor: ids }, { tensor: blk, packed }, { tensor: out, write: true }], grid1d(e, N * C),
+        packed ? { DT: packedConstant(blk.dtype) } : undefined);
+    }
+    return out;
+  }
   e.dispatch(code, 'embedding_forward', params(N, C, V, 0),
     [{ tensor: ids }, { tensor: table }, { tensor: out, write: true }], grid1d(e, N * C));
   if (e.tape && needsGrad(table)) {

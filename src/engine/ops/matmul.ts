@@ -14,11 +14,36 @@ import codeV2 from '../../../shaders/matmul_v2.wgsl?raw';
 import codeV3 from '../../../shaders/matmul_v3.wgsl?raw';
 import codeV4 from '../../../shaders/matmul_v4.wgsl?raw';
 import { grid1d } from './add';
+import { copyColumns, packedConstant, toF32 } from './packed';
 import { isCpuAdapter } from '../../gpu/device';
 import { params } from '../engine';
 import type { Engine } from '../engine';
 import { needsGrad } from '../tape';
 import type { Tensor } from '../tensor';
+
+/**
+ * v4 reading a packed B (f16 / bf16 base weights, two per u32): the same
+ * kernel text with every load of B unpacked, derived here from matmul_v4.wgsl
+ * so the two cannot drift. A vec4 of B is one vec2<u32> of the packed
+ * buffer (same index), so the addressing is unchanged; DT picks f16 or bf16.
+ */
+const codeV4PackedB = derivePackedB(codeV4);
+
+function derivePackedB(src: string): string {
+  const decl = '@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;';
+  if (!src.includes(decl)) throw new Error('matmul_v4.wgsl: the declaration of B changed; update derivePackedB');
+  const out = src.replace(decl, `@group(0) @binding(2) var<storage, read> Bp: array<vec2<u32>>;
+override DT: u32 = 1u;
+fn ldB(i: u32) -> vec4<f32> {
+  let w = Bp[i];
+  if (DT == 1u) {
+    return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u), bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
+  }
+  return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
+}`).replace(/\bB\[([^[\]]+)\]/g, 'ldB($1)');
+  if (/\bB\[/.test(out.replace(/\/\/.*$/gm, ''))) throw new Error('matmul_v4.wgsl: a load of B was not rewritten; update derivePackedB');
+  return out;
+}
 
 export interface MatmulOptions {
   transA?: boolean;
@@ -49,6 +74,10 @@ export function matmulKernel(
   },
 ): void {
   const batch = o.batch ?? 1;
+  if (A.packed || B.packed) {
+    matmulPacked(e, C, A, B, M, N, K, o);
+    return;
+  }
   const bias = o.bias ?? A; // any bound buffer; unused when hasBias = 0
   // Register tiles wherever the contiguous dimensions allow vec4 loads: v4
   // (RM x 16 block per thread, vec4 stores; RM = 16 on CPU adapters, 8 on
@@ -78,6 +107,36 @@ export function matmulKernel(
   } else {
     e.dispatch(code, 'matmul', args, bindings, [Math.ceil(N / 64), Math.ceil(M / 64), batch]);
   }
+}
+
+/**
+ * A packed operand: B packed with v4's preconditions reads the packed words
+ * in the kernel (the base-weight path: linears and the tied head, forward and
+ * dX); anything else (A packed, odd shapes) unpacks into a temporary f32 copy
+ * first, which is correct everywhere and costs one weight's f32 bytes while it runs.
+ */
+function matmulPacked(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: number, N: number, K: number, o: Parameters<typeof matmulKernel>[7]): void {
+  const batch = o.batch ?? 1;
+  const vec4 = K % 4 === 0 && (!o.transA || M % 4 === 0) && N % 4 === 0;
+  const strides4 = (o.strideA ?? M * K) % 4 === 0 && (o.strideB ?? K * N) % 4 === 0;
+  if (!A.packed && vec4 && strides4) {
+    const RM = o.rowsPerThread ?? (isCpuAdapter(e.ctx.adapterInfo) ? 16 : 8);
+    const args = params(
+      M, N, K, batch,
+      o.transA ? 1 : 0, o.transB ? 1 : 0, o.strideA ?? M * K, o.strideB ?? K * N,
+      M * N, o.bias ? 1 : 0, { f: o.alpha ?? 1 }, { f: o.beta ?? 0 },
+    );
+    const [x, y] = grid1d(e, Math.ceil(M / RM) * Math.ceil(N / 16), 64);
+    e.dispatch(codeV4PackedB, 'matmul', args,
+      [{ tensor: A }, { tensor: B, packed: true }, { tensor: o.bias ?? A }, { tensor: C, write: true }],
+      [x, y, batch], { TA: o.transA ? 1 : 0, TB: o.transB ? 1 : 0, RM, DT: packedConstant(B.dtype) });
+    return;
+  }
+  const a = A.packed ? toF32(e, A) : A;
+  const b = B.packed ? toF32(e, B) : B;
+  matmulKernel(e, C, a, b, M, N, K, o);
+  if (a !== A) a.dispose();
+  if (b !== B) b.dispose();
 }
 
 /** The v2 kernel (4x4 register blocks), kept as the baseline v3 is measured against; same preconditions as v3. */
@@ -114,6 +173,8 @@ export function matmul(e: Engine, A: Tensor, B: Tensor, o: MatmulOptions = {}): 
   const [Kb, N] = o.transB ? [bCols, bRows] : [bRows, bCols];
   if (K !== Kb) throw new Error(`matmul ${o.name ?? ''}: inner sizes differ (A ${A.shape}${o.transA ? 'ᵀ' : ''}, B ${B.shape}${o.transB ? 'ᵀ' : ''})`);
   const outShape = batch > 1 ? [batch, M, N] : o.transA ? [M, N] : [...A.shape.slice(0, -1), N];
+  if (B.blocks) return matmulSplitB(e, A, B, M, N, K, outShape, o);
+  if (A.blocks) throw new Error(`matmul ${o.name ?? ''}: A (${A.name}) is split into row blocks; only a split B (the head) is supported`);
   const C = o.out ?? e.empty(outShape, o.name);
   const strideB = K * N;
   matmulKernel(e, C, A, B, M, N, K, {
@@ -140,6 +201,44 @@ export function matmul(e: Engine, A: Tensor, B: Tensor, o: MatmulOptions = {}): 
       }
       if (o.bias?.requiresGrad) {
         sumRowsKernel(e, o.bias.gradOrZeros(), dC, batch * M, N, true);
+      }
+    });
+  }
+  return C;
+}
+
+/**
+ * C = A Bᵀ for a B [N, K] split into row blocks B_j (a vocabulary-sized head
+ * beyond one storage binding): C[:, r_j : r_j + n_j] = A B_jᵀ, computed per
+ * block into a temporary and copied into its columns; backward
+ * dA += dC[:, r_j : r_j + n_j] B_j, block by block. B is frozen (no dB).
+ */
+function matmulSplitB(e: Engine, A: Tensor, B: Tensor, M: number, N: number, K: number, outShape: number[], o: MatmulOptions): Tensor {
+  if (!o.transB || o.transA || (o.batch ?? 1) > 1 || o.bias) {
+    throw new Error(`matmul ${o.name ?? ''}: a split B (${B.name}) works only as x Bᵀ without batch or bias (the logits of a large vocabulary)`);
+  }
+  if (B.requiresGrad) throw new Error(`matmul ${o.name ?? ''}: ${B.name} is split into row blocks and cannot be trained`);
+  const C = o.out ?? e.empty(outShape, o.name);
+  const alpha = o.alpha ?? 1;
+  for (const blk of B.blocks!) {
+    const n = blk.shape[0];
+    const part = e.empty([M, n], `${o.name ?? 'matmul'}.block`);
+    matmulKernel(e, part, A, blk, M, n, K, { transB: true, alpha });
+    copyColumns(e, C, part, M, n, { lds: n, sOff: 0, ldd: N, dOff: blk.rowStart, accumulate: o.accumulate });
+    part.dispose();
+  }
+  if (e.tape && A.requiresGrad) {
+    C.requiresGrad = true;
+    e.tape.record('matmul_split', () => {
+      const dC = C.grad;
+      if (!dC) return;
+      const dA = A.gradOrZeros();
+      for (const blk of B.blocks!) {
+        const n = blk.shape[0];
+        const part = e.empty([M, n], `${o.name ?? 'matmul'}.dblock`);
+        copyColumns(e, part, dC, M, n, { lds: N, sOff: blk.rowStart, ldd: n, dOff: 0 });
+        matmulKernel(e, dA, part, blk, M, K, n, { alpha, beta: 1 });
+        part.dispose();
       }
     });
   }

@@ -1,0 +1,253 @@
+/**
+ * Compact base weights and the split path:
+ *  - the packed matmul (x Wᵀ and its dX) and the packed / row-block
+ *    embedding gather against float64 references of the rounded weights,
+ *    dX against finite differences (check-op);
+ *  - stories260K, a qwen2 model and a llama3-rope model written as F16 and
+ *    BF16 safetensors, streamed in packed, against the f32 model of the same
+ *    rounded weights (1e-4 on the logits);
+ *  - LoRA trained through a packed base: gradients against finite
+ *    differences and against the f32 path;
+ *  - a tiny binding limit that splits the embedding / head into row blocks;
+ *  - the streaming bound: no read larger than the largest tensor.
+ */
+import { describe, it, expect, beforeAll, afterEach } from 'vitest';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { gpuEngine } from '../helpers/gpu';
+import { checkOp, maxAbsDiff, randn, rng } from '../helpers/check-op';
+import { checkMethodGradients } from '../helpers/method-check';
+import { randomWeights, storiesDir } from '../helpers/models';
+import type { Engine } from '../../src/engine/engine';
+import { Tape } from '../../src/engine/tape';
+import { matmul, matmulCpu } from '../../src/engine/ops/matmul';
+import { embedding, embeddingCpu } from '../../src/engine/ops/embedding';
+import { roundToHalves, roundedF32 } from '../../src/engine/ops/packed';
+import { LocalFolderSource } from '../../src/hub/node';
+import { parseModelConfig, type ModelConfig } from '../../src/model/config';
+import { loadModel, modelFromWeights, readConfig, readWeights, streamWeights, parseBaseDtype } from '../../src/model/load';
+import type { LlamaModel } from '../../src/model/llama';
+import { serializeSafetensors } from '../../src/model/safetensors';
+import { lora } from '../../peft/lora/method';
+import { seededRandom } from '../../src/model/generate';
+
+type Host = Map<string, { shape: number[]; data: Float32Array }>;
+type Half = 'f16' | 'bf16';
+const FILE: Record<Half, 'F16' | 'BF16'> = { f16: 'F16', bf16: 'BF16' };
+
+/** A model folder whose weights are stored in `dtype` (2-D weights; 1-D stay F32, as HF checkpoints often keep norms). */
+function writeFolder(cfgJson: unknown, host: Host, dtype: 'F16' | 'BF16'): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'packed-'));
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify(cfgJson));
+  const t = new Map([...host].map(([k, v]) => [k, { ...v, dtype: v.shape.length === 2 ? dtype : ('F32' as const) }]));
+  writeFileSync(path.join(dir, 'model.safetensors'), serializeSafetensors(t));
+  return dir;
+}
+
+/** The same weights rounded to `dtype` (what a checkpoint of that dtype holds), as f32. */
+function rounded(host: Host, dtype: Half): Host {
+  return new Map([...host].map(([k, v]) => [k, { shape: v.shape, data: v.shape.length === 2 ? roundedF32(v.data, dtype) : v.data }]));
+}
+
+async function logitsOf(e: Engine, model: LlamaModel, ids: number[]): Promise<Float32Array> {
+  e.beginScope();
+  const y = await e.read(model.forward(Int32Array.from(ids), 1));
+  e.endScope();
+  return y;
+}
+
+const qwen2 = {
+  architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 48, intermediate_size: 72, num_hidden_layers: 2,
+  num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 97, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: false,
+  max_position_embeddings: 128,
+};
+const llama3 = {
+  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, intermediate_size: 40, num_hidden_layers: 2,
+  num_attention_heads: 4, num_key_value_heads: 1, head_dim: 16, vocab_size: 61, rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: true,
+  max_position_embeddings: 256,
+  rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
+};
+const IDS = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3, 2, 38, 4, 6, 26, 4, 33, 8, 3, 2, 7, 9, 5, 0, 2, 8, 8, 4, 1];
+
+let e: Engine;
+beforeAll(async () => {
+  e = await gpuEngine();
+});
+afterEach(() => {
+  e.maxBindingBytes = Math.min(e.ctx.limits.maxStorageBufferBindingSize, e.ctx.limits.maxBufferSize);
+});
+
+describe('packed kernels', () => {
+  for (const dtype of ['bf16', 'f16'] as const) {
+    // [M, K] x [N, K]ᵀ: N % 4 == 0 takes the packed v4 kernel, N = 37 the unpack-first fallback.
+    for (const [M, N, K] of [[7, 24, 16], [5, 37, 12]]) {
+      it(`x Wᵀ with W ${dtype} [${N}, ${K}], M ${M}: forward vs float64, dX vs finite differences`, async () => {
+        const W = randn(N * K, rng(N), 0.5);
+        const bits = roundToHalves(W, dtype);
+        const Wr = roundedF32(W, dtype);
+        const { fwdErr, gradErr } = await checkOp(e, {
+          name: `packed matmul ${dtype}`,
+          inputs: [{ name: 'x', shape: [M, K], data: randn(M * K, rng(M)), grad: true }],
+          gpu: (e, [x]) => matmul(e, x, e.uploadPacked(bits, [N, K], dtype, 'W'), { transB: true }),
+          cpu: ([x]) => matmulCpu(x, Wr, M, N, K, { transB: true }),
+        });
+        console.log(`packed matmul ${dtype} ${M}x${N}x${K}: fwd ${fwdErr.toExponential(2)}, grad ${gradErr.toExponential(2)}`);
+      });
+    }
+
+    it(`embedding gather from a ${dtype} table, whole and in row blocks`, async () => {
+      const V = 41, C = 6;
+      const table = randn(V * C, rng(3));
+      const ids = Int32Array.from([0, 40, 7, 7, 21, 39, 1]);
+      const want = embeddingCpu(ids, roundedF32(table, dtype), C);
+      const bits = roundToHalves(table, dtype);
+      e.beginScope();
+      const idsT = e.upload(ids, [ids.length]);
+      const whole = await e.read(embedding(e, idsT, e.uploadPacked(bits, [V, C], dtype, 'table'), ids));
+      // Blocks of 10 rows (the last of 1): ids land in every block.
+      const blocks = [];
+      for (let r = 0; r < V; r += 10) blocks.push(e.uploadPacked(bits.subarray(r * C, Math.min(V, r + 10) * C), [Math.min(V, r + 10) - r, C], dtype));
+      const split = await e.read(embedding(e, idsT, e.splitTensor([V, C], blocks, 'table'), ids));
+      e.endScope();
+      expect(maxAbsDiff(whole, want)).toBe(0);
+      expect(maxAbsDiff(split, want)).toBe(0);
+    });
+  }
+
+  it('refuses a packed tensor in a kernel that reads f32, naming it', async () => {
+    e.beginScope();
+    const W = e.uploadPacked(new Uint16Array(8), [2, 4], 'bf16', 'some.weight');
+    expect(() => e.write(W, new Float32Array(8))).toThrow(/some\.weight.*packed bf16/);
+    expect(() => W.gradOrZeros()).toThrow(/gets no gradient/);
+    e.endScope();
+  });
+});
+
+describe('models stored as F16 / BF16 equal the f32 model of the same rounded weights', () => {
+  const cases: [string, () => Promise<{ json: Record<string, unknown>; host: Host }>][] = [
+    ['stories260K', async () => ({ json: JSON.parse(new TextDecoder().decode(await new LocalFolderSource(storiesDir()).get('config.json'))), host: await readWeights(new LocalFolderSource(storiesDir())) })],
+    ['qwen2 (q/k/v bias, untied head)', async () => ({ json: qwen2, host: randomWeights(parseModelConfig(qwen2, 'qwen2'), 7, { qkvBias: true, untied: true }) })],
+    ['llama3 rope scaling, tied', async () => ({ json: llama3, host: randomWeights(parseModelConfig(llama3, 'llama3'), 7) })],
+  ];
+  for (const [name, make] of cases) {
+    for (const dtype of ['bf16', 'f16'] as const) {
+      it(`${name} as ${FILE[dtype]}: logits within 1e-4`, async () => {
+        const { json, host } = await make();
+        const cfg = parseModelConfig(json, name);
+        const dir = writeFolder(json, host, FILE[dtype]);
+        const { model } = await loadModel(e, new LocalFolderSource(dir), { tokenizer: false });
+        const embed = model.stored('model.embed_tokens.weight');
+        expect(embed.dtype).toBe(dtype);
+        const ref = modelFromWeights(e, cfg, rounded(host, dtype));
+        const ids = IDS.map((i) => i % cfg.vocabSize);
+        const d = maxAbsDiff(await logitsOf(e, model, ids), await logitsOf(e, ref, ids));
+        console.log(`${name} ${FILE[dtype]}: max |Δlogit| ${d.toExponential(2)}, base ${model.weightBytes()} B packed vs ${ref.weightBytes()} B f32`);
+        expect(d).toBeLessThan(1e-4);
+        expect(model.weightBytes()).toBeLessThan(0.6 * ref.weightBytes());
+        model.dispose();
+        ref.dispose();
+      });
+    }
+  }
+});
+
+/** LoRA (r 4 on q, v and down_proj) gradients of L = Σ logits · R. */
+async function loraGrads(model: LlamaModel, ids: number[]) {
+  const m = lora.attach({ e, model, config: { lora_rank: 4, lora_alpha: 8, lora_target: ['q_proj', 'v_proj', 'down_proj'] }, random: seededRandom(5) });
+  // B = 0 at init gives dA = 0: start B away from zero so both gradients carry the base weights.
+  for (const p of m.trainable()) if (p.tensor.name.endsWith('lora_B')) e.write(p.tensor, randn(p.tensor.size, rng(p.tensor.size), 0.1));
+  const R = randn(ids.length * model.config.vocabSize, rng(11));
+  e.beginScope();
+  const tape = new Tape();
+  e.tape = tape;
+  const y = model.forward(Int32Array.from(ids), 1);
+  e.tape = null;
+  tape.backward(y, R);
+  e.endScope();
+  const out = new Map<string, Float32Array>();
+  for (const p of m.trainable()) out.set(p.tensor.name, await e.read(p.tensor.grad!));
+  return { m, out };
+}
+
+describe('training through packed base weights', () => {
+  it('LoRA on a BF16 qwen2 base: gradients match finite differences and the f32 path of the rounded weights', async () => {
+    const cfg = parseModelConfig(qwen2, 'qwen2');
+    const host = randomWeights(cfg, 3, { qkvBias: true, untied: true });
+    const ids = IDS.slice(0, 12);
+    const packed = modelFromWeights(e, cfg, host, { baseDtype: 'bfloat16' });
+    const ref = modelFromWeights(e, cfg, rounded(host, 'bf16'));
+    const a = await loraGrads(packed, ids), b = await loraGrads(ref, ids);
+    let worst = 0, scale = 0;
+    for (const [k, g] of a.out) {
+      worst = Math.max(worst, maxAbsDiff(g, b.out.get(k)!));
+      for (const v of g) scale = Math.max(scale, Math.abs(v));
+    }
+    console.log(`LoRA grads packed vs f32 path: max |Δ| ${worst.toExponential(2)} (max |g| ${scale.toExponential(2)})`);
+    expect(worst).toBeLessThan(1e-4 * Math.max(1, scale));
+    b.m.detach();
+    for (const p of a.m.trainable()) p.tensor.grad = null;
+    // Finite differences on layer 0's q_proj A and B: their gradients flow back through every packed linear and the packed head.
+    await checkMethodGradients(e, packed, { ...a.m, trainable: () => a.m.trainable().slice(0, 2) }, ids, { samples: 4 });
+    a.m.detach();
+    packed.dispose();
+    ref.dispose();
+  });
+});
+
+describe('tensors beyond the binding limit are split into row blocks', () => {
+  it('stories260K (BF16 file) under a 24 KiB binding limit: same logits and LoRA gradients as unsplit', async () => {
+    const src = new LocalFolderSource(storiesDir());
+    const json = JSON.parse(new TextDecoder().decode(await src.get('config.json')));
+    const host = await readWeights(src);
+    const dir = writeFolder(json, host, 'BF16');
+    const whole = (await loadModel(e, new LocalFolderSource(dir), { tokenizer: false })).model;
+    e.maxBindingBytes = 24 * 1024;
+    const split = (await loadModel(e, new LocalFolderSource(dir), { tokenizer: false })).model;
+    const f32split = (await loadModel(e, new LocalFolderSource(dir), { tokenizer: false, baseDtype: 'float32' })).model;
+    const embed = split.stored('model.embed_tokens.weight');
+    // 512 x 64 BF16 = 64 KiB: 3 blocks of 192 rows; as f32 (128 KiB) 6 blocks of 96.
+    expect(embed.blocks?.length).toBe(3);
+    expect(f32split.stored('model.embed_tokens.weight').blocks?.length).toBe(6);
+    const ids = [1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 5, 100, 200];
+    const ref = await logitsOf(e, whole, ids);
+    expect(maxAbsDiff(await logitsOf(e, split, ids), ref)).toBeLessThan(1e-5);
+    expect(maxAbsDiff(await logitsOf(e, f32split, ids), ref)).toBeLessThan(1e-5);
+    const a = await loraGrads(whole, ids), b = await loraGrads(split, ids);
+    // Blocks change only the summation order of dX through the head: f32 rounding, relative to the gradient's size.
+    for (const [k, g] of a.out) {
+      const scale = g.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      expect(maxAbsDiff(g, b.out.get(k)!), k).toBeLessThan(1e-5 * Math.max(1, scale));
+    }
+    a.m.detach();
+    b.m.detach();
+    // A method that needs the f32 weight gets it joined (it fits one binding at the default limit).
+    e.maxBindingBytes = 1 << 30;
+    const W = split.param('model.embed_tokens.weight');
+    expect(W.blocks).toBeNull();
+    expect(maxAbsDiff(await e.read(W), rounded(host, 'bf16').get('model.embed_tokens.weight')!.data)).toBe(0);
+    for (const m of [whole, split, f32split]) m.dispose();
+  });
+});
+
+describe('streaming load', () => {
+  it('reads one tensor at a time from a file: no read is larger than the largest tensor', async () => {
+    const src = new LocalFolderSource(storiesDir());
+    const stats = { maxRead: 0 };
+    let largest = 0, total = 0;
+    for await (const w of streamWeights(src, await readConfig(src), { stats })) {
+      largest = Math.max(largest, w.bytes.byteLength);
+      total += 'bytes' in w ? w.bytes.byteLength : 0;
+    }
+    console.log(`stories260K: largest read ${stats.maxRead} B, largest tensor ${largest} B, all tensors ${total} B`);
+    expect(stats.maxRead).toBeLessThanOrEqual(largest);
+    expect(largest).toBeLessThan(total / 4);
+  });
+
+  it('base_dtype accepts auto, float32, float16, bfloat16 (and torch spellings), and names a bad value', () => {
+    expect(parseBaseDtype(undefined)).toBe('auto');
+    expect(parseBaseDtype('torch.bfloat16')).toBe('bfloat16');
+    expect(parseBaseDtype('fp16')).toBe('float16');
+    expect(() => parseBaseDtype('int8')).toThrow(/base_dtype: "int8" is not a base weight dtype; use one of auto, float32, float16, bfloat16/);
+  });
+});
