@@ -102,31 +102,6 @@ async function weightFiles(source: FileSource): Promise<string[]> {
   return [...new Set(files as string[])];
 }
 
-/** The safetensors files of a checkpoint: model.safetensors, or the shards a sharded index names. */
-async function weightFiles(source: FileSource): Promise<string[]> {
-  if (await source.has('model.safetensors')) return ['model.safetensors'];
-  const index = 'model.safetensors.index.json';
-  if (!(await source.has(index))) {
-    throw new ModelFormatError(`${source.id} has neither model.safetensors nor ${index}; only safetensors checkpoints are supported.`);
-  }
-  let idx: unknown;
-  try {
-    idx = JSON.parse(new TextDecoder().decode(await getCapped(source, index, jsonLimit(index))));
-  } catch (err) {
-    if ((err as Error).name === 'FileTooLargeError') throw err;
-    throw new ModelFormatError(`${source.id}/${index} is not valid JSON (${(err as Error).message}). Download it again.`);
-  }
-  const map = idx !== null && typeof idx === 'object' && !Array.isArray(idx) ? (idx as { weight_map?: unknown }).weight_map : undefined;
-  if (map === null || typeof map !== 'object' || Array.isArray(map)) {
-    throw new ModelFormatError(`${source.id}/${index} has no "weight_map" object (tensor name → shard file). Download it again.`);
-  }
-  const files = Object.values(map as Record<string, unknown>);
-  const bad = files.find((f) => typeof f !== 'string' || !f.endsWith('.safetensors'));
-  if (bad !== undefined) throw new ModelFormatError(`${source.id}/${index} names ${JSON.stringify(bad)} as a shard; shards are .safetensors files. Download the index again.`);
-  if (!files.length) throw new ModelFormatError(`${source.id}/${index} has an empty "weight_map". Download it again.`);
-  return [...new Set(files as string[])];
-}
-
 /**
  * Host-side weights (float32) of a checkpoint, the whole model at once, from
  * one file or a sharded index: a helper for references and tests (float64
