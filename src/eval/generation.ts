@@ -1,23 +1,23 @@
 /**
  * Generation metrics, per example then averaged, each ×100, computed as
- * LLaMA-Factory's ComputeSimilarity does (rouge-chinese + NLTK), so that
- * `rouge-1`, `rouge-2`, `rouge-l`, `bleu-4` compare with PEFT-Factory's
- * `predict_*` values. Tokenisation: src/eval/text.ts (ROUGE on jieba-style
- * word tokens, BLEU on characters). Both texts are taken after the last
- * `</think>`; case is kept.
+ * LLaMA-Factory's ComputeSimilarity does (jieba + rouge-chinese + NLTK), so
+ * that `rouge-1`, `rouge-2`, `rouge-l`, `bleu-4` equal PEFT-Factory's
+ * `predict_*` values. Tokenisation: src/eval/text.ts (ROUGE on jieba's
+ * tokens through rouge-chinese's sentence and word split, BLEU on
+ * characters). Both texts are taken after the last `</think>`; case is kept.
  *
  * ROUGE-N (rouge-chinese `rouge_n`, exclusive mode): the *sets* of distinct
- * n-grams H (prediction) and R (reference),
- *   P = |H ∩ R| / |H|,  R = |H ∩ R| / |R|,  F = 2PR / (P + R)
- * (P or R is 0 when its set is empty, F = 0 when P + R = 0). A repeated
- * n-gram counts once: "the the the" against "the cat" has P = 1, R = 1/2.
- * That is rouge-chinese's (and pltrdy `rouge`'s) default, not Lin's clipped
- * counts. rouge-chinese divides by P + R + 1e-8; we do not (≤ 5e-7 on the
- * ×100 scale).
- * ROUGE-L: LCS length ℓ of the two token sequences, P = ℓ/|pred|,
- * R = ℓ/|ref|, F as above. (rouge-chinese's "summary level" reduces to this
- * because it concatenates the sentences' words before the LCS.)
- * An empty prediction or reference (no tokens) scores 0 on all three ROUGE.
+ * n-grams H (prediction) and R (reference) of the words of all sentences
+ * (n-grams run across sentence breaks),
+ *   P = |H ∩ R| / |H|,  R = |H ∩ R| / |R|,  F = 2PR / (P + R + 1e-8)
+ * (P or R is 0 when its set is empty). A repeated n-gram counts once:
+ * "the the the" against "the cat" has P = 1, R = 1/2. That is rouge-chinese's
+ * (and pltrdy `rouge`'s) default, not Lin's clipped counts.
+ * ROUGE-L (rouge-chinese's "summary level", which concatenates the words of
+ * all sentences): LCS length ℓ, P = ℓ/|pred words|, R = ℓ/|ref words|, F as
+ * above with the same 1e-8.
+ * A prediction or reference without any word scores 0 on all three ROUGE
+ * (LLaMA-Factory's check before it calls rouge-chinese).
  *
  * BLEU-4 (NLTK sentence_bleu, one reference, weights ¼ each,
  * SmoothingFunction().method3 as LLaMA-Factory passes):
@@ -28,11 +28,11 @@
  *   sequence smoothing, method 3 of Chen & Cherry 2014 as NLTK numbers it), and
  *   BLEU = BP · exp(Σ_n ¼ log p_n),  BP = 1 if c > r else exp(1 − r/c)
  *   with c, r the prediction and reference lengths in characters.
- * LLaMA-Factory rounds each example's score to 4 decimals before averaging;
- * we average unrounded values.
+ * Like LLaMA-Factory, each example's four scores (×100) are rounded to 4
+ * decimals (Python's round: the nearest, ties to even) before the mean.
  */
 import { checkPairs } from './classification';
-import { answerText, bleuTokens, rougeTokens } from './text';
+import { answerText, bleuTokens, rougeWords } from './text';
 
 export interface PRF {
   precision: number;
@@ -51,8 +51,26 @@ export interface GenerationMetrics {
 function prf(overlap: number, predCount: number, refCount: number): PRF {
   const precision = predCount === 0 ? 0 : overlap / predCount;
   const recall = refCount === 0 ? 0 : overlap / refCount;
-  const f = precision + recall === 0 ? 0 : (2 * precision * recall) / (precision + recall);
+  // rouge-chinese's f_r_p_rouge_n / rouge_l_summary_level: 2 · (P·R) / (P + R + 1e-8).
+  const f = 2.0 * ((precision * recall) / (precision + recall + 1e-8));
   return { precision, recall, f };
+}
+
+/**
+ * Python's round(x, 4): the double nearest to x rounded to 4 decimals, an
+ * exact tie (x's binary value ends in 5 at the fifth decimal) to even.
+ */
+export function pyRound4(x: number): number {
+  if (!Number.isFinite(x)) return x;
+  const exact = Math.abs(x).toFixed(60);
+  const dot = exact.indexOf('.');
+  const tail = exact.slice(dot + 5);
+  if (/^50*$/.test(tail)) {
+    const digits = exact.slice(0, dot) + exact.slice(dot + 1, dot + 5);
+    const kept = BigInt(digits) + (Number(digits.at(-1)) % 2 === 1 ? 1n : 0n);
+    return Math.sign(x) * Number(kept) / 1e4;
+  }
+  return Number(x.toFixed(4));
 }
 
 function ngramSet(tokens: readonly string[], n: number): Set<string> {
@@ -121,16 +139,16 @@ export function bleu4(pred: readonly string[], ref: readonly string[]): number {
   return bp * Math.exp(logSum);
 }
 
-/** One example's scores, ×100. */
+/** One example's scores, ×100, rounded to 4 decimals as LLaMA-Factory does. */
 export function generationScores(pred: string, ref: string): Omit<GenerationMetrics, 'count'> {
   const p = answerText(pred), g = answerText(ref);
-  const pt = rougeTokens(p), gt = rougeTokens(g);
-  const empty = pt.length === 0 || gt.length === 0;
+  const pw = rougeWords(p), gw = rougeWords(g);
+  const none = pw === null || gw === null;
   return {
-    'rouge-1': empty ? 0 : 100 * rougeN(pt, gt, 1).f,
-    'rouge-2': empty ? 0 : 100 * rougeN(pt, gt, 2).f,
-    'rouge-l': empty ? 0 : 100 * rougeL(pt, gt).f,
-    'bleu-4': 100 * bleu4(bleuTokens(p), bleuTokens(g)),
+    'rouge-1': none ? 0 : pyRound4(rougeN(pw, gw, 1).f * 100),
+    'rouge-2': none ? 0 : pyRound4(rougeN(pw, gw, 2).f * 100),
+    'rouge-l': none ? 0 : pyRound4(rougeL(pw, gw).f * 100),
+    'bleu-4': pyRound4(bleu4(bleuTokens(p), bleuTokens(g)) * 100),
   };
 }
 
