@@ -147,8 +147,12 @@ const DEFS: DatasetDef[] = [
     instruction: 'Classify the following sentence pair into entailment and not_entailment classes. Respond only with the corresponding class.',
     formatter: 'columns', columns: { prompt: 'sentence1', query: 'sentence2', response: 'label' }, labelNames: ['entailment', 'not_entailment'],
     train: 'train', eval: 'validation',
-    // GLUE's RTE.tsv, or SuperGLUE's RTE jsonl (premise / hypothesis), e.g. { train: ['train.jsonl'], validation: ['val.jsonl'] }.
-    sources: [glue('rte', ['train', 'validation']), raw({ train: ['train.tsv'], validation: ['dev.tsv'] }, { rename: { premise: 'sentence1', hypothesis: 'sentence2' } })],
+    // Originals: GLUE's RTE .tsv, or SuperGLUE's RTE .jsonl (premise / hypothesis; the same 2,490 / 277 examples).
+    sources: [
+      glue('rte', ['train', 'validation']),
+      raw({ train: ['train.tsv'], validation: ['dev.tsv'] }),
+      raw({ train: ['train.jsonl'], validation: ['val.jsonl'] }, { rename: { premise: 'sentence1', hypothesis: 'sentence2' } }),
+    ],
   },
   {
     name: 'cola', task: 'classification', metric: 'classification', description: 'Corpus of Linguistic Acceptability (GLUE)',
@@ -274,6 +278,8 @@ const DEFS: DatasetDef[] = [
       converted('allenai/math_qa', 'default', ['train', 'validation', 'test']),
       kinit('math_qa', ['train', 'validation']),
       raw({ train: ['train.json'], validation: ['dev.json'], test: ['test.json'] }),
+      // The original MathQA distribution's folder name.
+      raw({ train: ['train.json'], validation: ['dev.json'], test: ['test.json'] }, { dir: 'mathqa/raw' }),
     ],
   },
   {
@@ -307,6 +313,9 @@ const DEFS: DatasetDef[] = [
       // The full Code Alpaca (all languages; instruction/input/output), train only.
       converted('sahil2801/CodeAlpaca-20k', 'default', ['train'], { formatter: 'codealpaca', note: 'all of Code Alpaca, not only Python; train only' }),
       raw({ train: ['code_alpaca_20k.json'] }, { formatter: 'codealpaca' }),
+      // The Code Alpaca repository's folder: its 20k file, or the 2k seed file of its first release.
+      raw({ train: ['code_alpaca_20k.json'] }, { formatter: 'codealpaca', dir: 'codealpaca/raw' }),
+      raw({ train: ['code_alpaca_2k.json'] }, { formatter: 'codealpaca', dir: 'codealpaca/raw', note: 'the 2k file of the Code Alpaca repository' }),
     ],
   },
   {

@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LocalFolderSource } from '../../src/hub/node';
+import { nodeResolver } from '../../src/data/node';
 import { MemoryCache } from '../../src/hub/cache';
 import {
   datasetEntry,
@@ -71,7 +72,7 @@ function fromOf(l: LoadedRows): string {
 const REAL: [string, string, string[]?][] = [
   ['sst2', 'sst2'], ['sst2_eval', 'sst2'], ['cola', 'cola'], ['cola_eval', 'cola'], ['mrpc', 'mrpc'], ['mrpc_eval', 'mrpc'],
   ['stsb', 'stsb'], ['stsb_eval', 'stsb'], ['qnli_eval', 'qnli'], ['qqp_eval', 'qqp', ['dev_head9.tsv']],
-  ['rte', 'rte', ['train.jsonl']], ['rte_eval', 'rte', ['val.jsonl']],
+  ['rte', 'rte'], ['rte_eval', 'rte'],
   ['record', 'record', ['train_fewglue32.jsonl']], ['multirc', 'multirc', ['train_fewglue32.jsonl']], ['multirc_eval', 'multirc'],
   ['boolq', 'boolq', ['train_fewglue32.jsonl']], ['boolq_eval', 'boolq'], ['wic', 'wic', ['train_fewglue32.jsonl']], ['wic_eval', 'wic'],
   ['wsc', 'wsc'], ['wsc_eval', 'wsc'], ['cb', 'cb', ['train_fewglue32.jsonl']], ['cb_eval', 'cb'],
@@ -79,7 +80,7 @@ const REAL: [string, string, string[]?][] = [
   ['mmlu_eval', 'mmlu'], ['mmlu[dev]', 'mmlu'], ['piqa_eval', 'piqa'], ['siqa_eval', 'siqa'],
   ['openbookqa', 'openbookqa'], ['openbookqa_eval', 'openbookqa'], ['math_qa_eval', 'mathqa'],
   ['gsm8k', 'gsm8k'], ['gsm8k_eval', 'gsm8k'], ['svamp_eval', 'svamp'],
-  ['conala', 'conala'], ['conala_eval', 'conala'], ['codealpacapy', 'codealpaca', ['code_alpaca_2k.json']],
+  ['conala', 'conala'], ['conala_eval', 'conala'], ['codealpacapy', 'codealpaca'],
 ];
 
 const SYNTHETIC = ['mnli', 'hellaswag', 'winogrande', 'apps'];
@@ -141,6 +142,18 @@ describe('dataset registry: the 27 datasets on real rows', () => {
       expect(renderRows(fromRaw)).toEqual(rendered);
     });
   }
+
+  it('the raw-file fallback finds rte/raw (SuperGLUE jsonl), mathqa/raw and codealpaca/raw under dataset_dir as shared/hub/datasets lays them out', async () => {
+    // The resolver the CLI uses, restricted to file sources: folders and file names come from the registry alone.
+    const resolver = nodeResolver({ datasetDir: RAW(), cacheDir: null });
+    for (const [key, file] of [['rte', 'train.jsonl'], ['rte_eval', 'val.jsonl'], ['math_qa_eval', 'dev.json'], ['codealpacapy', 'code_alpaca_2k.json']]) {
+      const entry = datasetEntry(key);
+      const fromRaw = await loadDatasetRows(entry, resolver, { source: 'file', maxRows: 2 });
+      expect(fromRaw.files, key).toEqual([file]);
+      const fromHub = await loadDatasetRows(entry, hubResolver({ endpoint: hub.url }), { maxRows: 2 });
+      expect(renderRows(fromRaw), key).toEqual(renderRows(fromHub));
+    }
+  });
 
   describe('the four datasets without real rows (synthetic rows in the Hub schema)', () => {
     let dir: string;
