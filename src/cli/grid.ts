@@ -12,6 +12,7 @@ import type { Engine } from '../engine/engine';
 import { ConfigError } from '../errors';
 import { parseConfigText } from '../config/yaml';
 import { gridCells, parseGrid, resultsCsv, resultsMarkdown, type CellResult } from '../eval/grid';
+import { checkDataKeys } from '../data/node';
 import { runConfig } from './train';
 
 export async function gridCommand(e: Engine, file: string, overrides: string[]): Promise<Record<string, unknown>> {
@@ -25,6 +26,8 @@ export async function gridCommand(e: Engine, file: string, overrides: string[]):
   // key=value overrides change the base config of every cell (methods and dataset overrides still win).
   Object.assign(spec.base, parseConfigText('', overrides, 'the command line'));
   const cells = gridCells(spec, path.join);
+  // Every cell's dataset and eval_dataset keys (registry keys, Alpaca .jsonl files) resolve before the first cell runs.
+  for (const cell of cells) checkDataKeys(cell.config);
   const log = (s: string) => process.stderr.write(s + '\n');
   const done: CellResult[] = [];
   const t0 = performance.now();

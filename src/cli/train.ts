@@ -17,10 +17,10 @@ import type { FileSource } from '../hub/source';
 import { seededRandom } from '../model/generate';
 import { resolveMethod } from '../methods/registry';
 import { methodForAdapter, readAdapter } from '../methods/adapter-io';
-import { finishTraining, mergedModelFiles, predictionCosts, writePredictionFiles } from '../run/finish';
+import { finishTraining, mergedModelFiles, predictionCosts } from '../run/finish';
 import { createTrainer, padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
-import { loadExperimentData, loadPredictionData } from '../data/node';
-import { runPredictions } from '../eval/run-predict';
+import { checkDataKeys, loadExperimentData, loadPredictionData } from '../data/node';
+import { runPredictions, type TrainingCosts } from '../eval/run-predict';
 import type { AttachedMethod } from '../methods/types';
 import type { LogEntry } from '../train/trainer';
 import { FolderRunStore } from '../train/node-store';
@@ -70,16 +70,22 @@ export async function trainCommand(e: Engine, file: string, overrides: string[])
  * predict_results.json. predict_results.json is written last: a grid treats
  * its presence as "this cell is done".
  */
-export async function runConfig(e: Engine, config: ExperimentConfig, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<Record<string, unknown>> {
+export async function runConfig(e: Engine, configIn: ExperimentConfig, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<Record<string, unknown>> {
+  let config = configIn;
   const out = String(config.output_dir);
   if (!config.do_train && !config.do_predict) throw new ConfigError('Nothing to do: set do_train and/or do_predict to true.');
   if (config.do_train && existsSync(out) && readdirSync(out).length > 0 && !config.overwrite_output_dir && !config.resume_from_checkpoint) {
     throw new ConfigError(`output_dir ${out} is not empty. Set overwrite_output_dir: true, or resume_from_checkpoint: true to continue it.`);
   }
+  // Every dataset / eval_dataset key resolves before a model is loaded or a step trained.
+  checkDataKeys(config);
+  // Predict-only with an adapter: the adapter says which method and options it was trained with.
+  const record = !config.do_train && config.adapter_name_or_path ? await adapterRecord(config, log) : null;
+  if (record) config = record.config;
   const { model, tokenizer, method } = await prepare(e, config, log);
   const store = new FolderRunStore(out);
   let summary: Record<string, unknown> = {};
-  let costs = predictionCosts(method, undefined, 0);
+  let costs: TrainingCosts = { ...predictionCosts(method, undefined, 0), peakSource: 'training (this run)' };
   if (config.do_train) {
     // Registry keys (sst2, sst2,cola, key[split], dataset_info entries) or an Alpaca .jsonl file.
     const data = await loadExperimentData(tokenizer, config, padIdOf(tokenizer));
@@ -90,18 +96,25 @@ export async function runConfig(e: Engine, config: ExperimentConfig, log: (s: st
     await trainer.run(progress(trainer.totalSteps));
     const results = await finishTraining(trainer, method, store, baseSource(config), e.pool.peak);
     summary = { ...results };
-    costs = predictionCosts(method, results, e.pool.peak);
+    costs = { ...predictionCosts(method, results, e.pool.peak), peakSource: 'training (this run)' };
     trainer.dispose();
     log(`adapter written to ${out}`);
   }
   if (config.do_predict) {
     const { sets, lines } = await loadPredictionData(tokenizer, config);
     for (const line of lines) log(line);
-    if (!config.do_train) costs.peakBytes = e.pool.peak;
-    const r = await runPredictions(model, tokenizer, config, sets, costs, { log });
-    await writePredictionFiles(store, r.files);
+    if (!config.do_train) {
+      // PSCP's memory term is the training peak: the one recorded with the adapter when there is one.
+      if (record?.peakBytes) {
+        costs = { ...costs, peakBytes: record.peakBytes, trainTokensPerSecond: record.trainTokensPerSecond, peakSource: `training (${record.peakFile})` };
+      } else {
+        costs = { ...costs, peakBytes: e.pool.peak, peakSource: config.adapter_name_or_path ? 'prediction (no training peak recorded with the adapter: all_results.json has no peak_gpu_bytes)' : 'prediction (no training)' };
+      }
+      log(`PSCP memory term: ${(costs.peakBytes / 1e9).toFixed(6)} GB, peak of ${costs.peakSource}`);
+    }
+    // Each set's files are written as soon as they exist; predict_results.json last (it marks a finished run).
+    const r = await runPredictions(model, tokenizer, config, sets, costs, { log, outputDir: out, write: (name, data) => store.writeFile(name, data) });
     summary = { ...summary, predict: r.results };
-    log(`predictions written to ${path.join(out, 'generated_predictions.jsonl')}`);
   }
   if (config.export_merged) await exportMerged(model, method, config, log);
   else method.detach();
@@ -109,6 +122,47 @@ export async function runConfig(e: Engine, config: ExperimentConfig, log: (s: st
   model.dispose();
   await e.sync();
   return summary;
+}
+
+export interface AdapterRecord {
+  /** The config with the method and options of the adapter's adapter_config.json. */
+  config: ExperimentConfig;
+  /** Peak training GPU bytes recorded with the adapter (all_results.json peak_gpu_bytes), if any. */
+  peakBytes: number | null;
+  peakFile: string;
+  trainTokensPerSecond: number | null;
+}
+
+/**
+ * What an adapter folder says about itself: its method and options
+ * (adapter_config.json, read by the method that loads its peft_type, so a
+ * predict-only config needs no lora_target or rank), and the training run
+ * that produced it (all_results.json beside it, as `train` writes it: the
+ * peak GPU bytes PSCP's memory term needs, and the training tokens/s).
+ */
+export async function adapterRecord(config: ExperimentConfig, log: (s: string) => void): Promise<AdapterRecord> {
+  const dir = String(config.adapter_name_or_path);
+  const source = existsSync(dir) ? new LocalFolderSource(dir) : sourceFor(dir, { endpoint: config.endpoint ?? undefined });
+  const files = await readAdapter(source);
+  const { method, config: options } = methodForAdapter(files.config);
+  const changed = Object.entries(options).filter(([k, v]) => JSON.stringify(config[k]) !== JSON.stringify(v));
+  const merged = validateConfig({ ...config, ...options }, `${dir}/adapter_config.json`);
+  log(
+    `adapter ${dir}: method ${method.name} and its options from adapter_config.json` +
+      (changed.length ? ` (${changed.map(([k, v]) => `${k} ${JSON.stringify(config[k])} → ${JSON.stringify(v)}`).join(', ')})` : ' (as configured)'),
+  );
+  let peakBytes: number | null = null, trainTokensPerSecond: number | null = null;
+  const peakFile = `${dir.replace(/\/+$/, '')}/all_results.json`;
+  if (await source.has('all_results.json')) {
+    try {
+      const r = JSON.parse(new TextDecoder().decode(await source.get('all_results.json'))) as Record<string, unknown>;
+      if (typeof r.peak_gpu_bytes === 'number' && r.peak_gpu_bytes > 0) peakBytes = r.peak_gpu_bytes;
+      if (typeof r.train_tokens_per_s === 'number') trainTokensPerSecond = r.train_tokens_per_s;
+    } catch (err) {
+      throw new ConfigError(`${peakFile} is not JSON (${(err as Error).message}); it should be the all_results.json that training wrote beside the adapter, or be removed.`);
+    }
+  }
+  return { config: merged, peakBytes, peakFile, trainTokensPerSecond };
 }
 
 /** `peft-studio export <config.yaml>`: the adapter in output_dir (or adapter_name_or_path) merged into the base. */

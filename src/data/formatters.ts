@@ -12,8 +12,11 @@
  *
  *   columns      prompt = {columns.prompt}, query = {columns.query}, response = {columns.response}
  *                (GLUE, BoolQ, CB, GSM8K use this, as PEFT-Factory's dataset_info.json)
- *   wsc          prompt = {text} with the pronoun marked "* … *" and the noun "# … #" at their
- *                word indices (T5's WSC preprocessing)
+ *   wsc          prompt = {text} with the pronoun (span2) marked "* … *" and the noun (span1)
+ *                "# … #" at their word indices, as the instruction says ("the pronoun marked
+ *                with * * … the noun marked with # #")
+ *                (fix: PEFT-Factory, after T5, marks span1, the noun, with "*" and span2, the
+ *                pronoun, with "#": the reverse of its own instruction)
  *   wic          "Sentence1: {sentence1}\n\nSentence2: {sentence2}\n\nWord: {word}"
  *   multirc      "Paragraph: {paragraph}\n\nQuestion: {question}\n\nAnswer: {answer}"
  *   copa         "Premise: {premise}\n\nQuestion: {question}\n\nChoice1: {choice1}\n\nChoice2: {choice2}"
@@ -37,6 +40,8 @@
  *                "{Equation} = {Answer}" with Answer as Python prints a float ("51.0"); label {Answer}
  *   conala       prompt = {rewritten_intent} ({intent} when it is null), response = {snippet}
  *   codealpaca   prompt = {instruction}, query = {input}, response = {output} (sahil2801/CodeAlpaca-20k)
+ *   alpaca       as codealpaca, plus system = {system} when the row has one (a user's Alpaca .jsonl
+ *                given as eval_dataset; the same user turn as LLaMA-Factory's alpaca rows)
  *   apps         prompt = {question}, response = a solution of the JSON list {solutions}
  *   inputs_targets  prompt = {inputs}, response = {targets} (the kinit/peft-factory subsets)
  *
@@ -158,9 +163,10 @@ export const FORMATTERS: Record<string, Formatter> = {
   wsc: (row, ctx) => {
     const s1 = Number(field(row, 'span1_index', ctx));
     const s2 = Number(field(row, 'span2_index', ctx));
-    let t = markSpan(text(row, 'text', ctx), text(row, 'span1_text', ctx), s1, '*');
-    // The "*" marks add two words before span 2 when span 1 comes first.
-    t = markSpan(t, text(row, 'span2_text', ctx), s2 + (s1 < s2 ? 2 : 0), '#');
+    // span1 is the noun (the candidate referent), span2 the pronoun; the marks follow the instruction.
+    let t = markSpan(text(row, 'text', ctx), text(row, 'span1_text', ctx), s1, '#');
+    // The "#" marks add two words before span 2 when span 1 comes first.
+    t = markSpan(t, text(row, 'span2_text', ctx), s2 + (s1 < s2 ? 2 : 0), '*');
     return { prompt: t, response: ctx.labelWord(field(row, 'label', ctx)) };
   },
 
@@ -258,6 +264,12 @@ export const FORMATTERS: Record<string, Formatter> = {
   },
 
   codealpaca: (row, ctx) => ({ prompt: text(row, 'instruction', ctx), query: text(row, 'input', ctx), response: text(row, 'output', ctx) }),
+
+  alpaca: (row, ctx) => {
+    const out: Formatted = { prompt: text(row, 'instruction', ctx), query: 'input' in row ? text(row, 'input', ctx) : '', response: text(row, 'output', ctx) };
+    if (typeof row.system === 'string' && row.system) out.system = row.system;
+    return out;
+  },
 
   apps: (row, ctx) => {
     const raw = field(row, 'solutions', ctx);

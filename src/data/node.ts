@@ -29,7 +29,7 @@ import { BUILTIN_ENTRIES } from './builtin';
 import { baseName, type DatasetEntry, type SourceSpec } from './entry';
 import type { TruncationReport } from './encode';
 import { datasetKeys, registryPredictionSets, registryTrainingData, type DataConfig, type DataSources, type PredictionSet } from './pipeline';
-import { hasDataset, parseDatasetInfo, registerDatasets, unregisterDataset, type SourceResolver } from './registry';
+import { datasetEntry, hasDataset, parseDatasetInfo, registerDatasets, unregisterDataset, type SourceResolver } from './registry';
 import { alpacaToExample, buildSftDatasets, readAlpacaJsonl, type EncodedExample, type SftDatasets } from './sft';
 
 /** A local copy first, the Hub second: `has` and `get` try `first`, then `second`. */
@@ -138,6 +138,63 @@ function isAlpacaFile(spec: string): boolean {
   return /\.jsonl$/i.test(spec) && !hasDataset(spec);
 }
 
+/**
+ * The registry entry of an Alpaca .jsonl file named in eval_dataset
+ * (LLaMA-Factory's instruction / input / output [/ system] rows): a
+ * generation set scored with ROUGE / BLEU, keyed by the file's name (the
+ * predict_<key>/ folder), read from the file's own folder.
+ */
+export function alpacaFileEntry(file: string, key: string): DatasetEntry {
+  return {
+    key, name: key, task: 'generation', metric: 'generation', instruction: '', split: 'train', formatter: 'alpaca',
+    sources: [{ type: 'file', dir: path.dirname(path.resolve(file)), format: 'jsonl', splits: { train: [path.basename(file)] } }],
+    description: `Alpaca rows of ${file}`,
+  };
+}
+
+/**
+ * Registers the entries a run's data keys need besides the built-in ones:
+ * dataset_info's custom entries, and one entry per Alpaca .jsonl file in
+ * eval_dataset (its key replaces the path in the returned config). Every
+ * key of dataset and eval_dataset is checked here, before a model is loaded
+ * or a step trained: an unknown key or a missing file is a ConfigError that
+ * names it.
+ */
+export function registerRunDatasets<C extends Pick<ExperimentConfig, 'dataset' | 'eval_dataset' | 'dataset_info' | 'dataset_dir'>>(config: C): { config: C; customDir: string | null; unregister: () => void } {
+  const reg = registerConfiguredDatasets(config);
+  const added: string[] = [];
+  const unregister = () => {
+    added.forEach(unregisterDataset);
+    reg.unregister();
+  };
+  try {
+    const evalKeys = datasetKeys(config.eval_dataset).map((spec) => {
+      if (!/\.jsonl$/i.test(spec) || hasDataset(spec)) return spec;
+      if (!existsSync(spec)) {
+        throw new ConfigError(`eval_dataset '${spec}': the file does not exist. Give an Alpaca-format .jsonl file ({"instruction", "input", "output"} per line) or a registry key such as sst2_eval.`);
+      }
+      let key = path.basename(spec).replace(/[^\w.-]/g, '_').replace(/^[^A-Za-z0-9]+/, '') || 'eval.jsonl';
+      for (let i = 2; hasDataset(key); i++) key = `${path.basename(spec, path.extname(spec))}-${i}.jsonl`.replace(/[^\w.-]/g, '_');
+      registerDatasets([alpacaFileEntry(spec, key)]);
+      added.push(key);
+      return key;
+    });
+    const trainKeys = isAlpacaFile(String(config.dataset ?? '')) ? [] : datasetKeys(config.dataset);
+    // Unknown keys throw here, with the closest known key.
+    for (const k of [...trainKeys, ...evalKeys]) datasetEntry(k);
+    const eval_dataset = evalKeys.length ? evalKeys.join(',') : config.eval_dataset;
+    return { config: { ...config, eval_dataset }, customDir: reg.customDir, unregister };
+  } catch (err) {
+    unregister();
+    throw err;
+  }
+}
+
+/** registerRunDatasets for a check only: every data key of a config resolves (or a ConfigError says which does not). */
+export function checkDataKeys(config: Pick<ExperimentConfig, 'dataset' | 'eval_dataset' | 'dataset_info' | 'dataset_dir'>): void {
+  registerRunDatasets(config).unregister();
+}
+
 export { datasetKeys, type DataConfig, type PredictionSet, type RenderedSet } from './pipeline';
 
 export interface ExperimentData extends SftDatasets {
@@ -172,9 +229,9 @@ export async function loadExperimentData(tok: Tokenizer, config: DataConfig, pad
       `dataset '${spec}': a data file other than an Alpaca .jsonl needs a registry entry that says which columns are the prompt and the response. Write one in a dataset_info JSON file (README, Datasets) and give its key as dataset.`,
     );
   }
-  const reg = registerConfiguredDatasets(config);
+  const reg = registerRunDatasets(config);
   try {
-    const d = await registryTrainingData(tok, config, padId, nodeSources(config, opts, reg.customDir, lines));
+    const d = await registryTrainingData(tok, reg.config, padId, nodeSources(reg.config, opts, reg.customDir, lines));
     return { ...d, lines };
   } finally {
     reg.unregister();
@@ -188,10 +245,10 @@ export async function loadExperimentData(tok: Tokenizer, config: DataConfig, pad
  */
 export async function loadPredictionData(tok: Tokenizer, config: DataConfig, opts: NodeDataOptions & { log?: (s: string) => void } = {}): Promise<{ sets: PredictionSet[]; lines: string[] }> {
   const lines: string[] = [];
-  const reg = registerConfiguredDatasets(config);
+  const reg = registerRunDatasets(config);
   try {
     const trainKeys = isAlpacaFile(String(config.dataset ?? '')) ? [] : datasetKeys(config.dataset);
-    const sets = await registryPredictionSets(tok, config, trainKeys, nodeSources(config, opts, reg.customDir, lines));
+    const sets = await registryPredictionSets(tok, reg.config, trainKeys, nodeSources(reg.config, opts, reg.customDir, lines));
     return { sets, lines };
   } finally {
     reg.unregister();

@@ -18,7 +18,7 @@ import type { EncodedExample } from './sft';
 
 export type DataConfig = Pick<
   ExperimentConfig,
-  'dataset' | 'eval_dataset' | 'dataset_dir' | 'dataset_info' | 'dataset_task_ids' | 'shuffle_samples' | 'cutoff_len' | 'template' | 'train_on_prompt' | 'packing' | 'max_samples' | 'val_size' | 'seed' | 'endpoint'
+  'dataset' | 'eval_dataset' | 'max_predict_samples' | 'dataset_dir' | 'dataset_info' | 'dataset_task_ids' | 'shuffle_samples' | 'cutoff_len' | 'template' | 'template_bos' | 'train_on_prompt' | 'packing' | 'max_samples' | 'val_size' | 'seed' | 'endpoint'
 >;
 
 /** Where rows come from, and where the summary lines go. */
@@ -72,7 +72,7 @@ export async function registryTrainingData(tok: Tokenizer, config: DataConfig, p
   const taskId = taskIdLookup(keys, evalKeys, config.dataset_task_ids);
   const parts: RenderedSet[] = [];
   for (const k of keys) parts.push(await renderedSet(k, config, src, true, taskId(k)));
-  const encodeOpts = { cutoffLen: config.cutoff_len, template: config.template, trainOnPrompt: config.train_on_prompt, packing: config.packing, seed: config.seed, padId };
+  const encodeOpts = { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false, trainOnPrompt: config.train_on_prompt, packing: config.packing, seed: config.seed, padId };
   const set = encodeTrainingSet(tok, parts, { ...encodeOpts, valSize: evalKeys.length ? 0 : config.val_size });
   src.log(`data: ${describeReport(set.report, config.cutoff_len)}`);
   let val = set.val;
@@ -109,10 +109,15 @@ export async function registryPredictionSets(tok: Tokenizer, config: DataConfig,
     }
   }
   const taskId = taskIdLookup(trainKeys, keys, config.dataset_task_ids);
+  // Only the first max_predict_samples examples are predicted: read and encode no more than those. Taking the
+  // first N of max_samples' (shuffled) order is the same as taking the first min(N, max_samples) of it.
+  const cap = config.max_predict_samples ?? null;
+  const readConfig =
+    cap === null ? config : config.max_samples === null ? { ...config, max_samples: cap, shuffle_samples: false } : { ...config, max_samples: Math.min(config.max_samples, cap) };
   const sets: PredictionSet[] = [];
   for (const k of keys) {
-    const r = await renderedSet(k, config, src, false, taskId(k));
-    const p = encodeForPrediction(tok, r.entry, r.rendered, { cutoffLen: config.cutoff_len, template: config.template, taskId: r.taskId });
+    const r = await renderedSet(k, readConfig, src, false, taskId(k));
+    const p = encodeForPrediction(tok, r.entry, r.rendered, { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false, taskId: r.taskId });
     if (p.truncated) src.log(`predict data: ${k}: ${p.truncated} prompts truncated to cutoff_len ${config.cutoff_len}`);
     sets.push({ entry: r.entry, examples: p.examples, origin: r.origin });
   }

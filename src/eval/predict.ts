@@ -22,8 +22,10 @@ export interface PredictExample {
   prompt: string;
   /** Its token ids (what the model sees). */
   promptIds: number[];
-  /** The gold response text. */
+  /** The reference response (what PEFT-Factory writes as `label`: the label word, "( 78.0 - 22.0 ) = 56.0", the worked answer ending "#### n"). */
   label: string;
+  /** Every acceptable answer when there are several (ReCoRD entities), written under `answers`. */
+  answers?: string[];
   /** Task id for multitask prompt tuning. */
   taskId?: number;
 }
@@ -32,6 +34,7 @@ export interface PredictionRow {
   prompt: string;
   predict: string;
   label: string;
+  answers?: string[];
 }
 
 export interface PredictOptions {
@@ -96,11 +99,16 @@ export async function predict(model: LlamaModel, tokenizer: Tokenizer, examples:
     opts.onProgress?.(done, examples.length);
   }
   const seconds = (performance.now() - t0) / 1000;
-  const rows = examples.map((x, i) => ({ prompt: x.prompt, predict: out[i] ?? '', label: x.label }));
+  const rows = examples.map((x, i): PredictionRow => ({ prompt: x.prompt, predict: out[i] ?? '', label: x.label, ...(x.answers ? { answers: x.answers } : {}) }));
   return { rows, generatedTokens: generated, seconds, msPerToken: generated ? (seconds * 1000) / generated : 0 };
 }
 
-/** generated_predictions.jsonl as PEFT-Factory writes it: one {prompt, predict, label} object per line. */
+/**
+ * generated_predictions.jsonl as PEFT-Factory writes it: one {prompt, predict,
+ * label} object per line, `label` the reference response, so its
+ * scripts/peftbench/compute_metrics.py scores the file unchanged. Several
+ * gold answers (ReCoRD) go under `answers`, a key its script does not read.
+ */
 export function predictionsJsonl(rows: PredictionRow[]): string {
-  return rows.map((r) => JSON.stringify({ prompt: r.prompt, predict: r.predict, label: r.label })).join('\n') + (rows.length ? '\n' : '');
+  return rows.map((r) => JSON.stringify({ prompt: r.prompt, predict: r.predict, label: r.label, ...(r.answers ? { answers: r.answers } : {}) })).join('\n') + (rows.length ? '\n' : '');
 }

@@ -223,6 +223,17 @@ describe('the CLI pipeline (node.ts)', () => {
     expect(lines[0]).toMatch(/^data: sst2_eval \(validation\)/);
   });
 
+  it('max_predict_samples reads only the examples it predicts, the same ones as slicing afterwards (with and without shuffle)', async () => {
+    const ids = async (over: Record<string, unknown>) =>
+      (await loadPredictionData(tok, cfg({ dataset: 'sst2', do_predict: true, endpoint: hub.url, ...over }), { cacheDir: null })).sets[0].examples.map((e) => e.inputIds.join(' '));
+    const all = await ids({ max_samples: 6 });
+    expect(await ids({ max_samples: 6, max_predict_samples: 2 })).toEqual(all.slice(0, 2));
+    const shuffled = await ids({ max_samples: 6, shuffle_samples: true });
+    expect(await ids({ max_samples: 6, shuffle_samples: true, max_predict_samples: 2 })).toEqual(shuffled.slice(0, 2));
+    // No max_samples: the first rows, never a shuffle.
+    expect(await ids({ shuffle_samples: true, max_predict_samples: 3 })).toEqual((await ids({ max_samples: 3 })));
+  });
+
   it('asks for a registry entry for a data file that is not Alpaca .jsonl', async () => {
     await expect(loadExperimentData(tok, cfg({ dataset: 'my_reviews.csv' }), 0)).rejects.toThrow(/needs a registry entry that says which columns are the prompt and the response/);
   });
