@@ -428,7 +428,7 @@ export function splitTrainVal(n: number, valSize: number, seed: number): { train
 // ---------------------------------------------------------------------------
 // The whole pipeline
 
-export type SftDataConfig = Pick<ExperimentConfig, 'cutoff_len' | 'template' | 'train_on_prompt' | 'packing' | 'max_samples' | 'val_size' | 'seed'>;
+export type SftDataConfig = Pick<ExperimentConfig, 'cutoff_len' | 'template' | 'template_bos' | 'train_on_prompt' | 'packing' | 'max_samples' | 'val_size' | 'seed'>;
 
 export interface SftDatasets {
   train: EncodedExample[];
@@ -449,7 +449,7 @@ export function buildSftDatasets(tok: Tokenizer, examples: readonly SftExample[]
   if (cutoffLen < 1) throw new ConfigError(`cutoff_len ${config.cutoff_len} is too small for packing; use at least 2.`);
   let truncated = 0;
   const encoded: EncodedExample[] = takeMaxSamples(examples, config.max_samples).map((ex) => {
-    const e = encodeExample(tok, ex, { template: config.template, cutoffLen, trainOnPrompt: config.train_on_prompt });
+    const e = encodeExample(tok, ex, { template: config.template, addBos: config.template_bos !== false, cutoffLen, trainOnPrompt: config.train_on_prompt });
     if (e.truncated) truncated++;
     return { inputIds: e.inputIds, labels: e.labels };
   });

@@ -20,11 +20,13 @@
  *            assistant "{{content}}" EOS "\n\n"
  *   empty    system/user/assistant "{{content}}"   (no EOS: the model never learns to stop)
  *
- * One difference: LLaMA-Factory's plain templates have an empty prefix, so it
- * feeds no BOS; here the source starts with the tokenizer's own special-token
- * prefix (what `encode(text)` puts in front: BOS for LLaMA tokenizers), as the
- * model saw in pre-training and as prompts get at generation time. Pass
- * `addBos: false` for token-exact parity with LLaMA-Factory.
+ * One difference, by default: LLaMA-Factory's plain templates have an empty
+ * prefix, so it feeds no BOS; here the source starts with the tokenizer's own
+ * special-token prefix (what `encode(text)` puts in front: BOS for LLaMA
+ * tokenizers), as the model saw in pre-training and as prompts get at
+ * generation time. The config key `template_bos` (default true) chooses:
+ * `template_bos: false` passes `addBos: false`, token-exact parity with
+ * LLaMA-Factory's default / alpaca / empty templates.
  *
  * 'chat' renders with the tokenizer's chat template (Jinja, via
  * transformers.js): source = the conversation up to the generation prompt,

@@ -125,7 +125,7 @@ function userPredictionSet(tok: Tokenizer, config: ExperimentConfig, files: Data
     const ex = items[i];
     return { instruction: '', prompt: ex.prompt, query: '', user: ex.prompt, response: ex.response, label: ex.response, system: ex.system };
   });
-  return { entry, examples: encodeForPrediction(tok, entry, rendered, { cutoffLen: config.cutoff_len, template: config.template }).examples, origin: name };
+  return { entry, examples: encodeForPrediction(tok, entry, rendered, { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false }).examples, origin: name };
 }
 
 /**
@@ -137,13 +137,13 @@ async function mappedPredictionSet(tok: Tokenizer, config: ExperimentConfig, hos
   if (config.packing) throw new ConfigError('With packing the validation split is over packed blocks, which have no single prompt: set packing: false, or eval_dataset, to evaluate.');
   const parts: RenderedSet[] = [];
   for (const k of keys) parts.push(await renderedSet(k, config, browserSources(config, host, lines), true, 0));
-  const set = encodeTrainingSet(tok, parts, { cutoffLen: config.cutoff_len, template: config.template, trainOnPrompt: config.train_on_prompt, seed: config.seed, padId: 0, valSize: config.val_size });
+  const set = encodeTrainingSet(tok, parts, { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false, trainOnPrompt: config.train_on_prompt, seed: config.seed, padId: 0, valSize: config.val_size });
   if (set.report.dropped) throw new ConfigError(`Encoding dropped ${set.report.dropped} examples, so the validation split cannot be mapped back to rows: set eval_dataset to evaluate.`);
   const all = parts.flatMap((p) => p.rendered);
   const { val } = splitTrainVal(all.length, config.val_size, config.seed);
   if (!val.length) throw new ConfigError('This run has no validation split: set val_size (e.g. 4 or 0.1) in Data, or eval_dataset.');
   const entry = parts[0].entry;
-  return { entry, examples: encodeForPrediction(tok, entry, val.map((i) => all[i]), { cutoffLen: config.cutoff_len, template: config.template }).examples, origin: parts[0].origin };
+  return { entry, examples: encodeForPrediction(tok, entry, val.map((i) => all[i]), { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false }).examples, origin: parts[0].origin };
 }
 
 /** Built-in datasets for the Data screen's list (training entries; `_eval` / `_test` ones are found by key). */
