@@ -56,3 +56,21 @@ export class ConfigError extends PeftStudioError {
 export class PluginError extends ConfigError {
   override name = 'PluginError';
 }
+
+/**
+ * A merged export (safetensors or ONNX) was asked of a method whose adapter
+ * cannot be folded into the base weights: it adds tokens, key/value rows or
+ * modules the base graph does not have (prompt / prefix tuning, bottleneck
+ * adapters, ...), so only the adapter folder carries it.
+ */
+export class NotMergeableError extends ConfigError {
+  override name = 'NotMergeableError';
+  constructor(readonly finetuningType: string, readonly format: 'safetensors' | 'onnx') {
+    super(
+      `finetuning_type ${finetuningType} cannot be merged into the base weights (it adds computation the base model does not have), ` +
+        (format === 'onnx'
+          ? 'so there is no plain LLaMA graph to export as ONNX for transformers.js. Use a method that merges (see the README method table), or share the adapter folder.'
+          : 'so there is no merged model to write; use the adapter folder.'),
+    );
+  }
+}

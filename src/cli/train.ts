@@ -8,7 +8,7 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Engine } from '../engine/engine';
-import { ConfigError } from '../errors';
+import { ConfigError, NotMergeableError } from '../errors';
 import { validateConfig, type ExperimentConfig } from '../config/schema';
 import { parseConfigText } from '../config/yaml';
 import { sourceFor, LocalFolderSource } from '../hub/node';
@@ -24,6 +24,7 @@ import { runPredictions, type TrainingCosts } from '../eval/run-predict';
 import type { AttachedMethod } from '../methods/types';
 import type { LogEntry } from '../train/trainer';
 import { FolderRunStore } from '../train/node-store';
+import { ONNX_FILE_NAMES, ONNX_OPSET, mergedOnnxFiles, parseOnnxWeightTypes } from '../export/onnx/folder';
 
 export function loadConfigFile(file: string, overrides: string[]): ExperimentConfig {
   if (!existsSync(file)) throw new ConfigError(`Config file ${file} does not exist.`);
@@ -168,18 +169,26 @@ export async function adapterRecord(config: ExperimentConfig, log: (s: string) =
 /** `peft-studio export <config.yaml>`: the adapter in output_dir (or adapter_name_or_path) merged into the base. */
 export async function exportCommand(e: Engine, file: string, overrides: string[]): Promise<void> {
   const config = loadConfigFile(file, overrides);
-  if (!config.adapter_name_or_path) config.adapter_name_or_path = String(config.output_dir);
+  const adapter = String(config.adapter_name_or_path ?? config.output_dir);
   const log = (s: string) => process.stderr.write(s + '\n');
-  const { model, method } = await prepare(e, config, log);
+  // Attach first, load the adapter second: a method that cannot merge is told so before any adapter file is read.
+  const { model, method } = await prepare(e, { ...config, adapter_name_or_path: null }, log);
+  if (!method.merge) throw new NotMergeableError(String(config.finetuning_type), config.export_format === 'onnx' ? 'onnx' : 'safetensors');
+  method.importAdapter(await readAdapter(sourceFor(adapter, { endpoint: config.endpoint ?? undefined })));
+  log(`loaded adapter ${adapter}`);
   await exportMerged(model, method, config, log);
 }
 
+/** The merged model as an HF folder (safetensors) or as the transformers.js ONNX folder (export_format: onnx). */
 async function exportMerged(model: LlamaModel, method: AttachedMethod, config: ExperimentConfig, log: (s: string) => void): Promise<void> {
-  if (!method.merge) throw new ConfigError(`finetuning_type ${config.finetuning_type} cannot be merged into the base weights; use the adapter folder.`);
-  const dir = String(config.export_dir ?? path.join(String(config.output_dir), 'merged'));
+  const onnx = config.export_format === 'onnx';
+  if (!method.merge) throw new NotMergeableError(String(config.finetuning_type), onnx ? 'onnx' : 'safetensors');
+  const weightTypes = onnx ? parseOnnxWeightTypes(config.export_onnx_dtypes) : [];
+  const dir = String(config.export_dir ?? path.join(String(config.output_dir), onnx ? 'onnx' : 'merged'));
+  const files = onnx ? await mergedOnnxFiles(model, method, baseSource(config), weightTypes) : await mergedModelFiles(model, method, baseSource(config));
   const folder = new FolderRunStore(dir);
-  for (const [name, data] of Object.entries(await mergedModelFiles(model, method, baseSource(config)))) await folder.writeFile(name, data);
-  log(`merged model written to ${dir}`);
+  for (const [name, data] of Object.entries(files)) await folder.writeFile(name, data);
+  log(`merged model written to ${dir}${onnx ? ` (ONNX opset ${ONNX_OPSET}: ${weightTypes.map((t) => ONNX_FILE_NAMES[t]).join(', ')})` : ''}`);
 }
 
 function baseSource(config: ExperimentConfig): FileSource {

@@ -95,8 +95,10 @@ export const outputOptions = [
 ] as const satisfies readonly OptionSpec[];
 
 export const exportOptions = [
-  { key: 'export_dir', type: 'string', default: null, nullable: true, group: 'output', help: 'Where `peft-studio export` writes the model (default: <output_dir>/merged).' },
+  { key: 'export_dir', type: 'string', default: null, nullable: true, group: 'output', help: 'Where `peft-studio export` writes the model (default: <output_dir>/merged, or <output_dir>/onnx with export_format onnx).' },
   { key: 'export_merged', type: 'bool', default: false, group: 'output', help: 'After training (and in `peft-studio export`), also write the base model with the adapter merged, as an HF model folder (methods that can merge).' },
+  { key: 'export_format', type: 'enum', default: 'safetensors', choices: ['safetensors', 'onnx'], group: 'output', help: 'Merged model format: safetensors (an HF model folder) or onnx (the folder transformers.js and onnxruntime-web load: onnx/model.onnx with a key/value cache, config.json, tokenizer files).' },
+  { key: 'export_onnx_dtypes', type: 'string-list', default: 'fp32', group: 'output', help: 'ONNX weight types to write besides fp32, named as transformers.js names them: fp16 (onnx/model_fp16.onnx), q8 (onnx/model_quantized.onnx, int8 weights).' },
 ] as const satisfies readonly OptionSpec[];
 
 export const trainOptions = [

@@ -1,10 +1,12 @@
 /** Small models for method tests: random weights of any shape, and stories260K. */
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Engine } from '../../src/engine/engine';
 import { LocalFolderSource } from '../../src/hub/node';
 import { parseModelConfig, type ModelConfig } from '../../src/model/config';
 import { loadModel, modelFromWeights } from '../../src/model/load';
 import type { LlamaModel } from '../../src/model/llama';
+import { serializeSafetensors } from '../../src/model/safetensors';
 import { randn, rng } from './check-op';
 import { testHubRoot } from './hub-server';
 
@@ -59,4 +61,29 @@ export function smollmConfig(): ModelConfig {
     num_attention_heads: 9, num_key_value_heads: 3, head_dim: 64, vocab_size: 49152, max_position_embeddings: 8192,
     rms_norm_eps: 1e-5, rope_theta: 100000, tie_word_embeddings: true,
   }, 'smollm2-135m');
+}
+
+/**
+ * A qwen2 model folder in Hub layout for CLI / export tests: random weights
+ * (q/k/v biases, untied head, GQA 6/2, odd FFN, rope_theta 1e6) with
+ * stories260K's tokenizer files, so `--text` prompts work (vocab 512).
+ * The head rows of ids 0-2 are zero, so greedy decoding does not stop early.
+ */
+export function writeQwen2TestModel(dir: string, seed = 7): ModelConfig {
+  const json = {
+    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 48, intermediate_size: 70, num_hidden_layers: 2,
+    num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 512, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: false,
+    max_position_embeddings: 128, bos_token_id: 1, eos_token_id: 2, hidden_act: 'silu', torch_dtype: 'float32', use_sliding_window: false,
+  };
+  const cfg = parseModelConfig(json, 'qwen2-test');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify(json, null, 2));
+  const weights = randomWeights(cfg, seed, { qkvBias: true, untied: true });
+  // Zero head rows for <unk>, <s>, </s>: greedy decoding never stops early, so generation tests see their full length.
+  weights.get('lm_head.weight')!.data.fill(0, 0, 3 * cfg.hiddenSize);
+  writeFileSync(path.join(dir, 'model.safetensors'), serializeSafetensors(weights, { format: 'pt' }));
+  for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json']) {
+    copyFileSync(path.join(storiesDir(), f), path.join(dir, f));
+  }
+  return cfg;
 }
