@@ -13,6 +13,6 @@ const path = require('node:path');
 const ort = require('onnxruntime-web');
 
 if (!ort.env.wasm.wasmPaths) {
-  ort.env.wasm.wasmPaths = path.dirname(require.resolve('onnxruntime-web/package.json')) + '/dist/';
+  ort.env.wasm.wasmPaths = path.dirname(require.resolve('onnxruntime-web')) + '/';
 }
 module.exports = ort;

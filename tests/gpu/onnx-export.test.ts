@@ -122,7 +122,7 @@ async function checkLogits(label: string, folder: string, cfg: ModelConfig, want
   const dFull = maxDiff(full.logits.subarray((T - 1) * V), want.logits_last);
   // With the cache: T-3 tokens, then 1, 1, 1.
   let { present } = await step(s, cfg, ids.slice(0, T - 3), 0, null);
-  let dRows = 0, last = new Float32Array(0);
+  let dRows = 0, last: ArrayLike<number> = [];
   for (let t = T - 3; t < T; t++) {
     const r = await step(s, cfg, [ids[t]], t, present);
     present = r.present;
@@ -138,16 +138,15 @@ async function checkLogits(label: string, folder: string, cfg: ModelConfig, want
 }
 
 /**
- * transformers.js, as a web page would use it, but in Node: the runtime is
- * onnxruntime-web (registered through the global symbol transformers.js
- * looks for), the files come from the folder, remote models are off.
+ * transformers.js as a web developer calls it (README, Export), in Node: the
+ * files come from the folder, remote models are off; the runtime is
+ * onnxruntime-web's wasm backend (shims/onnxruntime-node hands it over).
  */
 async function transformersGreedy(root: string, name: string, stopIds: number[]): Promise<{ ids: number[]; text: string }> {
-  (globalThis as Record<symbol, unknown>)[Symbol.for('onnxruntime')] = ort;
   const { pipeline, env } = await import('@huggingface/transformers');
   env.allowRemoteModels = false;
   env.localModelPath = root + '/';
-  const generator = await pipeline('text-generation', name, { device: 'auto' });
+  const generator = await pipeline('text-generation', name);
   const gen = { max_new_tokens: 40, do_sample: false, eos_token_id: stopIds };
   const [{ generated_text: text }] = (await generator(TEXT, { ...gen, return_full_text: false })) as { generated_text: string }[];
   const inputs = generator.tokenizer(TEXT);
