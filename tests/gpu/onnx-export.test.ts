@@ -205,7 +205,7 @@ describe.each([
     expect(ours.ids.length).toBe(40);
     expect(theirs.ids).toEqual(ours.ids);
     expect(TEXT + theirs.text).toBe(ours.text);
-  });
+  }, 300_000);
 });
 
 describe('export errors', () => {
