@@ -74,3 +74,8 @@ export class NotMergeableError extends ConfigError {
     );
   }
 }
+
+/** The model computed NaN or Infinity where a number was expected (logits of `peft-studio logits`, ...). */
+export class NonFiniteOutputError extends PeftStudioError {
+  override name = 'NonFiniteOutputError';
+}

@@ -14,6 +14,7 @@ import { parseConfigText } from '../config/yaml';
 import { gridCells, parseGrid, resultsCsv, resultsMarkdown, type CellResult } from '../eval/grid';
 import { checkDataKeys } from '../data/node';
 import { runConfig } from './train';
+import { ensureWritableDir } from './paths';
 
 export async function gridCommand(e: Engine, file: string, overrides: string[]): Promise<Record<string, unknown>> {
   if (!existsSync(file)) throw new ConfigError(`Grid file ${file} does not exist.`);
@@ -33,7 +34,7 @@ export async function gridCommand(e: Engine, file: string, overrides: string[]):
   const t0 = performance.now();
   let ran = 0;
   const writeTables = async () => {
-    await fs.mkdir(spec.outputDir, { recursive: true });
+    await ensureWritableDir(spec.outputDir, 'output_dir');
     await fs.writeFile(path.join(spec.outputDir, 'results.csv'), resultsCsv(done));
     await fs.writeFile(path.join(spec.outputDir, 'results.md'), resultsMarkdown(done, spec));
   };

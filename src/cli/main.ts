@@ -8,12 +8,13 @@
  * Every command takes --endpoint URL (a Hub mirror) and --revision.
  */
 import { parseArgs } from 'node:util';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { ensureWritableDir, fsErrorMessage } from './paths';
 
 /** --out files: the folder is created when missing (bench-results/ on a fresh clone). */
-function writeOut(file: string, data: string): void {
-  mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+async function writeOut(file: string, data: string): Promise<void> {
+  await ensureWritableDir(path.dirname(path.resolve(file)), '--out');
   writeFileSync(file, data);
 }
 import { acquireDevice } from '../gpu/device';
@@ -22,7 +23,7 @@ import { Engine } from '../engine/engine';
 import { loadModel } from '../model/load';
 import { generate } from '../model/generate';
 import { sourceFor, trustEndpoint } from '../hub/node';
-import { ConfigError, PeftStudioError } from '../errors';
+import { ConfigError, NonFiniteOutputError, PeftStudioError } from '../errors';
 import { runBench } from './bench';
 import { attachAdapterFolder, exportCommand, trainCommand } from './train';
 import { gridCommand } from './grid';
@@ -173,8 +174,16 @@ export async function main(argvIn: string[]): Promise<number> {
       const V = model.config.vocabSize;
       const last = await e.readRegion(logits, (ids.length - 1) * V, V);
       e.endScope();
+      const bad = last.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) {
+        const nan = last.filter((x) => Number.isNaN(x)).length;
+        throw new NonFiniteOutputError(
+          `logits: the model computed ${nan} NaN and ${last.filter((x) => !Number.isFinite(x)).length - nan} infinite logit(s) at the last position (first at token id ${bad}) for ${values.model}` +
+            `${values.adapter ? ` with the adapter ${values.adapter}` : ''}. The weights (or the adapter) hold NaN/Inf or overflow float32: check them, e.g. with safetensors in Python (torch.isfinite(t).all()).`,
+        );
+      }
       const json = JSON.stringify({ input_ids: ids, logits_last: Array.from(last) });
-      if (values.out) writeOut(values.out, json + '\n');
+      if (values.out) await writeOut(values.out, json + '\n');
       else process.stdout.write(json + '\n');
       e.ctx.destroy();
       return 0;
@@ -206,7 +215,7 @@ export async function main(argvIn: string[]): Promise<number> {
       const e = await engineForCli();
       const result = await runBench(e, { steps: num('steps', 5, 1, 1000), only: values.only?.split(',') });
       const json = JSON.stringify(result, null, 2);
-      if (values.out) writeOut(values.out, json + '\n');
+      if (values.out) await writeOut(values.out, json + '\n');
       process.stdout.write(json + '\n');
       e.ctx.destroy();
       return 0;
@@ -230,6 +239,9 @@ export async function run(argv: string[]): Promise<void> {
       process.stderr.write(`peft-studio: ${(err as Error).message}\n`);
     } else if ((err as { code?: string })?.code?.startsWith?.('ERR_PARSE_ARGS')) {
       process.stderr.write(`peft-studio: ${(err as Error).message}\n${USAGE}`);
+    } else if (typeof (err as NodeJS.ErrnoException)?.code === 'string' && typeof (err as NodeJS.ErrnoException).syscall === 'string') {
+      // A file-system error no check caught (a disk that fills mid-run, a path that changed): a sentence, not a trace.
+      process.stderr.write(`peft-studio: ${fsErrorMessage(err as NodeJS.ErrnoException)}\n`);
     } else {
       process.stderr.write(`peft-studio: ${(err as Error)?.stack ?? err}\n`);
     }

@@ -25,6 +25,7 @@ import type { AttachedMethod } from '../methods/types';
 import type { LogEntry } from '../train/trainer';
 import { FolderRunStore } from '../train/node-store';
 import { ONNX_FILE_NAMES, ONNX_OPSET, mergedOnnxFiles, parseOnnxWeightTypes } from '../export/onnx/folder';
+import { ensureWritableDir } from './paths';
 
 export function loadConfigFile(file: string, overrides: string[]): ExperimentConfig {
   if (!existsSync(file)) throw new ConfigError(`Config file ${file} does not exist.`);
@@ -75,7 +76,10 @@ export async function runConfig(e: Engine, configIn: ExperimentConfig, log: (s: 
   let config = configIn;
   const out = String(config.output_dir);
   if (!config.do_train && !config.do_predict) throw new ConfigError('Nothing to do: set do_train and/or do_predict to true.');
-  if (config.do_train && existsSync(out) && readdirSync(out).length > 0 && !config.overwrite_output_dir && !config.resume_from_checkpoint) {
+  // Before the model loads: a path that cannot hold files fails now, with a sentence (and /proc/<new> never spins).
+  const existed = existsSync(out);
+  await ensureWritableDir(out, 'output_dir');
+  if (config.do_train && existed && readdirSync(out).length > 0 && !config.overwrite_output_dir && !config.resume_from_checkpoint) {
     throw new ConfigError(`output_dir ${out} is not empty. Set overwrite_output_dir: true, or resume_from_checkpoint: true to continue it.`);
   }
   // Every dataset / eval_dataset key resolves before a model is loaded or a step trained.
@@ -83,6 +87,7 @@ export async function runConfig(e: Engine, configIn: ExperimentConfig, log: (s: 
   // Predict-only with an adapter: the adapter says which method and options it was trained with.
   const record = !config.do_train && config.adapter_name_or_path ? await adapterRecord(config, log) : null;
   if (record) config = record.config;
+  if (config.export_merged) await ensureWritableDir(exportDirOf(config), 'export_dir');
   const { model, tokenizer, method } = await prepare(e, config, log);
   const store = new FolderRunStore(out);
   let summary: Record<string, unknown> = {};
@@ -171,6 +176,7 @@ export async function exportCommand(e: Engine, file: string, overrides: string[]
   const config = loadConfigFile(file, overrides);
   const adapter = String(config.adapter_name_or_path ?? config.output_dir);
   const log = (s: string) => process.stderr.write(s + '\n');
+  await ensureWritableDir(exportDirOf(config), 'export_dir');
   // Attach first, load the adapter second: a method that cannot merge is told so before any adapter file is read.
   const { model, method } = await prepare(e, { ...config, adapter_name_or_path: null }, log);
   if (!method.merge) throw new NotMergeableError(String(config.finetuning_type), config.export_format === 'onnx' ? 'onnx' : 'safetensors');
@@ -179,12 +185,14 @@ export async function exportCommand(e: Engine, file: string, overrides: string[]
   await exportMerged(model, method, config, log);
 }
 
+const exportDirOf = (config: ExperimentConfig): string => String(config.export_dir ?? path.join(String(config.output_dir), config.export_format === 'onnx' ? 'onnx' : 'merged'));
+
 /** The merged model as an HF folder (safetensors) or as the transformers.js ONNX folder (export_format: onnx). */
 async function exportMerged(model: LlamaModel, method: AttachedMethod, config: ExperimentConfig, log: (s: string) => void): Promise<void> {
   const onnx = config.export_format === 'onnx';
   if (!method.merge) throw new NotMergeableError(String(config.finetuning_type), onnx ? 'onnx' : 'safetensors');
   const weightTypes = onnx ? parseOnnxWeightTypes(config.export_onnx_dtypes) : [];
-  const dir = String(config.export_dir ?? path.join(String(config.output_dir), onnx ? 'onnx' : 'merged'));
+  const dir = exportDirOf(config);
   const files = onnx ? await mergedOnnxFiles(model, method, baseSource(config), weightTypes) : await mergedModelFiles(model, method, baseSource(config));
   const folder = new FolderRunStore(dir);
   for (const [name, data] of Object.entries(files)) await folder.writeFile(name, data);

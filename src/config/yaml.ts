@@ -18,13 +18,25 @@ function yamlProblem(e: { message: string; linePos?: [{ line: number; col: numbe
   return { line: pos?.line, col: pos?.col, text };
 }
 
+/** doc.toJS(), with the package's resource-exhaustion guard (an alias bomb) as a ConfigError. */
+function toJs(doc: ReturnType<typeof parseDocument>, what: string): unknown {
+  try {
+    return doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    if (/alias/i.test((e as Error).message)) {
+      throw new ConfigError(`${what}: its YAML aliases (*name) expand to too many values (${(e as Error).message.toLowerCase()}). Write the values out instead of nesting aliases.`);
+    }
+    throw new ConfigError(`${what}: the YAML cannot be read: ${(e as Error).message}`);
+  }
+}
+
 /** Parses one YAML value the way a file would (so `lora_target=[q_proj, v_proj]` is a list). */
 function parseScalar(value: string, what: string): unknown {
   const doc = parseDocument(value, { prettyErrors: true });
   if (doc.errors.length) {
     throw new ConfigError(`${what}: the value is not valid YAML: ${yamlProblem(doc.errors[0]).text}`);
   }
-  return doc.toJS();
+  return toJs(doc, what);
 }
 
 /**
@@ -45,9 +57,9 @@ export function parseConfigText(text: string, overrides: string[], source: strin
   if (doc.contents !== null) {
     if (!isMap(doc.contents)) {
       const line = doc.contents.range ? lineOf(text, doc.contents.range[0]) : 1;
-      throw new ConfigError(`${source}, line ${line}: the top level must be a mapping of "key: value" lines, not a ${Array.isArray(doc.toJS()) ? 'list' : 'single value'}.`);
+      throw new ConfigError(`${source}, line ${line}: the top level must be a mapping of "key: value" lines, not a ${Array.isArray(toJs(doc, source)) ? 'list' : 'single value'}.`);
     }
-    raw = doc.toJS() as Record<string, unknown>;
+    raw = toJs(doc, source) as Record<string, unknown>;
   }
   for (const o of overrides) {
     const eq = o.indexOf('=');
@@ -55,7 +67,8 @@ export function parseConfigText(text: string, overrides: string[], source: strin
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
       throw new ConfigError(`Override '${o}' must have the form key=value (e.g. learning_rate=1e-4).`);
     }
-    raw[key] = parseScalar(o.slice(eq + 1), `Override '${o}'`);
+    // An own property even for '__proto__' (validation then names it as an unknown key).
+    Object.defineProperty(raw, key, { value: parseScalar(o.slice(eq + 1), `Override '${o}'`), enumerable: true, writable: true, configurable: true });
   }
   return raw;
 }

@@ -8,7 +8,7 @@
  * params struct; bindings 1..n are storage buffers in the order the op passes
  * them, each read-only or read_write as the dispatch says.
  */
-import { GpuError, ShaderCompileError } from '../errors';
+import { GpuError, ModelFormatError, ShaderCompileError } from '../errors';
 import { f16ToF32 } from '../model/safetensors';
 import { scoped, type GpuContext } from '../gpu/device';
 import { Tensor, storageBytes, type StorageDtype } from './tensor';
@@ -141,7 +141,11 @@ export class Engine {
    */
   write(t: Tensor, data: Float32Array | Int32Array | Uint32Array | number[]): void {
     const arr = Array.isArray(data) ? new Float32Array(data) : data;
-    if (arr.length !== t.size) throw new GpuError(`write: ${arr.length} values for tensor '${t.name}' of ${t.size}`);
+    if (arr.length !== t.size) {
+      throw new ModelFormatError(
+        `Tensor '${t.name}' [${t.shape.join(', ')}] holds ${t.size} values, but ${arr.length} were given to it: the file (adapter, checkpoint or weights) was made for another shape (rank, target modules, model or config). Use files made for this model and config.`,
+      );
+    }
     if (t.packed) throw new GpuError(`write: '${t.name}' is stored as packed ${t.dtype}; take it as f32 first (model.param unpacks a base weight)`);
     this.writeBytes(t, new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength));
   }

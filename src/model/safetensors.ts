@@ -329,7 +329,7 @@ function halfTable(): Float32Array {
 function alignedView<T>(raw: Uint8Array, bytes: number, make: (buf: ArrayBuffer, off: number, len: number) => T): T {
   const n = raw.byteLength / bytes;
   if (raw.byteOffset % bytes === 0 && raw.buffer instanceof ArrayBuffer) return make(raw.buffer, raw.byteOffset, n);
-  return make(raw.slice().buffer, 0, n);
+  return make(Uint8Array.prototype.slice.call(raw).buffer, 0, n);
 }
 
 /**
@@ -343,7 +343,8 @@ export function decodeTensorData(raw: Uint8Array, dtype: SafetensorsDtype, copy 
       if (!copy && raw.byteOffset % 4 === 0 && raw.buffer instanceof ArrayBuffer) {
         return new Float32Array(raw.buffer, raw.byteOffset, n);
       }
-      return new Float32Array(raw.slice().buffer);
+      // Uint8Array's slice copies; a Node Buffer's slice() would be a view of its whole pool.
+      return new Float32Array(Uint8Array.prototype.slice.call(raw).buffer);
     }
     case 'F16': {
       const table = halfTable();

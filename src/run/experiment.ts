@@ -109,5 +109,13 @@ export function trainOptions(config: ExperimentConfig, data: Pick<SftDatasets, '
 
 /** The trainer of a prepared experiment, writing checkpoints and its log to `store`. */
 export function createTrainer(e: Engine, prepared: Prepared, data: SftDatasets, config: ExperimentConfig, store: RunStore, resume: boolean | string = false): Trainer {
+  // Shifted targets (target t = labels[t + 1]): a run where none is a label would train on nothing and log loss 0.
+  const targets = data.train.reduce((a, x) => a + x.labels.slice(1).filter((l) => l !== -100).length, 0);
+  if (data.train.length > 0 && targets === 0) {
+    throw new ConfigError(
+      `No trainable tokens: after cutoff_len ${config.cutoff_len}, none of the ${data.train.length} training examples keeps a response token to learn` +
+        `${config.train_on_prompt ? '' : ' (the prompt is masked: train_on_prompt is false)'}. Raise cutoff_len so that each example keeps its response, or check that the dataset's responses are not empty.`,
+    );
+  }
   return new Trainer(e, prepared.model, prepared.method, data.train, data.val, trainOptions(config, data, padIdOf(prepared.tokenizer), resume), store);
 }
