@@ -164,6 +164,16 @@ export function readStoredZip(bytes: Uint8Array, what: string): ZipEntry[] {
   const bad = (why: string): never => {
     throw new ModelFormatError(`${what} is not a torch zip checkpoint: ${why}. Save it with torch.save (torch ≥ 1.6, the default zip format) or use adapter.safetensors.`);
   };
+  try {
+    return readZipRecords(bytes, bad);
+  } catch (e) {
+    // Any record field read past the end of the buffer: a damaged or truncated archive.
+    if (e instanceof RangeError) bad('a zip record runs past the end of the file (truncated or damaged)');
+    throw e;
+  }
+}
+
+function readZipRecords(bytes: Uint8Array, bad: (why: string) => never): ZipEntry[] {
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (bytes.length < 22) bad('too short for a zip archive');
   // The end record is the last 22 bytes plus a comment of at most 65535 bytes.
