@@ -146,11 +146,15 @@ export function attachPrefix(ctx: MethodContext, flavour: PrefixFlavour): Attach
     return matmul(e, a, proj.w2, { transB: true, bias: proj.b2, name: 'prefix.transform.2' });
   };
 
-  // Z of the forward in progress: computed at layer 0, sliced by every layer.
+  // Z of the forward in progress: computed once before the layers (so that it
+  // outlives a recomputed layer's region), sliced by every layer.
   let z: Tensor | null = null;
   const detachHooks = model.attach({
+    beginForward: () => {
+      z = computeZ();
+    },
     kvPrefix: (layer, h) => {
-      if (layer === 0 || !z) z = computeZ();
+      if (!z) z = computeZ();
       const block = (slot: number, kind: string) =>
         prefixSlice(e, z!, { offset: slot * W, width: W, batch: h.B, name: `prefix.${kind}.${layer}` }).reshape([h.B, nv, kvHeads, headDim]);
       return { k: block(2 * layer, 'k'), v: block(2 * layer + 1, 'v') };

@@ -116,6 +116,7 @@ export const trainOptions = [
   { key: 'warmup_ratio', type: 'float', default: 0, min: 0, max: 1, group: 'train', help: 'Warmup as a fraction of the total steps (used when warmup_steps is 0).' },
   { key: 'warmup_steps', type: 'int', default: 0, min: 0, max: 1e9, group: 'train', help: 'Warmup steps; overrides warmup_ratio when > 0.' },
   { key: 'max_grad_norm', type: 'float', default: 1, min: 0, max: 1e6, group: 'train', help: 'Clip the global gradient L2 norm to this value (0: no clipping).' },
+  { key: 'gradient_checkpointing', type: 'bool', default: false, group: 'train', help: 'Recompute each decoder layer\'s activations during the backward instead of keeping them: activation memory of one layer instead of all, for about one more forward pass of time.' },
   { key: 'seed', type: 'int', default: 42, min: 0, max: 4294967295, group: 'train', help: 'Seed for initialisation, shuffling, the validation split and dropout.' },
   { key: 'resume_from_checkpoint', type: 'string', default: null, nullable: true, acceptsBool: true, group: 'train', help: 'Resume training: true for the newest checkpoint in output_dir, or a checkpoint path. Unset/false: start fresh.' },
   { key: 'bf16', type: 'bool', default: false, group: 'train', help: 'Accepted for LLaMA-Factory configs; PEFT Studio computes in fp32 (results differ from bf16 runs at bf16 precision).' },

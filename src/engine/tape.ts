@@ -14,6 +14,20 @@ export class Tape {
     this.entries.push({ name, fn });
   }
 
+  /**
+   * A tape for a recomputed region (src/engine/checkpoint.ts): it records the
+   * region's backward on its own and, where random draws depend on the tape
+   * (which forward this is, how many draws came before), it continues from
+   * this tape's state, so the region's first run and its recomputation draw
+   * the same numbers as an unrecomputed forward would.
+   */
+  fork(): Tape {
+    return new Tape();
+  }
+
+  /** Continue after a region's first run: take over its random-draw state (see fork). */
+  join(_region: Tape): void {}
+
   get length(): number {
     return this.entries.length;
   }
@@ -22,6 +36,11 @@ export class Tape {
   backward(loss: Tensor, seed: number | Float32Array = 1): void {
     const g = loss.gradOrZeros();
     loss.engine.write(g, typeof seed === 'number' ? new Float32Array(loss.size).fill(seed) : seed);
+    this.replay();
+  }
+
+  /** Run every recorded backward in reverse, the outputs' gradients already in place, and forget them. */
+  replay(): void {
     for (let i = this.entries.length - 1; i >= 0; i--) this.entries[i].fn();
     this.entries = [];
   }

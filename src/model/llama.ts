@@ -18,6 +18,7 @@
  */
 import type { Engine } from '../engine/engine';
 import type { Tensor } from '../engine/tensor';
+import { checkpoint } from '../engine/checkpoint';
 import { add } from '../engine/ops/add';
 import { concatSeq, sliceSeq } from '../engine/ops/concat';
 import { attention } from '../engine/ops/attention';
@@ -56,6 +57,14 @@ export interface ModelHooks {
   inputEmbeds?: (embeds: Tensor, ctx: HookContext) => { embeds: Tensor; virtualTokens: number } | null;
   /** How many virtual tokens inputEmbeds adds per sequence (KV caches reserve room for them). */
   virtualTokens?: () => number;
+  /**
+   * Once per forward, after the input embeddings and before the first layer:
+   * where a method computes what every layer shares (prefix tuning's Z). A
+   * tensor made here lives for the whole forward and backward; one made
+   * inside a layer hook lives only as long as that layer's recomputation
+   * region when gradient checkpointing is on.
+   */
+  beginForward?: (ctx: HookContext) => void;
   /** Per-layer key/value prefixes, each [B, P, Hkv, D] (post-RoPE space, visible to every query). */
   kvPrefix?: (layer: number, ctx: HookContext) => { k: Tensor; v: Tensor } | null;
   /**
@@ -84,6 +93,13 @@ export interface ForwardOptions {
   cache?: KVCache;
   /** Per-sequence task ids [B], passed to hooks (multitask prompt tuning). */
   taskIds?: Int32Array;
+  /**
+   * Recompute each decoder layer's activations during the backward instead of
+   * keeping them (`gradient_checkpointing`): activation memory of one layer
+   * instead of all, for a second forward of every layer. Only while a tape
+   * records and without a cache; see src/engine/checkpoint.ts.
+   */
+  gradientCheckpointing?: boolean;
 }
 
 /** Per-layer key/value cache for generation: [B, capacity, Hkv, D] each. */
@@ -354,9 +370,13 @@ export class LlamaModel {
       for (let b = 0; b < B; b++) keyMaskHost.set(cache.mask.subarray(b * cache.capacity, b * cache.capacity + L), b * L);
     }
     const posT = e.upload(positions, [B * T], 'positions');
-    let sharedMask: Tensor | undefined;
+    // Without prefixes every layer sees the same key mask: uploaded once per
+    // forward, before the layers (a tensor created inside a recomputed layer
+    // lives only as long as that layer's region).
+    const sharedMask = e.upload(keyMaskHost, [B, keyMaskHost.length / B], 'key_mask');
+    for (const hk of this.hookList) hk.beginForward?.(ctx);
 
-    for (let l = 0; l < cfg.numLayers; l++) {
+    const layer = (l: number, x: Tensor): Tensor => {
       const p = `model.layers.${l}`;
       const h = this.norm(`${p}.input_layernorm`, x, ctx);
       let q = this.linear(`${p}.self_attn.q_proj`, h, ctx);
@@ -402,8 +422,7 @@ export class LlamaModel {
         keyLen += P;
         prefixLen += P;
       }
-      // Without prefixes every layer sees the same mask: upload it once per forward.
-      const keyMaskT = prefixLen === 0 ? (sharedMask ??= e.upload(keyMask, [B, keyLen], 'key_mask')) : e.upload(keyMask, [B, keyLen], 'key_mask');
+      const keyMaskT = prefixLen === 0 ? sharedMask : e.upload(keyMask, [B, keyLen], 'key_mask');
       const att = attention(e, q, keys, values, { keyMask: keyMaskT, queryOffset: prefixLen + past, prefixLen });
       let o = this.linear(`${p}.self_attn.o_proj`, att.reshape([B, T, Hq * D]), ctx);
       for (const hk of this.hookList) if (hk.afterAttention) o = hk.afterAttention(l, o, x, ctx);
@@ -420,7 +439,14 @@ export class LlamaModel {
         if (par) d = add(e, d, par);
       }
       for (const hk of this.hookList) if (hk.afterMlp) d = hk.afterMlp(l, d, x, ctx);
-      x = add(e, x, d);
+      return add(e, x, d);
+    };
+
+    // Recomputation needs a tape (training) and no cache (a recomputed layer
+    // would write its keys and values into the cache twice).
+    const recompute = !!opts.gradientCheckpointing && !!e.tape && !cache;
+    for (let l = 0; l < cfg.numLayers; l++) {
+      x = recompute ? checkpoint(e, x, (xin) => layer(l, xin), `layers.${l}`) : layer(l, x);
     }
     if (cache) cache.length = S;
     if (virtual > 0) x = sliceSeq(e, x, B, T, virtual, T0, C);

@@ -104,6 +104,7 @@ export function trainOptions(config: ExperimentConfig, data: Pick<SftDatasets, '
     // HF: no periodic evaluation with eval_strategy 'no', unless eval_steps is set explicitly (LLaMA-Factory configs often set only that).
     evalSteps: data.val.length && (config.eval_strategy !== 'no' || config.eval_steps !== null) ? stepsOf(effectiveEvalSteps(config), total) : 0,
     maxGradNorm: Number(config.max_grad_norm), seed: Number(config.seed), padId, resume,
+    gradientCheckpointing: config.gradient_checkpointing === true,
   };
 }
 

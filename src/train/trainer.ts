@@ -60,6 +60,8 @@ export interface TrainOptions {
   padId: number;
   /** Resume from the newest checkpoint in the store (or a named one). */
   resume?: boolean | string;
+  /** Recompute decoder layers in the backward (gradient_checkpointing); see src/engine/checkpoint.ts. */
+  gradientCheckpointing?: boolean;
 }
 
 export interface LogEntry {
@@ -216,7 +218,7 @@ export class Trainer {
           this.e.beginScope();
           const tape = new Tape();
           this.e.tape = tape;
-          const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds });
+          const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds, gradientCheckpointing: o.gradientCheckpointing });
           const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
           this.e.tape = null;
           if (D > 0) tape.backward(loss, 1 / D);
