@@ -1,11 +1,17 @@
 /**
  * `peft-studio bench`: forward and forward+backward throughput (tokens/s) and
- * peak GPU bytes, for stories260K and for a model of SmolLM2-135M's shape with
- * random weights (throughput does not depend on weight values). Per-kernel
- * GPU times are added where the adapter has timestamp-query and reports
- * non-zero times (SwiftShader reports zeros).
+ * peak GPU bytes, for stories260K and for model shapes with random weights
+ * (throughput does not depend on weight values): bench/<name>.config.json,
+ * listed in bench/bench.json with their batch, sequence and timed steps
+ * (`--only` picks any of them; SmolLM2-135M's shape runs by default,
+ * Qwen2.5-0.5B's and Llama-3.2-1B's on request). Each training step reports
+ * tokens/s, the pool's peak GPU bytes beside the studio's estimate
+ * (src/ui/memory.ts), the process RSS and, for shapes loaded from a file,
+ * load time and host RSS during the load. The methods' configs come from
+ * bench/bench.json too. Per-kernel GPU times are added where the adapter has
+ * timestamp-query and reports non-zero times (SwiftShader reports zeros).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import type { Engine } from '../engine/engine';
 import { Tape } from '../engine/tape';
@@ -13,7 +19,11 @@ import { crossEntropy } from '../engine/ops/cross_entropy';
 import { KernelTimer } from '../gpu/timer';
 import { LocalFolderSource } from '../hub/node';
 import { parseModelConfig, type ModelConfig } from '../model/config';
-import { readConfig, readWeights, modelFromWeights } from '../model/load';
+import { readConfig, readWeights, modelFromWeights, loadModel } from '../model/load';
+import { f32ToF16 } from '../model/safetensors';
+import { estimateTrainingBytes } from '../ui/memory';
+import type { ModelSummary } from '../worker/api';
+import { ConfigError } from '../errors';
 import type { LlamaModel } from '../model/llama';
 import { builtinMethods, methodNameFor, resolveMethod } from '../methods/registry';
 import { svdTopR } from '../methods/svd';
@@ -29,60 +39,113 @@ export interface BenchOptions {
 }
 
 interface BenchCase {
-  model: string;
   batch: number;
   seq: number;
   /** Also time one training step of every built-in method. */
   methods?: boolean;
 }
 
-/** Each method with the options of the issue's comparison (LoRA family r 8 on q_proj, v_proj). */
-const METHOD_CONFIGS: Record<string, Record<string, unknown>> = {
-  lora: { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'] },
-  dora: { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], use_dora: true },
-  pissa: { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], pissa_init: true, pissa_iter: 16 },
-  oft: { finetuning_type: 'oft', oft_rank: 0, oft_block_size: 32, oft_target: ['q_proj', 'v_proj'] },
-  svft: { finetuning_type: 'svft', target_modules: ['q_proj', 'v_proj'], rank: 8, off_diag: 2, pattern: 'banded' },
-  full: { finetuning_type: 'full' },
-  galore: { finetuning_type: 'full', use_galore: true, galore_rank: 16, galore_update_interval: 200, galore_scale: 0.25, galore_target: 'all' },
-  'prompt-tuning': { finetuning_type: 'prompt-tuning', num_virtual_tokens: 10 },
-  'prefix-tuning': { finetuning_type: 'prefix-tuning', num_virtual_tokens: 10, prefix_projection: true },
-  'p-tuning': { finetuning_type: 'p-tuning', num_virtual_tokens: 10 },
-  'p-tuning-v2': { finetuning_type: 'p-tuning-v2', num_virtual_tokens: 10 },
-  mtp: { finetuning_type: 'mtp', num_virtual_tokens: 10 },
-  ia3: { finetuning_type: 'ia3' },
-  'bn-adapter': { finetuning_type: 'bn-adapter' },
-  'seq-bn-adapter': { finetuning_type: 'seq-bn-adapter' },
-  'par-adapter': { finetuning_type: 'par-adapter' },
-  bitfit: { finetuning_type: 'bitfit' },
-  lntuning: { finetuning_type: 'lntuning' },
-  vera: { finetuning_type: 'vera', vera_rank: 256, vera_target: ['q_proj', 'v_proj'] },
-  // Last: QLoRA releases the f32 base weights of the model it attaches to.
-  qlora: { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], quantization_bit: 4, quantization_type: 'nf4', double_quantization: true },
-};
+/** bench/bench.json: the methods' configs and the model shapes to run (see its _comment). */
+interface BenchSpec {
+  /** Which entries of `methods` the reference steps use. */
+  step: { lora: string; qlora: string };
+  methods: Record<string, Record<string, unknown>>;
+  shapes: Record<string, ShapeSpec>;
+}
 
-/** Time training steps of one method (after one warm-up step): ms, tokens/s, peak GPU bytes. */
-async function trainStep(e: Engine, model: LlamaModel, ids: Int32Array, B: number, T: number, steps: number, config: Record<string, unknown>) {
+interface ShapeSpec {
+  batch: number;
+  seq: number;
+  /** Run without --only. */
+  default?: boolean;
+  /** Also time forward and forward+backward of the whole model (all weights trainable). */
+  forward?: boolean;
+  /** Write the random weights as a safetensors file in the config's torch_dtype and load it through the loader. */
+  file?: boolean;
+  /** Timed training steps: [entry of `methods`, gradient_checkpointing]. */
+  steps: [string, boolean][];
+}
+
+function benchFile(name: string): URL {
+  return new URL(`../bench/${name}`, import.meta.url);
+}
+
+function readSpec(): BenchSpec {
+  return JSON.parse(readFileSync(benchFile('bench.json'), 'utf8')) as BenchSpec;
+}
+
+/** Resident set size of this process now; on SwiftShader it includes the GPU's buffers (device memory is host memory). */
+function rss(): number {
+  return process.memoryUsage().rss;
+}
+
+/** The highest RSS seen while `f` runs (sampled every 20 ms, and at its start and end). */
+async function withRssPeak<T>(f: () => Promise<T>): Promise<{ value: T; peak: number }> {
+  let peak = rss();
+  const timer = setInterval(() => (peak = Math.max(peak, rss())), 20);
+  try {
+    const value = await f();
+    return { value, peak: Math.max(peak, rss()) };
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+interface StepOptions {
+  gradientCheckpointing?: boolean;
+  /** Time the first step too (no warm-up step): for shapes whose step takes minutes. */
+  noWarmup?: boolean;
+}
+
+/**
+ * Time training steps of one method (after one warm-up step unless
+ * `noWarmup`): ms, tokens/s, the pool's peak GPU bytes, the studio's estimate
+ * of it (src/ui/memory.ts) and the process RSS.
+ */
+async function trainStep(e: Engine, model: LlamaModel, ids: Int32Array, B: number, T: number, steps: number, config: Record<string, unknown>, so: StepOptions = {}) {
   const attached = resolveMethod(config).attach({ e, model, config: { seed: 1, ...config }, random: seededRandom(1) });
   await attached.ready;
+  await e.sync();
   const examples = Array.from({ length: B }, (_, b) => {
     const x = Array.from(ids.subarray(b * T, (b + 1) * T));
     return { inputIds: x, labels: x };
   });
+  const residentBytes = e.pool.inUse;
   const stamps: number[] = [];
+  const warm = so.noWarmup ? 0 : 1;
   const trainer = new Trainer(e, model, attached, examples, [], {
     batchSize: B, gradAccum: 1, learningRate: 1e-4, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, epochs: 1,
-    maxSteps: steps + 1, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1000, saveSteps: 0, evalSteps: 0,
-    maxGradNorm: 1, seed: 1, padId: 0,
+    maxSteps: steps + warm, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1000, saveSteps: 0, evalSteps: 0,
+    maxGradNorm: 1, seed: 1, padId: 0, gradientCheckpointing: so.gradientCheckpointing,
   }, new MemoryRunStore());
+  const estimate = estimateTrainingBytes(summaryOf(model), {
+    trainable: trainer.trainableCount(), batch: B, seq: T, recompute: so.gradientCheckpointing, residentBytes,
+  });
   e.pool.resetPeak();
   stamps.push(performance.now());
-  await trainer.run({ onStep: () => stamps.push(performance.now()) });
-  const ms = (stamps[stamps.length - 1] - stamps[1]) / Math.max(1, stamps.length - 2);
-  const out = { ms_per_step: +ms.toFixed(2), tokens_per_s: +((B * T * 1000) / ms).toFixed(1), peak_gpu_bytes: e.pool.peak, trainable_params: trainer.trainableCount() };
+  const { peak: rssPeak } = await withRssPeak(() => trainer.run({ onStep: () => stamps.push(performance.now()) }));
+  const ms = (stamps[stamps.length - 1] - stamps[warm]) / Math.max(1, stamps.length - 1 - warm);
+  const out = {
+    ms_per_step: +ms.toFixed(2), tokens_per_s: +((B * T * 1000) / ms).toFixed(1),
+    peak_gpu_bytes: e.pool.peak, estimated_gpu_bytes: estimate.total,
+    estimate_over_peak: +(estimate.total / e.pool.peak).toFixed(3),
+    host_peak_rss_bytes: rssPeak, trainable_params: trainer.trainableCount(),
+    ...(so.gradientCheckpointing ? { gradient_checkpointing: true } : {}),
+  };
   trainer.dispose();
   attached.detach();
+  e.pool.trim();
   return out;
+}
+
+/** The ModelSummary the studio's estimate reads, from a loaded model. */
+function summaryOf(model: LlamaModel): ModelSummary {
+  const c = model.config;
+  return {
+    repo: '', revision: '', modelType: c.modelType, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads,
+    numKvHeads: c.numKvHeads, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize, headDim: c.headDim,
+    maxPositionEmbeddings: c.maxPositionEmbeddings, numParams: model.numParams(), loadMs: 0,
+  };
 }
 
 function findStories(dir?: string): string | null {
@@ -90,36 +153,100 @@ function findStories(dir?: string): string | null {
   return cands.find((c) => c && existsSync(path.join(c, 'config.json'))) ?? null;
 }
 
-/** Deterministic pseudo-random weights with roughly unit-scale activations. */
-function randomHostWeights(cfg: ModelConfig): Map<string, { shape: number[]; data: Float32Array }> {
-  let s = 12345;
-  const fill = (n: number, scale: number) => {
-    const a = new Float32Array(n);
-    for (let i = 0; i < n; i++) {
+/** Names and shapes of every weight of a config (q/k/v biases where the architecture has them). */
+function weightShapes(cfg: ModelConfig): [string, number[], number][] {
+  const { hiddenSize: C, headDim: D, numHeads: Hq, numKvHeads: Hkv, intermediateSize: F, vocabSize: V } = cfg;
+  // [name, shape, scale of the uniform values; 0 = ones (norm weights)]
+  const out: [string, number[], number][] = [['model.embed_tokens.weight', [V, C], 1]];
+  const lin = (n: string, o: number, i: number) => out.push([`${n}.weight`, [o, i], 1 / Math.sqrt(i)]);
+  for (let l = 0; l < cfg.numLayers; l++) {
+    const p = `model.layers.${l}`;
+    lin(`${p}.self_attn.q_proj`, Hq * D, C);
+    lin(`${p}.self_attn.k_proj`, Hkv * D, C);
+    lin(`${p}.self_attn.v_proj`, Hkv * D, C);
+    if (cfg.attentionBias.qkv) for (const n of ['q', 'k', 'v']) out.push([`${p}.self_attn.${n}_proj.bias`, [n === 'q' ? Hq * D : Hkv * D], 0.02]);
+    lin(`${p}.self_attn.o_proj`, C, Hq * D);
+    lin(`${p}.mlp.gate_proj`, F, C);
+    lin(`${p}.mlp.up_proj`, F, C);
+    lin(`${p}.mlp.down_proj`, C, F);
+    out.push([`${p}.input_layernorm.weight`, [C], 0], [`${p}.post_attention_layernorm.weight`, [C], 0]);
+  }
+  out.push(['model.norm.weight', [C], 0]);
+  if (!cfg.tieWordEmbeddings) lin('lm_head', V, C);
+  return out;
+}
+
+/** Deterministic pseudo-random values (an LCG), uniform in ±scale; ones for scale 0. */
+function randomFiller(seed = 12345) {
+  let s = seed;
+  return (a: Float32Array, scale: number) => {
+    if (scale === 0) return a.fill(1);
+    for (let i = 0; i < a.length; i++) {
       s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
       a[i] = ((s / 4294967296) * 2 - 1) * scale;
     }
     return a;
   };
-  const { hiddenSize: C, headDim: D, numHeads: Hq, numKvHeads: Hkv, intermediateSize: F, vocabSize: V } = cfg;
+}
+
+/** Random weights with roughly unit-scale activations, on the host as f32. */
+function randomHostWeights(cfg: ModelConfig): Map<string, { shape: number[]; data: Float32Array }> {
+  const fill = randomFiller();
   const w = new Map<string, { shape: number[]; data: Float32Array }>();
-  const lin = (n: string, o: number, i: number) => w.set(n, { shape: [o, i], data: fill(o * i, 1 / Math.sqrt(i)) });
-  w.set('model.embed_tokens.weight', { shape: [V, C], data: fill(V * C, 1) });
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const p = `model.layers.${l}`;
-    lin(`${p}.self_attn.q_proj.weight`, Hq * D, C);
-    lin(`${p}.self_attn.k_proj.weight`, Hkv * D, C);
-    lin(`${p}.self_attn.v_proj.weight`, Hkv * D, C);
-    lin(`${p}.self_attn.o_proj.weight`, C, Hq * D);
-    lin(`${p}.mlp.gate_proj.weight`, F, C);
-    lin(`${p}.mlp.up_proj.weight`, F, C);
-    lin(`${p}.mlp.down_proj.weight`, C, F);
-    w.set(`${p}.input_layernorm.weight`, { shape: [C], data: new Float32Array(C).fill(1) });
-    w.set(`${p}.post_attention_layernorm.weight`, { shape: [C], data: new Float32Array(C).fill(1) });
-  }
-  w.set('model.norm.weight', { shape: [C], data: new Float32Array(C).fill(1) });
-  if (!cfg.tieWordEmbeddings) lin('lm_head.weight', V, C);
+  for (const [name, shape, scale] of weightShapes(cfg)) w.set(name, { shape, data: fill(new Float32Array(shape.reduce((a, b) => a * b, 1)), scale) });
   return w;
+}
+
+/**
+ * The same random weights written as `dir/model.safetensors` in `dtype`, one
+ * tensor at a time (a 1B model never exists as f32 on the host), with the
+ * config beside it; kept and reused while config and dtype are unchanged.
+ * F16/BF16 values are truncated, not rounded: they are random anyway.
+ */
+function writeRandomCheckpoint(dir: string, configText: string, cfg: ModelConfig, dtype: 'F32' | 'F16' | 'BF16'): void {
+  const shapes = weightShapes(cfg);
+  const width = dtype === 'F32' ? 4 : 2;
+  const header: Record<string, unknown> = { __metadata__: { format: 'pt', note: 'peft-studio bench: random weights' } };
+  let offset = 0;
+  for (const [name, shape] of shapes) {
+    const bytes = shape.reduce((a, b) => a * b, 1) * width;
+    header[name] = { dtype, shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const file = path.join(dir, 'model.safetensors');
+  const size = 8 + json.length + offset;
+  if (existsSync(file) && statSync(file).size === size && existsSync(path.join(dir, 'config.json')) && readFileSync(path.join(dir, 'config.json'), 'utf8') === configText) return;
+  mkdirSync(dir, { recursive: true });
+  const fd = openSync(file + '.tmp', 'w');
+  try {
+    const head = new Uint8Array(8 + json.length);
+    new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
+    head.set(new TextEncoder().encode(json), 8);
+    writeSync(fd, head);
+    const fill = randomFiller();
+    const CHUNK = 1 << 20;
+    const f32 = new Float32Array(CHUNK);
+    const u32 = new Uint32Array(f32.buffer);
+    const u16 = new Uint16Array(CHUNK);
+    for (const [, shape, scale] of shapes) {
+      const n = shape.reduce((a, b) => a * b, 1);
+      for (let i = 0; i < n; i += CHUNK) {
+        const m = Math.min(CHUNK, n - i);
+        const part = fill(f32.subarray(0, m), scale);
+        if (dtype === 'F32') writeSync(fd, new Uint8Array(part.buffer, 0, m * 4));
+        else {
+          for (let j = 0; j < m; j++) u16[j] = dtype === 'BF16' ? u32[j] >>> 16 : f32ToF16(f32[j]);
+          writeSync(fd, new Uint8Array(u16.buffer, 0, m * 2));
+        }
+      }
+    }
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(file + '.tmp', file);
+  writeFileSync(path.join(dir, 'config.json'), configText);
 }
 
 async function timeSteps(e: Engine, steps: number, fn: () => void): Promise<number> {
@@ -134,7 +261,7 @@ async function timeSteps(e: Engine, steps: number, fn: () => void): Promise<numb
   return (performance.now() - t0) / steps;
 }
 
-async function benchModel(e: Engine, name: string, model: LlamaModel, c: BenchCase, steps: number) {
+async function benchModel(e: Engine, spec: BenchSpec, name: string, model: LlamaModel, c: BenchCase, steps: number) {
   const { batch: B, seq: T } = c;
   const V = model.config.vocabSize;
   const ids = new Int32Array(B * T);
@@ -171,10 +298,13 @@ async function benchModel(e: Engine, name: string, model: LlamaModel, c: BenchCa
 
   // The reference workload: one LoRA training step (r 8, alpha 16 on q_proj
   // and v_proj, AdamW, clipping) at batch B x T, all tokens labelled.
-  const loraStep = await trainStep(e, model, ids, B, T, steps, { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'] });
+  const loraStep = await trainStep(e, model, ids, B, T, steps, spec.methods[spec.step.lora]);
+  const loraStepRecomputed = c.methods ? await trainStep(e, model, ids, B, T, steps, spec.methods[spec.step.lora], { gradientCheckpointing: true }) : undefined;
   const methods: Record<string, Awaited<ReturnType<typeof trainStep>> | { error: string }> = {};
   if (c.methods) {
-    for (const [name, cfg] of Object.entries(METHOD_CONFIGS)) {
+    // QLoRA last: it releases the f32 base weights of the model it attaches to.
+    const order = Object.entries(spec.methods).sort(([a], [b]) => Number(a === spec.step.qlora) - Number(b === spec.step.qlora));
+    for (const [name, cfg] of order) {
       if (!builtinMethods.has(methodNameFor(cfg))) continue;
       try {
         methods[name] = await trainStep(e, model, ids, B, T, steps, cfg);
@@ -204,6 +334,7 @@ async function benchModel(e: Engine, name: string, model: LlamaModel, c: BenchCa
     forward: { ms_per_step: +fwdMs.toFixed(2), tokens_per_s: +((B * T * 1000) / fwdMs).toFixed(1), peak_gpu_bytes: fwdPeak },
     forward_backward: { ms_per_step: +fwdBwdMs.toFixed(2), tokens_per_s: +((B * T * 1000) / fwdBwdMs).toFixed(1), peak_gpu_bytes: fwdBwdPeak },
     lora_train_step: loraStep,
+    ...(loraStepRecomputed ? { lora_train_step_gradient_checkpointing: loraStepRecomputed } : {}),
     ...(c.methods ? { train_step_by_method: methods } : {}),
     ...(kernels ? { forward_kernels_ms: kernels } : {}),
   };
@@ -229,26 +360,87 @@ function svdTiming() {
   return out;
 }
 
+/**
+ * One shape written as a safetensors file in its torch_dtype and loaded
+ * through the loader, then each of its timed steps on a freshly loaded model
+ * (QLoRA releases the base weights it quantizes; a fresh load also gives each
+ * step the same starting pool). Steps are timed without a warm-up step: on
+ * SwiftShader one step of these shapes takes minutes, pipeline compilation
+ * a few seconds of it.
+ */
+async function benchShapeFile(e: Engine, spec: BenchSpec, name: string, configText: string, cfg: ModelConfig, shape: ShapeSpec, log: (s: string) => void) {
+  const torchDtype = String((JSON.parse(configText) as { torch_dtype?: unknown }).torch_dtype ?? 'float32');
+  const dtype = torchDtype === 'bfloat16' ? 'BF16' : torchDtype === 'float16' ? 'F16' : 'F32';
+  const dir = path.resolve('.cache', 'bench', `${name}-${dtype.toLowerCase()}`);
+  const tw = performance.now();
+  writeRandomCheckpoint(dir, configText, cfg, dtype);
+  const fileBytes = statSync(path.join(dir, 'model.safetensors')).size;
+  log(`bench: ${name} shape, random weights, ${dtype} file ${dir} (${(fileBytes / 2 ** 30).toFixed(2)} GiB, ready in ${((performance.now() - tw) / 1000).toFixed(1)} s)`);
+  const { batch: B, seq: T } = shape;
+  const ids = new Int32Array(B * T);
+  for (let i = 0; i < ids.length; i++) ids[i] = (i * 7919 + 3) % cfg.vocabSize;
+  const steps: Record<string, unknown>[] = [];
+  let params = 0;
+  for (const [method, gc] of shape.steps) {
+    const config = spec.methods[method];
+    if (!config) throw new ConfigError(`bench/bench.json: shape ${name} names method '${method}', which is not in "methods".`);
+    e.pool.trim();
+    const baseline = rss();
+    const t0 = performance.now();
+    const { value: loaded, peak } = await withRssPeak(() => loadModel(e, new LocalFolderSource(dir), { tokenizer: false }));
+    await e.sync();
+    const load = {
+      load_ms: Math.round(performance.now() - t0), host_rss_baseline_bytes: baseline, host_peak_rss_bytes: peak,
+      host_rss_above_baseline_bytes: peak - baseline, gpu_bytes_after_load: e.pool.inUse,
+    };
+    params = loaded.model.numParams();
+    log(`bench: ${name} ${method}${gc ? ' + gradient_checkpointing' : ''}: loaded in ${load.load_ms} ms, stepping`);
+    try {
+      const r = await trainStep(e, loaded.model, ids, B, T, 1, config, { gradientCheckpointing: gc, noWarmup: true });
+      steps.push({ method, gradient_checkpointing: gc, ...r, ...load });
+      log(`bench: ${name} ${method}${gc ? ' + gradient_checkpointing' : ''}: ${r.ms_per_step} ms, peak ${r.peak_gpu_bytes} B, estimate ${r.estimated_gpu_bytes} B`);
+    } catch (err) {
+      steps.push({ method, gradient_checkpointing: gc, error: (err as Error).message, ...load });
+      log(`bench: ${name} ${method}: ${(err as Error).message}`);
+    } finally {
+      loaded.model.dispose();
+      e.pool.trim();
+    }
+  }
+  return { model: `${name}-shape (random weights, ${dtype} file)`, params, batch: B, seq: T, file_dtype: dtype, file_bytes: fileBytes, train_steps: steps };
+}
+
 export async function runBench(e: Engine, opts: BenchOptions) {
+  const spec = readSpec();
+  const known = ['stories260K', ...Object.keys(spec.shapes)];
+  for (const n of opts.only ?? []) {
+    if (!known.includes(n)) throw new ConfigError(`bench --only: no model shape '${n}'. Known: ${known.join(', ')} (a shape is bench/<name>.config.json, listed under "shapes" in bench/bench.json).`);
+  }
+  const wanted = (n: string, byDefault: boolean) => (opts.only ? opts.only.includes(n) : byDefault);
   const results = [];
   const log = (s: string) => process.stderr.write(s + '\n');
   const stories = findStories(opts.storiesDir);
-  if (stories && (!opts.only || opts.only.includes('stories260K'))) {
+  if (stories && wanted('stories260K', true)) {
     log(`bench: stories260K from ${stories}`);
     const source = new LocalFolderSource(stories);
     const cfg = await readConfig(source);
     const model = modelFromWeights(e, cfg, await readWeights(source));
-    results.push(await benchModel(e, 'stories260K', model, { model: 'stories260K', batch: 8, seq: 64, methods: true }, opts.steps));
+    results.push(await benchModel(e, spec, 'stories260K', model, { batch: 8, seq: 64, methods: true }, opts.steps));
     model.dispose();
   } else if (!stories) {
     log('bench: stories260K not found (../shared/hub or .cache/hub); skipped');
   }
-  if (!opts.only || opts.only.includes('smollm2-135m')) {
-    const cfgPath = new URL('../bench/smollm2-135m.config.json', import.meta.url);
-    const cfg = parseModelConfig(JSON.parse(readFileSync(cfgPath, 'utf8')), 'bench/smollm2-135m.config.json');
-    log('bench: SmolLM2-135M shape, random weights');
+  for (const [name, shape] of Object.entries(spec.shapes)) {
+    if (!wanted(name, !!shape.default)) continue;
+    const configText = readFileSync(benchFile(`${name}.config.json`), 'utf8');
+    const cfg = parseModelConfig(JSON.parse(configText), `bench/${name}.config.json`);
+    if (shape.file) {
+      results.push(await benchShapeFile(e, spec, name, configText, cfg, shape, log));
+      continue;
+    }
+    log(`bench: ${name} shape, random weights`);
     const model = modelFromWeights(e, cfg, randomHostWeights(cfg));
-    results.push(await benchModel(e, 'smollm2-135m-shape (random weights)', model, { model: 'smollm2', batch: 1, seq: 256 }, Math.min(opts.steps, 2)));
+    results.push(await benchModel(e, spec, `${name}-shape (random weights)`, model, { batch: shape.batch, seq: shape.seq }, Math.min(opts.steps, 2)));
     model.dispose();
   }
   return {

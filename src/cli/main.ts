@@ -44,7 +44,7 @@ Commands:
   generate  --model <dir|repo> --prompt "<text>" [--adapter <dir>] [--max-new-tokens 64] [--temperature 0]
             [--top-k K] [--top-p P] [--seed S] [--ids]
             Greedy when the temperature is 0. --ids prints the generated token ids as JSON too.
-  bench     [--out bench.json] [--steps N] [--only stories260K,smollm2-135m]
+  bench     [--out bench.json] [--steps N] [--only stories260K,smollm2-135m,qwen2.5-0.5b,llama3.2-1b]
             Forward, forward+backward and LoRA training-step throughput, peak GPU memory.
   methods   Installed methods: built-in and plug-ins (from PEFT_DIR / --peft-dir), with their source folders.
 

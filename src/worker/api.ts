@@ -56,6 +56,8 @@ export interface ModelSummary {
   intermediateSize: number;
   vocabSize: number;
   maxPositionEmbeddings: number;
+  /** Per-head size (head_dim; hidden / heads when the config has none). */
+  headDim?: number;
   numParams: number;
   /** Wall time of the whole load (download, parse, upload), ms. */
   loadMs: number;
@@ -128,6 +130,8 @@ export interface TrainableCount {
   trainable: number;
   total: number;
   method: string;
+  /** GPU bytes in use with the method attached (base weights as stored, the method's tensors): the memory estimate's resident term. */
+  residentBytes?: number;
 }
 
 export interface DataPreview {

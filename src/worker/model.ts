@@ -77,7 +77,7 @@ export class BaseModel {
       const c = loaded.model.config;
       const summary: ModelSummary = {
         repo, revision, modelType: c.modelType, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize,
+        numKvHeads: c.numKvHeads, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize, headDim: c.headDim,
         maxPositionEmbeddings: c.maxPositionEmbeddings, numParams: loaded.model.numParams(), loadMs: performance.now() - t0,
       };
       this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, summary, endpoint };
@@ -100,7 +100,8 @@ export class BaseModel {
       try {
         await method.ready;
         const trainable = method.trainable().reduce((a, p) => a + p.tensor.size, 0);
-        return { trainable, total: model.numParams(), method: methodNameFor(config) };
+        model.e.flush();
+        return { trainable, total: model.numParams(), method: methodNameFor(config), residentBytes: model.e.pool.inUse };
       } finally {
         method.detach();
         model.e.flush();

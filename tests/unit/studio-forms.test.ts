@@ -45,12 +45,18 @@ describe('studio forms', () => {
     expect(countConfig({ ...values, lora_rank: 0 }, allOptions())).toBeNull();
   });
 
-  test('the memory estimate adds weights, 16 bytes per trainable parameter and activations', () => {
+  test('the memory estimate: resident bytes, 12 bytes per trainable parameter, activations of all layers or (recomputing) of one', () => {
     const m = { repo: 'x', revision: 'main', modelType: 'llama', hiddenSize: 64, numLayers: 5, numHeads: 8, numKvHeads: 4, intermediateSize: 172, vocabSize: 512, maxPositionEmbeddings: 512, numParams: 260_000, loadMs: 0 };
-    const e = estimateTrainingBytes(m, 1000, 2, 10);
-    expect(e.weights).toBe(4 * 260_000);
-    expect(e.trainable).toBe(16_000);
-    expect(e.activations).toBe(4 * 2 * 10 * (5 * (10 * 64 + 3 * 172 + 8 * 10) + 2 * 512));
-    expect(e.total).toBe(e.weights + e.trainable + e.activations);
+    const stored = estimateTrainingBytes(m, { trainable: 1000, batch: 2, seq: 10 });
+    expect(stored.weights).toBe(4 * (260_000 + 1000));
+    expect(stored.trainable).toBe(12_000);
+    const layer = 6 * 64 + 3 * 172 + 3 * 8 * 8 + 3 * 4 * 8;
+    const head = 4 * 64 + 2 * 512;
+    expect(stored.activations).toBe(Math.round(4 * 2 * 10 * (5 * (2 * layer + 2 + 16) + head) * (17 / 16)));
+    expect(stored.total).toBe(stored.weights + stored.trainable + stored.activations);
+    const recomputed = estimateTrainingBytes(m, { trainable: 1000, batch: 2, seq: 10, recompute: true, residentBytes: 123 });
+    expect(recomputed.weights).toBe(123);
+    expect(recomputed.activations).toBe(Math.round(4 * 2 * 10 * (5 * 64 + 2 * 64 + 2 * layer + 2 + 16 + head) * (17 / 16)));
+    expect(recomputed.activations).toBeLessThan(stored.activations);
   });
 });
