@@ -18,7 +18,8 @@ async function writeOut(file: string, data: string): Promise<void> {
   writeFileSync(file, data);
 }
 import { acquireDevice } from '../gpu/device';
-import { nodeGpu } from '../gpu/node';
+import { MatmulTuner, autotuneEnabled } from '../engine/matmul-tune';
+import { nodeGpu, nodeTuneStore } from '../gpu/node';
 import { Engine } from '../engine/engine';
 import { loadModel } from '../model/load';
 import { generate } from '../model/generate';
@@ -83,6 +84,10 @@ async function engineForCli(): Promise<Engine> {
     },
   });
   const e = new Engine(ctx);
+  // Matmul kernels per shape class, timed once per adapter (src/engine/matmul-tune.ts): on for GPUs, off on SwiftShader unless asked.
+  const tune = process.env.PEFT_STUDIO_AUTOTUNE ?? 'auto';
+  if (tune !== 'auto' && tune !== 'on' && tune !== 'off') throw new ConfigError(`PEFT_STUDIO_AUTOTUNE is '${tune}'; use auto (GPUs only), on or off.`);
+  if (autotuneEnabled(ctx.adapterInfo, tune)) e.matmulTuner = await MatmulTuner.open(e, nodeTuneStore());
   // Plug-in kernels compile on this device before any command uses them.
   await checkPluginKernels(e);
   return e;

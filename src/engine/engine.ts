@@ -13,6 +13,14 @@ import { f16ToF32 } from '../model/safetensors';
 import { scoped, type GpuContext } from '../gpu/device';
 import { Tensor, storageBytes, type StorageDtype } from './tensor';
 import type { Tape } from './tape';
+import type { MatmulKernelOptions, MatmulVariant } from './ops/matmul';
+
+/** Picks a matmul kernel per call (the autotuner, src/engine/matmul-tune.ts); undefined keeps the default. */
+export interface MatmulChooser {
+  choose(M: number, N: number, K: number, o: MatmulKernelOptions, variants: MatmulVariant[]): MatmulVariant | undefined;
+  /** Decide the calls left undecided since the last settle (time them); the trainer calls it after its first step. */
+  settle?(e: Engine): Promise<void>;
+}
 
 export interface Binding {
   tensor: Tensor;
@@ -47,6 +55,8 @@ export class Engine {
   /** Tensors created since the scope began, released by `endScope`. */
   private scopes: Set<Tensor>[] = [];
   dispatchCount = 0;
+  /** Optional matmul kernel choice per shape class (autotuned); null: every call runs the measured default. */
+  matmulTuner: MatmulChooser | null = null;
   /** Optional per-kernel timer (timestamp queries); see ./timer.ts. */
   timer: { wrap(name: string): GPUComputePassTimestampWrites | undefined } | null = null;
 

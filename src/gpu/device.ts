@@ -74,6 +74,8 @@ export async function acquireDevice(gpu: GPU | undefined | null, opts: AcquireOp
   }
   const requiredFeatures: GPUFeatureName[] = [];
   if (opts.timestamps && adapter.features.has('timestamp-query')) requiredFeatures.push('timestamp-query');
+  // Subgroup operations let the v6 matmul share loads across lanes (src/engine/ops/matmul.ts).
+  if (adapter.features.has('subgroups' as GPUFeatureName)) requiredFeatures.push('subgroups' as GPUFeatureName);
   const device = await adapter.requestDevice({ requiredLimits, requiredFeatures });
   const info = adapter.info ?? ({} as GPUAdapterInfo);
   const ctx: GpuContext = {

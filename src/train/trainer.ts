@@ -299,6 +299,8 @@ export class Trainer {
           }, cb);
         }
         if (o.saveSteps > 0 && this.step % o.saveSteps === 0) await this.saveCheckpoint();
+        // The matmul shapes of a step are known now: an autotuner times the new ones once (src/engine/matmul-tune.ts).
+        await this.e.matmulTuner?.settle?.(this.e);
         windowStart += performance.now() - pauseStart;
       }
     } finally {

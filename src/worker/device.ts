@@ -7,6 +7,8 @@
  */
 import { Engine } from '../engine/engine';
 import { acquireDevice } from '../gpu/device';
+import { MatmulTuner, autotuneEnabled, keyValueTuneStore } from '../engine/matmul-tune';
+import { idbKeyValueStore } from '../hub/cache';
 import { KEY_LIMITS, type GpuInfo } from './api';
 
 export class DeviceSlot {
@@ -32,7 +34,12 @@ export class DeviceSlot {
         return this.acquire();
       });
     }
-    const next = acquireDevice(this.gpu).then((ctx) => new Engine(ctx));
+    const next = acquireDevice(this.gpu).then(async (ctx) => {
+      const e = new Engine(ctx);
+      // Matmul kernels per shape class, timed once per adapter and kept in IndexedDB (GPUs; SwiftShader keeps its measured default).
+      if (autotuneEnabled(ctx.adapterInfo)) e.matmulTuner = await MatmulTuner.open(e, keyValueTuneStore(idbKeyValueStore('peft-studio-autotune', 'tables')));
+      return e;
+    });
     // A failed acquisition is retried on the next call (the user may change a flag and retry).
     next.catch(() => {
       if (this.engine === next) this.engine = null;

@@ -107,3 +107,58 @@ describe('matmul', () => {
     e.endScope();
   });
 });
+
+// The GPU kernels (workgroup-memory v5, subgroup v6) through the same check
+// helper: forward against the float64 reference and both gradients against
+// finite differences, every layout, odd shapes, batches; then alpha, beta and
+// bias on the raw kernel.
+describe('matmul v5 (workgroup tiles, 8x8 per thread) and v6 (subgroups)', () => {
+  const variants = ['v5', 'v6'] as const;
+  for (const variant of variants) {
+    it(`${variant}: forward and gradients, every layout, odd shapes and batches`, async () => {
+      const e = await gpuEngine();
+      // SwiftShader has the subgroups feature; an adapter without it cannot run v6 at all.
+      if (variant === 'v6') expect(e.ctx.features.has('subgroups')).toBe(true);
+      for (const [M, N, K, batch] of [[1, 1, 1, 1], [65, 17, 33, 1], [70, 129, 20, 2], [3, 5, 7, 3], [64, 64, 64, 1]] as const) {
+        for (const transA of [false, true]) {
+          for (const transB of [false, true]) {
+            const r = rng(M * 131 + N * 7 + K + (transA ? 1000 : 0) + (transB ? 2000 : 0));
+            const res = await checkOp(e, {
+              name: `matmul ${variant} M${M} N${N} K${K} b${batch} tA${+transA} tB${+transB}`,
+              inputs: [
+                { name: 'A', shape: batch > 1 ? [batch, transA ? K : M, transA ? M : K] : [transA ? K : M, transA ? M : K], data: randn(batch * M * K, r), grad: true },
+                { name: 'B', shape: batch > 1 ? [batch, transB ? N : K, transB ? K : N] : [transB ? N : K, transB ? K : N], data: randn(batch * K * N, r), grad: true },
+              ],
+              gpu: (e, [A, B]) => matmul(e, A, B, { transA, transB, batch, alpha: 0.5, variant }),
+              cpu: ([A, B]) => matmulCpu(A, B, M, N, K, { transA, transB, batch, alpha: 0.5 }),
+              samples: 4,
+            });
+            expect(res.fwdErr).toBeLessThan(1e-3);
+          }
+        }
+      }
+    });
+
+    it(`${variant}: alpha, beta and bias on the raw kernel`, async () => {
+      const e = await gpuEngine();
+      e.beginScope();
+      const r = rng(variant.length * 17);
+      for (const [M, N, K, batch] of [[67, 130, 19, 2], [5, 3, 70, 1]]) {
+        for (const transA of [false, true]) {
+          for (const transB of [false, true]) {
+            const Ad = randn(batch * M * K, r), Bd = randn(batch * K * N, r), C0 = randn(batch * M * N, r), bd = randn(N, r);
+            const A = e.upload(Ad, [batch * M * K]), B = e.upload(Bd, [batch * K * N]);
+            const C = e.upload(C0, [batch * M * N]), bias = e.upload(bd, [N]);
+            matmulKernel(e, C, A, B, M, N, K, { transA, transB, batch, alpha: 0.5, beta: 2, bias, variant });
+            const got = await e.read(C);
+            const want = matmulCpu(Ad, Bd, M, N, K, { transA, transB, batch, alpha: 0.5, bias: bd });
+            let err = 0;
+            for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(got[i] - (want[i] + 2 * C0[i])));
+            expect(err, `M${M} N${N} K${K} b${batch} tA${+transA} tB${+transB}`).toBeLessThan(1e-4);
+          }
+        }
+      }
+      e.endScope();
+    });
+  }
+});

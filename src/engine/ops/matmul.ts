@@ -13,6 +13,8 @@ import code from '../../../shaders/matmul.wgsl?raw';
 import codeV2 from '../../../shaders/matmul_v2.wgsl?raw';
 import codeV3 from '../../../shaders/matmul_v3.wgsl?raw';
 import codeV4 from '../../../shaders/matmul_v4.wgsl?raw';
+import codeV5 from '../../../shaders/matmul_v5.wgsl?raw';
+import codeV6 from '../../../shaders/matmul_v6.wgsl?raw';
 import { grid1d } from './add';
 import { copyColumns, packedConstant, toF32 } from './packed';
 import { isCpuAdapter } from '../../gpu/device';
@@ -56,40 +58,66 @@ export interface MatmulOptions {
   out?: Tensor;
   accumulate?: boolean;
   name?: string;
+  /** Run the forward matmul as this kernel, and the backward ones where their shapes allow it (tests of each variant); default: see matmulVariants. */
+  variant?: MatmulVariant;
+}
+
+/**
+ * The kernels a matmul can run as (v2 is only a baseline, see matmulKernelV2):
+ *   v1  workgroup-memory 64x64 tiles, 4x4 per thread; any shape
+ *   v3  8x4 register blocks, vec4 loads; K % 4 == 0 (and M % 4 when transA, N % 4 unless transB)
+ *   v4  RM x 16 register blocks, vec4 loads and stores; v3's conditions, N % 4 == 0, strides % 4 == 0
+ *   v5  workgroup-memory 64x64 tiles, 8x8 per thread; any shape (for GPUs)
+ *   v6  subgroup shuffles, 64x16 per workgroup; any shape, needs the `subgroups` feature
+ */
+export type MatmulVariant = 'v1' | 'v3' | 'v4' | 'v5' | 'v6';
+
+export interface MatmulKernelOptions {
+  transA?: boolean; transB?: boolean; batch?: number; strideA?: number; strideB?: number; alpha?: number; beta?: number; bias?: Tensor | null;
+  /** v4's rows per thread; default 16 on CPU adapters, 8 on GPUs (tests force each). */
+  rowsPerThread?: 8 | 16;
+  /** Run this kernel (it must be one of matmulVariants for the call); default: the autotuned choice, else the measured default. */
+  variant?: MatmulVariant;
+}
+
+/**
+ * The variants that can run a call, the default first. The default is the
+ * winner of the measurements on SwiftShader (below): v4 wherever its vec4
+ * preconditions hold, else v3, else v1. v5 and v6 are for GPUs: they run
+ * only when chosen (the autotuner, src/engine/matmul-tune.ts, or a test).
+ *
+ * Measured on SwiftShader, ms per call (v2 / v3 / v4 RM 8 / v4 RM 16, best of
+ * 6 rounds under a noisy host; 16 threads per workgroup instead of 64
+ * measured no better): 512x64x64 A B^T 7 / 2.5 / 1.6-1.9 / 1.5, 512x172x64
+ * 20 / 12 / 4.5 / 2.8, 512x64x172 20 / 6 / 4.1 / 3.3, 512x512x64 60 / 20 /
+ * 12.3 / 11, 512x64x512 A B 52 / 16 / 8.5, 512x8x64 (LoRA) 2.4 / 0.9 / 0.6 / 0.6.
+ * v2 is kept as the baseline.
+ */
+export function matmulVariants(e: Engine, M: number, N: number, K: number, o: MatmulKernelOptions = {}): MatmulVariant[] {
+  const vec4 = K % 4 === 0 && (!o.transA || M % 4 === 0) && (o.transB || N % 4 === 0);
+  const strides4 = (o.strideA ?? M * K) % 4 === 0 && (o.strideB ?? K * N) % 4 === 0;
+  const out: MatmulVariant[] = [];
+  if (vec4 && N % 4 === 0 && strides4) out.push('v4');
+  if (vec4) out.push('v3');
+  out.push('v1', 'v5');
+  if (e.ctx.features.has('subgroups')) out.push('v6');
+  return out;
 }
 
 /** Encode the raw kernel. Shapes are implied by M, N, K; no autograd. */
-export function matmulKernel(
-  e: Engine,
-  C: Tensor,
-  A: Tensor,
-  B: Tensor,
-  M: number,
-  N: number,
-  K: number,
-  o: {
-    transA?: boolean; transB?: boolean; batch?: number; strideA?: number; strideB?: number; alpha?: number; beta?: number; bias?: Tensor | null;
-    /** v4's rows per thread; default 16 on CPU adapters, 8 on GPUs (tests force each). */
-    rowsPerThread?: 8 | 16;
-  },
-): void {
+export function matmulKernel(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: number, N: number, K: number, o: MatmulKernelOptions): void {
   const batch = o.batch ?? 1;
   if (A.packed || B.packed) {
     matmulPacked(e, C, A, B, M, N, K, o);
     return;
   }
   const bias = o.bias ?? A; // any bound buffer; unused when hasBias = 0
-  // Register tiles wherever the contiguous dimensions allow vec4 loads: v4
-  // (RM x 16 block per thread, vec4 stores; RM = 16 on CPU adapters, 8 on
-  // GPUs) when N % 4 == 0 as well, else v3 (8x4 block, scalar stores); v1
-  // (workgroup-memory tiles) otherwise. All of them without barriers except
-  // v1. Measured on SwiftShader, ms per call (v2 / v3 / v4 RM 8 / v4 RM 16,
-  // best of 6 rounds under a noisy host; 16 threads per workgroup instead of
-  // 64 measured no better): 512x64x64 A B^T 7 / 2.5 / 1.6-1.9 / 1.5, 512x172x64 20 / 12 / 4.5 / 2.8,
-  // 512x64x172 20 / 6 / 4.1 / 3.3, 512x512x64 60 / 20 / 12.3 / 11,
-  // 512x64x512 A B 52 / 16 / 8.5, 512x8x64 (LoRA) 2.4 / 0.9 / 0.6 / 0.6.
-  // v2 is kept as the baseline.
-  const vec4 = K % 4 === 0 && (!o.transA || M % 4 === 0) && (o.transB || N % 4 === 0);
+  const variants = matmulVariants(e, M, N, K, o);
+  let variant = o.variant ?? e.matmulTuner?.choose(M, N, K, o, variants) ?? variants[0];
+  if (!variants.includes(variant)) {
+    if (o.variant) throw new Error(`matmul: kernel ${o.variant} cannot run ${M}x${N}x${K} (transA ${!!o.transA}, transB ${!!o.transB}); it can run as ${variants.join(', ')}`);
+    variant = variants[0];
+  }
   const args = params(
     M, N, K, batch,
     o.transA ? 1 : 0, o.transB ? 1 : 0, o.strideA ?? M * K, o.strideB ?? K * N,
@@ -97,15 +125,24 @@ export function matmulKernel(
   );
   const bindings = [{ tensor: A }, { tensor: B }, { tensor: bias }, { tensor: C, write: true }];
   const layout = { TA: o.transA ? 1 : 0, TB: o.transB ? 1 : 0 };
-  const strides4 = (o.strideA ?? M * K) % 4 === 0 && (o.strideB ?? K * N) % 4 === 0;
-  if (vec4 && N % 4 === 0 && strides4) {
-    const RM = o.rowsPerThread ?? (isCpuAdapter(e.ctx.adapterInfo) ? 16 : 8);
-    const [x, y] = grid1d(e, Math.ceil(M / RM) * Math.ceil(N / 16), 64);
-    e.dispatch(codeV4, 'matmul', args, bindings, [x, y, batch], { ...layout, RM });
-  } else if (vec4) {
-    e.dispatch(codeV3, 'matmul', args, bindings, [Math.ceil(N / 32), Math.ceil(M / 64), batch], layout);
-  } else {
-    e.dispatch(code, 'matmul', args, bindings, [Math.ceil(N / 64), Math.ceil(M / 64), batch]);
+  switch (variant) {
+    case 'v4': {
+      const RM = o.rowsPerThread ?? (isCpuAdapter(e.ctx.adapterInfo) ? 16 : 8);
+      const [x, y] = grid1d(e, Math.ceil(M / RM) * Math.ceil(N / 16), 64);
+      e.dispatch(codeV4, 'matmul', args, bindings, [x, y, batch], { ...layout, RM });
+      break;
+    }
+    case 'v3':
+      e.dispatch(codeV3, 'matmul', args, bindings, [Math.ceil(N / 32), Math.ceil(M / 64), batch], layout);
+      break;
+    case 'v5':
+      e.dispatch(codeV5, 'matmul', args, bindings, [Math.ceil(N / 64), Math.ceil(M / 64), batch], layout);
+      break;
+    case 'v6':
+      e.dispatch(codeV6, 'matmul', args, bindings, [Math.ceil(N / 16), Math.ceil(M / 64), batch], layout);
+      break;
+    default:
+      e.dispatch(code, 'matmul', args, bindings, [Math.ceil(N / 64), Math.ceil(M / 64), batch]);
   }
 }
 
@@ -179,25 +216,38 @@ export function matmul(e: Engine, A: Tensor, B: Tensor, o: MatmulOptions = {}): 
   const strideB = K * N;
   matmulKernel(e, C, A, B, M, N, K, {
     transA: o.transA, transB: o.transB, batch, strideA: M * K, strideB,
-    alpha: o.alpha, beta: o.accumulate ? 1 : 0, bias: o.bias,
+    alpha: o.alpha, beta: o.accumulate ? 1 : 0, bias: o.bias, variant: o.variant,
   });
   if (e.tape && needsGrad(A, B, o.bias)) {
     C.requiresGrad = true;
     const alpha = o.alpha ?? 1;
     const tA = !!o.transA, tB = !!o.transB;
+    // A forced kernel runs the backward matmuls too, where their shapes allow it.
+    const forced = o.variant;
+    const fits = (m: number, n: number, k: number, ko: MatmulKernelOptions) => (forced && matmulVariants(e, m, n, k, ko).includes(forced) ? forced : undefined);
     e.tape.record('matmul', () => {
       const dC = C.grad;
       if (!dC) return;
       if (A.requiresGrad) {
         const dA = A.gradOrZeros();
         // dA (stored layout) = alpha * [dC op(B)^T] or its transpose.
-        if (!tA) matmulKernel(e, dA, dC, B, M, K, N, { transB: !tB, batch, strideA: M * N, strideB, alpha, beta: 1 });
-        else matmulKernel(e, dA, B, dC, K, M, N, { transA: tB, transB: true, batch, strideA: strideB, strideB: M * N, alpha, beta: 1 });
+        if (!tA) {
+          const ko: MatmulKernelOptions = { transB: !tB, batch, strideA: M * N, strideB, alpha, beta: 1 };
+          matmulKernel(e, dA, dC, B, M, K, N, { ...ko, variant: fits(M, K, N, ko) });
+        } else {
+          const ko: MatmulKernelOptions = { transA: tB, transB: true, batch, strideA: strideB, strideB: M * N, alpha, beta: 1 };
+          matmulKernel(e, dA, B, dC, K, M, N, { ...ko, variant: fits(K, M, N, ko) });
+        }
       }
       if (B.requiresGrad) {
         const dB = B.gradOrZeros();
-        if (!tB) matmulKernel(e, dB, A, dC, K, N, M, { transA: !tA, batch, strideA: M * K, strideB: M * N, alpha, beta: 1 });
-        else matmulKernel(e, dB, dC, A, N, K, M, { transA: true, transB: tA, batch, strideA: M * N, strideB: M * K, alpha, beta: 1 });
+        if (!tB) {
+          const ko: MatmulKernelOptions = { transA: !tA, batch, strideA: M * K, strideB: M * N, alpha, beta: 1 };
+          matmulKernel(e, dB, A, dC, K, N, M, { ...ko, variant: fits(K, N, M, ko) });
+        } else {
+          const ko: MatmulKernelOptions = { transA: true, transB: tA, batch, strideA: M * N, strideB: M * K, alpha, beta: 1 };
+          matmulKernel(e, dB, dC, A, N, K, M, { ...ko, variant: fits(N, K, M, ko) });
+        }
       }
       if (o.bias?.requiresGrad) {
         sumRowsKernel(e, o.bias.gradOrZeros(), dC, batch * M, N, true);
