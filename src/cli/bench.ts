@@ -27,6 +27,8 @@ import { ConfigError } from '../errors';
 import type { LlamaModel } from '../model/llama';
 import { builtinMethods, methodNameFor, resolveMethod } from '../methods/registry';
 import { svdTopR } from '../methods/svd';
+import { MatmulTuner, adapterKey, type TuneEntry } from '../engine/matmul-tune';
+import { matmulVariants } from '../engine/ops/matmul';
 import { seededRandom } from '../model/generate';
 import { Trainer } from '../train/trainer';
 import { MemoryRunStore } from '../train/store';
@@ -410,9 +412,31 @@ async function benchShapeFile(e: Engine, spec: BenchSpec, name: string, configTe
   return { model: `${name}-shape (random weights, ${dtype} file)`, params, batch: B, seq: T, file_dtype: dtype, file_bytes: fileBytes, train_steps: steps };
 }
 
+/**
+ * What the matmul autotuner (src/engine/matmul-tune.ts) measures on this
+ * adapter for the linear layers of stories260K (8 x 64 tokens) and of
+ * SmolLM2-135M (256 tokens): ms per call of every kernel that can run the
+ * shape, and the winner. A fresh tuner with no store: the numbers are this
+ * run's, and nothing is cached by the bench.
+ */
+async function autotuneTable(e: Engine) {
+  const tuner = new MatmulTuner(adapterKey(e.ctx.adapterInfo), null, { budgetMs: 200 });
+  const shapes: [string, number, number, number][] = [
+    ['stories260K q_proj 512x64x64', 512, 64, 64], ['stories260K up_proj 512x172x64', 512, 172, 64],
+    ['stories260K down_proj 512x64x172', 512, 64, 172], ['stories260K lora_A 512x8x64', 512, 8, 64],
+    ['smollm2 q_proj 256x576x576', 256, 576, 576], ['smollm2 up_proj 256x1536x576', 256, 1536, 576], ['smollm2 down_proj 256x576x1536', 256, 576, 1536],
+  ];
+  const out: Record<string, TuneEntry | null> = {};
+  for (const [name, M, N, K] of shapes) {
+    const o = { transB: true };
+    out[name] = await tuner.time(e, { M, N, K, o, variants: matmulVariants(e, M, N, K, o) });
+  }
+  return out;
+}
+
 export async function runBench(e: Engine, opts: BenchOptions) {
   const spec = readSpec();
-  const known = ['stories260K', ...Object.keys(spec.shapes)];
+  const known = ['stories260K', 'autotune', ...Object.keys(spec.shapes)];
   for (const n of opts.only ?? []) {
     if (!known.includes(n)) throw new ConfigError(`bench --only: no model shape '${n}'. Known: ${known.join(', ')} (a shape is bench/<name>.config.json, listed under "shapes" in bench/bench.json).`);
   }
@@ -443,10 +467,12 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     results.push(await benchModel(e, spec, `${name}-shape (random weights)`, model, { batch: shape.batch, seq: shape.seq }, Math.min(opts.steps, 2)));
     model.dispose();
   }
+  const autotune = wanted('autotune', true) ? await autotuneTable(e) : undefined;
   return {
     date: new Date().toISOString(),
     adapter: e.ctx.adapterInfo,
     results,
+    ...(autotune ? { matmul_autotune_ms: autotune } : {}),
     svd_cpu_ms_smollm2_layers: svdTiming(),
   };
 }
