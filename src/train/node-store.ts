@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+import { readFileBytes } from '../hub/node';
 import type { FileMap, RunStore } from './store';
 
 export class FolderRunStore implements RunStore {
@@ -32,7 +33,13 @@ export class FolderRunStore implements RunStore {
       return null;
     }
     const out: Record<string, Uint8Array> = {};
-    for (const f of entries) out[f] = new Uint8Array(await fs.readFile(path.join(dir, f)));
+    for (const f of entries) {
+      // A checkpoint's files are .json and .safetensors: a stray file (a core dump, a 2 GB copy) is not read.
+      if (!/\.(json|safetensors)$/.test(f)) continue;
+      const file = path.join(dir, f);
+      if (!(await fs.stat(file)).isFile()) continue;
+      out[f] = await readFileBytes(file); // no 2 GiB limit, unlike fs.readFile
+    }
     return out;
   }
 

@@ -269,3 +269,19 @@ describe('pytorch_adapter.bin views are bounded by the file size', () => {
 });
 
 
+
+describe('checkpoint folders', () => {
+  it('a stray 2.2 GB (sparse) file in a checkpoint is not read', async () => {
+    const { FolderRunStore } = await import('../../src/train/node-store');
+    const root = mkdtempSync(path.join(tmpdir(), 'ps-ckpt-'));
+    const store = new FolderRunStore(root);
+    await store.writeCheckpoint('checkpoint-1', { 'trainer_state.json': '{"global_step": 1}', 'trainable.safetensors': serializeSafetensors(new Map([['x', { shape: [1], data: Float32Array.of(1) }]])) });
+    sparse(path.join(root, 'checkpoint-1', 'core'), 2.2e9, new Uint8Array(1));
+    const before = process.memoryUsage().arrayBuffers;
+    const t0 = performance.now();
+    const files = await store.readCheckpoint('checkpoint-1');
+    expect(performance.now() - t0).toBeLessThan(5000);
+    expect(Object.keys(files!).sort()).toEqual(['trainable.safetensors', 'trainer_state.json']);
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 << 20);
+  });
+});
