@@ -224,7 +224,7 @@ export function validateEntry(raw: unknown, key: string, formatters: readonly st
     p.push(`${where}: "sources" must be a non-empty list, e.g. [{"type": "file", "splits": {"train": ["train.jsonl"]}}].`);
   } else {
     raw.sources.forEach((s, i) => checkSource(s, `${where}.sources[${i}]`, p, formatters));
-    if (typeof raw.split === 'string' && raw.sources.every((s) => isObj(s) && isObj(s.splits) && !(raw.split as string in s.splits))) {
+    if (typeof raw.split === 'string' && raw.sources.every((s) => isObj(s) && isObj(s.splits) && !Object.hasOwn(s.splits as object, raw.split as string))) {
       p.push(`${where}: no source has the split "${raw.split}"; add it to a source's "splits" or choose another split.`);
     }
   }

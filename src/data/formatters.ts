@@ -77,7 +77,7 @@ export interface FormatContext {
 export type Formatter = (row: TableRow, ctx: FormatContext) => Formatted;
 
 function field(row: TableRow, name: string, ctx: FormatContext): unknown {
-  if (!(name in row)) {
+  if (!Object.hasOwn(row, name)) {
     throw new ConfigError(`${ctx.where}: the row has no column "${name}" (columns: ${Object.keys(row).join(', ')}). The "${ctx.entry.formatter}" formatter of "${ctx.entry.key}" needs it; check the source or the columns mapping.`);
   }
   return row[name];
@@ -258,7 +258,7 @@ export const FORMATTERS: Record<string, Formatter> = {
   },
 
   conala: (row, ctx) => {
-    const rewritten = 'rewritten_intent' in row ? row.rewritten_intent : null;
+    const rewritten = Object.hasOwn(row, 'rewritten_intent') ? row.rewritten_intent : null;
     const intent = typeof rewritten === 'string' && rewritten !== '' ? rewritten : text(row, 'intent', ctx);
     return { prompt: intent, response: text(row, 'snippet', ctx) };
   },

@@ -67,7 +67,7 @@ function str(v: unknown): string {
 }
 
 function need(row: TableRow, field: string, where: string): unknown {
-  if (!(field in row)) throw new ConfigError(`${where}: a row has no field "${field}" (fields: ${Object.keys(row).join(', ')}).`);
+  if (!Object.hasOwn(row, field)) throw new ConfigError(`${where}: a row has no field "${field}" (fields: ${Object.keys(row).join(', ')}).`);
   return row[field];
 }
 
@@ -229,7 +229,7 @@ function toNumber(v: unknown, column: string, where: string): number | null {
 export function canonicalRows(files: ParsedFile[], opts: TableOptions, where: string): TableRow[] {
   let rows: TableRow[];
   if (opts.adapter) {
-    const adapter = ADAPTERS[opts.adapter];
+    const adapter = Object.hasOwn(ADAPTERS, opts.adapter) ? ADAPTERS[opts.adapter] : undefined;
     if (!adapter) throw new ConfigError(`${where}: unknown adapter "${opts.adapter}". Known adapters: ${Object.keys(ADAPTERS).join(', ')}.`);
     rows = adapter(files, where);
   } else {
@@ -239,14 +239,16 @@ export function canonicalRows(files: ParsedFile[], opts: TableOptions, where: st
   const map = opts.map ?? {};
   const numeric = opts.numeric ?? [];
   if (!Object.keys(rename).length && !Object.keys(map).length && !numeric.length) return rows;
+  // An own property whatever the column is called ('__proto__' included): assignment would set the prototype.
+  const define = (o: TableRow, k: string, v: unknown) => Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
   return rows.map((r, i) => {
     const out: TableRow = {};
-    for (const [k, v] of Object.entries(r)) out[rename[k] ?? k] = v;
+    for (const [k, v] of Object.entries(r)) define(out, Object.hasOwn(rename, k) ? rename[k] : k, v);
     for (const [col, values] of Object.entries(map)) {
-      if (!(col in out)) continue;
+      if (!Object.hasOwn(out, col)) continue;
       const v = out[col];
       const key = v === null || v === undefined ? 'null' : String(v).trim();
-      if (!(key in values)) {
+      if (!Object.hasOwn(values, key)) {
         throw new ConfigError(`${where}, row ${i}: column "${col}" has the value ${JSON.stringify(v)}, which the source's map does not know (known: ${Object.keys(values).join(', ')}).`);
       }
       out[col] = values[key];

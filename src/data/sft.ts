@@ -59,7 +59,7 @@ export function readAlpacaJsonl(text: string, source: string): AlpacaRecord[] {
     }
     const obj = row as Record<string, unknown>;
     for (const field of ['instruction', 'output']) {
-      if (!(field in obj) || obj[field] === null) {
+      if (!Object.hasOwn(obj, field) || obj[field] === null) {
         throw new ConfigError(`${where}: missing field "${field}". Alpaca rows need "instruction" and "output" (and optionally "input", "system"); found ${Object.keys(obj).map((k) => `"${k}"`).join(', ') || 'no fields'}.`);
       }
     }

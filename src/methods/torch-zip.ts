@@ -641,7 +641,7 @@ export function unpickleTensorDict(bytes: Uint8Array, what = 'data.pkl'): [strin
 }
 
 function checkGlobal(module: string, name: string, fail: (why: string) => never): Global {
-  const ok = (module === 'torch._utils' && name === '_rebuild_tensor_v2') || (module === 'collections' && name === 'OrderedDict') || (module === 'torch' && name in STORAGE_DTYPES);
+  const ok = (module === 'torch._utils' && name === '_rebuild_tensor_v2') || (module === 'collections' && name === 'OrderedDict') || (module === 'torch' && Object.hasOwn(STORAGE_DTYPES, name));
   if (!ok) fail(`it refers to ${module}.${name}`);
   return { kind: 'global', module, name };
 }

@@ -43,7 +43,7 @@ export class UserData {
     const entry = userEntry(name, mapping);
     const rows = await readUserTable(name, this.files, 50);
     for (const c of [mapping.prompt, mapping.response, mapping.query].filter((x): x is string => !!x)) {
-      if (rows.length && !(c in rows[0])) throw new ConfigError(`${name} has no column "${c}" (its columns: ${Object.keys(rows[0]).join(', ')}).`);
+      if (rows.length && !Object.hasOwn(rows[0], c)) throw new ConfigError(`${name} has no column "${c}" (its columns: ${Object.keys(rows[0]).join(', ')}).`);
     }
     this.register([entry]);
     return entry.key;

@@ -285,3 +285,17 @@ describe('checkpoint folders', () => {
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 << 20);
   });
 });
+
+describe('own properties only', () => {
+  it("a dataset map, rename, adapter or column named like an Object.prototype member is looked up as an own property", async () => {
+    const { canonicalRows } = await import('../../src/data/raw');
+    const { readAlpacaJsonl } = await import('../../src/data/sft');
+    const rows = [JSON.parse('{"label": "constructor", "__proto__": {"x": 1}, "text": "a"}')];
+    await fails(() => canonicalRows([{ path: 'f.jsonl', rows }], { map: { label: { '0': 'negative' } } }, 'src'), ConfigError, /column "label" has the value "constructor", which the source's map does not know/);
+    const out = canonicalRows([{ path: 'f.jsonl', rows }], { rename: { text: 'prompt' } }, 'src')[0];
+    expect(Object.getPrototypeOf(out)).toBe(Object.prototype);
+    expect(Object.keys(out).sort()).toEqual(['__proto__', 'label', 'prompt']);
+    await fails(() => canonicalRows([{ path: 'f.jsonl', rows }], { adapter: 'constructor' }, 'src'), ConfigError, /unknown adapter "constructor"/);
+    await fails(() => readAlpacaJsonl('{"__proto__": {"instruction": "x", "output": "y"}}', 'a.jsonl'), ConfigError, /missing field "instruction"/);
+  });
+});
