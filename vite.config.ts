@@ -41,6 +41,30 @@ export function browserOnly(): Plugin {
   };
 }
 
+/**
+ * The one .wasm file the studio loads: onnxruntime-web's WebGPU build
+ * (`onnxruntime-web/webgpu`, WebGPU and wasm execution providers), fetched by
+ * the Playground's ONNX worker. transformers.js (tokenizers, in the engine
+ * worker) imports the same build, so the same file; onnxruntime-web's other
+ * builds (plain wasm, JSEP, JSPI) must not come in through some import, or
+ * dist/ would carry 15-28 MB files no page fetches.
+ */
+const LOADED_WASM = [/^ort-wasm-simd-threaded\.asyncify-[\w-]+\.wasm$/];
+
+export function onlyLoadedWasm(): Plugin {
+  return {
+    name: 'peft-studio:only-loaded-wasm',
+    generateBundle(_options, bundle) {
+      for (const file of Object.keys(bundle)) {
+        const name = file.split('/').pop()!;
+        if (name.endsWith('.wasm') && !LOADED_WASM.some((re) => re.test(name))) {
+          this.error(`dist/ would ship ${file}, a wasm file the studio never loads. Import onnxruntime-web/webgpu (as src/worker/onnx-runner.ts does), not another onnxruntime-web build, or add the file to LOADED_WASM in vite.config.ts if a page really fetches it.`);
+        }
+      }
+    },
+  };
+}
+
 // The UI tells the worker's errors apart by `name` (src/ui/errors.ts), and
 // src/errors.ts takes it from the class name, which minifying would mangle.
 const keepNames = { output: { keepNames: true } };
@@ -48,11 +72,11 @@ const keepNames = { output: { keepNames: true } };
 export default defineConfig({
   // Relative asset URLs: dist/ works from any sub-path of a static host.
   base: './',
-  plugins: [svelte({ configFile: false, compilerOptions: { runes: true } }), browserOnly()],
+  plugins: [svelte({ configFile: false, compilerOptions: { runes: true } }), browserOnly(), onlyLoadedWasm()],
   worker: {
     format: 'es',
     // Worker bundles get only these plugins, not the ones above.
-    plugins: () => [browserOnly()],
+    plugins: () => [browserOnly(), onlyLoadedWasm()],
     rolldownOptions: keepNames,
   },
   build: {

@@ -9,7 +9,9 @@
  *    The longest main-thread task during training is measured
  *    (PerformanceObserver 'longtask' and a timer-lateness probe).
  *    Evaluate shows metrics; the exported adapter has LoRA tensor names;
- *    the Playground's base model reproduces reference.json's greedy ids.
+ *    the ONNX export has the transformers.js layout;
+ *    the Playground's base model reproduces reference.json's greedy ids, and
+ *    the run's ONNX export in onnxruntime-web gives the adapter's greedy ids.
  * 2. The share link, opened in a new page, restores every form; the model
  *    then loads from IndexedDB with no weight requests; damaged and newer
  *    links say so.
@@ -333,6 +335,12 @@ describe('studio with WebGPU (SwiftShader)', () => {
     const mergedNames = safetensorNames(merged['model.safetensors']);
     expect(mergedNames).toContain('model.layers.0.self_attn.q_proj.weight');
     expect(mergedNames.some((n) => n.includes('lora'))).toBe(false);
+    // ONNX (transformers.js): the merged model as onnx/model.onnx with config and tokenizer files.
+    t = Date.now();
+    const onnx = unzipSync((await download(page, '[data-testid=download-onnx]')).bytes);
+    timings.exportOnnx = Date.now() - t;
+    expect(Object.keys(onnx)).toEqual(expect.arrayContaining(['onnx/model.onnx', 'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']));
+    expect(JSON.parse(new TextDecoder().decode(onnx['config.json']))['transformers.js_config']).toEqual({ dtype: 'fp32' });
     await shot(page, 'studio-export');
 
     // The exported YAML, unchanged, in `peft-studio train` (Node, Dawn): same losses.
@@ -365,7 +373,18 @@ describe('studio with WebGPU (SwiftShader)', () => {
     await waitFor(page, '[data-testid=gen-output-adapter][data-state=done]', '[data-testid=generate-error]', 120_000);
     expect(JSON.parse((await page.textContent('[data-testid=prompt-ids-base]')) ?? 'null')).toEqual(reference.promptIds);
     expect(JSON.parse((await page.textContent('[data-testid=gen-ids-base]')) ?? 'null')).toEqual(reference.ids);
-    expect(JSON.parse((await page.textContent('[data-testid=gen-ids-adapter]')) ?? '[]').length).toBeGreaterThan(0);
+    const adapterIds = JSON.parse((await page.textContent('[data-testid=gen-ids-adapter]')) ?? '[]');
+    expect(adapterIds.length).toBeGreaterThan(0);
+    // The run's ONNX export in onnxruntime-web (its own worker): the engine's greedy tokens.
+    t = Date.now();
+    await page.click('[data-testid=run-onnx]');
+    await waitFor(page, '[data-testid=gen-output-onnx][data-state=done]', '[data-testid=onnx-error]', 180_000);
+    timings.playgroundOnnx = Date.now() - t;
+    measured.onnxProvider = await page.textContent('[data-testid=onnx-provider]');
+    measured.onnxNote = await page.$eval('[data-testid=onnx-note]', (n) => n.textContent).catch(() => null);
+    console.log('Playground ONNX:', measured.onnxProvider, measured.onnxNote ?? '');
+    expect(JSON.parse((await page.textContent('[data-testid=prompt-ids-onnx]')) ?? 'null')).toEqual(reference.promptIds);
+    expect(JSON.parse((await page.textContent('[data-testid=gen-ids-onnx]')) ?? 'null')).toEqual(adapterIds);
     await shot(page, 'studio-playground');
 
     // Runs: the run with its numbers, and its curve in the comparison chart.

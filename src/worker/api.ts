@@ -281,6 +281,8 @@ export interface StudioApi {
   exportZip(id: string): Promise<Uint8Array>;
   /** The base model with the run's adapter merged in, as a zipped HF model folder (methods that can merge). */
   exportMerged(id: string): Promise<Uint8Array>;
+  /** The merged model as the folder transformers.js loads (onnx/model.onnx, config.json, tokenizer files), zipped (methods that can merge). */
+  exportOnnx(id: string): Promise<Uint8Array>;
   storageInfo(): Promise<StorageInfo>;
   /** Delete cached Hub files ('cache'), every run ('runs'), or the runs not among `keep`. */
   clearStorage(what: 'cache' | 'runs'): Promise<void>;

@@ -56,7 +56,7 @@ export class Generation {
  * text, so a leading space of the first new token survives (SentencePiece
  * decoders strip it at the start of a sequence).
  */
-function continuation(tok: Tokenizer, promptIds: number[]): (ids: number[]) => string {
+export function continuation(tok: Tokenizer, promptIds: number[]): (ids: number[]) => string {
   const opts = { skipSpecialTokens: true };
   const prefix = tok.decode(promptIds, opts);
   return (ids) => {

@@ -26,6 +26,7 @@ import { DeviceSlot } from './device';
 import { Evaluation } from './evaluation';
 import { Export } from './export';
 import { Generation } from './generation';
+import { onnxExportZip } from './onnx-export';
 import { BaseModel } from './model';
 import { Runs } from './runs';
 import { Sessions } from './session';
@@ -176,6 +177,10 @@ export class Studio implements StudioApi {
 
   exportMerged(id: string): Promise<Uint8Array> {
     return this.exporter.merged(id);
+  }
+
+  exportOnnx(id: string): Promise<Uint8Array> {
+    return onnxExportZip(this.device, this.base, this.sessions, id);
   }
 
   // Storage
