@@ -63,6 +63,9 @@ export class OnnxRunner implements OnnxRunnerApi {
     await this.loaded?.session.release();
     this.loaded = null;
     const ort = await import('onnxruntime-web/webgpu');
+    // transformers.js (the tokenizer above) points this shared runtime at a CDN when it loads; the wasm file is
+    // served with the page (a Vite asset next to this bundle), so let onnxruntime-web find it there.
+    ort.env.wasm.wasmPaths = undefined;
     let note: string | null = null;
     let provider: OnnxProvider = 'wasm';
     let session: OrtSession & { release(): Promise<void> };
