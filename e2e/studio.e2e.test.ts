@@ -375,14 +375,17 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(JSON.parse((await page.textContent('[data-testid=gen-ids-base]')) ?? 'null')).toEqual(reference.ids);
     const adapterIds = JSON.parse((await page.textContent('[data-testid=gen-ids-adapter]')) ?? '[]');
     expect(adapterIds.length).toBeGreaterThan(0);
-    // The run's ONNX export in onnxruntime-web (its own worker): the engine's greedy tokens.
+    // The run's ONNX export in onnxruntime-web (its own worker): the engine's greedy tokens. The wasm provider:
+    // the WebGPU one (the default where WebGPU exists) gives the same ids but takes ~50 s here on SwiftShader.
     t = Date.now();
+    await page.selectOption('[data-testid=onnx-provider-choice]', 'wasm');
     await page.click('[data-testid=run-onnx]');
     await waitFor(page, '[data-testid=gen-output-onnx][data-state=done]', '[data-testid=onnx-error]', 180_000);
     timings.playgroundOnnx = Date.now() - t;
     measured.onnxProvider = await page.textContent('[data-testid=onnx-provider]');
     measured.onnxNote = await page.$eval('[data-testid=onnx-note]', (n) => n.textContent).catch(() => null);
     console.log('Playground ONNX:', measured.onnxProvider, measured.onnxNote ?? '');
+    expect(measured.onnxProvider).toMatch(/onnxruntime-web, wasm/);
     expect(JSON.parse((await page.textContent('[data-testid=prompt-ids-onnx]')) ?? 'null')).toEqual(reference.promptIds);
     expect(JSON.parse((await page.textContent('[data-testid=gen-ids-onnx]')) ?? 'null')).toEqual(adapterIds);
     await shot(page, 'studio-playground');

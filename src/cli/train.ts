@@ -76,6 +76,8 @@ export async function runConfig(e: Engine, configIn: ExperimentConfig, log: (s: 
   let config = configIn;
   const out = String(config.output_dir);
   if (!config.do_train && !config.do_predict) throw new ConfigError('Nothing to do: set do_train and/or do_predict to true.');
+  // A bad ONNX weight type fails now, not after training.
+  if (config.export_merged && config.export_format === 'onnx') parseOnnxWeightTypes(config.export_onnx_dtypes);
   // Before the model loads: a path that cannot hold files fails now, with a sentence (and /proc/<new> never spins).
   const existed = existsSync(out);
   await ensureWritableDir(out, 'output_dir');

@@ -29,8 +29,8 @@ export interface OnnxGenerateResult extends GenerateResult {
 }
 
 export interface OnnxRunnerApi {
-  /** Unzip an exported folder; load its tokenizer and onnx/model.onnx. */
-  load(zip: Uint8Array): Promise<OnnxLoadResult>;
+  /** Unzip an exported folder; load its tokenizer and onnx/model.onnx ('auto': WebGPU where available, else wasm). */
+  load(zip: Uint8Array, want?: 'auto' | 'wasm'): Promise<OnnxLoadResult>;
   /** Greedy decoding with the engine's stop set (EOS, and BOS for llama2.c-style models). */
   generate(prompt: string, maxNewTokens: number, onToken?: (id: number, text: string) => void): Promise<OnnxGenerateResult>;
   cancel(): void;
@@ -54,7 +54,7 @@ export class OnnxRunner implements OnnxRunnerApi {
   private loaded: { ort: OrtModule; session: OrtSession & { release(): Promise<void> }; config: ModelConfig; tokenizer: Tokenizer; provider: OnnxProvider } | null = null;
   private running: AbortController | null = null;
 
-  async load(zip: Uint8Array): Promise<OnnxLoadResult> {
+  async load(zip: Uint8Array, want: 'auto' | 'wasm' = 'auto'): Promise<OnnxLoadResult> {
     const files = unzipSync(zip);
     const model = files['onnx/model.onnx'];
     if (!model || !files['config.json']) throw new ModelFormatError('This zip is not an ONNX export: it has no onnx/model.onnx or config.json. Export it again (Export, ONNX).');
@@ -69,7 +69,9 @@ export class OnnxRunner implements OnnxRunnerApi {
     let note: string | null = null;
     let provider: OnnxProvider = 'wasm';
     let session: OrtSession & { release(): Promise<void> };
-    if (typeof navigator !== 'undefined' && navigator.gpu) {
+    if (want === 'wasm') {
+      note = null;
+    } else if (typeof navigator !== 'undefined' && navigator.gpu) {
       try {
         session = await ort.InferenceSession.create(model, { executionProviders: ['webgpu'] });
         provider = 'webgpu';
