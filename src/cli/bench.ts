@@ -19,7 +19,7 @@ import { crossEntropy } from '../engine/ops/cross_entropy';
 import { KernelTimer } from '../gpu/timer';
 import { LocalFolderSource } from '../hub/node';
 import { parseModelConfig, type ModelConfig } from '../model/config';
-import { readConfig, readWeights, modelFromWeights, loadModel } from '../model/load';
+import { readConfig, readWeights, modelFromWeights, loadModel, type BaseDtype } from '../model/load';
 import { f32ToF16 } from '../model/safetensors';
 import { estimateTrainingBytes } from '../ui/memory';
 import type { ModelSummary } from '../worker/api';
@@ -367,11 +367,12 @@ function svdTiming() {
  * through the loader, then each of its timed steps on a freshly loaded model
  * (QLoRA releases the base weights it quantizes; a fresh load also gives each
  * step the same starting pool). Steps are timed without a warm-up step: on
- * SwiftShader one step of these shapes takes minutes, pipeline compilation
- * a few seconds of it.
+ * SwiftShader one step of these shapes takes minutes; pipelines are compiled
+ * by an unreported warm-up on a one-layer model of the same family first.
  */
 async function benchShapeFile(e: Engine, spec: BenchSpec, name: string, configText: string, cfg: ModelConfig, shape: ShapeSpec, log: (s: string) => void) {
   const torchDtype = String((JSON.parse(configText) as { torch_dtype?: unknown }).torch_dtype ?? 'float32');
+  if (!['float32', 'float16', 'bfloat16'].includes(torchDtype)) throw new ConfigError(`bench/${name}.config.json: torch_dtype ${torchDtype} is not float32, float16 or bfloat16.`);
   const dtype = torchDtype === 'bfloat16' ? 'BF16' : torchDtype === 'float16' ? 'F16' : 'F32';
   const dir = path.resolve('.cache', 'bench', `${name}-${dtype.toLowerCase()}`);
   const tw = performance.now();
@@ -381,6 +382,23 @@ async function benchShapeFile(e: Engine, spec: BenchSpec, name: string, configTe
   const { batch: B, seq: T } = shape;
   const ids = new Int32Array(B * T);
   for (let i = 0; i < ids.length; i++) ids[i] = (i * 7919 + 3) % cfg.vocabSize;
+  // Warm-up, not reported: the same steps on a one-layer model of the same
+  // family (head size, biases, RoPE scaling, packed dtype), so that pipeline
+  // compilation (tens of seconds on SwiftShader) is not in the timed steps.
+  const tiny = parseModelConfig({
+    ...(JSON.parse(configText) as Record<string, unknown>),
+    hidden_size: 2 * cfg.headDim, head_dim: cfg.headDim, num_attention_heads: 2, num_key_value_heads: 1,
+    intermediate_size: 256, num_hidden_layers: 1, vocab_size: 512,
+  }, `bench/${name}.config.json (warm-up)`);
+  const tinyIds = ids.map((x) => x % 512);
+  for (const [method, gc] of shape.steps) {
+    const model = modelFromWeights(e, tiny, randomHostWeights(tiny), { baseDtype: torchDtype as BaseDtype });
+    try {
+      await trainStep(e, model, tinyIds, B, T, 1, spec.methods[method] ?? {}, { gradientCheckpointing: gc, noWarmup: true });
+    } finally {
+      model.dispose();
+    }
+  }
   const steps: Record<string, unknown>[] = [];
   let params = 0;
   for (const [method, gc] of shape.steps) {
@@ -394,6 +412,8 @@ async function benchShapeFile(e: Engine, spec: BenchSpec, name: string, configTe
     const load = {
       load_ms: Math.round(performance.now() - t0), host_rss_baseline_bytes: baseline, host_peak_rss_bytes: peak,
       host_rss_above_baseline_bytes: peak - baseline, gpu_bytes_after_load: e.pool.inUse,
+      // On a CPU adapter the GPU's buffers are host memory too: what the load held beyond them.
+      host_rss_above_baseline_less_gpu_bytes: peak - baseline - e.pool.current,
     };
     params = loaded.model.numParams();
     log(`bench: ${name} ${method}${gc ? ' + gradient_checkpointing' : ''}: loaded in ${load.load_ms} ms, stepping`);
@@ -410,6 +430,29 @@ async function benchShapeFile(e: Engine, spec: BenchSpec, name: string, configTe
     }
   }
   return { model: `${name}-shape (random weights, ${dtype} file)`, params, batch: B, seq: T, file_dtype: dtype, file_bytes: fileBytes, train_steps: steps };
+}
+
+/**
+ * The reference LoRA step with the base weights in f32 and packed as BF16
+ * (rounded to nearest even), alternating f32, BF16, f32, BF16 so that both
+ * see the same machine load; the best of each pair, and their ratio.
+ */
+async function packedVsF32(e: Engine, spec: BenchSpec, cfg: ModelConfig, host: Map<string, { shape: number[]; data: Float32Array }>, B: number, T: number, steps: number) {
+  const ids = new Int32Array(B * T);
+  for (let i = 0; i < ids.length; i++) ids[i] = (i * 7919 + 3) % cfg.vocabSize;
+  const best: Record<'float32' | 'bfloat16', Awaited<ReturnType<typeof trainStep>> | null> = { float32: null, bfloat16: null };
+  for (let round = 0; round < 2; round++) {
+    for (const dtype of ['float32', 'bfloat16'] as const) {
+      const model = modelFromWeights(e, cfg, host, { baseDtype: dtype });
+      try {
+        const r = await trainStep(e, model, ids, B, T, steps, spec.methods[spec.step.lora]);
+        if (!best[dtype] || r.tokens_per_s > best[dtype]!.tokens_per_s) best[dtype] = r;
+      } finally {
+        model.dispose();
+      }
+    }
+  }
+  return { f32: best.float32, bf16_base: best.bfloat16, bf16_over_f32_tokens_per_s: +(best.bfloat16!.tokens_per_s / best.float32!.tokens_per_s).toFixed(3) };
 }
 
 /**
@@ -448,9 +491,11 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     log(`bench: stories260K from ${stories}`);
     const source = new LocalFolderSource(stories);
     const cfg = await readConfig(source);
-    const model = modelFromWeights(e, cfg, await readWeights(source));
-    results.push(await benchModel(e, spec, 'stories260K', model, { batch: 8, seq: 64, methods: true }, opts.steps));
+    const host = await readWeights(source);
+    const model = modelFromWeights(e, cfg, host);
+    const r = await benchModel(e, spec, 'stories260K', model, { batch: 8, seq: 64, methods: true }, opts.steps);
     model.dispose();
+    results.push({ ...r, lora_train_step_f32_vs_bf16_base: await packedVsF32(e, spec, cfg, host, 8, 64, opts.steps) });
   } else if (!stories) {
     log('bench: stories260K not found (../shared/hub or .cache/hub); skipped');
   }
