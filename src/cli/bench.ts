@@ -38,6 +38,8 @@ export interface BenchOptions {
   /** Folder of stories260K (default: ../shared/hub or .cache/hub). */
   storiesDir?: string;
   only?: string[];
+  /** Called with the results so far (same form as the final result, `complete: false`) after each model and each step of a file shape. */
+  onPartial?: (partial: Record<string, unknown>) => Promise<void> | void;
 }
 
 interface BenchCase {
@@ -370,7 +372,10 @@ function svdTiming() {
  * SwiftShader one step of these shapes takes minutes; pipelines are compiled
  * by an unreported warm-up on a one-layer model of the same family first.
  */
-async function benchShapeFile(e: Engine, spec: BenchSpec, name: string, configText: string, cfg: ModelConfig, shape: ShapeSpec, log: (s: string) => void) {
+async function benchShapeFile(
+  e: Engine, spec: BenchSpec, name: string, configText: string, cfg: ModelConfig, shape: ShapeSpec, log: (s: string) => void,
+  onStep: (partial: Record<string, unknown>) => Promise<void>,
+) {
   const torchDtype = String((JSON.parse(configText) as { torch_dtype?: unknown }).torch_dtype ?? 'float32');
   if (!['float32', 'float16', 'bfloat16'].includes(torchDtype)) throw new ConfigError(`bench/${name}.config.json: torch_dtype ${torchDtype} is not float32, float16 or bfloat16.`);
   const dtype = torchDtype === 'bfloat16' ? 'BF16' : torchDtype === 'float16' ? 'F16' : 'F32';
@@ -395,6 +400,8 @@ async function benchShapeFile(e: Engine, spec: BenchSpec, name: string, configTe
     const model = modelFromWeights(e, tiny, randomHostWeights(tiny), { baseDtype: torchDtype as BaseDtype });
     try {
       await trainStep(e, model, tinyIds, B, T, 1, spec.methods[method] ?? {}, { gradientCheckpointing: gc, noWarmup: true });
+    } catch (err) {
+      log(`bench: ${name} warm-up of ${method}: ${(err as Error).message} (the timed step will say more)`);
     } finally {
       model.dispose();
     }
@@ -428,6 +435,7 @@ async function benchShapeFile(e: Engine, spec: BenchSpec, name: string, configTe
       loaded.model.dispose();
       e.pool.trim();
     }
+    await onStep({ model: `${name}-shape (random weights, ${dtype} file)`, params, batch: B, seq: T, file_dtype: dtype, file_bytes: fileBytes, train_steps: steps });
   }
   return { model: `${name}-shape (random weights, ${dtype} file)`, params, batch: B, seq: T, file_dtype: dtype, file_bytes: fileBytes, train_steps: steps };
 }
@@ -484,7 +492,10 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     if (!known.includes(n)) throw new ConfigError(`bench --only: no model shape '${n}'. Known: ${known.join(', ')} (a shape is bench/<name>.config.json, listed under "shapes" in bench/bench.json).`);
   }
   const wanted = (n: string, byDefault: boolean) => (opts.only ? opts.only.includes(n) : byDefault);
-  const results = [];
+  const results: Record<string, unknown>[] = [];
+  const started = new Date().toISOString();
+  const partial = async (current?: Record<string, unknown>) =>
+    opts.onPartial?.({ date: started, complete: false, adapter: e.ctx.adapterInfo, results: current ? [...results, current] : results });
   const log = (s: string) => process.stderr.write(s + '\n');
   const stories = findStories(opts.storiesDir);
   if (stories && wanted('stories260K', true)) {
@@ -495,7 +506,9 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     const model = modelFromWeights(e, cfg, host);
     const r = await benchModel(e, spec, 'stories260K', model, { batch: 8, seq: 64, methods: true }, opts.steps);
     model.dispose();
-    results.push({ ...r, lora_train_step_f32_vs_bf16_base: await packedVsF32(e, spec, cfg, host, 8, 64, opts.steps) });
+    const vs = await packedVsF32(e, spec, cfg, host, 8, 64, opts.steps).catch((err: Error) => ({ error: err.message }));
+    results.push({ ...r, lora_train_step_f32_vs_bf16_base: vs });
+    await partial();
   } else if (!stories) {
     log('bench: stories260K not found (../shared/hub or .cache/hub); skipped');
   }
@@ -504,17 +517,20 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     const configText = readFileSync(benchFile(`${name}.config.json`), 'utf8');
     const cfg = parseModelConfig(JSON.parse(configText), `bench/${name}.config.json`);
     if (shape.file) {
-      results.push(await benchShapeFile(e, spec, name, configText, cfg, shape, log));
+      results.push(await benchShapeFile(e, spec, name, configText, cfg, shape, log, partial));
+      await partial();
       continue;
     }
     log(`bench: ${name} shape, random weights`);
     const model = modelFromWeights(e, cfg, randomHostWeights(cfg));
     results.push(await benchModel(e, spec, `${name}-shape (random weights)`, model, { batch: shape.batch, seq: shape.seq }, Math.min(opts.steps, 2)));
     model.dispose();
+    await partial();
   }
   const autotune = wanted('autotune', true) ? await autotuneTable(e) : undefined;
   return {
-    date: new Date().toISOString(),
+    date: started,
+    complete: true,
     adapter: e.ctx.adapterInfo,
     results,
     ...(autotune ? { matmul_autotune_ms: autotune } : {}),

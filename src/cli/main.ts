@@ -218,7 +218,9 @@ export async function main(argvIn: string[]): Promise<number> {
     }
     case 'bench': {
       const e = await engineForCli();
-      const result = await runBench(e, { steps: num('steps', 5, 1, 1000), only: values.only?.split(',') });
+      // The file is rewritten after every model and every step of the large shapes, so a run stopped by a time limit keeps what it measured.
+      const partial = values.out ? (r: unknown) => writeOut(values.out!, JSON.stringify(r, null, 2) + '\n') : undefined;
+      const result = await runBench(e, { steps: num('steps', 5, 1, 1000), only: values.only?.split(','), onPartial: partial });
       const json = JSON.stringify(result, null, 2);
       if (values.out) await writeOut(values.out, json + '\n');
       process.stdout.write(json + '\n');
