@@ -27,9 +27,14 @@
  * without such a flag for a target (mistral; qwen2 o_proj or MLP) cannot
  * merge: ConfigError.
  */
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import { matchTargets, uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import { readOptions, targetModules } from 'peft-studio/methods/options';
+import { matchTargets, uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import { bitfitOptions } from './config';
+
+/** Everything BitFit reads, in form order. */
+const options = [targetModules, ...bitfitOptions] as const;
 
 const DEFAULT_TARGETS = ['q_proj', 'v_proj'];
 const ATTENTION = ['q_proj', 'k_proj', 'v_proj', 'o_proj'];
@@ -44,15 +49,28 @@ interface BitfitLayer {
 }
 
 export function bitfitTargets(linearNames: string[], config: Record<string, unknown>): string[] {
-  const targets = matchTargets(linearNames, config.target_modules ?? DEFAULT_TARGETS);
+  const given = readOptions(options, config, 'bitfit').target_modules;
+  const targets = matchTargets(linearNames, given ?? DEFAULT_TARGETS);
   if (targets.length === 0) {
-    throw new ConfigError(`target_modules ${JSON.stringify(config.target_modules)} matches no linear layer for bitfit; use names such as q_proj, v_proj (the default), or 'all' for every projection.`);
+    throw new ConfigError(`target_modules ${JSON.stringify(given)} matches no linear layer for bitfit; use names such as q_proj, v_proj (the default), or 'all' for every projection.`);
   }
   return targets;
 }
 
 export const bitfit: PeftMethod = {
   name: 'bitfit',
+  label: 'BitFit',
+  family: 'Adapters, scaling and bias',
+  description: 'Trains only biases of the targeted linears (added where the model has none): q_proj, v_proj by default (target_modules).',
+  order: 20,
+  options,
+  /** Per token, one add per output of each target. */
+  flops(ctx) {
+    const chosen = new Set(bitfitTargets(ctx.linears.map((l) => l.name), ctx.config));
+    let f = 0;
+    for (const l of ctx.linears) if (chosen.has(l.name)) f += ctx.batch * ctx.seq * l.outF;
+    return { flops: f };
+  },
   peftType: 'BITFIT',
   configFromAdapter(c) {
     // The init does not matter for a loaded adapter (the bias is imported); zeros keeps the seed out of it.
@@ -60,10 +78,7 @@ export const bitfit: PeftMethod = {
   },
   attach(ctx: MethodContext): AttachedMethod {
     const { e, model, config } = ctx;
-    const init = String(config.bias_init ?? 'torch_default');
-    if (init !== 'torch_default' && init !== 'zeros') {
-      throw new ConfigError(`bias_init ${JSON.stringify(config.bias_init)} is not a BitFit bias init; use torch_default (U(−1/√in, 1/√in), as PEFT-Factory) or zeros.`);
-    }
+    const init = readOptions(options, config, 'bitfit').bias_init;
     const targets = bitfitTargets(model.linearNames(), config);
     const layers = new Map<string, BitfitLayer>();
     for (const name of targets) {

@@ -214,11 +214,11 @@ export function bottleneckSuite(o: SuiteOptions): void {
       const model = modelFromWeights(e, cfg, randomWeights(cfg, 7));
       const attach = (config: Record<string, unknown>) => method.attach({ e, model, config, random: seededRandom(1) });
       expect(() => attach({ reduction_factor: 0 })).toThrow(ConfigError);
-      expect(() => attach({ reduction_factor: -2 })).toThrow(/reduction_factor -2: must be a number above 0/);
-      expect(() => attach({ non_linearity: 'softplus' })).toThrow(/non_linearity 'softplus' is not supported: use one of relu, tanh/);
-      expect(() => attach({ init_weights: 'xavier' })).toThrow(/init_weights 'xavier' is not one of bert, mam_adapter, houlsby/);
+      expect(() => attach({ reduction_factor: -2 })).toThrow(/reduction_factor: -2 is out of range; it must be > 0/);
+      expect(() => attach({ non_linearity: 'softplus' })).toThrow(/non_linearity: 'softplus' is not one of relu, tanh/);
+      expect(() => attach({ init_weights: 'xavier' })).toThrow(/init_weights: 'xavier' is not one of bert, mam_adapter, houlsby/);
       expect(() => attach({ scaling: 'learned' })).toThrow(/scaling "learned": use a number.*learned scalar scaling is not supported/);
-      expect(() => attach({ dropout: 1 })).toThrow(/dropout 1: must be in \[0, 1\)/);
+      expect(() => attach({ dropout: 1 })).toThrow(/dropout: 1 is out of range; it must be ≥ 0 and < 1/);
       expect(() => attach({ adapter_name: 'my.adapter' })).toThrow(/adapter_name 'my\.adapter'.*without '\.'/);
       expect(() => attach({ mh_adapter: false, output_adapter: false })).toThrow(/both false.*Set at least one to true/);
       // The schema rejects wrong types and ranges before attach.

@@ -30,17 +30,18 @@
  * state dict lists that shared module under both names; ln_after:
  * adapter_norm_after; channel scaling: scaling). Not mergeable (non-linear).
  */
-import { activation, activationKind } from '../../src/engine/ops/activation';
-import { add } from '../../src/engine/ops/add';
-import { dropout } from '../../src/engine/ops/dropout';
-import { layernorm } from '../../src/engine/ops/layernorm';
-import { matmul } from '../../src/engine/ops/matmul';
-import { mulVec } from '../../src/engine/ops/mul';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import { pythonJson } from '../../src/methods/adapter-files';
-import { gaussian, normal, uniform, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
-import { INIT_WEIGHTS, NON_LINEARITIES } from './config';
+import { activation, activationKind } from 'peft-studio/engine/ops/activation';
+import { add } from 'peft-studio/engine/ops/add';
+import { dropout } from 'peft-studio/engine/ops/dropout';
+import { layernorm } from 'peft-studio/engine/ops/layernorm';
+import { matmul } from 'peft-studio/engine/ops/matmul';
+import { mulVec } from 'peft-studio/engine/ops/mul';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import { pythonJson } from 'peft-studio/methods/adapter-files';
+import { readOptions } from 'peft-studio/methods/options';
+import { gaussian, normal, uniform, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import { bottleneckOptions, INIT_WEIGHTS, NON_LINEARITIES } from './config';
 import { sha1Hex } from './sha1';
 
 export type BnMethodName = 'bn-adapter' | 'seq-bn-adapter' | 'par-adapter';
@@ -79,39 +80,31 @@ export interface BnSettings {
 /** Validate the experiment keys (or the keys configFromAdapter produced) against the method's defaults. */
 export function resolveBnSettings(method: BnMethodName, c: Record<string, unknown>): BnSettings {
   const def = BN_DEFAULTS[method];
-  const pick = <T>(key: string, fallback: T): T => (c[key] === null || c[key] === undefined ? fallback : (c[key] as T));
-  const rf = Number(pick('reduction_factor', 16));
-  if (!Number.isFinite(rf) || rf <= 0) throw new ConfigError(`reduction_factor ${JSON.stringify(c.reduction_factor)}: must be a number above 0 (hidden_size / reduction_factor is the bottleneck width); PEFT-Factory uses 16.`);
-  const act = String(pick('non_linearity', def.nonLinearity)).toLowerCase();
-  if (!(NON_LINEARITIES as readonly string[]).includes(act)) {
-    throw new ConfigError(`non_linearity '${act}' is not supported: use one of ${NON_LINEARITIES.join(', ')}.`);
-  }
+  // `scaling` may also be 'channel' in an imported Adapters config (configFromAdapter), which the spec (a float) does not take.
+  const scalingRaw = c.scaling === null || c.scaling === undefined ? def.scaling : c.scaling;
+  const o = readOptions(bottleneckOptions, { ...c, scaling: undefined }, method);
+  const act = o.non_linearity ?? def.nonLinearity;
   activationKind(act);
-  const scalingRaw = pick<unknown>('scaling', def.scaling);
   let scaling: number | 'channel';
   if (scalingRaw === 'channel') scaling = 'channel';
   else if (typeof scalingRaw === 'number' && Number.isFinite(scalingRaw)) scaling = scalingRaw;
   else {
     throw new ConfigError(`scaling ${JSON.stringify(scalingRaw)}: use a number (the fixed factor on the adapter output; ${def.scaling} for ${method})${scalingRaw === 'learned' ? '; a learned scalar scaling is not supported here' : ''}.`);
   }
-  const init = String(pick('init_weights', def.init));
-  if (!(INIT_WEIGHTS as readonly string[]).includes(init)) throw new ConfigError(`init_weights '${init}' is not one of ${INIT_WEIGHTS.join(', ')}.`);
-  const p = Number(pick('dropout', 0));
-  if (!(p >= 0 && p < 1)) throw new ConfigError(`dropout ${JSON.stringify(c.dropout)}: must be in [0, 1).`);
-  const adapterName = String(pick('adapter_name', 'default'));
+  const adapterName = o.adapter_name;
   if (!/^[^.\s/\\]+$/.test(adapterName)) {
     throw new ConfigError(`adapter_name '${adapterName}': it becomes part of tensor keys (…adapters.<name>.…) and a folder name, so it must be non-empty without '.', '/', '\\' or spaces (e.g. 'sst2').`);
   }
-  const mh = !!pick('mh_adapter', def.mh);
-  const out = !!pick('output_adapter', def.out);
+  const mh = o.mh_adapter ?? def.mh;
+  const out = o.output_adapter ?? def.out;
   if (!mh && !out) throw new ConfigError(`mh_adapter and output_adapter are both false: the ${method} would add no adapter. Set at least one to true.`);
   return {
-    method, reductionFactor: rf, nonLinearity: act, scaling, init: init as InitWeights,
-    lnBefore: !!pick('ln_before', false), lnAfter: !!pick('ln_after', false), dropout: p, adapterName,
+    method, reductionFactor: o.reduction_factor, nonLinearity: act, scaling, init: o.init_weights ?? def.init,
+    lnBefore: o.ln_before, lnAfter: o.ln_after, dropout: o.dropout, adapterName,
     mh, out, parallel: def.parallel,
-    originalLnBefore: !!pick('original_ln_before', def.olb),
-    residualBeforeLn: !!pick('residual_before_ln', true),
-    adapterResidualBeforeLn: !!pick('adapter_residual_before_ln', false),
+    originalLnBefore: o.original_ln_before ?? def.olb,
+    residualBeforeLn: o.residual_before_ln,
+    adapterResidualBeforeLn: o.adapter_residual_before_ln,
   };
 }
 
@@ -276,9 +269,29 @@ export function keysFromAdaptersConfig(file: Record<string, unknown>): Record<st
 }
 
 /** The PeftMethod of one of the three folders. */
+const BN_INFO: Record<BnMethodName, { label: string; description: string; order: number }> = {
+  'bn-adapter': { label: 'Bottleneck adapter (Houlsby)', description: 'Trained bottleneck MLPs (down, activation, up) after the attention and MLP blocks of every layer.', order: 17 },
+  'seq-bn-adapter': { label: 'Sequential adapter (Pfeiffer)', description: 'One trained bottleneck MLP after the MLP block of every layer, fed the block output plus the residual stream.', order: 17.1 },
+  'par-adapter': { label: 'Parallel adapter', description: 'A trained bottleneck MLP beside the MLP block of every layer, fed the residual stream and added to the MLP output.', order: 17.2 },
+};
+
 export function bottleneckMethod(name: BnMethodName): PeftMethod {
   return {
     name,
+    ...BN_INFO[name],
+    family: 'Adapters, scaling and bias',
+    options: bottleneckOptions,
+    /**
+     * Per token per insertion point: 2·d·m (down) + 2·m·d (up), m =
+     * ⌊d / reduction_factor⌋; points per layer: mh_adapter and output_adapter.
+     */
+    flops(ctx) {
+      const s = resolveBnSettings(name, ctx.config);
+      const d = ctx.model.hiddenSize;
+      const m = bottleneckSize(d, s.reductionFactor);
+      const points = (s.mh ? 1 : 0) + (s.out ? 1 : 0);
+      return { flops: ctx.batch * ctx.seq * ctx.model.numLayers * points * (2 * d * m + 2 * m * d) };
+    },
     configFromAdapter(c) {
       const keys = keysFromAdaptersConfig(c);
       return keys && keys.finetuning_type === name ? keys : null;

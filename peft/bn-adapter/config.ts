@@ -1,6 +1,7 @@
 /**
  * Options of the three bottleneck adapters (bn-adapter, seq-bn-adapter,
- * par-adapter; METHODS.md §17), registered once here and read by all three.
+ * par-adapter; METHODS.md §17), declared once here and read by all three
+ * (`dropout` is the shared spec of peft-studio/methods/options).
  *
  * The keys are the Adapters library's BnConfig field names, because that is
  * what PEFT-Factory's YAML uses: its adapter configs subclass BnConfig
@@ -13,7 +14,8 @@
  * Union[float, str] field as a float); an imported adapter with
  * scaling "channel" loads, "learned" is refused.
  */
-import type { OptionSpec } from '../../src/config/schema';
+import type { OptionSpec } from 'peft-studio/config/schema';
+import { dropoutOption } from 'peft-studio/methods/options';
 
 export const NON_LINEARITIES = ['relu', 'tanh', 'sigmoid', 'swish', 'silu', 'gelu', 'gelu_new', 'leakyrelu'] as const;
 export const INIT_WEIGHTS = ['bert', 'mam_adapter', 'houlsby'] as const;
@@ -27,7 +29,7 @@ export const bottleneckOptions = [
   { key: 'init_weights', type: 'enum', default: null, nullable: true, choices: INIT_WEIGHTS, group: g, help: 'Initialisation: bert (down and up ~ N(0, 0.02²), biases 0), mam_adapter (down ~ U(±1/√d), up = 0: the adapter starts as an exact no-op), houlsby (truncated N(0, 0.01²) at ±0.02). Unset: bert for bn-adapter and seq-bn-adapter, mam_adapter for par-adapter.' },
   { key: 'ln_before', type: 'bool', default: false, group: g, help: 'A new trainable LayerNorm on the adapter input (before the down projection).' },
   { key: 'ln_after', type: 'bool', default: false, group: g, help: 'A new trainable LayerNorm on the adapter output.' },
-  { key: 'dropout', type: 'float', default: 0, min: 0, max: 1, exclusiveMax: true, group: g, help: 'Dropout on the adapter output during training (the Adapters library\'s BnConfig.dropout).' },
+  dropoutOption,
   { key: 'adapter_name', type: 'string', default: 'default', group: g, help: 'Name of the adapter: the <n> in its tensor keys (…adapters.<n>.adapter_down.0.weight) and in adapter_config.json. PEFT-Factory\'s peftbench uses the dataset name.' },
   { key: 'mh_adapter', type: 'bool', default: null, nullable: true, group: g, help: 'Adapter after the attention block. Unset: true for bn-adapter, false for seq-bn-adapter and par-adapter.' },
   { key: 'output_adapter', type: 'bool', default: null, nullable: true, group: g, help: 'Adapter after (par-adapter: beside) the MLP block. Unset: true.' },

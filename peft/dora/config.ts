@@ -1,11 +1,10 @@
 /**
- * DoRA options (METHODS.md §6): DoRA is LoRA with `use_dora: true`
- * (LLaMA-Factory / PEFT key), so it takes every LoRA option; the keys and
- * defaults are the lora-family ones of src/config/schema.ts.
+ * DoRA's option (METHODS.md §6): DoRA is LoRA with `use_dora: true`
+ * (LLaMA-Factory / PEFT key), so it reads every LoRA option
+ * (peft/lora/config.ts) plus this flag, which selects it.
  */
-import { loraOptions } from '../lora/config';
+import type { OptionSpec } from 'peft-studio/config/schema';
 
-export const doraOptions = [
-  ...loraOptions,
-  { key: 'use_dora', type: 'bool', default: false, help: 'DoRA: weight-decomposed LoRA (a trained magnitude per output row). Selects this method with finetuning_type lora.', group: 'lora' },
-] as const;
+export const useDora = { key: 'use_dora', type: 'bool', default: false, group: 'dora', help: 'DoRA: weight-decomposed LoRA (a trained magnitude per output row). With finetuning_type lora, selects DoRA.' } as const satisfies OptionSpec;
+
+export const doraOptions = [useDora] as const satisfies readonly OptionSpec[];

@@ -13,15 +13,22 @@
  * Export: the LoRA keys plus base_model.model.<module>.lora_magnitude_vector
  * (no .weight suffix), adapter_config "use_dora": true. Merge:
  * W ← (m / ‖W + s·BA‖_row) ⊙_row (W + s·BA) (exact).
- * Selected by finetuning_type lora + use_dora (src/methods/registry.ts).
+ * Selected by finetuning_type lora + use_dora (its `select`).
+ *
+ * FLOPs: LoRA's, plus per token out (the g ⊙ rescale), plus per forward per
+ * target the detached row norms as ops.ts computes them: 2·r·in·out (A Wᵀ)
+ * + 2·r²·in (A Aᵀ) + out·(2r² + 4r) (the quadratic forms).
  */
-import { matmul, matmulKernel } from '../../src/engine/ops/matmul';
-import { dropout } from '../../src/engine/ops/dropout';
+import { matmul, matmulKernel } from 'peft-studio/engine/ops/matmul';
+import { dropout } from 'peft-studio/engine/ops/dropout';
 import { doraNorm, doraRowSqNorm, doraScale, doraScaleRows } from '../../src/engine/ops/dora';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import { uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
-import { loraAdapterConfig, loraKeysFromAdapter, loraScaling, loraTargets } from '../lora/method';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import { flopsTargets } from 'peft-studio/eval/flops';
+import { uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import { loraOptions } from '../lora/config';
+import { LORA_FAMILY, loraAdapterConfig, loraFlops, loraKeysFromAdapter, loraSettings, loraTargets } from '../lora/method';
+import { useDora } from './config';
 
 interface DoraLayer {
   A: Tensor;
@@ -55,16 +62,29 @@ export interface DoraMethod extends PeftMethod {
 
 export const dora: DoraMethod = {
   name: 'dora',
+  label: 'DoRA',
+  family: LORA_FAMILY,
+  description: 'LoRA with a trained magnitude per output row: the weight is split into direction (LoRA-updated) and length.',
+  order: 6,
+  options: [...loraOptions, useDora],
+  select: { finetuning_type: 'lora', key: 'use_dora', value: true },
   peftType: 'LORA',
+  flops(ctx) {
+    const { r, lora_target } = loraSettings(ctx.config, 'dora');
+    let f = loraFlops(ctx, 'dora');
+    for (const l of flopsTargets(ctx.linears, lora_target, 'lora_target', 'dora')) {
+      f += ctx.batch * ctx.seq * l.outF + 2 * r * l.inF * l.outF + 2 * r * r * l.inF + l.outF * (2 * r * r + 4 * r);
+    }
+    return { flops: f };
+  },
   configFromAdapter(c) {
     if (!c.use_dora) return null;
     return { ...loraKeysFromAdapter(c), use_dora: true };
   },
   attach(ctx: MethodContext): AttachedDora {
     const { e, model, config } = ctx;
-    const { r, alpha, s } = loraScaling(config);
-    const p = Number(config.lora_dropout ?? 0);
-    const targets = loraTargets(model, config);
+    const { r, alpha, s, lora_dropout: p, lora_target, loraplus_lr_ratio } = loraSettings(config, 'dora');
+    const targets = loraTargets(model, lora_target);
     const layers = new Map<string, DoraLayer>();
     for (const name of targets) {
       const W = model.param(`${name}.weight`);
@@ -105,7 +125,7 @@ export const dora: DoraMethod = {
         return doraScale(e, { R: base, U, V, m: l.m, n }, `${name}.dora`);
       },
     });
-    const ratio = config.loraplus_lr_ratio === null || config.loraplus_lr_ratio === undefined ? 1 : Number(config.loraplus_lr_ratio);
+    const ratio = loraplus_lr_ratio ?? 1;
 
     const detach = (): void => {
       detachHooks();

@@ -4,6 +4,6 @@
  * adam_beta1/2, adam_epsilon). GaLore is its optimizer option (use_galore,
  * peft/galore/config.ts).
  */
-import type { OptionSpec } from '../../src/config/schema';
+import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const fullOptions = [] as const satisfies readonly OptionSpec[];

@@ -12,11 +12,14 @@
  * Merge: nothing to fold (the weights are trained in place); `merge` only
  * ends training.
  */
-import type { Engine } from '../../src/engine/engine';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import type { AdapterFiles, AttachedMethod, HostTensor, MethodContext, PeftMethod, TrainableParam } from '../../src/methods/types';
-import type { LlamaModel } from '../../src/model/llama';
+import type { Engine } from 'peft-studio/engine/engine';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import type { AdapterFiles, AttachedMethod, HostTensor, MethodContext, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
+import type { LlamaModel } from 'peft-studio/model/llama';
+
+/** Where full fine-tuning and its optimizer-side variants are listed. */
+export const FULL_FAMILY = 'Full and optimizer-side';
 
 /**
  * The model's own tensors, HF names, the tied lm_head excluded (it is
@@ -92,6 +95,13 @@ export function attachFull(ctx: MethodContext): AttachedMethod {
 
 export const full: PeftMethod = {
   name: 'full',
+  label: 'Full fine-tuning',
+  family: FULL_FAMILY,
+  description: 'Every weight of the model trains with AdamW; the export is a whole model.',
+  order: 10,
+  options: [],
+  // Weights are replaced, nothing is added to the forward.
+  flops: () => ({ flops: 0 }),
   attach: attachFull,
 };
 

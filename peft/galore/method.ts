@@ -34,14 +34,16 @@
  *
  * Export: the trained model, as peft/full (HF names, model.safetensors).
  */
-import type { Engine } from '../../src/engine/engine';
-import type { Tensor } from '../../src/engine/tensor';
-import { matmulKernel } from '../../src/engine/ops/matmul';
+import type { Engine } from 'peft-studio/engine/engine';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { matmulKernel } from 'peft-studio/engine/ops/matmul';
 import { galoreAdamwStep, galoreMoments, galoreStepSize } from '../../src/engine/ops/galore_adamw';
-import { ConfigError } from '../../src/errors';
-import { svdTopR } from '../../src/methods/svd';
-import type { AdapterFiles, AttachedMethod, MethodContext, OptimizerUpdate, PeftMethod, TrainableParam } from '../../src/methods/types';
-import { attachFull } from '../full/method';
+import { ConfigError } from 'peft-studio/errors';
+import { readOptions } from 'peft-studio/methods/options';
+import { svdTopR } from 'peft-studio/methods/svd';
+import type { AdapterFiles, AttachedMethod, MethodContext, OptimizerUpdate, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
+import { attachFull, FULL_FAMILY } from '../full/method';
+import { galoreOptions } from './config';
 
 export type GaloreProjType = 'std' | 'reverse_std' | 'right' | 'left' | 'full';
 export type GaloreSide = 'left' | 'right' | 'full';
@@ -54,17 +56,9 @@ export interface GaloreSettings {
   layerwise: boolean;
 }
 
-export function galoreSettings(config: Record<string, unknown>): GaloreSettings {
-  const rank = Number(config.galore_rank ?? 16);
-  const updateInterval = Number(config.galore_update_interval ?? 200);
-  const scale = Number(config.galore_scale ?? 2);
-  const projType = String(config.galore_proj_type ?? 'std') as GaloreProjType;
-  if (!Number.isInteger(rank) || rank < 1) throw new ConfigError(`galore_rank ${config.galore_rank} must be an integer ≥ 1 (e.g. 16).`);
-  if (!Number.isInteger(updateInterval) || updateInterval < 1) throw new ConfigError(`galore_update_interval ${config.galore_update_interval} must be an integer ≥ 1 (e.g. 200).`);
-  if (!['std', 'reverse_std', 'right', 'left', 'full'].includes(projType)) {
-    throw new ConfigError(`galore_proj_type '${projType}' is not one of std, reverse_std, right, left, full.`);
-  }
-  return { rank, updateInterval, scale, projType, layerwise: !!config.galore_layerwise };
+export function galoreSettings(config: Record<string, unknown>): GaloreSettings & { targets: string[] } {
+  const o = readOptions(galoreOptions, config, 'galore');
+  return { rank: o.galore_rank, updateInterval: o.galore_update_interval, scale: o.galore_scale, projType: o.galore_proj_type, layerwise: o.galore_layerwise, targets: o.galore_target };
 }
 
 /** Which side a [m, n] gradient is projected on (§11 table). */
@@ -117,9 +111,9 @@ export function attachGalore(ctx: MethodContext): AttachedMethod {
   if (s.layerwise && Number(config.gradient_accumulation_steps ?? 1) > 1) {
     throw new ConfigError('galore_layerwise steps each weight as soon as its gradient is ready, so it cannot accumulate gradients: set gradient_accumulation_steps: 1 or galore_layerwise: false.');
   }
-  const targets = galoreTargets(model.linearNames(), config.galore_target);
+  const targets = galoreTargets(model.linearNames(), s.targets);
   if (targets.length === 0) {
-    throw new ConfigError(`galore_target ${JSON.stringify(config.galore_target)} matches no linear layer; use 'all' or names such as q_proj, v_proj, mlp.`);
+    throw new ConfigError(`galore_target ${JSON.stringify(s.targets)} matches no linear layer; use 'all' or names such as q_proj, v_proj, mlp.`);
   }
   const targetWeights = new Set(targets.map((t) => `${t}.weight`));
   const inner = attachFull(ctx);
@@ -266,6 +260,18 @@ function projectedStep(e: Engine, W: Tensor, u: OptimizerUpdate, st: ProjectedSt
 
 export const galore: PeftMethod = {
   name: 'galore',
+  label: 'GaLore',
+  family: FULL_FAMILY,
+  description: 'Full fine-tuning whose AdamW moments live in a low-rank projection of each gradient (refreshed by SVD).',
+  order: 11,
+  options: galoreOptions,
+  select: { finetuning_type: 'full', key: 'use_galore', value: true },
+  configProblems(c) {
+    if (!c.use_galore || c.finetuning_type === 'full') return [];
+    return [`use_galore: GaLore is an optimizer for finetuning_type: full, not '${String(c.finetuning_type)}'.`];
+  },
+  // The forward is the base model's: GaLore changes only the optimizer.
+  flops: () => ({ flops: 0 }),
   attach: attachGalore,
 };
 

@@ -1,9 +1,9 @@
 /**
  * (IA)³ options (METHODS.md §18), with HF PEFT IA3Config names. The shared
- * `target_modules` key is registered once, in peft/svft/config.ts (unset:
+ * `target_modules` key is declared once in peft-studio/methods/options (unset:
  * each method's default; IA3's is k_proj, v_proj, down_proj).
  */
-import type { OptionSpec } from '../../src/config/schema';
+import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const ia3Options = [
   { key: 'feedforward_modules', type: 'string-list', default: null, nullable: true, group: 'ia3', help: "IA3: target modules treated as feed-forward, whose INPUT is scaled (vector 1 × in); the other targets scale their OUTPUT (out × 1). Must be a subset of target_modules when both are set. Unset: down_proj." },

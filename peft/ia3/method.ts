@@ -13,10 +13,15 @@
  * Export: base_model.model.<module>.ia3_l, shapes (out, 1) / (1, in).
  * Merge (exact): non-FF W ← diag(l) W and b ← l ⊙ b; FF W ← W diag(l).
  */
-import { mulVec } from '../../src/engine/ops/mul';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import { matchTargets, normal, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import { mulVec } from 'peft-studio/engine/ops/mul';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import { readOptions, targetModules } from 'peft-studio/methods/options';
+import { matchTargets, normal, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import { ia3Options } from './config';
+
+/** Everything IA3 reads, in form order. */
+const options = [targetModules, ...ia3Options] as const;
 
 const DEFAULT_TARGETS = ['k_proj', 'v_proj', 'down_proj'];
 const DEFAULT_FEEDFORWARD = ['down_proj'];
@@ -28,17 +33,13 @@ interface Ia3Layer {
   shape: [number, number];
 }
 
-function asList(v: unknown): string[] | null {
-  if (v === null || v === undefined) return null;
-  if (typeof v === 'string') return v.split(',').map((s) => s.trim()).filter(Boolean);
-  if (Array.isArray(v)) return v.map(String);
-  throw new ConfigError(`Expected a list of module names, got ${JSON.stringify(v)}.`);
-}
-
 /** Targets and which of them are feed-forward, with PEFT's defaults and its subset rule. */
 export function ia3Targets(linearNames: string[], config: Record<string, unknown>): { targets: string[]; feedforward: Set<string> } {
-  const given = asList(config.target_modules);
-  const ffGiven = asList(config.feedforward_modules);
+  // feedforward_modules: [] is HF PEFT's "no feed-forward target" (every target scales its output); the schema's lists are non-empty.
+  const noFeedforward = Array.isArray(config.feedforward_modules) && config.feedforward_modules.length === 0;
+  const o = readOptions(options, noFeedforward ? { ...config, feedforward_modules: null } : config, 'ia3');
+  const given = o.target_modules;
+  const ffGiven = noFeedforward ? [] : o.feedforward_modules;
   const isAll = given?.length === 1 && (given[0] === 'all' || given[0] === 'all-linear');
   // HF PEFT IA3Config: when both are lists, feedforward_modules ⊆ target_modules.
   if (given && ffGiven && !isAll) {
@@ -49,7 +50,7 @@ export function ia3Targets(linearNames: string[], config: Record<string, unknown
   }
   const targets = matchTargets(linearNames, given ?? DEFAULT_TARGETS);
   if (targets.length === 0) {
-    throw new ConfigError(`target_modules ${JSON.stringify(config.target_modules)} matches no linear layer for ia3; use names such as k_proj, v_proj, down_proj (or leave it unset for those three).`);
+    throw new ConfigError(`target_modules ${JSON.stringify(given)} matches no linear layer for ia3; use names such as k_proj, v_proj, down_proj (or leave it unset for those three).`);
   }
   const feedforward = new Set(matchTargets(targets, ffGiven ?? DEFAULT_FEEDFORWARD));
   return { targets, feedforward };
@@ -60,6 +61,19 @@ const suffixes = (names: Iterable<string>) => [...new Set([...names].map((t) => 
 
 export const ia3: PeftMethod = {
   name: 'ia3',
+  label: '(IA)³',
+  family: 'Adapters, scaling and bias',
+  description: 'Trained vectors that rescale activations: the outputs of k_proj and v_proj and the input of down_proj by default (target_modules).',
+  order: 18,
+  options,
+  /** Per token, one multiply per scaled feature (out of k, v; in of the feed-forward targets). */
+  flops(ctx) {
+    const { targets, feedforward } = ia3Targets(ctx.linears.map((l) => l.name), ctx.config);
+    const chosen = new Set(targets);
+    let f = 0;
+    for (const l of ctx.linears) if (chosen.has(l.name)) f += ctx.batch * ctx.seq * (feedforward.has(l.name) ? l.inF : l.outF);
+    return { flops: f };
+  },
   peftType: 'IA3',
   configFromAdapter(c) {
     return {
@@ -72,7 +86,7 @@ export const ia3: PeftMethod = {
   attach(ctx: MethodContext): AttachedMethod {
     const { e, model, config } = ctx;
     const { targets, feedforward } = ia3Targets(model.linearNames(), config);
-    const initOnes = config.init_ia3_weights === undefined || config.init_ia3_weights === null ? true : !!config.init_ia3_weights;
+    const initOnes = readOptions([ia3Options[1]], config, 'ia3').init_ia3_weights;
     const layers = new Map<string, Ia3Layer>();
     for (const name of targets) {
       const [outF, inF] = model.weightShape(`${name}.weight`);

@@ -1,9 +1,8 @@
 /**
  * LN Tuning options (METHODS.md §19). HF PEFT's LNTuningConfig has only
- * `target_modules` here: the shared key, registered once in
- * peft/svft/config.ts (unset: input_layernorm, post_attention_layernorm and
+ * `target_modules` here: the shared key, declared once in peft-studio/methods/options (unset: input_layernorm, post_attention_layernorm and
  * the final norm). No option of its own.
  */
-import type { OptionSpec } from '../../src/config/schema';
+import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const lntuningOptions = [] as const satisfies readonly OptionSpec[];

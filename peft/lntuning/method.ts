@@ -9,10 +9,11 @@
  * Export: base_model.model.<norm>.ln_tuning_layers.weight [d].
  * Merge (exact): the base norm weight ← w'.
  */
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import type { LlamaModel } from '../../src/model/llama';
-import { matchTargets, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import type { LlamaModel } from 'peft-studio/model/llama';
+import { readOptions, targetModules } from 'peft-studio/methods/options';
+import { matchTargets, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
 
 const DEFAULT_TARGETS = ['input_layernorm', 'post_attention_layernorm', 'norm'];
 
@@ -25,8 +26,8 @@ export function normNames(model: LlamaModel): string[] {
 }
 
 export function lnTuningTargets(model: LlamaModel, config: Record<string, unknown>): string[] {
-  const t = config.target_modules;
-  const list = t === null || t === undefined ? DEFAULT_TARGETS : typeof t === 'string' ? t.split(',').map((s) => s.trim()).filter(Boolean) : (t as string[]);
+  const t = readOptions([targetModules], config, 'lntuning').target_modules;
+  const list = t ?? DEFAULT_TARGETS;
   if (list.some((x) => x === 'all' || x === 'all-linear')) {
     throw new ConfigError(`target_modules ${JSON.stringify(t)}: 'all' selects linear layers, which LN tuning does not train; leave target_modules unset for every RMSNorm, or name them (input_layernorm, post_attention_layernorm, norm).`);
   }
@@ -39,6 +40,13 @@ export function lnTuningTargets(model: LlamaModel, config: Record<string, unknow
 
 export const lntuning: PeftMethod = {
   name: 'lntuning',
+  label: 'LN tuning',
+  family: 'Adapters, scaling and bias',
+  description: 'Trains copies of the RMSNorm weights (input, post-attention and final norms by default: target_modules).',
+  order: 19,
+  options: [targetModules],
+  // The trained norm weights replace the base ones: nothing is added to the forward.
+  flops: () => ({ flops: 0 }),
   peftType: 'LN_TUNING',
   configFromAdapter(c) {
     return { finetuning_type: 'lntuning', target_modules: c.target_modules ?? null };

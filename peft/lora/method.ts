@@ -7,11 +7,25 @@
  * Export: HF PEFT keys base_model.model.<module>.lora_A.weight / lora_B.weight.
  * LoRA+ (§7): B matrices train at loraplus_lr_ratio × learning_rate.
  */
-import { matmul } from '../../src/engine/ops/matmul';
-import { dropout } from '../../src/engine/ops/dropout';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import { matchTargets, uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import { dropout } from 'peft-studio/engine/ops/dropout';
+import { matmul } from 'peft-studio/engine/ops/matmul';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import { flopsTargets } from 'peft-studio/eval/flops';
+import { readOptions } from 'peft-studio/methods/options';
+import { matchTargets, uniform, type AdapterFiles, type AttachedMethod, type FlopsContext, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import { loraOptions } from './config';
+
+/** The LoRA family's place in lists (METHODS.md Part A). */
+export const LORA_FAMILY = 'LoRA family';
+
+/** LoRA's settings, parsed once from the config (defaults from loraOptions). */
+export function loraSettings(config: Record<string, unknown>, method = 'lora') {
+  const o = readOptions(loraOptions, config, method);
+  const r = o.lora_rank;
+  const alpha = o.lora_alpha ?? 2 * r;
+  return { ...o, r, alpha, s: o.use_rslora ? alpha / Math.sqrt(r) : alpha / r };
+}
 
 interface LoraLayer {
   A: Tensor;
@@ -33,24 +47,38 @@ export function loraKeysFromAdapter(c: Record<string, unknown>): Record<string, 
 }
 
 /** The linears `lora_target` selects (LLaMA-Factory default 'all'); an empty match is an error. */
-export function loraTargets(model: MethodContext['model'], config: Record<string, unknown>): string[] {
-  const targets = matchTargets(model.linearNames(), config.lora_target ?? 'all');
+export function loraTargets(model: MethodContext['model'], target: readonly string[]): string[] {
+  const targets = matchTargets(model.linearNames(), target);
   if (targets.length === 0) {
-    throw new ConfigError(`lora_target ${JSON.stringify(config.lora_target)} matches no linear layer; use 'all' or names such as q_proj, v_proj, down_proj.`);
+    throw new ConfigError(`lora_target ${JSON.stringify(target)} matches no linear layer; use 'all' or names such as q_proj, v_proj, down_proj.`);
   }
   return targets;
 }
 
+/** LoRA's scaling: s = alpha / r (alpha / √r with rsLoRA), alpha unset = 2r. */
 export function loraScaling(config: Record<string, unknown>): { r: number; alpha: number; s: number } {
-  const r = Number(config.lora_rank ?? 8);
-  const alpha = config.lora_alpha === null || config.lora_alpha === undefined ? 2 * r : Number(config.lora_alpha);
-  const s = config.use_rslora ? alpha / Math.sqrt(r) : alpha / r;
+  const { r, alpha, s } = loraSettings(config);
   return { r, alpha, s };
+}
+
+/** Per token, per target: 2·r·(in + out) (A then B). */
+export function loraFlops(ctx: FlopsContext, method: string): number {
+  const { r, lora_target } = loraSettings(ctx.config, method);
+  let f = 0;
+  for (const l of flopsTargets(ctx.linears, lora_target, 'lora_target', method)) f += ctx.batch * ctx.seq * 2 * r * (l.inF + l.outF);
+  return f;
 }
 
 export const lora: PeftMethod = {
   name: 'lora',
+  label: 'LoRA',
+  family: LORA_FAMILY,
+  description: 'A trained low-rank update s·B·A beside each targeted linear; the base weights stay frozen.',
+  order: 4,
+  isDefault: true,
+  options: loraOptions,
   peftType: 'LORA',
+  flops: (ctx) => ({ flops: loraFlops(ctx, 'lora') }),
   configFromAdapter(c) {
     // DoRA and PiSSA adapters are LoRA-typed too; their own folders load them.
     if (c.use_dora || String(c.init_lora_weights).startsWith('pissa')) return null;
@@ -58,9 +86,8 @@ export const lora: PeftMethod = {
   },
   attach(ctx: MethodContext): AttachedMethod {
     const { e, model, config } = ctx;
-    const { r, alpha, s } = loraScaling(config);
-    const p = Number(config.lora_dropout ?? 0);
-    const targets = loraTargets(model, config);
+    const { r, alpha, s, lora_dropout: p, lora_target, loraplus_lr_ratio } = loraSettings(config);
+    const targets = loraTargets(model, lora_target);
     const layers = new Map<string, LoraLayer>();
     for (const name of targets) {
       const [outF, inF] = model.weightShape(`${name}.weight`);
@@ -81,7 +108,7 @@ export const lora: PeftMethod = {
         return y;
       },
     });
-    const ratio = config.loraplus_lr_ratio === null || config.loraplus_lr_ratio === undefined ? 1 : Number(config.loraplus_lr_ratio);
+    const ratio = loraplus_lr_ratio ?? 1;
     const key = (name: string, which: 'A' | 'B') => `base_model.model.${name}.lora_${which}.weight`;
 
     return {

@@ -6,7 +6,7 @@
  * Each example's task id comes from its dataset (EncodedExample.taskId,
  * default 0) and must lie in [0, num_tasks).
  */
-import type { OptionSpec } from '../../src/config/schema';
+import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const mtpOptions = [
   { key: 'num_tasks', type: 'int', default: 1, min: 1, max: 65536, group: 'mtp', help: 'Tasks T_k with their own prompt factors; every example carries a task id in [0, num_tasks) (default 0).' },

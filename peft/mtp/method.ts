@@ -20,15 +20,21 @@
  * Export: `prompt_embeddings` = P* (unmodulated), `prefix_task_cols`
  * [T_k, n_v, k], `prefix_task_rows` [T_k, k, d]. Not mergeable.
  */
-import { matmul } from '../../src/engine/ops/matmul';
-import { mul } from '../../src/engine/ops/mul';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from '../../src/methods/types';
+import { matmul } from 'peft-studio/engine/ops/matmul';
+import { mul } from 'peft-studio/engine/ops/mul';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import { numVirtualTokens, readOptions } from 'peft-studio/methods/options';
+import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
+import { promptOptions } from '../prompt-tuning/config';
 import {
-  adapterTensor, adapterVirtualTokens, broadcastBatch, initPromptTable, normal, positiveInt, prependPrompt,
-  promptAdapterConfig, promptInitMode, promptTuningConfigKeys, requireVirtualTokens,
+  adapterTensor, adapterVirtualTokens, broadcastBatch, initPromptTable, normal, prependPrompt,
+  PROMPT_FAMILY, promptAdapterConfig, promptInitMode, promptTuningConfigKeys, requireVirtualTokens,
 } from '../prompt-tuning/prompt';
+import { mtpOptions } from './config';
+
+/** Everything mtp reads, in form order. */
+const options = [numVirtualTokens, ...mtpOptions, ...promptOptions] as const;
 
 /** The task id of each of the B sequences (0 when the caller gave none), validated against num_tasks. */
 export function taskIdsFor(taskIds: Int32Array | undefined, B: number, numTasks: number): Int32Array {
@@ -45,6 +51,18 @@ export function taskIdsFor(taskIds: Int32Array | undefined, B: number, numTasks:
 
 export const mtp: PeftMethod = {
   name: 'mtp',
+  label: 'Multitask prompt tuning',
+  family: PROMPT_FAMILY,
+  description: 'A shared soft prompt modulated per task by a trained rank-k factor (cols · rows), prepended to the input.',
+  order: 16,
+  options,
+  required: ['num_virtual_tokens'],
+  /** The sequence grows by n_v; per example 2·n_v·k·d + n_v·d (the rank-k task factor and the Hadamard product). */
+  flops(ctx) {
+    const nV = requireVirtualTokens(ctx.config, 'mtp');
+    const k = readOptions(options, ctx.config, 'mtp').num_ranks;
+    return { flops: ctx.batch * (2 * nV * k * ctx.model.hiddenSize + nV * ctx.model.hiddenSize), virtualTokens: nV };
+  },
   peftType: 'MULTITASK_PROMPT_TUNING',
   configFromAdapter(c) {
     const n = adapterVirtualTokens(c);
@@ -54,8 +72,7 @@ export const mtp: PeftMethod = {
   attach(ctx: MethodContext): AttachedMethod {
     const { e, model, config } = ctx;
     const nV = requireVirtualTokens(config, 'mtp');
-    const Tk = positiveInt(config, 'num_tasks', 1, 'mtp');
-    const k = positiveInt(config, 'num_ranks', 1, 'mtp');
+    const { num_tasks: Tk, num_ranks: k } = readOptions(options, config, 'mtp');
     const d = model.config.hiddenSize;
     const mode = promptInitMode(config, 'RANDOM');
     const P: Tensor = e.persist(e.empty([nV, d], 'prompt_embeddings'));

@@ -5,7 +5,7 @@
  * (eps is `coft_eps` here: a bare `eps` key would be ambiguous in a config
  * that also has adam_epsilon).
  */
-import type { OptionSpec } from '../../src/config/schema';
+import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const oftOptions = [
   { key: 'oft_rank', type: 'int', default: 0, min: 0, max: 65536, group: 'oft', help: 'Number of OFT blocks per layer (r). Set exactly one of oft_rank and oft_block_size; the other must be 0.' },

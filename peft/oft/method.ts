@@ -13,9 +13,15 @@
  * Merge: W ← W R_bdᵀ (exact).
  */
 import { blockRotate, cayleyNeumannCoefficients, coftProject, oftBlockParams, oftRotation } from '../../src/engine/ops/oft';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import { matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import { flopsTargets } from 'peft-studio/eval/flops';
+import { readOptions } from 'peft-studio/methods/options';
+import { matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import { oftOptions } from './config';
+
+/** Where OFT and SVFT are listed. */
+export const SPECTRAL_FAMILY = 'Orthogonal and spectral';
 
 interface OftLayer {
   theta: Tensor;
@@ -58,7 +64,7 @@ export function oftBlocks(inF: number, rank: number, blockSize: number): { r: nu
 export interface OftSettings {
   rank: number;
   blockSize: number;
-  targets: unknown;
+  targets: string[];
   moduleDropout: number;
   coft: boolean;
   eps: number;
@@ -69,26 +75,46 @@ export interface OftSettings {
 }
 
 export function oftSettings(config: Record<string, unknown>): OftSettings {
-  const num = (k: string, d: number) => (config[k] === null || config[k] === undefined ? d : Number(config[k]));
-  const formula = String(config.cayley_neumann_formula ?? '0.18');
-  if (formula !== '0.18' && formula !== '0.17') throw new ConfigError(`cayley_neumann_formula must be '0.18' or '0.17', got ${JSON.stringify(config.cayley_neumann_formula)}.`);
+  const o = readOptions(oftOptions, config, 'oft');
   return {
-    rank: num('oft_rank', 0),
-    blockSize: num('oft_block_size', 32),
-    targets: config.oft_target ?? 'all',
-    moduleDropout: num('module_dropout', 0),
-    coft: !!config.coft,
-    eps: num('coft_eps', 6e-5),
-    blockShare: !!config.block_share,
-    useCayleyNeumann: config.use_cayley_neumann === undefined || config.use_cayley_neumann === null ? true : !!config.use_cayley_neumann,
-    terms: num('num_cayley_neumann_terms', 5),
-    formula,
+    rank: o.oft_rank,
+    blockSize: o.oft_block_size,
+    targets: o.oft_target,
+    moduleDropout: o.module_dropout,
+    coft: o.coft,
+    eps: o.coft_eps,
+    blockShare: o.block_share,
+    useCayleyNeumann: o.use_cayley_neumann,
+    terms: o.num_cayley_neumann_terms,
+    formula: o.cayley_neumann_formula,
   };
 }
 
 export const oft: PeftMethod = {
   name: 'oft',
+  label: 'OFT',
+  family: SPECTRAL_FAMILY,
+  description: 'A trained block-diagonal orthogonal rotation (Cayley transform) of each targeted linear\'s input.',
+  order: 9,
+  options: oftOptions,
   peftType: 'OFT',
+  /**
+   * Per token per target: 2·b·in (block-diagonal rotation of the input, b after
+   * PEFT's adjustment); per forward per stored block: 2·b³ per b×b product of
+   * the Cayley–Neumann polynomial (degree D needs D − 1 products), or 2·b³ for
+   * the exact Cayley inverse.
+   */
+  flops(ctx) {
+    const s = oftSettings(ctx.config);
+    const coeffs = s.useCayleyNeumann ? cayleyNeumannCoefficients(s.terms, s.formula) : null;
+    let f = 0;
+    for (const l of flopsTargets(ctx.linears, s.targets, 'oft_target', 'oft')) {
+      const { r, b } = oftBlocks(l.inF, s.rank, s.blockSize);
+      const products = coeffs ? Math.max(0, coeffs.length - 2) : 1;
+      f += ctx.batch * ctx.seq * 2 * b * l.inF + (s.blockShare ? 1 : r) * products * 2 * b ** 3;
+    }
+    return { flops: f };
+  },
   configFromAdapter(c) {
     // peft_version is written by PEFT ≥0.18; without it the adapter came from
     // PEFT ≤0.17 (the 0.17 polynomial). A config without use_cayley_neumann
@@ -115,7 +141,7 @@ export const oft: PeftMethod = {
     const coeffs = s.useCayleyNeumann ? cayleyNeumannCoefficients(s.terms, s.formula) : null;
     const targets = matchTargets(model.linearNames(), s.targets);
     if (targets.length === 0) {
-      throw new ConfigError(`oft_target ${JSON.stringify(config.oft_target)} matches no linear layer; use 'all' or names such as q_proj, v_proj, down_proj.`);
+      throw new ConfigError(`oft_target ${JSON.stringify(s.targets)} matches no linear layer; use 'all' or names such as q_proj, v_proj, down_proj.`);
     }
     const layers = new Map<string, OftLayer>();
     for (const name of targets) {

@@ -11,14 +11,23 @@
  * false) that Python PEFT and prefix-tuning here load unchanged. The original
  * P-tuning-v2 code also applies dropout to the prefix; PEFT does not, nor do we.
  *
- * Options: num_virtual_tokens (required; registered in peft/prompt-tuning/config.ts).
+ * Options: num_virtual_tokens (required; the shared spec of peft-studio/methods/options).
  * No configFromAdapter: prefix-tuning loads every PREFIX_TUNING adapter.
  */
-import type { PeftMethod } from '../../src/methods/types';
-import { attachPrefix } from '../prefix-tuning/method';
+import { numVirtualTokens } from 'peft-studio/methods/options';
+import type { PeftMethod } from 'peft-studio/methods/types';
+import { PROMPT_FAMILY } from '../prompt-tuning/prompt';
+import { attachPrefix, prefixFlops } from '../prefix-tuning/method';
 
 const pTuningV2: PeftMethod = {
   name: 'p-tuning-v2',
+  label: 'P-tuning v2',
+  family: PROMPT_FAMILY,
+  description: 'Prefix tuning without reparameterisation: a trained key/value table of n_v virtual tokens per layer.',
+  order: 14,
+  options: [numVirtualTokens],
+  required: ['num_virtual_tokens'],
+  flops: (ctx) => prefixFlops(ctx, 'p-tuning-v2'),
   peftType: 'PREFIX_TUNING',
   attach: (ctx) => attachPrefix(ctx, 'p-tuning-v2'),
 };

@@ -3,7 +3,7 @@
  * num_virtual_tokens and encoder_hidden_size are shared with the other
  * prompt methods (peft/prompt-tuning/config.ts).
  */
-import type { OptionSpec } from '../../src/config/schema';
+import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const pTuningOptions = [
   { key: 'encoder_reparameterization_type', type: 'enum', default: 'MLP', choices: ['MLP', 'LSTM'], group: 'p-tuning', help: 'Prompt encoder: MLP (Linear-ReLU-Linear-ReLU-Linear) or LSTM (bidirectional LSTM, then Linear-ReLU-Linear) over the virtual-token table.' },

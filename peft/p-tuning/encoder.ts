@@ -24,14 +24,14 @@
  * Weight names are PEFT's in-model names under prompt_encoder.default:
  * embedding.weight, mlp_head.{0,2,4}.{weight,bias}, lstm_head.{weight,bias}_{ih,hh}_l{k}[_reverse].
  */
-import type { Engine } from '../../src/engine/engine';
-import { activation } from '../../src/engine/ops/activation';
-import { add } from '../../src/engine/ops/add';
-import { concatSeq, sliceSeq } from '../../src/engine/ops/concat';
-import { dropout, dropoutMaskCpu } from '../../src/engine/ops/dropout';
-import { matmul } from '../../src/engine/ops/matmul';
-import { mul } from '../../src/engine/ops/mul';
-import type { Tensor } from '../../src/engine/tensor';
+import type { Engine } from 'peft-studio/engine/engine';
+import { activation } from 'peft-studio/engine/ops/activation';
+import { add } from 'peft-studio/engine/ops/add';
+import { concatSeq, sliceSeq } from 'peft-studio/engine/ops/concat';
+import { dropout, dropoutMaskCpu } from 'peft-studio/engine/ops/dropout';
+import { matmul } from 'peft-studio/engine/ops/matmul';
+import { mul } from 'peft-studio/engine/ops/mul';
+import type { Tensor } from 'peft-studio/engine/tensor';
 import { normal } from '../prompt-tuning/prompt';
 
 export type EncoderKind = 'MLP' | 'LSTM';

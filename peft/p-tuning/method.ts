@@ -13,12 +13,16 @@
  * mode. Training after such an import trains that table (the encoder is
  * gone). Not mergeable.
  */
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from '../../src/methods/types';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { encoderHiddenSize, numVirtualTokens, readOptions } from 'peft-studio/methods/options';
+import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
 import {
-  adapterTensor, adapterVirtualTokens, broadcastBatch, positiveInt, prependPrompt, promptAdapterConfig, requireVirtualTokens,
+  adapterTensor, adapterVirtualTokens, broadcastBatch, prependPrompt, PROMPT_FAMILY, promptAdapterConfig, requireVirtualTokens,
 } from '../prompt-tuning/prompt';
+import { pTuningOptions } from './config';
+
+/** Everything p-tuning reads, in form order. */
+const options = [numVirtualTokens, encoderHiddenSize, ...pTuningOptions] as const;
 import { encodePrompt, encoderParams, initEncoderWeights, type EncoderKind, type EncoderSpec } from './encoder';
 
 const PREFIX = 'prompt_encoder.default.';
@@ -31,20 +35,14 @@ export interface AttachedPTuning extends AttachedMethod {
 
 export function pTuningSpec(config: Record<string, unknown>, d: number): EncoderSpec {
   const nV = requireVirtualTokens(config, 'p-tuning');
-  const kindRaw = String(config.encoder_reparameterization_type ?? 'MLP');
-  const kind = kindRaw.toUpperCase();
-  if (kind !== 'MLP' && kind !== 'LSTM') {
-    throw new ConfigError(`encoder_reparameterization_type ${JSON.stringify(kindRaw)} is not a prompt encoder; use MLP or LSTM.`);
-  }
-  const p = Number(config.encoder_dropout ?? 0);
-  if (!(p >= 0 && p < 1)) throw new ConfigError(`encoder_dropout ${JSON.stringify(config.encoder_dropout)} must be in [0, 1); 0 disables it.`);
+  const o = readOptions(options, config, 'p-tuning');
   return {
-    kind: kind as EncoderKind,
+    kind: o.encoder_reparameterization_type as EncoderKind,
     nV,
     d,
-    H: positiveInt(config, 'encoder_hidden_size', d, 'p-tuning'),
-    layers: positiveInt(config, 'encoder_num_layers', 2, 'p-tuning'),
-    dropout: p,
+    H: o.encoder_hidden_size ?? d,
+    layers: o.encoder_num_layers,
+    dropout: o.encoder_dropout,
   };
 }
 
@@ -55,6 +53,30 @@ export function pTuningCount(s: EncoderSpec): number {
 
 export const pTuning: PeftMethod = {
   name: 'p-tuning',
+  label: 'P-tuning',
+  family: PROMPT_FAMILY,
+  description: 'Soft-prompt embeddings produced by a trained encoder (MLP or LSTM) over a virtual-token table, prepended to the input.',
+  order: 15,
+  options,
+  required: ['num_virtual_tokens'],
+  /**
+   * The sequence grows by n_v, plus the encoder once: MLP
+   * 2·n_v·(d·H + H·H + H·d); LSTM Σ_layers 2 dirs · n_v · 8·H·(in_l + H)
+   * (four gates, each an input and a recurrent matmul) then
+   * 2·n_v·(2H·2H + 2H·d).
+   */
+  flops(ctx) {
+    const d = ctx.model.hiddenSize;
+    const { kind, nV, H, layers } = pTuningSpec(ctx.config, d);
+    let f = 0;
+    if (kind === 'MLP') {
+      f = 2 * nV * (d * H + H * H + H * d);
+    } else {
+      for (let i = 0; i < layers; i++) f += 2 * nV * 8 * H * ((i === 0 ? d : 2 * H) + H);
+      f += 2 * nV * (2 * H * 2 * H + 2 * H * d);
+    }
+    return { flops: f, virtualTokens: nV };
+  },
   peftType: 'P_TUNING',
   configFromAdapter(c) {
     const n = adapterVirtualTokens(c);

@@ -67,11 +67,11 @@ describe('p-tuning', () => {
     const model = tinyModel(e);
     const attach = (config: Record<string, unknown>) => pTuning.attach({ e, model, config, random: seededRandom(1) });
     expect(() => attach({})).toThrow(ConfigError);
-    expect(() => attach({})).toThrow(/num_virtual_tokens is not set/);
-    expect(() => attach({ num_virtual_tokens: 3, encoder_reparameterization_type: 'GRU' })).toThrow(/encoder_reparameterization_type "GRU" is not a prompt encoder; use MLP or LSTM/);
-    expect(() => attach({ num_virtual_tokens: 3, encoder_dropout: 1 })).toThrow(/encoder_dropout 1 must be in \[0, 1\)/);
-    expect(() => attach({ num_virtual_tokens: 3, encoder_hidden_size: 0 })).toThrow(/encoder_hidden_size 0 is not a positive integer/);
-    expect(() => attach({ num_virtual_tokens: 3, encoder_reparameterization_type: 'LSTM', encoder_num_layers: -1 })).toThrow(/encoder_num_layers -1/);
+    expect(() => attach({})).toThrow(/num_virtual_tokens: p-tuning needs it and it is unset/);
+    expect(() => attach({ num_virtual_tokens: 3, encoder_reparameterization_type: 'GRU' })).toThrow(/encoder_reparameterization_type: 'GRU' is not one of MLP, LSTM/);
+    expect(() => attach({ num_virtual_tokens: 3, encoder_dropout: 1 })).toThrow(/encoder_dropout: 1 is out of range; it must be ≥ 0 and < 1/);
+    expect(() => attach({ num_virtual_tokens: 3, encoder_hidden_size: 0 })).toThrow(/encoder_hidden_size: 0 is out of range; it must be ≥ 1/);
+    expect(() => attach({ num_virtual_tokens: 3, encoder_reparameterization_type: 'LSTM', encoder_num_layers: -1 })).toThrow(/encoder_num_layers: -1 is out of range/);
     model.dispose();
   });
 

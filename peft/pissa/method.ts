@@ -25,11 +25,14 @@
  * pissa_convert (pissa_init/, pissa_converted/).
  * Merge: W_res + s·BA (exact). Detach restores W = W_res + s·B₀A₀.
  */
-import { matmulKernel } from '../../src/engine/ops/matmul';
-import { ConfigError } from '../../src/errors';
-import { svdTopR } from '../../src/methods/svd';
-import { type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod } from '../../src/methods/types';
-import { lora, loraKeysFromAdapter, loraScaling, loraTargets } from '../lora/method';
+import { matmulKernel } from 'peft-studio/engine/ops/matmul';
+import { ConfigError } from 'peft-studio/errors';
+import { readOptions } from 'peft-studio/methods/options';
+import { svdTopR } from 'peft-studio/methods/svd';
+import { type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod } from 'peft-studio/methods/types';
+import { loraOptions } from '../lora/config';
+import { LORA_FAMILY, lora, loraFlops, loraKeysFromAdapter, loraSettings, loraTargets } from '../lora/method';
+import { pissaOptions } from './config';
 
 export interface AttachedPissa extends AttachedMethod {
   /** Resolves when every target holds its SVD initialisation (and any import issued before is applied). */
@@ -94,6 +97,13 @@ export interface PissaMethod extends PeftMethod {
 
 export const pissa: PissaMethod = {
   name: 'pissa',
+  label: 'PiSSA',
+  family: LORA_FAMILY,
+  description: 'LoRA started from the principal singular vectors of each weight; the frozen base keeps the residual.',
+  order: 8,
+  options: [...loraOptions, ...pissaOptions],
+  select: { finetuning_type: 'lora', key: 'pissa_init', value: true },
+  flops: (ctx) => ({ flops: loraFlops(ctx, 'pissa') }),
   peftType: 'LORA',
   configFromAdapter(c) {
     const init = String(c.init_lora_weights ?? '');
@@ -103,10 +113,9 @@ export const pissa: PissaMethod = {
   },
   attach(ctx: MethodContext): AttachedPissa {
     const { e, model, config } = ctx;
-    const { r, alpha, s } = loraScaling(config);
-    const iters = config.pissa_iter === undefined || config.pissa_iter === null ? 16 : Number(config.pissa_iter);
-    if (!Number.isInteger(iters) || iters < -1) throw new ConfigError(`pissa_iter ${config.pissa_iter}: use -1 (exact SVD) or a number of subspace iterations ≥ 0 (LLaMA-Factory default 16).`);
-    const targets = loraTargets(model, config);
+    const { r, alpha, s, lora_target } = loraSettings(config, 'pissa');
+    const { pissa_iter: iters } = readOptions(pissaOptions, config, 'pissa');
+    const targets = loraTargets(model, lora_target);
     for (const name of targets) {
       const [outF, inF] = model.param(`${name}.weight`).shape;
       if (r > Math.min(outF, inF)) {

@@ -1,10 +1,10 @@
 /**
  * Prefix-tuning option (METHODS.md §13). num_virtual_tokens and
- * encoder_hidden_size are shared with the other soft-prompt methods and are
- * registered once in peft/prompt-tuning/config.ts; only prefix_projection is
+
+
  * prefix tuning's own. p-tuning-v2 reads it too (and requires it false).
  */
-import type { OptionSpec } from '../../src/config/schema';
+import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const prefixOptions = [
   {

@@ -32,13 +32,19 @@
  * plain table: the projection MLP is gone, as when PEFT loads the adapter in
  * inference mode, so a reloaded adapter trains on Z directly. Not mergeable.
  */
-import { activation } from '../../src/engine/ops/activation';
-import { matmul } from '../../src/engine/ops/matmul';
-import { prefixSlice } from '../../src/engine/ops/prefix_slice';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import type { ModelConfig } from '../../src/model/config';
-import { normal, uniform, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import { activation } from 'peft-studio/engine/ops/activation';
+import { matmul } from 'peft-studio/engine/ops/matmul';
+import { prefixSlice } from 'peft-studio/engine/ops/prefix_slice';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import type { ModelConfig } from 'peft-studio/model/config';
+import { encoderHiddenSize, numVirtualTokens, readOptions } from 'peft-studio/methods/options';
+import { normal, uniform, type AdapterFiles, type AttachedMethod, type FlopsContext, type HostTensor, type MethodContext, type MethodFlops, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import { PROMPT_FAMILY, requireVirtualTokens } from '../prompt-tuning/prompt';
+import { prefixOptions } from './config';
+
+/** Everything prefix tuning reads, in form order (p-tuning-v2: the same without prefix_projection). */
+export const prefixTuningOptions = [numVirtualTokens, ...prefixOptions, encoderHiddenSize] as const;
 
 /** Prefix-tuning shapes for a model: D = n_kv·h_d (token_dim), F = N·2·D, H the projection width. */
 export interface PrefixDims {
@@ -72,32 +78,32 @@ interface PrefixOptions {
 
 /** num_virtual_tokens (required), prefix_projection, encoder_hidden_size from an experiment config. */
 export function prefixOptionsOf(config: Record<string, unknown>, flavour: PrefixFlavour): PrefixOptions {
-  const raw = config.num_virtual_tokens;
-  if (raw === null || raw === undefined) {
-    throw new ConfigError(`${flavour} needs num_virtual_tokens (the prefix length n_v per layer): set e.g. num_virtual_tokens: 32 (peftbench's value).`);
-  }
-  const nv = Number(raw);
-  if (!Number.isInteger(nv) || nv < 1) {
-    throw new ConfigError(`num_virtual_tokens ${JSON.stringify(raw)} is not a positive integer; set the prefix length, e.g. num_virtual_tokens: 32.`);
-  }
-  const projection = config.prefix_projection === true;
-  if (flavour === 'p-tuning-v2' && projection) {
+  const nv = requireVirtualTokens(config, flavour);
+  const o = readOptions(prefixTuningOptions, config, flavour);
+  if (flavour === 'p-tuning-v2' && o.prefix_projection) {
     throw new ConfigError(
       'prefix_projection: true does not apply to finetuning_type p-tuning-v2 (P-Tuning v2 is prefix tuning without reparameterisation); ' +
         'use finetuning_type: prefix-tuning with prefix_projection: true for the projected prefix, or drop prefix_projection.',
     );
   }
-  const hRaw = config.encoder_hidden_size;
-  let H: number | null = null;
-  if (hRaw !== null && hRaw !== undefined) {
-    H = Number(hRaw);
-    if (!Number.isInteger(H) || H < 1) {
-      throw new ConfigError(`encoder_hidden_size ${JSON.stringify(hRaw)} is not a positive integer; set the projection width (peftbench: 512) or leave it unset for n_kv·head_dim.`);
-    }
-  }
-  return { nv, projection, H };
+  return { nv, projection: o.prefix_projection, H: o.encoder_hidden_size };
 }
 
+/**
+ * Every query also attends to n_v prefix keys and values:
+ * N · B · n_h · 2 · (2·T·n_v·h_d); with prefix_projection the encoder once,
+ * 2·n_v·(D·H + H·F), D = n_kv·h_d, F = 2·N·D.
+ */
+export function prefixFlops(ctx: FlopsContext, flavour: PrefixFlavour): MethodFlops {
+  const c = ctx.model;
+  const o = prefixOptionsOf(ctx.config, flavour);
+  let f = c.numLayers * ctx.batch * c.numHeads * 2 * (2 * ctx.seq * o.nv * c.headDim);
+  if (o.projection) {
+    const { D, H, F } = prefixDims(c, o.nv, o.H);
+    f += 2 * o.nv * (D * H + H * F);
+  }
+  return { flops: f };
+}
 
 interface Projection {
   w1: Tensor;
@@ -241,6 +247,13 @@ export function prefixAdapterConfig(config: Record<string, unknown>, d: PrefixDi
 
 const prefixTuning: PeftMethod = {
   name: 'prefix-tuning',
+  label: 'Prefix tuning',
+  family: PROMPT_FAMILY,
+  description: 'Trained key/value prefixes of n_v virtual tokens in every attention layer (optionally through a projection MLP).',
+  order: 13,
+  options: prefixTuningOptions,
+  required: ['num_virtual_tokens'],
+  flops: (ctx) => prefixFlops(ctx, 'prefix-tuning'),
   peftType: 'PREFIX_TUNING',
   // Every PREFIX_TUNING adapter (from prefix-tuning or p-tuning-v2 here, or
   // from Python) loads as a plain table: the export holds Z, never the MLP.

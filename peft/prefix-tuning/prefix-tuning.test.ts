@@ -242,9 +242,9 @@ describe('prefix-tuning', () => {
     const model = tinyModel(e);
     const attach = (config: Record<string, unknown>) => prefixTuning.attach({ e, model, config, random: seededRandom(1) });
     expect(() => attach({})).toThrow(ConfigError);
-    expect(() => attach({ num_virtual_tokens: null })).toThrow(/needs num_virtual_tokens.*num_virtual_tokens: 32/);
-    expect(() => attach({ num_virtual_tokens: 2.5 })).toThrow(/num_virtual_tokens 2.5 is not a positive integer/);
-    expect(() => attach({ num_virtual_tokens: 4, prefix_projection: true, encoder_hidden_size: 0 })).toThrow(/encoder_hidden_size 0 is not a positive integer/);
+    expect(() => attach({ num_virtual_tokens: null })).toThrow(/num_virtual_tokens: prefix-tuning needs it and it is unset.*32 for prefix tuning/);
+    expect(() => attach({ num_virtual_tokens: 2.5 })).toThrow(/num_virtual_tokens: expected an integer or null, got the number 2.5/);
+    expect(() => attach({ num_virtual_tokens: 4, prefix_projection: true, encoder_hidden_size: 0 })).toThrow(/encoder_hidden_size: 0 is out of range; it must be ≥ 1/);
     const m = attach({ num_virtual_tokens: 2 });
     const F = 2 * 2 * 2 * 4; // N·2·n_kv·h_d of the tiny model
     expect(() => m.importAdapter({ config: {}, tensors: new Map() })).toThrow(/no tensor prompt_embeddings/);

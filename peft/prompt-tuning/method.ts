@@ -13,15 +13,25 @@
  *
  * Export: `prompt_embeddings` [n_v, d]. Not mergeable.
  */
-import type { Tensor } from '../../src/engine/tensor';
-import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from '../../src/methods/types';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { numVirtualTokens } from 'peft-studio/methods/options';
+import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
+import { promptOptions } from './config';
 import {
   adapterTensor, adapterVirtualTokens, broadcastBatch, initPromptTable, prependPrompt, promptAdapterConfig,
-  promptInitMode, promptTuningConfigKeys, requireVirtualTokens,
+  promptInitMode, PROMPT_FAMILY, promptTuningConfigKeys, requireVirtualTokens,
 } from './prompt';
 
 export const promptTuning: PeftMethod = {
   name: 'prompt-tuning',
+  label: 'Prompt tuning',
+  family: PROMPT_FAMILY,
+  description: 'A trained table of n_v soft-prompt embeddings prepended to every input.',
+  order: 12,
+  options: [numVirtualTokens, ...promptOptions],
+  required: ['num_virtual_tokens'],
+  // The sequence grows by n_v (the base model runs on it); the table itself costs nothing.
+  flops: (ctx) => ({ flops: 0, virtualTokens: requireVirtualTokens(ctx.config, 'prompt-tuning') }),
   peftType: 'PROMPT_TUNING',
   configFromAdapter(c) {
     const n = adapterVirtualTokens(c);

@@ -53,8 +53,8 @@ describe('prompt-tuning', () => {
     const model = tinyModel(e);
     const attach = (config: Record<string, unknown>, tokenizer?: { encode(t: string): number[] }) => promptTuning.attach({ e, model, config, random: seededRandom(1), tokenizer });
     expect(() => attach({})).toThrow(ConfigError);
-    expect(() => attach({})).toThrow(/num_virtual_tokens is not set.*num_virtual_tokens: 100/);
-    expect(() => attach({ num_virtual_tokens: 2.5 })).toThrow(/num_virtual_tokens 2.5 is not a positive integer/);
+    expect(() => attach({})).toThrow(/num_virtual_tokens: prompt-tuning needs it and it is unset.*100 for prompt tuning/);
+    expect(() => attach({ num_virtual_tokens: 2.5 })).toThrow(/num_virtual_tokens: expected an integer or null, got the number 2.5/);
     expect(() => attach({ num_virtual_tokens: 3, prompt_tuning_init: 'TEXT' })).toThrow(/prompt_tuning_init_text is not set/);
     expect(() => attach({ num_virtual_tokens: 3, prompt_tuning_init: 'TEXT', prompt_tuning_init_text: 'a b' })).toThrow(/needs the model tokenizer/);
     // tiny vocab 37: vocab5000 can draw at most 37 distinct ids.

@@ -10,45 +10,33 @@
  * and labels are those of the real tokens (PEFT pads the labels with −100
  * over the virtual positions: the same loss).
  */
-import type { Engine } from '../../src/engine/engine';
-import { concatSeq } from '../../src/engine/ops/concat';
-import { embedding } from '../../src/engine/ops/embedding';
-import { matmul } from '../../src/engine/ops/matmul';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import { gaussian, normal, type AdapterFiles, type MethodContext } from '../../src/methods/types';
+import type { Engine } from 'peft-studio/engine/engine';
+import { concatSeq } from 'peft-studio/engine/ops/concat';
+import { embedding } from 'peft-studio/engine/ops/embedding';
+import { matmul } from 'peft-studio/engine/ops/matmul';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import { numVirtualTokens, readOptions, requireOption } from 'peft-studio/methods/options';
+import { gaussian, normal, type AdapterFiles, type MethodContext } from 'peft-studio/methods/types';
 
 // The other prompt methods import the samplers from here.
 export { gaussian, normal };
-import type { LlamaModel } from '../../src/model/llama';
+import type { LlamaModel } from 'peft-studio/model/llama';
 import { promptTuningInits, type PromptTuningInit } from './config';
+
+/** Where the soft-prompt methods are listed. */
+export const PROMPT_FAMILY = 'Prompt learning';
 
 /** num_virtual_tokens, which every prompt method needs (the schema cannot require it: other methods do not). */
 export function requireVirtualTokens(config: Record<string, unknown>, method: string): number {
-  const v = config.num_virtual_tokens;
-  if (v === null || v === undefined) {
-    throw new ConfigError(`num_virtual_tokens is not set: ${method} needs the number of virtual tokens it prepends; set e.g. num_virtual_tokens: 100 (peftbench) or 10.`);
-  }
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`num_virtual_tokens ${JSON.stringify(v)} is not a positive integer; set a count such as 10 or 100.`);
-  return n;
+  return requireOption(readOptions([numVirtualTokens], config, method).num_virtual_tokens, numVirtualTokens, method);
 }
-
-/** A positive integer option (nullable ones give `fallback` when unset). */
-export function positiveInt(config: Record<string, unknown>, key: string, fallback: number, method: string): number {
-  const v = config[key];
-  if (v === null || v === undefined) return fallback;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${key} ${JSON.stringify(v)} is not a positive integer; ${method} needs a count ≥ 1 (default ${fallback}).`);
-  return n;
-}
-
-
 
 /** The init mode: the config's prompt_tuning_init, or the method's default when unset. */
 export function promptInitMode(config: Record<string, unknown>, fallback: PromptTuningInit): PromptTuningInit {
   const v = config.prompt_tuning_init;
   if (v === null || v === undefined) return fallback;
+  // PEFT's enum is matched case-insensitively (TEXT, text).
   const s = String(v);
   const mode = promptTuningInits.find((m) => m === s || m.toUpperCase() === s.toUpperCase());
   if (!mode) throw new ConfigError(`prompt_tuning_init ${JSON.stringify(v)} is not an initialisation; use one of ${promptTuningInits.join(', ')}.`);

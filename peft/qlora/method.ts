@@ -25,9 +25,12 @@
  * base weights are not restored (reload the model).
  */
 import { nf4Bytes, nf4Linear, nf4Upload, quantizeNf4Cpu, type Nf4Weight } from '../../src/engine/ops/nf4';
-import { ConfigError } from '../../src/errors';
-import type { AttachedMethod, MethodContext, PeftMethod } from '../../src/methods/types';
-import { lora } from '../lora/method';
+import { ConfigError } from 'peft-studio/errors';
+import { readOptions } from 'peft-studio/methods/options';
+import type { AttachedMethod, MethodContext, PeftMethod } from 'peft-studio/methods/types';
+import { loraOptions } from '../lora/config';
+import { LORA_FAMILY, lora, loraFlops } from '../lora/method';
+import { quantizationOptions } from './config';
 
 export interface QloraAttached extends AttachedMethod {
   /** Resolves when every decoder linear is held as NF4 and its f32 buffer is released. */
@@ -38,15 +41,10 @@ export interface QloraAttached extends AttachedMethod {
   readonly baseBytes: { nf4: number; f32: number };
 }
 
+/** QLoRA's quantization settings (the LoRA ones are LoRA's own). */
 export function quantizationSettings(config: Record<string, unknown>): { double: boolean } {
-  const bits = config.quantization_bit ?? 4;
-  if (Number(bits) !== 4) {
-    throw new ConfigError(`quantization_bit: ${JSON.stringify(bits)} is not supported; QLoRA stores the base in 4-bit NF4 (quantization_bit: 4).`);
-  }
-  const type = config.quantization_type ?? 'nf4';
-  if (type !== 'nf4') throw new ConfigError(`quantization_type: '${String(type)}' is not supported; use nf4.`);
-  const dq = config.double_quantization;
-  return { double: dq === undefined || dq === null ? true : !!dq };
+  const o = readOptions(quantizationOptions, config, 'qlora');
+  return { double: o.double_quantization };
 }
 
 export function attachQlora(ctx: MethodContext): QloraAttached {
@@ -92,7 +90,8 @@ export function attachQlora(ctx: MethodContext): QloraAttached {
     e.flush();
     e.pool.trim();
   };
-  const ready = init().catch((err: Error) => {
+  // Counting trainable parameters needs LoRA's tensors only: keep the base in f32 for whoever attaches next.
+  const ready = (ctx.countOnly ? Promise.resolve() : init()).catch((err: Error) => {
     initError = err;
     throw err;
   });
@@ -122,6 +121,19 @@ export function attachQlora(ctx: MethodContext): QloraAttached {
 
 export const qlora: PeftMethod = {
   name: 'qlora',
+  label: 'QLoRA',
+  family: LORA_FAMILY,
+  description: 'LoRA over a base whose decoder linears are held in 4-bit NF4 (dequantized inside the matmuls).',
+  order: 5,
+  options: [...loraOptions, ...quantizationOptions],
+  select: { finetuning_type: 'lora', key: 'quantization_bit', value: 4 },
+  configProblems(c) {
+    const bits = c.quantization_bit;
+    if (bits === null || bits === undefined || c.finetuning_type === 'lora') return [];
+    return [`quantization_bit: a quantized base model trains only with QLoRA (finetuning_type lora), not '${String(c.finetuning_type)}'; unset quantization_bit.`];
+  },
+  // NF4 dequantization happens inside the base matmuls and is not counted.
+  flops: (ctx) => ({ flops: loraFlops(ctx, 'qlora') }),
   peftType: 'LORA',
   attach: attachQlora,
 };

@@ -17,12 +17,19 @@
  * Export: every svft_ tensor, u, v, s_base, row_idx, col_idx, delta, gate (0-d),
  * under base_model.model.<module>.svft_layers.<name>. Merge: W ← W' (exact).
  */
-import { matmul } from '../../src/engine/ops/matmul';
+import { matmul } from 'peft-studio/engine/ops/matmul';
 import { svftPattern, svftScaleRows, svftSpectral, uploadSvftPattern, type SvftPattern } from '../../src/engine/ops/svft';
-import type { Tensor } from '../../src/engine/tensor';
-import { ConfigError } from '../../src/errors';
-import { svdFull, svdTopR } from '../../src/methods/svd';
-import { gaussian, matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from '../../src/methods/types';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { ConfigError } from 'peft-studio/errors';
+import { flopsTargets } from 'peft-studio/eval/flops';
+import { readOptions, targetModules } from 'peft-studio/methods/options';
+import { svdFull, svdTopR } from 'peft-studio/methods/svd';
+import { gaussian, matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import { SPECTRAL_FAMILY } from '../oft/method';
+import { svftOptions } from './config';
+
+/** Everything SVFT reads, in form order. */
+const options = [targetModules, ...svftOptions] as const;
 
 export type SvftPatternName = 'banded' | 'random' | 'top_k';
 
@@ -46,7 +53,7 @@ interface SvftLayer {
 }
 
 export interface SvftSettings {
-  targets: unknown;
+  targets: string[];
   rank: number | null;
   offDiag: number;
   pattern: SvftPatternName;
@@ -54,19 +61,8 @@ export interface SvftSettings {
 }
 
 export function svftSettings(config: Record<string, unknown>): SvftSettings {
-  const pattern = String(config.pattern ?? 'banded').toLowerCase();
-  if (pattern !== 'banded' && pattern !== 'random' && pattern !== 'top_k') {
-    throw new ConfigError(`pattern ${JSON.stringify(config.pattern)} is not an SVFT sparsity pattern; use banded, random or top_k.`);
-  }
-  const rank = config.rank === null || config.rank === undefined ? null : Number(config.rank);
-  if (rank !== null && !(Number.isInteger(rank) && rank >= 1)) throw new ConfigError(`rank ${config.rank}: use a positive integer, or leave it unset for full rank.`);
-  return {
-    targets: config.target_modules ?? ['q_proj', 'k_proj'],
-    rank,
-    offDiag: Math.max(0, Math.trunc(Number(config.off_diag ?? 1))),
-    pattern,
-    fillOrthonormal: !!config.fill_orthonormal,
-  };
+  const o = readOptions(options, config, 'svft');
+  return { targets: o.target_modules ?? ['q_proj', 'k_proj'], rank: o.rank, offDiag: o.off_diag, pattern: o.pattern, fillOrthonormal: o.fill_orthonormal };
 }
 
 /** Spectral size n of a layer: min(out, in) when filling or at full rank, else clamp(rank, 1, min(out, in)). */
@@ -231,7 +227,29 @@ const prefix = (name: string) => `base_model.model.${name}.svft_layers`;
 
 export const svft: PeftMethod = {
   name: 'svft',
+  label: 'SVFT',
+  family: SPECTRAL_FAMILY,
+  description: 'Trains a sparse pattern of the singular-value matrix of each targeted weight (W = U (S + M) Vᵀ); default targets q_proj, k_proj.',
+  order: 10.1,
+  options,
   peftType: 'SVFT',
+  /**
+   * The base matmul of a target is replaced by z = x Vᵀ (2·n·in),
+   * z' = z (diag(s) + σ(g)M)ᵀ (2·(n + k), k the pattern size), y = z' Uᵀ
+   * (2·n·out): negative extra when a truncated rank makes it cheaper.
+   */
+  flops(ctx) {
+    const s = svftSettings(ctx.config);
+    const replaced: string[] = [];
+    let f = 0;
+    for (const l of flopsTargets(ctx.linears, s.targets, 'target_modules', 'svft')) {
+      const n = svftSize(l.outF, l.inF, s.rank, s.fillOrthonormal);
+      const k = svftPatternSize(n, s.offDiag, s.pattern);
+      f += ctx.batch * ctx.seq * (2 * n * l.inF + 2 * (n + k) + 2 * n * l.outF);
+      replaced.push(l.name);
+    }
+    return { flops: f, replaced };
+  },
   configFromAdapter(c) {
     return {
       finetuning_type: 'svft',
@@ -247,7 +265,7 @@ export const svft: PeftMethod = {
     const set = svftSettings(config);
     const targets = matchTargets(model.linearNames(), set.targets);
     if (targets.length === 0) {
-      throw new ConfigError(`target_modules ${JSON.stringify(config.target_modules)} matches no linear layer; use names such as q_proj, k_proj or 'all'.`);
+      throw new ConfigError(`target_modules ${JSON.stringify(set.targets)} matches no linear layer; use names such as q_proj, k_proj or 'all'.`);
     }
     const layers = new Map<string, SvftLayer>();
     // Shapes are known now (k too: only top_k's positions wait for σ); contents come with the SVD.

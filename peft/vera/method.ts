@@ -33,6 +33,9 @@ import type { Engine } from 'peft-studio/engine/engine';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { seededRandom } from 'peft-studio/model/generate';
+import { flopsTargets } from 'peft-studio/eval/flops';
+import { readOptions } from 'peft-studio/methods/options';
+import { veraOptions } from './config';
 import { matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
 
 /** HF PEFT's llama default (TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING). */
@@ -104,21 +107,37 @@ function veraKeysFromAdapter(c: Record<string, unknown>): Record<string, unknown
 
 export const vera: PeftMethod = {
   name: 'vera',
+  label: 'VeRA',
+  family: 'LoRA family',
+  description: 'Frozen random projections shared by all targets, scaled by two trained vectors per layer (lambda_d, lambda_b).',
+  order: 8.5,
+  options: veraOptions,
   peftType: 'VERA',
+  /**
+   * Per token per target: 2·r·in (x (Λ_d A)ᵀ) + 2·r·out (then (Λ_b B)ᵀ); the
+   * per-forward vector scalings of the frozen projections are elementwise
+   * epilogues and, like LoRA's scale, not counted.
+   */
+  flops(ctx) {
+    const { vera_rank: r, vera_target } = readOptions(veraOptions, ctx.config, 'vera');
+    let f = 0;
+    for (const l of flopsTargets(ctx.linears, vera_target, 'vera_target', 'vera')) f += ctx.batch * ctx.seq * 2 * r * (l.inF + l.outF);
+    return { flops: f };
+  },
   configFromAdapter: veraKeysFromAdapter,
   attach(ctx: MethodContext): AttachedMethod {
     const { e, model, config } = ctx;
-    const r = Number(config.vera_rank ?? 256);
-    if (!Number.isInteger(r) || r < 1) throw new ConfigError(`vera_rank must be a positive integer, got ${JSON.stringify(config.vera_rank)}.`);
-    const target = config.vera_target ?? VERA_DEFAULT_TARGET;
+    const o = readOptions(veraOptions, config, 'vera');
+    const r = o.vera_rank;
+    const target = o.vera_target;
     const targets = matchTargets(model.linearNames(), target);
     if (targets.length === 0) {
       throw new ConfigError(`vera_target ${JSON.stringify(target)} matches no linear layer; use names such as q_proj, v_proj, down_proj, or 'all'.`);
     }
-    const p = Number(config.vera_dropout ?? 0);
-    const dInit = Number(config.vera_d_initial ?? 0.1);
-    const key = Number(config.vera_projection_prng_key ?? 0);
-    const saveProjection = config.vera_save_projection ?? true;
+    const p = o.vera_dropout;
+    const dInit = o.vera_d_initial;
+    const key = o.vera_projection_prng_key;
+    const saveProjection = o.vera_save_projection;
 
     const layers = new Map<string, VeraLayer>();
     for (const name of targets) {

@@ -28,7 +28,8 @@ import { ConfigError, NonFiniteOutputError, PeftStudioError } from '../errors';
 import { runBench } from './bench';
 import { attachAdapterFolder, exportCommand, trainCommand } from './train';
 import { gridCommand } from './grid';
-import { checkPluginKernels, formatMethods, loadPlugins, type PluginScan } from '../methods/plugins';
+import { checkPluginKernels, loadPlugins, type PluginScan } from '../methods/plugins';
+import { methodsCommand } from './methods';
 
 const USAGE = `peft-studio <command> [options]
 
@@ -48,6 +49,8 @@ Commands:
   bench     [--out bench.json] [--steps N] [--only stories260K,smollm2-135m,qwen2.5-0.5b,llama3.2-1b]
             Forward, forward+backward and LoRA training-step throughput, peak GPU memory.
   methods   Installed methods: built-in and plug-ins (from PEFT_DIR / --peft-dir), with their source folders.
+  methods --counts [config.yaml] [key=value ...] [--model <dir|repo>] [--json]
+            Trainable parameters of every method for that config and model (as the studio counts them).
 
 Common options:
   --peft-dir DIRS  Folders of method plug-ins, ':'-separated (overrides PEFT_DIR). Plug-ins are code:
@@ -129,6 +132,10 @@ export async function main(argvIn: string[]): Promise<number> {
     else if (cmd === 'grid') process.stdout.write(JSON.stringify(await gridCommand(e, file, overrides), null, 2) + '\n');
     else await exportCommand(e, file, overrides);
     e.ctx.destroy();
+    return 0;
+  }
+  if (cmd === 'methods') {
+    process.stdout.write(await methodsCommand(rest, plugins, engineForCli));
     return 0;
   }
   const { values } = parseArgs({
@@ -224,12 +231,6 @@ export async function main(argvIn: string[]): Promise<number> {
       const json = JSON.stringify(result, null, 2);
       if (values.out) await writeOut(values.out, json + '\n');
       process.stdout.write(json + '\n');
-      e.ctx.destroy();
-      return 0;
-    }
-    case 'methods': {
-      const e = await engineForCli();
-      process.stdout.write(formatMethods(plugins));
       e.ctx.destroy();
       return 0;
     }

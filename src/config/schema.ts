@@ -43,12 +43,9 @@ export interface OptionSpec {
   countOrRatio?: boolean;
 }
 
-// Mutable so that methods registered at run time extend the choices.
-const finetuningTypes: string[] = [
-  'lora', 'oft', 'svft', 'full', 'freeze',
-  'prompt-tuning', 'prefix-tuning', 'p-tuning', 'p-tuning-v2', 'mtp',
-  'ia3', 'bn-adapter', 'seq-bn-adapter', 'par-adapter', 'bitfit', 'lntuning',
-];
+// The installed methods (src/methods/registry.ts registers every folder under
+// peft/ and every plug-in); mutable so that registration extends the choices.
+const finetuningTypes: string[] = [];
 
 /**
  * Prompt templates built into src/data/template.ts. 'chat' renders with the
@@ -66,7 +63,8 @@ export const modelOptions = [
 export const methodOptions = [
   { key: 'stage', type: 'enum', default: 'sft', choices: ['sft'], group: 'method', help: 'Training stage. Only supervised fine-tuning (sft) is supported.' },
   { key: 'do_train', type: 'bool', default: true, group: 'method', help: 'Train. (HF default is false; LLaMA-Factory configs set it explicitly, and so does toYaml.)' },
-  { key: 'finetuning_type', type: 'enum', default: 'lora', choices: finetuningTypes as readonly string[], group: 'method', help: 'The PEFT method (a folder under peft/), or full / freeze.' },
+  // The method folder that says `isDefault` becomes the default when it registers (registerFinetuningType); null only before any method is installed.
+  { key: 'finetuning_type', type: 'enum', default: null, nullable: true, choices: finetuningTypes as readonly string[], group: 'method', help: 'The PEFT method: the name of a folder under peft/ (or of a plug-in), or the LLaMA-Factory finetuning_type plus the flag that selects it.' },
 ] as const satisfies readonly OptionSpec[];
 
 export const datasetOptions = [
@@ -151,39 +149,6 @@ export const predictOptions = [
   { key: 'repetition_penalty', type: 'float', default: 1, min: 0, exclusiveMin: true, max: 100, group: 'predict', help: 'Repetition penalty (1: none).' },
 ] as const satisfies readonly OptionSpec[];
 
-/** LoRA and its variants (DoRA, rsLoRA, LoRA+, PiSSA): METHODS.md §4, §6-§8. */
-export const loraFamilyOptions = [
-  { key: 'lora_rank', type: 'int', default: 8, min: 1, max: 4096, group: 'lora', help: 'Rank r of the update B·A.' },
-  { key: 'lora_alpha', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, max: 1e6, group: 'lora', help: 'Scaling numerator: s = alpha / r (alpha / √r with rsLoRA). Unset: 2 × lora_rank.' },
-  { key: 'lora_dropout', type: 'float', default: 0, min: 0, max: 1, exclusiveMax: true, group: 'lora', help: 'Dropout on the input of A (training only).' },
-  { key: 'lora_target', type: 'string-list', default: 'all', group: 'lora', help: "Module names to adapt (q_proj,v_proj,...) or 'all' for every linear projection." },
-  { key: 'use_rslora', type: 'bool', default: false, group: 'lora', help: 'Rank-stabilised scaling alpha / √r.' },
-  { key: 'use_dora', type: 'bool', default: false, group: 'lora', help: 'DoRA: weight-decomposed LoRA (a trained magnitude per output row).' },
-  { key: 'loraplus_lr_ratio', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, max: 1e6, group: 'lora', help: 'LoRA+: learning rate of the B matrices = ratio × learning_rate (paper: 16). Unset: off.' },
-  { key: 'loraplus_lr_embedding', type: 'float', default: 1e-6, min: 0, max: 100, group: 'lora', help: 'LoRA+: learning rate of LoRA embedding B matrices.' },
-  { key: 'pissa_init', type: 'bool', default: false, group: 'lora', help: 'PiSSA: initialise A, B from the principal singular vectors of W (W keeps the residual).' },
-  { key: 'pissa_iter', type: 'int', default: 16, min: -1, max: 1000, group: 'lora', help: 'PiSSA: power iterations of the randomized SVD; -1: exact SVD.' },
-  { key: 'pissa_convert', type: 'bool', default: false, group: 'lora', help: 'PiSSA: also export the adapter converted to a plain rank-2r LoRA on the original base.' },
-] as const satisfies readonly OptionSpec[];
-
-/** QLoRA: METHODS.md §5. */
-export const quantizationOptions = [
-  { key: 'quantization_bit', type: 'int', default: null, nullable: true, min: 4, max: 4, group: 'quantization', help: 'Quantize the frozen base linears to this many bits (only 4: NF4, QLoRA). Unset: no quantization.' },
-  { key: 'quantization_type', type: 'enum', default: 'nf4', choices: ['nf4'], group: 'quantization', help: '4-bit data type (bitsandbytes NF4).' },
-  { key: 'double_quantization', type: 'bool', default: true, group: 'quantization', help: 'Quantize the per-block absmax statistics to 8 bits as well.' },
-] as const satisfies readonly OptionSpec[];
-
-/** GaLore: METHODS.md §11 (LLaMA-Factory defaults). */
-export const galoreOptions = [
-  { key: 'use_galore', type: 'bool', default: false, group: 'galore', help: 'GaLore: full fine-tuning with low-rank projected AdamW moments (finetuning_type: full).' },
-  { key: 'galore_target', type: 'string-list', default: 'all', group: 'galore', help: "Linear modules optimised with projection ('all': every linear projection)." },
-  { key: 'galore_rank', type: 'int', default: 16, min: 1, max: 4096, group: 'galore', help: 'Rank of the gradient projection.' },
-  { key: 'galore_update_interval', type: 'int', default: 200, min: 1, max: 1e9, group: 'galore', help: 'Optimizer steps between projection refreshes (SVD of the gradient).' },
-  { key: 'galore_scale', type: 'float', default: 2, min: 0, max: 1e6, group: 'galore', help: 'Scale of the back-projected update.' },
-  { key: 'galore_proj_type', type: 'enum', default: 'std', choices: ['std', 'reverse_std', 'right', 'left', 'full'], group: 'galore', help: 'Which side(s) the gradient is projected on.' },
-  { key: 'galore_layerwise', type: 'bool', default: false, group: 'galore', help: 'Step each parameter as soon as its gradient is ready (no gradient accumulation).' },
-] as const satisfies readonly OptionSpec[];
-
 const noEffect = 'Accepted for LLaMA-Factory / PEFT-Factory configs; no effect in PEFT Studio.';
 
 /** Keys that appear in PEFT-Factory's example configs and mean nothing here. */
@@ -214,9 +179,6 @@ export const builtinOptions = [
   ...evalOptions,
   ...pscpOptions,
   ...predictOptions,
-  ...loraFamilyOptions,
-  ...quantizationOptions,
-  ...galoreOptions,
   ...compatOptions,
 ] as const;
 
@@ -274,12 +236,30 @@ export function registerOptions(group: string, specs: readonly OptionSpec[]): vo
   }
 }
 
-/** Adds a method name to the finetuning_type choices (idempotent). */
-export function registerFinetuningType(name: string): void {
+/**
+ * Adds a method name to the finetuning_type choices (idempotent). The method
+ * registered with `isDefault` becomes finetuning_type's default (LLaMA-Factory's
+ * is LoRA's folder; the registry passes the folder that says so).
+ */
+export function registerFinetuningType(name: string, isDefault = false): void {
   if (!/^[a-z0-9][a-z0-9_-]*$/.test(name)) {
     throw new ConfigError(`Method name '${name}' is not valid: use lowercase letters, digits, '-' and '_' (e.g. 'my-adapter').`);
   }
   if (!finetuningTypes.includes(name)) finetuningTypes.push(name);
+  if (isDefault) {
+    const spec = registry.get('finetuning_type');
+    if (spec && spec.default === null) registry.set('finetuning_type', { ...spec, default: name, nullable: false });
+  }
+}
+
+/**
+ * Rules between options that the schema itself does not know (a method's
+ * required options, flags that select two methods at once): the method
+ * registry adds one; validateConfig runs them after every key checked out.
+ */
+const configChecks: ((config: Record<string, unknown>) => string[])[] = [];
+export function registerConfigCheck(check: (config: Record<string, unknown>) => string[]): void {
+  if (!configChecks.includes(check)) configChecks.push(check);
 }
 
 /** Adds a prompt template name to the template choices (idempotent). */
@@ -307,7 +287,8 @@ export function optionGroups(): string[] {
 
 function checkSpec(spec: OptionSpec): void {
   if (!/^[a-z][a-z0-9_]*$/.test(spec.key)) throw new ConfigError(`Option key '${spec.key}' must be snake_case (a-z, 0-9, _).`);
-  if (spec.type === 'enum' && !spec.choices?.length) throw new ConfigError(`Option '${spec.key}' is an enum without choices.`);
+  // finetuning_type's choices start empty: registerFinetuningType fills them as methods install.
+  if (spec.type === 'enum' && !(spec.choices === finetuningTypes || spec.choices?.length)) throw new ConfigError(`Option '${spec.key}' is an enum without choices.`);
   if (spec.default !== undefined) {
     const problem = checkValue(spec, spec.default).problem;
     if (problem) throw new ConfigError(`Default of option '${spec.key}' is invalid: ${problem}`);
@@ -408,7 +389,7 @@ const enumHints: Record<string, string> = {
 };
 
 /** Checks and normalises one value (string-list → string[]). */
-function checkValue(spec: OptionSpec, v: unknown): { value?: unknown; problem?: string } {
+export function checkValue(spec: OptionSpec, v: unknown): { value?: unknown; problem?: string } {
   const k = spec.key;
   if (v === null || v === undefined) {
     return spec.nullable ? { value: null } : { problem: `${k}: must be set (expected ${expected(spec)}), got null.` };
@@ -506,21 +487,9 @@ function crossChecks(c: Record<string, unknown>): string[] {
   if (c.eval_strategy !== 'no' && c.val_size === 0 && c.eval_dataset === null) {
     p.push(`eval_strategy: '${c.eval_strategy}' needs validation data; set val_size (e.g. 0.1) or eval_dataset.`);
   }
-  if (c.use_galore && c.finetuning_type !== 'full') {
-    p.push(`use_galore: GaLore is an optimizer for finetuning_type: full, not '${c.finetuning_type}'.`);
-  }
-  if (c.quantization_bit !== null && c.finetuning_type !== 'lora' && c.finetuning_type !== 'oft') {
-    p.push(`quantization_bit: a quantized base model trains only with finetuning_type lora or oft, not '${c.finetuning_type}'.`);
-  }
-  if (c.pissa_init && c.quantization_bit !== null) p.push('pissa_init: PiSSA modifies the base weights and cannot be used with quantization_bit.');
-  if (c.pissa_init && c.use_dora) p.push('pissa_init: PiSSA cannot be combined with use_dora.');
   if (c.packing && c.predict_with_generate) p.push('packing: cannot pack examples when predicting with generation; set packing: false.');
+  for (const check of configChecks) p.push(...check(c));
   return p;
-}
-
-/** The effective lora_alpha: the configured value, or 2 × lora_rank when unset (LLaMA-Factory). */
-export function effectiveLoraAlpha(config: Pick<ExperimentConfig, 'lora_alpha' | 'lora_rank'>): number {
-  return config.lora_alpha ?? 2 * config.lora_rank;
 }
 
 /** The effective eval_steps: the configured value, or logging_steps when unset (HF TrainingArguments). */

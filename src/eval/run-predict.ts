@@ -34,7 +34,7 @@ import type { PredictionSet } from '../data/node';
 import { encodeRendered } from '../data/encode';
 import { entryLabelWords } from '../data/entry';
 import { PeftStudioError } from '../errors';
-import { methodNameFor } from '../methods/registry';
+import { resolveMethod } from '../methods/registry';
 import type { LlamaModel } from '../model/llama';
 import type { Tokenizer } from '../model/tokenizer';
 import { forwardFlops, PSCP_PROBE } from './flops';
@@ -98,7 +98,7 @@ export async function runPredictions(
     await opts.write?.(name, data);
   };
   const where = (name: string) => (opts.outputDir ? `${opts.outputDir.replace(/\/+$/, '')}/${name}` : name);
-  const flops = forwardFlops(model.config, { ...PSCP_PROBE, method: methodNameFor(config), methodConfig: config });
+  const flops = forwardFlops(model.config, { ...PSCP_PROBE, method: resolveMethod(config), methodConfig: config });
   const constants = pscpConstantsFrom(config);
   const cap = config.max_predict_samples ? Number(config.max_predict_samples) : Infinity;
   const batchSize = Number(config.per_device_eval_batch_size ?? 8);

@@ -14,7 +14,9 @@
  * full (use_galore → galore).
  */
 import { ConfigError, PluginError } from '../errors';
-import { closest, optionSpec, registerFinetuningType, registerOptions, type OptionSpec } from '../config/schema';
+import { closest, optionSpec, registerConfigCheck, registerFinetuningType, registerOptions, type OptionSpec } from '../config/schema';
+import { SHARED_GROUP, sharedOptions } from './options';
+import { methodListing, selectedMethods, selectionProblems, type MethodInfo } from './select';
 import type { PeftMethod } from './types';
 
 const modules = import.meta.glob<{ default: PeftMethod }>('../../peft/*/method.ts', { eager: true });
@@ -30,30 +32,60 @@ export interface InstalledMethod {
   source: string;
   /** Option keys its config.ts adds to the schema. */
   options: string[];
+  /** Every option it reads, in form order (PeftMethod.options, default its config.ts specs). */
+  specs: OptionSpec[];
 }
 
 const installed = new Map<string, InstalledMethod>();
 const folderOf = (file: string) => file.split('/').at(-2)!;
 
+// The options several methods share are declared once (./options.ts).
+registerOptions(SHARED_GROUP, sharedOptions);
+
+/** The OptionSpec arrays a config.ts module exports. */
+function exportedSpecs(mod: Record<string, unknown>): OptionSpec[] {
+  const out: OptionSpec[] = [];
+  for (const value of Object.values(mod)) {
+    if (!Array.isArray(value)) continue;
+    for (const spec of value as OptionSpec[]) if (spec && typeof spec === 'object' && typeof spec.key === 'string' && !out.includes(spec)) out.push(spec);
+  }
+  return out;
+}
+
+/** Register specs that are not registered yet (the same object again is a no-op). */
+function registerSpecs(specs: OptionSpec[], where: string): void {
+  for (const spec of specs) {
+    if (optionSpec(spec.key) === spec) continue;
+    try {
+      registerOptions(spec.group, [spec]);
+    } catch (err) {
+      throw new ConfigError(`${where}: ${(err as Error).message}`);
+    }
+  }
+}
+
 // Each folder's config.ts exports arrays of OptionSpec: they join the one
 // schema (YAML validation, URL and UI forms) under their own groups.
 const builtinOptionKeys = new Map<string, string[]>();
+const builtinSpecs = new Map<string, OptionSpec[]>();
 for (const [file, mod] of Object.entries(configs)) {
-  const keys: string[] = [];
-  for (const value of Object.values(mod)) {
-    if (!Array.isArray(value)) continue;
-    for (const spec of value as OptionSpec[]) {
-      if (!spec || typeof spec !== 'object' || typeof spec.key !== 'string') continue;
-      keys.push(spec.key);
-      if (optionSpec(spec.key) === spec) continue;
-      try {
-        registerOptions(spec.group, [spec]);
-      } catch (err) {
-        throw new ConfigError(`${file.replace('../../', '')}: ${(err as Error).message}`);
-      }
-    }
+  const specs = exportedSpecs(mod);
+  registerSpecs(specs, file.replace('../../', ''));
+  builtinOptionKeys.set(folderOf(file), specs.map((s) => s.key));
+  builtinSpecs.set(folderOf(file), specs);
+}
+
+/** Problems with what a method says about its options (every `options` key registered, `required` and `select` among them). */
+function optionListProblems(m: PeftMethod, specs: OptionSpec[], where: string, own: OptionSpec[] = []): string[] {
+  const p: string[] = [];
+  for (const s of specs) {
+    if (!s || typeof s.key !== 'string') p.push(`${where}: options holds ${show(s)}, not an OptionSpec.`);
+    else if (!optionSpec(s.key) && !own.some((o) => o.key === s.key)) p.push(`${where}: options lists '${s.key}', which is neither in its config.ts nor a registered option (shared ones: peft-studio/methods/options).`);
   }
-  builtinOptionKeys.set(folderOf(file), keys);
+  const keys = new Set(specs.map((s) => s.key));
+  for (const k of m.required ?? []) if (!keys.has(k)) p.push(`${where}: required names '${k}', which is not one of its options.`);
+  if (m.select && !keys.has(m.select.key)) p.push(`${where}: select.key '${m.select.key}' is not one of its options.`);
+  return p;
 }
 
 /** The methods bundled from the project's peft/ folder (plug-ins are in `installedMethods()`). */
@@ -61,9 +93,13 @@ export const builtinMethods = new Map<string, PeftMethod>();
 for (const [file, mod] of Object.entries(modules)) {
   const folder = folderOf(file);
   if (!mod.default) throw new ConfigError(`peft/${folder}/method.ts has no default export (a PeftMethod).`);
-  builtinMethods.set(folder, mod.default);
-  registerFinetuningType(folder);
-  installed.set(folder, { name: folder, method: mod.default, kind: 'built-in', source: `peft/${folder}`, options: builtinOptionKeys.get(folder) ?? [] });
+  const method = mod.default;
+  const specs = [...(method.options ?? builtinSpecs.get(folder) ?? [])];
+  const problems = [...methodShapeProblems(folder, mod as Record<string, unknown>, `peft/${folder}/method.ts`), ...optionListProblems(method, specs, `peft/${folder}/method.ts`)];
+  if (problems.length) throw new ConfigError(problems.join('\n'));
+  builtinMethods.set(folder, method);
+  registerFinetuningType(folder, !!method.isDefault);
+  installed.set(folder, { name: folder, method, kind: 'built-in', source: `peft/${folder}`, options: builtinOptionKeys.get(folder) ?? [], specs });
 }
 
 /** Every installed method, built-ins first, then plug-ins in the order they were found. */
@@ -71,16 +107,27 @@ export function installedMethods(): InstalledMethod[] {
   return [...installed.values()];
 }
 
-/** The method folder a config selects. */
+/** What forms and listings need to know about each installed method (plain data: it crosses the worker boundary), in list order. */
+export function methodInfos(): MethodInfo[] {
+  return methodListing(
+    installedMethods().map(({ name, method: m, kind, specs }) => ({
+      name,
+      label: m.label ?? name,
+      family: m.family ?? 'Plug-ins',
+      description: m.description,
+      order: m.order ?? Number.MAX_SAFE_INTEGER,
+      kind,
+      options: specs.map((s) => s.key).filter((k) => k !== m.select?.key),
+      required: [...(m.required ?? [])],
+      select: m.select ? { ...m.select } : undefined,
+      isDefault: !!m.isDefault,
+    })),
+  );
+}
+
+/** The method folder a config selects (finetuning_type, or a method whose `select` flag is set on it). */
 export function methodNameFor(config: Record<string, unknown>): string {
-  const type = String(config.finetuning_type ?? 'lora');
-  if (type === 'lora') {
-    if (config.quantization_bit !== null && config.quantization_bit !== undefined) return 'qlora';
-    if (config.use_dora) return 'dora';
-    if (config.pissa_init) return 'pissa';
-  }
-  if (type === 'full' && config.use_galore) return 'galore';
-  return type;
+  return selectedMethods(config, methodInfos())[0];
 }
 
 /**
@@ -100,6 +147,17 @@ export function resolveMethod(config: Record<string, unknown>): PeftMethod {
         : 'To add a method, put its folder under peft/ (or, for the CLI, in PEFT_DIR): see the README section "Adding a method".'),
   );
 }
+
+/**
+ * Rules the schema cannot know: flags that select two methods at once, the
+ * selected method's required options, and every method's own rules.
+ */
+function methodRules(config: Record<string, unknown>): string[] {
+  const p = selectionProblems(config, methodInfos(), (key) => optionSpec(key)?.help ?? '');
+  for (const m of installed.values()) p.push(...(m.method.configProblems?.(config) ?? []));
+  return p;
+}
+registerConfigCheck(methodRules);
 
 // ---------------------------------------------------------------------------
 // Plug-ins: validation and installation (browser-safe; loading is in plugins.ts).
@@ -145,6 +203,11 @@ export function methodShapeProblems(name: string, mod: Record<string, unknown>, 
   if (typeof m.attach !== 'function') p.push(`${file}: the default export has no attach(ctx) function (it creates the method's tensors and hooks and returns an AttachedMethod).`);
   if (m.peftType !== undefined && typeof m.peftType !== 'string') p.push(`${file}: peftType is ${show(m.peftType)}; it must be a string (the adapter_config.json peft_type, e.g. 'VERA').`);
   if (m.configFromAdapter !== undefined && typeof m.configFromAdapter !== 'function') p.push(`${file}: configFromAdapter must be a function (adapter_config.json → config keys).`);
+  if (typeof m.flops !== 'function') p.push(`${file}: the default export has no flops(ctx) function; PSCP needs the FLOPs the method adds to a forward pass (return { flops: 0 } if it adds none; see templates/method/method.ts).`);
+  if (typeof m.description !== 'string' || !m.description.trim()) p.push(`${file}: the default export has no description; write one line saying what the method trains (forms and \`peft-studio methods\` show it).`);
+  for (const f of ['label', 'family'] as const) if (m[f] !== undefined && typeof m[f] !== 'string') p.push(`${file}: ${f} is ${show(m[f])}; it must be a string.`);
+  if (m.options !== undefined && !Array.isArray(m.options)) p.push(`${file}: options is ${show(m.options)}; it must be an array of OptionSpec (its config.ts specs and shared ones).`);
+  if (m.configProblems !== undefined && typeof m.configProblems !== 'function') p.push(`${file}: configProblems must be a function (config → problem sentences).`);
   return p;
 }
 
@@ -291,13 +354,18 @@ export function registerPlugin(p: PluginModules): InstalledMethod {
   const problems = pluginProblems(p);
   if (problems.length) throw pluginError(problems);
   const { specs } = optionProblems(p.name, p.config, `${p.dir}/config.ts`);
+  const method = p.method.default as PeftMethod;
+  const all = [...(method.options ?? specs)];
+  const listProblems = optionListProblems(method, all, `${p.dir}/method.ts`, specs);
+  if (listProblems.length) throw pluginError(listProblems);
   try {
     registerOptions(p.name, specs);
-    registerFinetuningType(p.name);
   } catch (err) {
     throw pluginError([`${p.dir}: ${(err as Error).message}`]);
   }
-  const entry: InstalledMethod = { name: p.name, method: p.method.default as PeftMethod, kind: 'plug-in', source: p.dir, options: specs.map((s) => s.key) };
+  registerFinetuningType(p.name);
+  // The registered spec of each key (a plug-in's own modules may be loaded twice: compare keys, keep one object).
+  const entry: InstalledMethod = { name: p.name, method, kind: 'plug-in', source: p.dir, options: specs.map((s) => s.key), specs: all.map((s) => optionSpec(s.key)!) };
   installed.set(p.name, entry);
   return entry;
 }

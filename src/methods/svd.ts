@@ -58,7 +58,7 @@ export function svdFull(W: Matrix, rows: number, cols: number): SvdResult {
 }
 
 /**
- * The top-r singular triplets. iters = -1: exact (PEFT's "pissa": torch.linalg.svd
+ * The top-r singular triplets. iters = -1: exact (PEFT's exact PiSSA init: torch.linalg.svd
  * truncated); iters ≥ 0: randomized subspace iteration with that many power
  * iterations (PEFT's "pissa_niter_<iters>", torch.svd_lowrank(q=r)).
  */

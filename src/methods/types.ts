@@ -5,8 +5,11 @@
  * the model's insertion points (`model.attach(hooks)`, `model.param(...)`,
  * `model.addBias(...)`), never by editing src/model.
  */
+import type { OptionSpec } from '../config/schema';
 import type { Engine } from '../engine/engine';
 import type { Tensor } from '../engine/tensor';
+import type { LinearLayer } from '../eval/flops';
+import type { ModelConfig } from '../model/config';
 import type { LlamaModel } from '../model/llama';
 
 export interface HostTensor {
@@ -62,6 +65,33 @@ export interface MethodContext {
   random: () => number;
   /** The model's tokenizer, when the host has one (prompt tuning's TEXT init); encode adds special tokens (BOS). */
   tokenizer?: { encode(text: string): number[] };
+  /**
+   * Attached only to count trainable parameters (trainable(), then detach()):
+   * skip work that does not change the count and would change the base model
+   * for whoever attaches next (QLoRA's quantization, PiSSA's SVD).
+   */
+  countOnly?: boolean;
+}
+
+/** What forwardFlops (src/eval/flops.ts) hands a method: the probe and the config. */
+export interface FlopsContext {
+  model: ModelConfig;
+  /** The decoder's linear layers, as LlamaModel.linearNames() orders them. */
+  linears: LinearLayer[];
+  batch: number;
+  seq: number;
+  /** The experiment config (the method reads its own keys, e.g. with readOptions). */
+  config: Record<string, unknown>;
+}
+
+/** A method's share of one forward pass (src/eval/flops.ts counts the base model around it). */
+export interface MethodFlops {
+  /** FLOPs of the method's own work on the probe (its matmuls, prefix attention, encoders). */
+  flops: number;
+  /** Tokens the method prepends to the sequence (the base model then runs on seq + virtualTokens). */
+  virtualTokens?: number;
+  /** Linear layers whose base matmul the method replaces (SVFT): not counted as base work. */
+  replaced?: string[];
 }
 
 export interface AdapterFiles {
@@ -96,8 +126,37 @@ export interface AttachedMethod {
 }
 
 export interface PeftMethod {
-  /** The finetuning_type value that selects it. */
+  /** The finetuning_type value that selects it (= its folder name). */
   name: string;
+  /** Display name ("LoRA", "Prefix tuning"); default: name. */
+  label?: string;
+  /** The family it is listed under ("LoRA family"); default "Plug-ins". */
+  family?: string;
+  /** One line: what it trains and how (forms, `peft-studio methods`). */
+  description: string;
+  /** Position in lists (built-ins: their METHODS.md section); default after those. */
+  order?: number;
+  /**
+   * Every option it reads, in the order its form shows them: its own specs
+   * (config.ts) and shared ones (peft-studio/methods/options) it uses.
+   * Default: the specs config.ts exports.
+   */
+  options?: readonly OptionSpec[];
+  /** Keys of `options` that the schema allows unset but this method needs (num_virtual_tokens). */
+  required?: readonly string[];
+  /**
+   * LLaMA-Factory selects some methods with a flag on another finetuning_type
+   * (QLoRA: lora + quantization_bit 4). With `select`, finetuning_type
+   * `finetuning_type` and `key` set (not null / false) select this method;
+   * `value` is what a form writes to pick it. `key` must be one of `options`.
+   */
+  select?: { finetuning_type: string; key: string; value: unknown };
+  /** finetuning_type's default (LLaMA-Factory: lora); at most one method says so. */
+  isDefault?: boolean;
+  /** Rules between its keys and others (each a "key: problem and fix" sentence); run on every config. */
+  configProblems?(config: Record<string, unknown>): string[];
+  /** What it adds to one forward pass (PSCP's FLOPs term); { flops: 0 } for a method that adds nothing. */
+  flops(ctx: FlopsContext): MethodFlops;
   attach(ctx: MethodContext): AttachedMethod;
   /** The HF PEFT `peft_type` its adapter_config.json carries (LORA, OFT, ...), if any. */
   peftType?: string;

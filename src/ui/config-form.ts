@@ -4,7 +4,8 @@
  * validateConfig a YAML file goes through, and the problems it reports mapped
  * back to the fields they are about.
  */
-import { allOptions, ConfigValidationError, validateConfig, type ExperimentConfig, type OptionSpec } from '../config/schema';
+import { allOptions, ConfigValidationError, optionSpec, validateConfig, type ExperimentConfig, type OptionSpec } from '../config/schema';
+import { methodListing, selectedMethods, selectionKeys, type MethodInfo } from '../methods/select';
 
 /** Values a fresh studio starts from where the CLI's defaults suit a browser less. */
 export const STUDIO_DEFAULTS: Record<string, unknown> = {
@@ -64,84 +65,24 @@ export function rangeHint(spec: OptionSpec): string {
   return [lo, hi].filter(Boolean).join(', ');
 }
 
-/**
- * Methods by family (METHODS.md parts A–D). A method folder that is in no
- * family is a plug-in and is listed under Plug-ins.
- */
-export const FAMILIES: { name: string; methods: string[] }[] = [
-  { name: 'LoRA family', methods: ['lora', 'qlora', 'dora', 'pissa'] },
-  { name: 'Orthogonal and spectral', methods: ['oft', 'svft'] },
-  { name: 'Full, partial and optimizer-side', methods: ['full', 'freeze', 'galore'] },
-  { name: 'Prompt learning', methods: ['prompt-tuning', 'prefix-tuning', 'p-tuning', 'p-tuning-v2', 'mtp'] },
-  { name: 'Adapters, scaling and bias', methods: ['bn-adapter', 'seq-bn-adapter', 'par-adapter', 'ia3', 'lntuning', 'bitfit'] },
-];
-
-export function groupMethods(methods: string[]): { name: string; methods: string[] }[] {
-  const known = new Set(FAMILIES.flatMap((f) => f.methods));
-  const out = FAMILIES.map((f) => ({ name: f.name, methods: f.methods.filter((m) => methods.includes(m)) })).filter((f) => f.methods.length);
-  const plugins = methods.filter((m) => !known.has(m));
-  if (plugins.length) out.push({ name: 'Plug-ins', methods: plugins });
+/** Methods grouped by family, families in the order of their first method (MethodInfo.order). */
+export function groupMethods(methods: MethodInfo[]): { name: string; methods: MethodInfo[] }[] {
+  const out: { name: string; methods: MethodInfo[] }[] = [];
+  for (const m of methodListing(methods)) {
+    const f = out.find((x) => x.name === m.family) ?? out[out.push({ name: m.family, methods: [] }) - 1];
+    f.methods.push(m);
+  }
   return out;
 }
 
-/**
- * The config keys that select a method folder, with LLaMA-Factory's flags
- * (so the YAML runs there too): qlora = lora + quantization_bit 4, dora =
- * lora + use_dora, pissa = lora + pissa_init, galore = full + use_galore.
- * The inverse of methodNameFor (src/methods/registry.ts).
- */
-export function methodKeys(method: string): Record<string, unknown> {
-  const off = { quantization_bit: null, use_dora: false, pissa_init: false, use_galore: false };
-  switch (method) {
-    case 'qlora':
-      return { ...off, finetuning_type: 'lora', quantization_bit: 4 };
-    case 'dora':
-      return { ...off, finetuning_type: 'lora', use_dora: true };
-    case 'pissa':
-      return { ...off, finetuning_type: 'lora', pissa_init: true };
-    case 'galore':
-      return { ...off, finetuning_type: 'full', use_galore: true };
-    default:
-      return { ...off, finetuning_type: method };
-  }
+/** The config keys that pick a method in the form (its selection flag on, the others' off). */
+export function methodKeys(method: string, methods: MethodInfo[]): Record<string, unknown> {
+  return selectionKeys(method, methods, (key) => optionSpec(key)?.default ?? null);
 }
 
-/** The method folder the values select (same rule as methodNameFor). */
-export function methodOf(values: Record<string, unknown>): string {
-  const type = String(values.finetuning_type ?? 'lora');
-  if (type === 'lora') {
-    if (values.quantization_bit !== null && values.quantization_bit !== undefined) return 'qlora';
-    if (values.use_dora) return 'dora';
-    if (values.pissa_init) return 'pissa';
-  }
-  if (type === 'full' && values.use_galore) return 'galore';
-  return type;
-}
-
-/** Groups every method may use, whatever it is. */
-const SHARED_GROUPS = new Set(['model', 'method', 'dataset', 'output', 'train', 'eval', 'predict', 'compat']);
-/** Groups named by a family rather than one folder. */
-const GROUPS_OF: Record<string, string[]> = {
-  lora: ['lora'],
-  dora: ['lora'],
-  pissa: ['lora'],
-  qlora: ['lora', 'quantization'],
-  galore: ['galore'],
-};
-
-/**
- * The option groups a method's form shows: its family's groups, a group with
- * its own name, and groups its folder registered (`groupsOfFolder`, when the
- * catalogue knows them).
- */
-export function methodGroups(method: string, options: OptionSpec[], groupsOfFolder: Record<string, string[]> = {}): string[] {
-  const all = [...new Set(options.map((o) => o.group))];
-  const want = new Set([...(GROUPS_OF[method] ?? []), ...(groupsOfFolder[method] ?? [])]);
-  for (const g of all) {
-    if (SHARED_GROUPS.has(g)) continue;
-    if (g === method || g.replace(/_/g, '-') === method) want.add(g);
-  }
-  return all.filter((g) => want.has(g));
+/** The method the values select (the registry's rule, from the catalogue). */
+export function methodOf(values: Record<string, unknown>, methods: MethodInfo[]): string {
+  return selectedMethods(values, methods)[0];
 }
 
 /**
@@ -149,10 +90,12 @@ export function methodGroups(method: string, options: OptionSpec[], groupsOfFold
  * (and the model and seed) from the form, everything else at its default, so
  * a problem elsewhere (no dataset yet) does not stop the count.
  */
-export function countConfig(values: Record<string, unknown>, options: OptionSpec[], groupsOfFolder: Record<string, string[]> = {}): ExperimentConfig | null {
-  const groups = new Set([...methodGroups(methodOf(values), options, groupsOfFolder), 'method']);
-  const raw: Record<string, unknown> = { output_dir: 'count', dataset: 'count.jsonl' };
+export function countConfig(values: Record<string, unknown>, methods: MethodInfo[]): ExperimentConfig | null {
+  const name = methodOf(values, methods);
+  const info = methods.find((m) => m.name === name);
+  if (!info) return null;
+  const raw: Record<string, unknown> = { output_dir: 'count', dataset: 'count.jsonl', ...methodKeys(name, methods) };
   for (const key of ['model_name_or_path', 'endpoint', 'seed']) raw[key] = values[key];
-  for (const o of options) if (groups.has(o.group) && values[o.key] !== undefined) raw[o.key] = values[o.key];
+  for (const key of info.options) if (values[key] !== undefined) raw[key] = values[key];
   return validateValues(raw).config;
 }

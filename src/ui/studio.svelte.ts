@@ -4,7 +4,8 @@
  * the loaded model, the runs and the live training state. Screens read and
  * write it directly; the worker does all the work.
  */
-import { registerFinetuningType, registerOptions, type OptionSpec } from '../config/schema';
+import { optionSpec, registerConfigCheck, registerFinetuningType, registerOptions, type OptionSpec } from '../config/schema';
+import { selectionProblems } from '../methods/select';
 import type { Catalogue, LogPoint, ModelSummary, RunInfo, TrainableCount } from '../worker/api';
 import { countConfig, defaultValues, validateValues, type Validation } from './config-form';
 import type { EngineClient } from './engine';
@@ -61,13 +62,15 @@ class StudioState {
   /** What a trainable-parameter count is computed for (the method's options), and its identity. */
   readonly countTarget = $derived.by(() => {
     const c = this.catalogue;
-    return c ? countConfig(this.values, c.options, c.groups) : null;
+    return c ? countConfig(this.values, c.methods) : null;
   });
   readonly countTargetKey = $derived(JSON.stringify(this.countTarget));
   /** The countTargetKey the current `count` was computed for. */
   countKey = $state('');
 
   constructor() {
+    // The methods' own rules as data (required options, one selecting flag), so a problem blocks Start here, not only in the worker.
+    registerConfigCheck((config) => (this.catalogue ? selectionProblems(config, this.catalogue.methods, (key) => optionSpec(key)?.help ?? '') : []));
     const p = pageParams();
     this.values = defaultValues({ model_name_or_path: p.repo, endpoint: p.endpoint });
   }
@@ -75,10 +78,14 @@ class StudioState {
   /** The method options the worker registered join this page's schema, so validation here matches the worker's. */
   setCatalogue(c: Catalogue): void {
     for (const spec of c.options as OptionSpec[]) registerOptions(spec.group, [spec]);
-    for (const m of c.methods) registerFinetuningType(m);
+    for (const m of c.methods) registerFinetuningType(m.name, m.isDefault);
     this.catalogue = c;
-    // Fill defaults of options registered just now, keep everything already set.
-    this.values = { ...defaultValues(), ...this.values };
+    // Fill defaults of options registered just now (and finetuning_type's, which exists once methods are installed), keep everything already set.
+    const filled = { ...defaultValues(), ...this.values };
+    for (const spec of c.options as OptionSpec[]) {
+      if (filled[spec.key] === null && !spec.nullable && spec.default !== undefined) filled[spec.key] = spec.default;
+    }
+    this.values = filled;
   }
 
   set(key: string, value: unknown): void {

@@ -7,6 +7,7 @@
  */
 import type { OptionSpec } from '../config/schema';
 import type { TrainResults } from '../run/finish';
+import type { MethodInfo } from '../methods/select';
 import type { LogEntry } from '../train/trainer';
 
 export interface GpuInfo {
@@ -87,12 +88,10 @@ export interface GenerateResult {
 
 /** What the studio can configure: the methods and every option of the one schema. */
 export interface Catalogue {
-  /** Method folder names (finetuning types after LLaMA-Factory's flags: lora, qlora, dora, pissa, galore ...). */
-  methods: string[];
+  /** The installed methods (built-in folders and plug-ins), in list order: what each says about itself. */
+  methods: MethodInfo[];
   /** Every registered option (built-in and methods'), in registration order. */
   options: OptionSpec[];
-  /** Option groups each method folder's config.ts registers (folder → groups). */
-  groups: Record<string, string[]>;
   /** Built-in datasets (registry keys), when the registry is present. */
   datasets: DatasetInfo[];
 }

@@ -6,8 +6,7 @@
 import { validateConfig, type ExperimentConfig } from '../config/schema';
 import { ConfigError } from '../errors';
 import { cacheKey, DirectoryHandleSource, HubSource, idbKeyValueStore, type FileCache, type FileSource, type KeyValueStore } from '../hub/index';
-import { methodNameFor, resolveMethod } from '../methods/registry';
-import { seededRandom } from '../model/generate';
+import { countTrainable } from '../methods/count';
 import type { LlamaModel } from '../model/llama';
 import { loadModel } from '../model/load';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer';
@@ -95,17 +94,8 @@ export class BaseModel {
     return this.device.exclusive(async () => {
       const config = validateConfig(raw, 'studio');
       const { model, tokenizer } = this.require('counting trainable parameters');
-      // Attach to the base model, count, detach: every method restores the base on detach.
-      const method = resolveMethod(config).attach({ e: model.e, model, config, random: seededRandom(Number(config.seed)), tokenizer });
-      try {
-        await method.ready;
-        const trainable = method.trainable().reduce((a, p) => a + p.tensor.size, 0);
-        model.e.flush();
-        return { trainable, total: model.numParams(), method: methodNameFor(config), residentBytes: model.e.pool.inUse };
-      } finally {
-        method.detach();
-        model.e.flush();
-      }
+      // countOnly: methods skip work that would change the base (QLoRA's quantization), so every count sees the same model.
+      return countTrainable(model, config, tokenizer);
     });
   }
 

@@ -15,7 +15,7 @@
 import { allOptions } from '../config/schema';
 import type { FileCache, KeyValueStore } from '../hub/index';
 import { IdbCache } from '../hub/index';
-import { builtinMethods } from '../methods/registry';
+import { methodInfos } from '../methods/registry';
 import { RunIndex } from '../run/idb-store';
 import type {
   Catalogue, ColumnMapping, DataFile, DataFileInfo, DataPreview, EvalOptions, EvalResult, ExportFile, GenerateOptions, GenerateResult, GpuInfo, LoadModelOptions,
@@ -33,8 +33,6 @@ import { Sessions } from './session';
 import { clearStorage, storageInfo } from './storage';
 import { UserData } from './user-data';
 
-// The same modules the registry loads: which option groups each method folder declares.
-const methodConfigs = import.meta.glob<Record<string, unknown>>('../../peft/*/config.ts', { eager: true });
 
 export class Studio implements StudioApi {
   private readonly device: DeviceSlot;
@@ -98,13 +96,7 @@ export class Studio implements StudioApi {
   // Forms
 
   async catalogue(): Promise<Catalogue> {
-    const groups: Record<string, string[]> = {};
-    for (const [file, mod] of Object.entries(methodConfigs)) {
-      const folder = file.split('/').at(-2)!;
-      const specs = Object.values(mod).filter(Array.isArray).flat() as { group?: unknown }[];
-      groups[folder] = [...new Set(specs.map((s) => s?.group).filter((g): g is string => typeof g === 'string'))];
-    }
-    return { methods: [...builtinMethods.keys()].sort(), options: allOptions().map((o) => ({ ...o })), groups, datasets: datasetCatalogue() };
+    return { methods: methodInfos(), options: allOptions().map((o) => ({ ...o })), datasets: datasetCatalogue() };
   }
 
   countTrainable(raw: Record<string, unknown>): Promise<TrainableCount> {

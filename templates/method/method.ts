@@ -15,25 +15,39 @@
  */
 import { ConfigError } from 'peft-studio/errors';
 import type { Tensor } from 'peft-studio/engine/tensor';
+import { flopsTargets } from 'peft-studio/eval/flops';
+import { readOptions } from 'peft-studio/methods/options';
 import { matchTargets, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import { myMethodOptions } from './config';
 import { channelScale } from './kernel';
 
 const key = (module: string) => `base_model.model.${module}.my_method_scale`;
 
 export const myMethod: PeftMethod = {
   name: 'my-method',
+  label: 'My method',
+  description: 'A trained scale per output channel of the targeted linears: y = (W x) ⊙ (1 + s).',
+  // The options its form shows, in order (its own from config.ts; shared ones from peft-studio/methods/options).
+  options: myMethodOptions,
   peftType: 'MY_METHOD',
+  /** FLOPs it adds to one forward (PSCP): one multiply per output of each target, per token. */
+  flops(ctx) {
+    const { my_method_target } = readOptions(myMethodOptions, ctx.config, 'my-method');
+    let f = 0;
+    for (const l of flopsTargets(ctx.linears, my_method_target, 'my_method_target', 'my-method')) f += ctx.batch * ctx.seq * l.outF;
+    return { flops: f };
+  },
   configFromAdapter(c) {
     return { finetuning_type: 'my-method', my_method_target: c.target_modules, my_method_init: c.init_value ?? 0 };
   },
   attach(ctx: MethodContext): AttachedMethod {
     const { e, model, config } = ctx;
-    const target = config.my_method_target ?? 'q_proj,v_proj';
+    // Parse the options once (defaults come from the specs in config.ts).
+    const { my_method_target: target, my_method_init: init } = readOptions(myMethodOptions, config, 'my-method');
     const targets = matchTargets(model.linearNames(), target);
     if (targets.length === 0) {
       throw new ConfigError(`my_method_target ${JSON.stringify(target)} matches no linear layer; use names such as q_proj, v_proj, down_proj, or 'all'.`);
     }
-    const init = Number(config.my_method_init ?? 0);
     const scales = new Map<string, Tensor>();
     for (const name of targets) {
       const out = model.param(`${name}.weight`).shape[0];

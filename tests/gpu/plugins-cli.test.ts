@@ -15,8 +15,11 @@ import { loadPlugins } from '../../src/methods/plugins';
 import { installedMethods } from '../../src/methods/registry';
 import { PluginError } from '../../src/errors';
 import { runCli } from '../helpers/cli';
+import { testHubRoot } from '../helpers/hub-server';
 
 const data = path.resolve('examples/data/tiny_stories_alpaca.jsonl');
+/** do_predict on two sst2 dev rows, so PSCP (which needs the method's FLOPs) is computed. */
+const predict = { do_predict: true, eval_dataset: 'sst2_eval', dataset_dir: path.join(testHubRoot(), 'datasets'), max_predict_samples: 2, max_new_tokens: 2, do_sample: false };
 
 /** Run the CLI from a neutral working directory (not the repo), with PEFT_DIR when given. */
 function cli(args: string[], peftDir?: string) {
@@ -50,7 +53,7 @@ const lastLogits = (stdout: string) => JSON.parse(stdout.trim().split('\n').at(-
 const maxDiff = (a: number[], b: number[]) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
 
 describe('method plug-ins in the CLI', () => {
-  it('a template copy in PEFT_DIR: listed by `methods`, trains 2 steps, its adapter reloads with --adapter, export merges it', async () => {
+  it('a template copy in PEFT_DIR: listed by `methods`, trains 2 steps, predicts with PSCP (its own flops()), its adapter reloads with --adapter, export merges it', async () => {
     const peft = templatePlugin('scale-demo');
     const listed = await cli(['methods'], peft);
     expect(listed.code, listed.stderr).toBe(0);
@@ -67,12 +70,18 @@ describe('method plug-ins in the CLI', () => {
     const config = yaml(path.join(work, 'train.yaml'), {
       model_name_or_path: storiesDir(), finetuning_type: 'scale-demo', scale_demo_target: 'q_proj,v_proj,down_proj', dataset: data,
       template: 'default', cutoff_len: 64, output_dir: out, per_device_train_batch_size: 2, learning_rate: 0.05,
-      lr_scheduler_type: 'constant', max_steps: 2, logging_steps: 1, save_steps: 100,
+      lr_scheduler_type: 'constant', max_steps: 2, logging_steps: 1, save_steps: 100, ...predict,
     });
     const t = await cli(['train', config], peft);
     expect(t.code, t.stderr).toBe(0);
     expect(t.stderr).toMatch(/scale-demo: 800 trainable/); // 5 layers × (q 64 + v 32 + down 64)
     expect(JSON.parse(t.stdout)).toMatchObject({ global_step: 2, trainable_params: 5 * (64 + 32 + 64) });
+    // PSCP from the plug-in's flops(): one multiply per output of each target per token, 512 · 800 on the 1×512 probe.
+    const res = JSON.parse(readFileSync(path.join(out, 'predict_results.json'), 'utf8'));
+    expect(res.predict_samples).toBe(2);
+    expect(res.tflops_extra * 1e12).toBeCloseTo(512 * 800, 3);
+    expect(res.pscp).toBeGreaterThanOrEqual(0);
+    expect(readFileSync(path.join(out, 'generated_predictions.jsonl'), 'utf8').trim().split('\n')).toHaveLength(2);
     const ac = JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
     expect(ac).toMatchObject({ peft_type: 'SCALE_DEMO', target_modules: ['down_proj', 'q_proj', 'v_proj'] });
 
@@ -147,11 +156,15 @@ describe('method plug-ins in the CLI', () => {
     const out = path.join(work, 'out');
     const config = yaml(path.join(work, 'train.yaml'), {
       model_name_or_path: storiesDir(), finetuning_type: 'vera-plugin', veraplug_rank: 16, dataset: data, template: 'default',
-      cutoff_len: 64, output_dir: out, per_device_train_batch_size: 2, learning_rate: 0.02, max_steps: 2, logging_steps: 1, save_steps: 100,
+      cutoff_len: 64, output_dir: out, per_device_train_batch_size: 2, learning_rate: 0.02, max_steps: 2, logging_steps: 1, save_steps: 100, ...predict,
     });
     const t = await cli(['train', config], peft);
     expect(t.code, t.stderr).toBe(0);
     expect(JSON.parse(t.stdout).trainable_params).toBe(5 * (64 + 16 + 32 + 16));
+    // VeRA's flops(): 2·r·(in + out) per token per target: 512 · 5 · 2 · 16 · ((64 + 64) + (64 + 32)).
+    const res = JSON.parse(readFileSync(path.join(out, 'predict_results.json'), 'utf8'));
+    expect(res.tflops_extra * 1e12).toBeCloseTo(512 * 5 * 2 * 16 * (128 + 96), 3);
+    expect(res.pscp).toBeGreaterThanOrEqual(0);
     expect(JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ peft_type: 'VERA', r: 16, target_modules: ['q_proj', 'v_proj'] });
   });
 

@@ -5,7 +5,6 @@ import {
   ConfigValidationError,
   editDistance,
   effectiveEvalSteps,
-  effectiveLoraAlpha,
   knownKeys,
   optionSpec,
   registerFinetuningType,
@@ -14,6 +13,9 @@ import {
   type OptionSpec,
 } from '../../src/config/schema';
 import { loraOptions } from '../../peft/lora/config';
+import { loraSettings } from '../../peft/lora/method';
+// The method folders register their options and finetuning_type choices (the CLI and the worker import it too).
+import '../../src/methods/registry';
 
 const base = { model_name_or_path: 'stories260K', output_dir: 'out', dataset: 'data.jsonl' };
 
@@ -33,13 +35,13 @@ describe('validateConfig: defaults', () => {
   it('fills HF / LLaMA-Factory defaults and keeps snake_case keys', () => {
     const c = validateConfig(base);
     // The config type is derived from the specs.
-    const typed: [number, string[], string | boolean | null, 'linear' | 'cosine' | 'constant' | 'constant_with_warmup', number | null, string] = [
-      c.lora_rank, c.lora_target, c.resume_from_checkpoint, c.lr_scheduler_type, c.lora_alpha, c.finetuning_type,
+    const typed: [number, string[] | null, string | boolean | null, 'linear' | 'cosine' | 'constant' | 'constant_with_warmup', number | null, string | null] = [
+      c.cutoff_len, c.dataset_task_ids, c.resume_from_checkpoint, c.lr_scheduler_type, c.max_samples, c.finetuning_type,
     ];
     expect(typed).toHaveLength(6);
-    // @ts-expect-error lora_rank is a number
-    const wrong: string = c.lora_rank;
-    expect(wrong).toBe(8);
+    // @ts-expect-error cutoff_len is a number
+    const wrong: string = c.cutoff_len;
+    expect(wrong).toBe(2048);
     expect(c.model_name_or_path).toBe('stories260K');
     expect(c.finetuning_type).toBe('lora');
     expect(c.stage).toBe('sft');
@@ -70,8 +72,8 @@ describe('validateConfig: defaults', () => {
 
   it('resolves unset lora_alpha to 2 × rank and unset eval_steps to logging_steps', () => {
     const c = validateConfig({ ...base, lora_rank: 16 });
-    expect(effectiveLoraAlpha(c)).toBe(32);
-    expect(effectiveLoraAlpha(validateConfig({ ...base, lora_alpha: 8 }))).toBe(8);
+    expect(loraSettings(c).alpha).toBe(32);
+    expect(loraSettings(validateConfig({ ...base, lora_alpha: 8 })).alpha).toBe(8);
     expect(effectiveEvalSteps(c)).toBe(10);
     expect(effectiveEvalSteps(validateConfig({ ...base, eval_steps: 25 }))).toBe(25);
   });
@@ -133,7 +135,8 @@ describe('validateConfig: problems', () => {
     const [t] = problems({ ...base, template: 'llama3' });
     expect(t).toMatch(/^template: 'llama3' is not one of default, alpaca, empty, chat\. .*use 'chat'/);
     const [f] = problems({ ...base, finetuning_type: 'my-method' });
-    expect(f).toMatch(/^finetuning_type: 'my-method' is not one of lora, oft, svft, full, freeze, prompt-tuning, prefix-tuning, p-tuning, p-tuning-v2, mtp, ia3, bn-adapter, seq-bn-adapter, par-adapter, bitfit, lntuning\./);
+    // The choices are the installed method folders.
+    expect(f).toMatch(/^finetuning_type: 'my-method' is not one of bitfit, bn-adapter, dora, full, galore, ia3, lntuning, lora, mtp, oft, p-tuning-v2, p-tuning, par-adapter, pissa, prefix-tuning, prompt-tuning, qlora, seq-bn-adapter, svft, vera\./);
   });
 
   it('names missing required keys', () => {
@@ -168,7 +171,9 @@ describe('validateConfig: problems', () => {
     expect(problems({ ...base, dataset: null })).toEqual([expect.stringMatching(/^dataset: required when do_train is true/)]);
     expect(problems({ ...base, use_galore: true })).toEqual(["use_galore: GaLore is an optimizer for finetuning_type: full, not 'lora'."]);
     expect(validateConfig({ ...base, use_galore: true, finetuning_type: 'full' }).use_galore).toBe(true);
-    expect(problems({ ...base, quantization_bit: 4, finetuning_type: 'ia3' })[0]).toMatch(/^quantization_bit: a quantized base model trains only with finetuning_type lora or oft/);
+    expect(problems({ ...base, quantization_bit: 4, finetuning_type: 'ia3' })[0]).toMatch(/^quantization_bit: a quantized base model trains only with QLoRA \(finetuning_type lora\), not 'ia3'/);
+    expect(problems({ ...base, quantization_bit: 4, use_dora: true })).toEqual([expect.stringMatching(/^quantization_bit: quantization_bit and use_dora each select a method \(qlora, dora\); they do not combine/)]);
+    expect(problems({ ...base, finetuning_type: 'prefix-tuning' })).toEqual([expect.stringMatching(/^num_virtual_tokens: required by Prefix tuning\./)]);
     expect(problems({ ...base, eval_strategy: 'steps' })[0]).toMatch(/^eval_strategy: 'steps' needs validation data/);
     expect(validateConfig({ ...base, eval_strategy: 'steps', val_size: 0.1 }).eval_strategy).toBe('steps');
   });
@@ -192,23 +197,23 @@ describe('validateConfig: problems', () => {
 describe('option registry', () => {
   it('registers a method group and its finetuning_type', () => {
     const specs: OptionSpec[] = [
-      { key: 'num_virtual_tokens', type: 'int', default: 20, min: 1, help: 'Virtual tokens.', group: 'prompt-tuning' },
-      { key: 'prompt_tuning_init', type: 'enum', default: 'RANDOM', choices: ['RANDOM', 'TEXT'], help: 'Init.', group: 'prompt-tuning' },
+      { key: 'my_virtual_tokens', type: 'int', default: 20, min: 1, help: 'Virtual tokens.', group: 'my-method' },
+      { key: 'my_prompt_init', type: 'enum', default: 'RANDOM', choices: ['RANDOM', 'TEXT'], help: 'Init.', group: 'my-method' },
     ];
-    registerOptions('prompt-tuning', specs);
+    registerOptions('my-method', specs);
     registerFinetuningType('my-method');
-    expect(knownKeys()).toContain('num_virtual_tokens');
-    const c = validateConfig({ ...base, finetuning_type: 'my-method', num_virtual_tokens: 100 });
-    expect(c.num_virtual_tokens).toBe(100);
-    expect(c.prompt_tuning_init).toBe('RANDOM');
-    expect(problems({ ...base, num_virtual_token: 1 })).toEqual(["Unknown key 'num_virtual_token' — did you mean 'num_virtual_tokens'?"]);
-    expect(problems({ ...base, num_virtual_tokens: 0 })).toEqual(['num_virtual_tokens: 0 is out of range; it must be ≥ 1 and ≤ 1e9.']);
+    expect(knownKeys()).toContain('my_virtual_tokens');
+    const c = validateConfig({ ...base, finetuning_type: 'my-method', my_virtual_tokens: 100 });
+    expect(c.my_virtual_tokens).toBe(100);
+    expect(c.my_prompt_init).toBe('RANDOM');
+    expect(problems({ ...base, my_virtual_token: 1 })).toEqual(["Unknown key 'my_virtual_token' — did you mean 'my_virtual_tokens'?"]);
+    expect(problems({ ...base, my_virtual_tokens: 0 })).toEqual(['my_virtual_tokens: 0 is out of range; it must be ≥ 1 and ≤ 1e9.']);
   });
 
   it('lets a method folder replace its own options but not take another group\'s', () => {
     registerOptions('lora', loraOptions);
     expect(optionSpec('lora_dropout')!.max).toBe(1);
-    expect(optionSpec('use_dora')).toBeDefined();
+    expect(optionSpec('lora_dropout')!.exclusiveMax).toBe(true);
     expect(() => registerOptions('mine', [{ key: 'learning_rate', type: 'float', default: 1, help: 'x', group: 'mine' }])).toThrow(/already defined by group 'train'/);
     expect(() => registerOptions('mine', [{ key: 'x_y', type: 'float', default: 1, help: 'x', group: 'other' }])).toThrow(/declares group 'other'/);
     expect(() => registerOptions('mine', [{ key: 'bad_default', type: 'int', default: 0.5, help: 'x', group: 'mine' }])).toThrow(/Default of option 'bad_default' is invalid/);
@@ -230,7 +235,8 @@ describe('numeric bounds', () => {
   it('every numeric option of the bundled methods and the schema declares a maximum; numbers beyond it are refused', async () => {
     const { builtinOptions } = await import('../../src/config/schema');
     const folders = import.meta.glob<Record<string, unknown>>('../../peft/*/config.ts', { eager: true });
-    const specs: OptionSpec[] = [...builtinOptions, ...Object.values(folders).flatMap((m) => Object.values(m).filter(Array.isArray).flat() as OptionSpec[])];
+    const { sharedOptions } = await import('../../src/methods/options');
+    const specs: OptionSpec[] = [...builtinOptions, ...sharedOptions, ...Object.values(folders).flatMap((m) => Object.values(m).filter(Array.isArray).flat() as OptionSpec[])];
     expect(specs.length).toBeGreaterThan(100);
     const unbounded = specs.filter((s) => (s.type === 'int' || s.type === 'float') && s.max === undefined).map((s) => `${s.group}.${s.key}`);
     expect(unbounded).toEqual([]);

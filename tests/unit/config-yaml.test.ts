@@ -1,3 +1,5 @@
+// Method folders register their options (lora_rank ...) and finetuning_type choices.
+import '../../src/methods/registry';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/errors';
 import { validateConfig } from '../../src/config/schema';

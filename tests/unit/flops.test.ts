@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { FLOPS_METHODS, forwardFlops, linearLayers } from '../../src/eval/flops';
+import { forwardFlops, linearLayers } from '../../src/eval/flops';
+import { builtinMethods, installedMethods } from '../../src/methods/registry';
 import { parseModelConfig } from '../../src/model/config';
 import { ConfigError } from '../../src/errors';
 import { testHubRoot } from '../helpers/hub-server';
@@ -9,7 +10,12 @@ import { testHubRoot } from '../helpers/hub-server';
 // stories260K: d = 64, n_h = 8, n_kv = 4, h_d = 8, d_ff = 172, N = 5, V = 512, tied head.
 const file = path.join(testHubRoot(), 'models', 'stories260K', 'config.json');
 const cfg = parseModelConfig(JSON.parse(readFileSync(file, 'utf8')), file);
-const probe = (method: string, methodConfig: Record<string, unknown> = {}) => forwardFlops(cfg, { batch: 1, seq: 512, method, methodConfig });
+/** The count for a method folder ('base': the bare model); each method's own flops() gives its part. */
+const probe = (name: string, methodConfig: Record<string, unknown> = {}) => {
+  const method = name === 'base' ? undefined : builtinMethods.get(name);
+  if (name !== 'base' && !method) throw new ConfigError(`no method ${name}`);
+  return forwardFlops(cfg, { batch: 1, seq: 512, method, methodConfig });
+};
 
 // Per token and layer, 2·in·out per projection:
 //   q 2·64·64 = 8192, k 2·64·32 = 4096, v 4096, o 2·64·64 = 8192,
@@ -33,12 +39,12 @@ describe('forwardFlops: stories260K, 1×512 probe', () => {
   });
 
   it('batch scales everything linearly; the probe defaults to 1×512', () => {
-    expect(forwardFlops(cfg, { method: 'base' }).total).toBe(BASE);
-    expect(forwardFlops(cfg, { batch: 2, seq: 512, method: 'base' }).total).toBe(2 * BASE);
+    expect(forwardFlops(cfg, {}).total).toBe(BASE);
+    expect(forwardFlops(cfg, { batch: 2, seq: 512 }).total).toBe(2 * BASE);
   });
 
   it('methods that replace weights add nothing', () => {
-    for (const m of ['full', 'freeze', 'galore', 'lntuning']) expect(probe(m)).toMatchObject({ total: BASE, extra: 0 });
+    for (const m of ['full', 'galore', 'lntuning']) expect(probe(m)).toMatchObject({ total: BASE, extra: 0 });
   });
 
   it('LoRA r = 8: 2·r·(in + out) per token per target', () => {
@@ -109,15 +115,20 @@ describe('forwardFlops: stories260K, 1×512 probe', () => {
     expect(probe('bitfit').extra).toBe(TOKENS_LAYERS * 96); // 245 760
   });
 
-  it('every registered method name has a count', () => {
+  it('VeRA r = 256 on q, v: 2·r·(in + out) per token per target', () => {
+    // q 2·256·128 = 65 536, v 2·256·96 = 49 152
+    expect(probe('vera').extra).toBe(TOKENS_LAYERS * (65_536 + 49_152));
+  });
+
+  it('every installed method has a count', () => {
     const needs = { num_virtual_tokens: 4 };
-    for (const m of FLOPS_METHODS) expect(Number.isFinite(probe(m, needs).total), m).toBe(true);
+    for (const m of installedMethods()) expect(Number.isFinite(forwardFlops(cfg, { method: m.method, methodConfig: needs }).total), m.name).toBe(true);
   });
 
   it('names what is missing or unknown', () => {
     expect(() => probe('prompt-tuning')).toThrow(/num_virtual_tokens/);
     expect(() => probe('adalora')).toThrow(ConfigError);
     expect(() => probe('lora', { lora_target: 'nothing_proj' })).toThrow(/matches no linear layer/);
-    expect(() => forwardFlops(cfg, { batch: 0, method: 'base' })).toThrow(ConfigError);
+    expect(() => forwardFlops(cfg, { batch: 0 })).toThrow(ConfigError);
   });
 });

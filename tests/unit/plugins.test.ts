@@ -36,7 +36,7 @@ function renamed(file: string, name: string): string {
 }
 
 const templateFiles = { 'config.ts': null, 'method.ts': null, 'kernel.ts': null, 'kernel.wgsl': null };
-const minimalMethod = (name: string) => `export default { name: '${name}', attach() { throw new Error('not used'); } };\n`;
+const minimalMethod = (name: string) => `export default { name: '${name}', description: 'A test method.', flops: () => ({ flops: 0 }), attach() { throw new Error('not used'); } };\n`;
 
 async function problems(dir: string): Promise<string> {
   try {
@@ -102,6 +102,9 @@ describe('method plug-ins', () => {
     expect(msg).toMatch(/m-wrongname\/method\.ts: the method is named 'other' but its folder is 'm-wrongname'/);
     expect(msg).toMatch(/m-badtypes\/method\.ts: peftType is 3; it must be a string/);
     expect(msg).toMatch(/m-badtypes\/method\.ts: configFromAdapter must be a function/);
+    // PSCP needs every method's FLOPs, and forms its one-line description.
+    expect(msg).toMatch(/m-noattach\/method\.ts: the default export has no flops\(ctx\) function; PSCP needs the FLOPs/);
+    expect(msg).toMatch(/m-noattach\/method\.ts: the default export has no description/);
   });
 
   it('a file that does not parse, a throwing module, an import outside the plug-in API, a missing relative import', async () => {

@@ -11,6 +11,8 @@ describe('method registry', () => {
     expect(methodNameFor({ finetuning_type: 'lora', use_dora: true })).toBe('dora');
     expect(methodNameFor({ finetuning_type: 'lora', pissa_init: true })).toBe('pissa');
     expect(methodNameFor({ finetuning_type: 'full', use_galore: true })).toBe('galore');
+    expect(methodNameFor({ finetuning_type: 'lora', use_dora: false, quantization_bit: null })).toBe('lora');
+    expect(methodNameFor({})).toBe('lora');
     expect(resolveMethod({ finetuning_type: 'oft' }).name).toBe('oft');
     expect(() => resolveMethod({ finetuning_type: 'nope' })).toThrow(/Available: .*lora/);
   });

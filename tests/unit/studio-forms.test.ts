@@ -1,8 +1,8 @@
 /** The studio's schema-driven forms: problems land on their fields, method selection round-trips, counts ignore unrelated problems. */
 import { describe, expect, test } from 'vitest';
 import { allOptions } from '../../src/config/schema';
-import { builtinMethods } from '../../src/methods/registry';
-import { countConfig, defaultValues, groupMethods, methodGroups, methodKeys, methodOf, problemKey, validateValues } from '../../src/ui/config-form';
+import { builtinMethods, methodInfos } from '../../src/methods/registry';
+import { countConfig, defaultValues, groupMethods, methodKeys, methodOf, problemKey, validateValues } from '../../src/ui/config-form';
 import { estimateTrainingBytes } from '../../src/ui/memory';
 
 const base = () => defaultValues({ model_name_or_path: 'stories260K', dataset: 'sst2' });
@@ -20,29 +20,39 @@ describe('studio forms', () => {
   });
 
   test('selecting a method sets LLaMA-Factory flags that select it back', () => {
+    const infos = methodInfos();
     for (const m of builtinMethods.keys()) {
-      const values = { ...base(), ...methodKeys(m) };
-      expect(methodOf(values), m).toBe(m);
+      const values = { ...base(), ...methodKeys(m, infos) };
+      expect(methodOf(values, infos), m).toBe(m);
       expect(validateValues(values).problems.get('finetuning_type'), m).toBeUndefined();
+      // Picking another method afterwards turns this one's flag off again.
+      const back = { ...values, ...methodKeys(infos[0].name, infos) };
+      expect(methodOf(back, infos), m).toBe(infos[0].name);
     }
-    expect(methodKeys('qlora')).toMatchObject({ finetuning_type: 'lora', quantization_bit: 4 });
-    expect(methodKeys('galore')).toMatchObject({ finetuning_type: 'full', use_galore: true });
+    const flagged = infos.filter((i) => i.select);
+    expect(flagged.length).toBeGreaterThan(0);
+    for (const i of flagged) expect(methodKeys(i.name, infos)).toMatchObject({ finetuning_type: i.select!.finetuning_type, [i.select!.key]: i.select!.value });
   });
 
-  test('every method folder is in one family or under Plug-ins; LoRA-family forms show the lora group', () => {
-    const methods = [...builtinMethods.keys()];
-    const grouped = groupMethods(methods);
-    expect(grouped.flatMap((f) => f.methods).sort()).toEqual([...methods].sort());
-    expect(methodGroups('dora', allOptions())).toContain('lora');
-    expect(methodGroups('qlora', allOptions())).toEqual(expect.arrayContaining(['lora', 'quantization']));
-    expect(methodGroups('lora', allOptions())).not.toContain('train');
+  test('every method is in exactly one family; its form lists only registered keys, its flag hidden', () => {
+    const infos = methodInfos();
+    const grouped = groupMethods(infos);
+    expect(grouped.flatMap((f) => f.methods.map((m) => m.name)).sort()).toEqual(infos.map((i) => i.name).sort());
+    const keys = new Set(allOptions().map((o) => o.key));
+    for (const i of infos) {
+      for (const k of i.options) expect(keys.has(k), `${i.name}: ${k}`).toBe(true);
+      for (const k of i.required) expect(i.options, i.name).toContain(k);
+      if (i.select) expect(i.options, i.name).not.toContain(i.select.key);
+      expect(i.description.length, i.name).toBeGreaterThan(10);
+    }
   });
 
   test('the count config ignores problems outside the method (no dataset yet) but not inside it', () => {
+    const infos = methodInfos();
     const values = { ...base(), dataset: null, learning_rate: -1 };
     expect(validateValues(values).config).toBeNull();
-    expect(countConfig(values, allOptions())?.lora_rank).toBe(8);
-    expect(countConfig({ ...values, lora_rank: 0 }, allOptions())).toBeNull();
+    expect(countConfig(values, infos)?.lora_rank).toBe(8);
+    expect(countConfig({ ...values, lora_rank: 0 }, infos)).toBeNull();
   });
 
   test('the memory estimate: resident bytes, 12 bytes per trainable parameter, activations of all layers or (recomputing) of one', () => {

@@ -1,0 +1,38 @@
+/**
+ * Trainable parameters of a config's method on a loaded model: attach with
+ * `countOnly` (methods skip work that would change the base, e.g. QLoRA's
+ * quantization), sum the trainable tensors, detach. The studio's Method
+ * screen and `peft-studio methods --counts` both count this way, so their
+ * numbers are the same for the same config.
+ */
+import type { ExperimentConfig } from '../config/schema';
+import { ConfigError } from '../errors';
+import { seededRandom } from '../model/generate';
+import type { LlamaModel } from '../model/llama';
+import { methodNameFor, resolveMethod } from './registry';
+
+export interface TrainableCountResult {
+  trainable: number;
+  total: number;
+  method: string;
+  /** GPU bytes the pool holds with the method attached (the memory estimate starts from it). */
+  residentBytes: number;
+}
+
+export async function countTrainable(model: LlamaModel, config: ExperimentConfig, tokenizer?: { encode(text: string): number[] }): Promise<TrainableCountResult> {
+  const name = methodNameFor(config);
+  const attached = resolveMethod(config).attach({ e: model.e, model, config, random: seededRandom(Number(config.seed)), tokenizer, countOnly: true });
+  try {
+    await attached.ready;
+    const trainable = attached.trainable().reduce((a, p) => a + p.tensor.size, 0);
+    model.e.flush();
+    return { trainable, total: model.numParams(), method: name, residentBytes: model.e.pool.inUse };
+  } finally {
+    attached.detach();
+    model.e.flush();
+    // The next count must see the same base: a method that released base weights even when only counting is a bug in that method.
+    if (model.releasedShapes.size > 0) {
+      throw new ConfigError(`${name} released base weights while only counting its trainable parameters (countOnly); reload the model. The method should skip that work when ctx.countOnly is set.`);
+    }
+  }
+}
