@@ -7,7 +7,7 @@
  *   dropout p > 0:      y = x Wᵀ + b + (g − 1) ⊙ (x_d Wᵀ) + g ⊙ s·(x_d Aᵀ Bᵀ)
  *
  * m starts at ‖W_o + s·(BA)_o‖ (= ‖W_o‖, B = 0), so DoRA is a no-op at init.
- * n is recomputed every forward without forming BA (see src/engine/ops/dora.ts)
+ * n is recomputed every forward without forming BA (see peft/dora/ops.ts)
  * and, as in PEFT, is a constant for autograd: A and B get the LoRA gradients
  * scaled by g, m gets Σ dy·(W-path + LoRA-path)/n.
  * Export: the LoRA keys plus base_model.model.<module>.lora_magnitude_vector
@@ -21,7 +21,7 @@
  */
 import { matmul, matmulKernel } from 'peft-studio/engine/ops/matmul';
 import { dropout } from 'peft-studio/engine/ops/dropout';
-import { doraNorm, doraRowSqNorm, doraScale, doraScaleRows } from '../../src/engine/ops/dora';
+import { doraNorm, doraRowSqNorm, doraScale, doraScaleRows } from './ops';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { flopsTargets } from 'peft-studio/eval/flops';

@@ -16,7 +16,7 @@ import { randn, rng } from '../../tests/helpers/check-op';
 import { seededRandom } from '../../src/model/generate';
 import { builtinMethods, resolveMethod } from '../../src/methods/registry';
 import { svdTopR } from '../../src/methods/svd';
-import { galoreAdamwCpu } from '../../src/engine/ops/galore_adamw';
+import { galoreAdamwCpu } from './ops';
 import { parseSafetensors } from '../../src/model/safetensors';
 import type { ModelConfig } from '../../src/model/config';
 import type { Engine } from '../../src/engine/engine';

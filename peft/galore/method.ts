@@ -37,7 +37,7 @@
 import type { Engine } from 'peft-studio/engine/engine';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { matmulKernel } from 'peft-studio/engine/ops/matmul';
-import { galoreAdamwStep, galoreMoments, galoreStepSize } from '../../src/engine/ops/galore_adamw';
+import { galoreAdamwStep, galoreMoments, galoreStepSize } from './ops';
 import { ConfigError } from 'peft-studio/errors';
 import { readOptions } from 'peft-studio/methods/options';
 import { svdTopR } from 'peft-studio/methods/svd';

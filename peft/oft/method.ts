@@ -4,7 +4,7 @@
  * unchanged:
  *   x'_k = x_k R_k  (blocks of b features),   y = x' Wᵀ (+ bias) = x (W R_bdᵀ)ᵀ
  * R_k from the skew-symmetric Q_k = skew(θ_k) by the Cayley–Neumann
- * polynomial (default) or the exact Cayley transform (src/engine/ops/oft.ts).
+ * polynomial (default) or the exact Cayley transform (peft/oft/ops.ts).
  * θ [r, b(b−1)/2] (or [1, …] with block_share) starts at zero: R = I, an exact
  * no-op. Exactly one of oft_rank (r) and oft_block_size (b) is set; the other
  * is derived per layer after PEFT's adjustment to a divisor of `in`.
@@ -12,7 +12,7 @@
  * Export: HF PEFT keys base_model.model.<module>.oft_R.weight.
  * Merge: W ← W R_bdᵀ (exact).
  */
-import { blockRotate, cayleyNeumannCoefficients, coftProject, oftBlockParams, oftRotation } from '../../src/engine/ops/oft';
+import { blockRotate, cayleyNeumannCoefficients, coftProject, oftBlockParams, oftRotation } from './ops';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { flopsTargets } from 'peft-studio/eval/flops';

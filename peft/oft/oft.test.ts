@@ -5,7 +5,7 @@ import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models
 import { checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
 import { maxAbsDiff, randn, rng } from '../../tests/helpers/check-op';
 import type { Engine } from '../../src/engine/engine';
-import { coftProjectCpu, oftBlockParams } from '../../src/engine/ops/oft';
+import { coftProjectCpu, oftBlockParams } from './ops';
 import { ConfigError } from '../../src/errors';
 import { seededRandom } from '../../src/model/generate';
 import type { LlamaModel } from '../../src/model/llama';

@@ -9,7 +9,7 @@
  * trainable values δ at the pattern positions (banded |i − j| ≤ off_diag,
  * random, or top_k by |σ_i σ_j|), sorted row-major; δ = 0 and gate = 0 at
  * init, so the layer is U diag(σ) V = W at full rank.
- * Evaluated as z = x Vᵀ, z' = z (diag(s) + σ(g) M)ᵀ (src/engine/ops/svft.ts),
+ * Evaluated as z = x Vᵀ, z' = z (diag(s) + σ(g) M)ᵀ (peft/svft/ops.ts),
  * y = z' Uᵀ: two dense matmuls and a sparse step, never W' itself.
  *
  * The SVD runs on the CPU after reading W back, so initialisation is
@@ -18,7 +18,7 @@
  * under base_model.model.<module>.svft_layers.<name>. Merge: W ← W' (exact).
  */
 import { matmul } from 'peft-studio/engine/ops/matmul';
-import { svftPattern, svftScaleRows, svftSpectral, uploadSvftPattern, type SvftPattern } from '../../src/engine/ops/svft';
+import { svftPattern, svftScaleRows, svftSpectral, uploadSvftPattern, type SvftPattern } from './ops';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { flopsTargets } from 'peft-studio/eval/flops';

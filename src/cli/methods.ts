@@ -31,7 +31,7 @@ export async function methodCounts(e: Engine, base: Record<string, unknown>): Pr
       // Output and data do not change a count: placeholders keep a config without them valid.
       const raw = { output_dir: 'count', dataset: 'count.jsonl', ...base, ...selectionKeys(info.name, infos, (k) => optionSpec(k)?.default ?? null) };
       try {
-        const { trainable, total } = await countTrainable(model, validateConfig(raw, info.name), tokenizer);
+        const { trainable, total } = await countTrainable(model, validateConfig(raw, info.name), tokenizer ?? undefined);
         out[info.name] = { trainable, total };
       } catch (err) {
         out[info.name] = { error: (err as Error).message };
@@ -67,7 +67,9 @@ export async function methodsCommand(args: string[], plugins: PluginScan, engine
       if (positionals.length) throw new ConfigError(`methods: unexpected ${positionals.join(' ')}; did you mean methods --counts <config.yaml>?`);
       return formatMethods(plugins);
     }
-    const [file, ...overrides] = positionals[0]?.includes('=') ? [undefined, ...positionals] : positionals;
+    // The first positional is the config file unless it is already a key=value override.
+    const file = positionals[0] !== undefined && !positionals[0].includes('=') ? positionals[0] : undefined;
+    const overrides = file === undefined ? positionals : positionals.slice(1);
     if (file && !existsSync(file)) throw new ConfigError(`methods --counts: config file ${file} does not exist.`);
     const raw = file ? parseConfigText(readFileSync(file, 'utf8'), overrides, file) : parseConfigText('', overrides, 'overrides');
     if (values.model) raw.model_name_or_path = values.model;

@@ -1,5 +1,5 @@
 /**
- * DoRA ops (METHODS.md §6), kernels in shaders/dora.wgsl. Legend: M tokens,
+ * DoRA ops (METHODS.md §6), kernels in peft/dora/dora.wgsl. Legend: M tokens,
  * O output features, I input features, R LoRA rank, s LoRA scale.
  *
  *   doraNorm:  n_o = ‖W_o + s (BA)_o‖₂, detached (no tape), via
@@ -10,12 +10,12 @@
  *                        dm_o += Σ_t dy (U − β + V) / n_o; n and β get none.
  *   doraScaleRows: W[o, :] *= m_o / n_o (merge).
  */
-import code from '../../../shaders/dora.wgsl?raw';
-import { params } from '../engine';
-import type { Engine } from '../engine';
-import type { Tensor } from '../tensor';
-import { accumulateKernel, grid1d, sameShape } from './add';
-import { matmulKernel } from './matmul';
+import code from './dora.wgsl?raw';
+import { params } from 'peft-studio/engine/engine';
+import type { Engine } from 'peft-studio/engine/engine';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { accumulateKernel, grid1d, sameShape } from 'peft-studio/engine/ops/add';
+import { matmulKernel } from 'peft-studio/engine/ops/matmul';
 
 /** w2[o] = Σ_i W[o, i]² for W [O, I]. No autograd. */
 export function doraRowSqNorm(e: Engine, W: Tensor): Tensor {

@@ -1,8 +1,8 @@
 import { describe, it, expect } from 'vitest';
-import { gpuEngine } from '../helpers/gpu';
-import { checkOp, maxAbsDiff, randn, rng } from '../helpers/check-op';
-import { doraNorm, doraNormCpu, doraRowSqNorm, doraScale, doraScaleCpu, doraScaleRows } from '../../src/engine/ops/dora';
-import wgsl from '../../shaders/dora.wgsl?raw';
+import { gpuEngine } from '../../tests/helpers/gpu';
+import { checkOp, maxAbsDiff, randn, rng } from '../../tests/helpers/check-op';
+import { doraNorm, doraNormCpu, doraRowSqNorm, doraScale, doraScaleCpu, doraScaleRows } from './ops';
+import wgsl from './dora.wgsl?raw';
 
 const positive = (n: number, r: () => number) => Float32Array.from({ length: n }, () => 0.5 + r());
 

@@ -1,11 +1,11 @@
-/** OFT ops (src/engine/ops/oft.ts) against their float64 references and METHODS.md §9. */
+/** OFT ops (peft/oft/ops.ts) against their float64 references and METHODS.md §9. */
 import { describe, it, expect } from 'vitest';
-import { gpuEngine } from '../helpers/gpu';
-import { checkOp, maxAbsDiff, randn, rng } from '../helpers/check-op';
+import { gpuEngine } from '../../tests/helpers/gpu';
+import { checkOp, maxAbsDiff, randn, rng } from '../../tests/helpers/check-op';
 import {
   blockRotate, blockRotateCpu, cayleyNeumannCoefficients, coftProject, coftProjectCpu, oftBlockParams, oftRotation, oftRotationCpu, skewCpu,
-} from '../../src/engine/ops/oft';
-import wgsl from '../../shaders/oft.wgsl?raw';
+} from './ops';
+import wgsl from './oft.wgsl?raw';
 
 describe('oft ops', () => {
   it('oft.wgsl compiles', async () => {

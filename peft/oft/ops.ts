@@ -19,11 +19,11 @@
  *
  * coftProject: COFT's no-grad projection of each block onto ‖Q_k‖_F ≤ eps.
  */
-import code from '../../../shaders/oft.wgsl?raw';
-import { params } from '../engine';
-import type { Engine } from '../engine';
-import type { Tensor } from '../tensor';
-import { grid1d } from './add';
+import code from './oft.wgsl?raw';
+import { params } from 'peft-studio/engine/engine';
+import type { Engine } from 'peft-studio/engine/engine';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { grid1d } from 'peft-studio/engine/ops/add';
 
 const WG = 64;
 

@@ -1,9 +1,9 @@
-/** SVFT spectral step (src/engine/ops/svft.ts) against its float64 reference. */
+/** SVFT spectral step (peft/svft/ops.ts) against its float64 reference. */
 import { describe, it, expect } from 'vitest';
-import { gpuEngine } from '../helpers/gpu';
-import { checkOp, maxAbsDiff, randn, rng } from '../helpers/check-op';
-import { svftPattern, svftScaleRows, svftSpectral, svftSpectralCpu, sigmoid, uploadSvftPattern } from '../../src/engine/ops/svft';
-import wgsl from '../../shaders/svft.wgsl?raw';
+import { gpuEngine } from '../../tests/helpers/gpu';
+import { checkOp, maxAbsDiff, randn, rng } from '../../tests/helpers/check-op';
+import { svftPattern, svftScaleRows, svftSpectral, svftSpectralCpu, sigmoid, uploadSvftPattern } from './ops';
+import wgsl from './svft.wgsl?raw';
 
 function band(n: number, d: number) {
   const rows: number[] = [], cols: number[] = [];

@@ -12,11 +12,11 @@
  *   dδ_q += σ P_q,   dg += σ(1 − σ) Σ_q δ_q P_q
  * s (σ of the SVD) is frozen: no gradient.
  */
-import code from '../../../shaders/svft.wgsl?raw';
-import { params } from '../engine';
-import type { Engine } from '../engine';
-import type { Tensor } from '../tensor';
-import { grid1d } from './add';
+import code from './svft.wgsl?raw';
+import { params } from 'peft-studio/engine/engine';
+import type { Engine } from 'peft-studio/engine/engine';
+import type { Tensor } from 'peft-studio/engine/tensor';
+import { grid1d } from 'peft-studio/engine/ops/add';
 
 const WG = 64;
 

@@ -5,9 +5,9 @@
  * no backward to check.
  */
 import { describe, it, expect } from 'vitest';
-import { gpuEngine } from '../helpers/gpu';
-import { randn, rng } from '../helpers/check-op';
-import { galoreAdamwCpu, galoreAdamwStep, galoreMoments, galoreMomentsCpu, galoreStepSize, type GaloreAdamOptions } from '../../src/engine/ops/galore_adamw';
+import { gpuEngine } from '../../tests/helpers/gpu';
+import { randn, rng } from '../../tests/helpers/check-op';
+import { galoreAdamwCpu, galoreAdamwStep, galoreMoments, galoreMomentsCpu, galoreStepSize, type GaloreAdamOptions } from './ops';
 
 /** allclose: |got − want| ≤ rtol |want| + 1e-7 max|want|. */
 function expectClose(name: string, got: Float32Array, want: Float64Array, rtol = 2e-5) {

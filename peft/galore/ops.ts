@@ -15,10 +15,10 @@
  * scale · project_back(N), then p ← p (1 − lr·wd)); galoreAdamwStep does the
  * whole unprojected step in place: p ← (p − step · N) (1 − lr·wd).
  */
-import code from '../../../shaders/galore_adamw.wgsl?raw';
-import { params } from '../engine';
-import type { Engine } from '../engine';
-import type { Tensor } from '../tensor';
+import code from './galore_adamw.wgsl?raw';
+import { params } from 'peft-studio/engine/engine';
+import type { Engine } from 'peft-studio/engine/engine';
+import type { Tensor } from 'peft-studio/engine/tensor';
 
 export interface GaloreAdamOptions {
   lr: number;
