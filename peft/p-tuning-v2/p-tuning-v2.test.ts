@@ -42,7 +42,7 @@ describe('p-tuning-v2', () => {
     const attach = (config: Record<string, unknown>) => pTuningV2.attach({ e, model, config, random: seededRandom(1) });
     expect(() => attach({ num_virtual_tokens: 4, prefix_projection: true })).toThrow(ConfigError);
     expect(() => attach({ num_virtual_tokens: 4, prefix_projection: true })).toThrow(/prefix_projection: true.*p-tuning-v2.*finetuning_type: prefix-tuning/);
-    expect(() => attach({})).toThrow(/p-tuning-v2 needs num_virtual_tokens/);
+    expect(() => attach({})).toThrow(/num_virtual_tokens: p-tuning-v2 needs it and it is unset/);
     model.dispose();
   });
 

@@ -90,7 +90,9 @@ function optionListProblems(m: PeftMethod, specs: OptionSpec[], where: string, o
 
 /** The methods bundled from the project's peft/ folder (plug-ins are in `installedMethods()`). */
 export const builtinMethods = new Map<string, PeftMethod>();
-for (const [file, mod] of Object.entries(modules)) {
+// In list order (PeftMethod.order, then name): finetuning_type's choices and every listing follow it, the same in every build.
+const byOrder = Object.entries(modules).sort(([fa, a], [fb, b]) => (a.default?.order ?? Infinity) - (b.default?.order ?? Infinity) || folderOf(fa).localeCompare(folderOf(fb)));
+for (const [file, mod] of byOrder) {
   const folder = folderOf(file);
   if (!mod.default) throw new ConfigError(`peft/${folder}/method.ts has no default export (a PeftMethod).`);
   const method = mod.default;

@@ -135,8 +135,8 @@ describe('validateConfig: problems', () => {
     const [t] = problems({ ...base, template: 'llama3' });
     expect(t).toMatch(/^template: 'llama3' is not one of default, alpaca, empty, chat\. .*use 'chat'/);
     const [f] = problems({ ...base, finetuning_type: 'my-method' });
-    // The choices are the installed method folders.
-    expect(f).toMatch(/^finetuning_type: 'my-method' is not one of bitfit, bn-adapter, dora, full, galore, ia3, lntuning, lora, mtp, oft, p-tuning-v2, p-tuning, par-adapter, pissa, prefix-tuning, prompt-tuning, qlora, seq-bn-adapter, svft, vera\./);
+    // The choices are the installed method folders, in list order (PeftMethod.order).
+    expect(f).toMatch(/^finetuning_type: 'my-method' is not one of lora, qlora, dora, pissa, vera, oft, full, svft, galore, prompt-tuning, prefix-tuning, p-tuning-v2, p-tuning, mtp, bn-adapter, seq-bn-adapter, par-adapter, ia3, lntuning, bitfit\./);
   });
 
   it('names missing required keys', () => {
