@@ -40,7 +40,8 @@ Commands:
             Methods × datasets × seeds from one base config, in sequence; finished cells are skipped.
             Writes results.csv and results.md (mean ± std over seeds, PSCP, trainable parameters).
   export    <config.yaml> [key=value ...]
-            Merge the adapter in output_dir (or adapter_name_or_path) into the base model.
+            Merge the adapter in output_dir (or adapter_name_or_path) into the base model;
+            export_format=onnx writes the folder transformers.js loads (onnx/model.onnx, opset 17).
   logits    --model <dir|repo> --text "<text>" [--adapter <dir>] [--out file.json]
             Next-token logits at the last position (BOS added as the tokenizer does).
   generate  --model <dir|repo> --prompt "<text>" [--adapter <dir>] [--max-new-tokens 64] [--temperature 0]
