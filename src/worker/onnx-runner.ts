@@ -69,11 +69,13 @@ export class OnnxRunner implements OnnxRunnerApi {
     let note: string | null = null;
     let provider: OnnxProvider = 'wasm';
     let session: OrtSession & { release(): Promise<void> };
+    // A model over 2 GiB keeps its weights in onnx/model.onnx_data[_N] (paths as model.onnx names them).
+    const externalData = Object.keys(files).filter((f) => /^onnx\/model\.onnx_data(_\d+)?$/.test(f)).map((f) => ({ path: f.slice('onnx/'.length), data: files[f] }));
     if (want === 'wasm') {
       note = null;
     } else if (typeof navigator !== 'undefined' && navigator.gpu) {
       try {
-        session = await ort.InferenceSession.create(model, { executionProviders: ['webgpu'] });
+        session = await ort.InferenceSession.create(model, { executionProviders: ['webgpu'], externalData });
         provider = 'webgpu';
       } catch (err) {
         note = `WebGPU execution provider unavailable (${(err as Error).message}); using wasm.`;
@@ -81,7 +83,7 @@ export class OnnxRunner implements OnnxRunnerApi {
     } else {
       note = 'This browser has no WebGPU; using wasm.';
     }
-    session ??= await ort.InferenceSession.create(model, { executionProviders: ['wasm'] });
+    session ??= await ort.InferenceSession.create(model, { executionProviders: ['wasm'], externalData });
     this.loaded = { ort: ort as unknown as OrtModule, session, config, tokenizer, provider };
     return { provider, note, modelBytes: model.byteLength };
   }

@@ -3,7 +3,8 @@
  * have, against the float64 CPU reference (src/model/reference.ts), run by
  * onnxruntime-web's wasm backend: llama3 rope_scaling with head_dim 16 and
  * GQA 4/1, a tied head; batch 2 with left padding; a Mistral sliding window;
- * the fp16 / q8 variants under transformers.js's file names; errors.
+ * the fp16 / q8 variants under transformers.js's file names; external data;
+ * errors.
  */
 import { describe, it, expect } from 'vitest';
 import path from 'node:path';
@@ -33,8 +34,8 @@ function build(json: Record<string, unknown>, types: ('fp32' | 'fp16' | 'q8')[] 
 
 const i64 = (v: number[], dims: number[]) => new ort.Tensor('int64', BigInt64Array.from(v.map(BigInt)), dims);
 
-async function run(model: Uint8Array, cfg: ModelConfig, ids: number[][], mask: number[][]): Promise<Float32Array> {
-  const s = await ort.InferenceSession.create(model);
+async function run(model: Uint8Array, cfg: ModelConfig, ids: number[][], mask: number[][], options: ort.InferenceSession.SessionOptions = {}): Promise<Float32Array> {
+  const s = await ort.InferenceSession.create(model, options);
   const B = ids.length, T = ids[0].length;
   const feeds: Record<string, ort.Tensor> = {
     input_ids: i64(ids.flat(), [B, T]),
@@ -111,6 +112,25 @@ describe('weight variants and the folder', () => {
     expect(files.get(ONNX_FILE_NAMES.q8)!.length).toBeLessThan(files.get(ONNX_FILE_NAMES.fp16)!.length);
     const config = JSON.parse(new TextDecoder().decode(files.get('config.json')));
     expect(config['transformers.js_config']).toEqual({ dtype: 'fp32' });
+  });
+
+  it('weights over the limit go to external data chunks (model.onnx_data, _1, ...) with the same logits', async () => {
+    const json = LLAMA3;
+    const cfg = parseModelConfig(json, 'test');
+    const weights = randomWeights(cfg, 5);
+    const inline = onnxModelFiles({ configText: JSON.stringify(json), weights, baseFiles: new Map() });
+    const split = onnxModelFiles({ configText: JSON.stringify(json), weights, baseFiles: new Map(), externalDataAbove: 40_000 });
+    const chunks = [...split.keys()].filter((f) => f.startsWith('onnx/model.onnx_data')).sort();
+    expect(chunks.length).toBeGreaterThan(1);
+    expect(chunks.slice(0, 2)).toEqual(['onnx/model.onnx_data', 'onnx/model.onnx_data_1']);
+    expect(split.get('onnx/model.onnx')!.length).toBeLessThan(inline.get('onnx/model.onnx')!.length / 4);
+    const config = JSON.parse(new TextDecoder().decode(split.get('config.json')));
+    expect(config['transformers.js_config']).toEqual({ dtype: 'fp32', use_external_data_format: { 'model.onnx': chunks.length } });
+    const ids = [3, 14, 15, 9, 26, 5];
+    const want = await run(inline.get('onnx/model.onnx')!, cfg, [ids], [ids.map(() => 1)]);
+    const externalData = chunks.map((f) => ({ path: f.slice('onnx/'.length), data: split.get(f)! }));
+    const got = await run(split.get('onnx/model.onnx')!, cfg, [ids], [ids.map(() => 1)], { externalData });
+    expect(maxDiff(got, want)).toBe(0);
   });
 
   it('greedy decoding with the cache equals argmax of full forwards', async () => {

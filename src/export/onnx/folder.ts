@@ -7,6 +7,7 @@
  *   onnx/model.onnx           float32 weights
  *   onnx/model_fp16.onnx      (optional) float16 weights, float32 activations
  *   onnx/model_quantized.onnx (optional) int8 weights, one scale per output channel
+ *   onnx/<file>_data[_N]      the weights of a model over 2 GiB (ONNX external data), in chunks
  *
  * Host-agnostic: files in, files out (the CLI writes them to a folder, the
  * studio zips them).
@@ -31,7 +32,7 @@ export const ONNX_FILE_NAMES: Readonly<Record<OnnxWeightType, string>> = {
 /** Files copied unchanged from the base model when it has them. */
 export const COPIED_FILES = ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja'] as const;
 
-/** A protobuf message (a whole .onnx file without external data) is at most 2 GiB. */
+/** A protobuf message (a whole .onnx file, external data aside) is at most 2 GiB. */
 const PROTOBUF_LIMIT = 2 ** 31 - 1;
 
 export function parseOnnxWeightTypes(value: unknown): OnnxWeightType[] {
@@ -53,6 +54,12 @@ export interface OnnxFolderInput {
   /** Weight types to write (default fp32 only). */
   weightTypes?: readonly OnnxWeightType[];
   producerVersion?: string;
+  /**
+   * Weights above this many bytes go to external data files
+   * (onnx/model.onnx_data, _1, ... in chunks of at most this size); default
+   * just under protobuf's 2 GiB message limit, so small models stay one file.
+   */
+  externalDataAbove?: number;
 }
 
 /** Every file of the folder, by relative path. */
@@ -67,17 +74,26 @@ export function onnxModelFiles(input: OnnxFolderInput): Map<string, Uint8Array> 
     );
   }
   const files = new Map<string, Uint8Array>();
+  const limit = input.externalDataAbove ?? PROTOBUF_LIMIT - (64 << 20);
+  // transformers.js_config.use_external_data_format: data chunks per file name ({"model.onnx": 2} → model.onnx_data, model.onnx_data_1).
+  const externalChunks: Record<string, number> = {};
   for (const type of input.weightTypes ?? ['fp32']) {
     const graph = buildDecoderGraph(cfg, input.weights, type);
-    if (graph.weightBytes > PROTOBUF_LIMIT - (64 << 20)) {
-      throw new ModelFormatError(
-        `ONNX export: the ${type} weights are ${(graph.weightBytes / 2 ** 30).toFixed(2)} GiB, and one .onnx file holds at most 2 GiB. ` +
-          'The exporter writes no external-data files (model.onnx_data) yet; export the adapter or the safetensors model (export_format: safetensors) instead.',
-      );
+    const file = ONNX_FILE_NAMES[type];
+    const base = file.slice('onnx/'.length);
+    if (graph.weightBytes > limit) {
+      // Small tensors (norm weights, constants) stay inline, as Optimum leaves them.
+      const chunks = graph.externalize(`${base}_data`, 1024, limit);
+      chunks.forEach((data, i) => files.set(`onnx/${base}_data${i === 0 ? '' : `_${i}`}`, data));
+      externalChunks[base] = chunks.length;
     }
-    files.set(ONNX_FILE_NAMES[type], graph.encode({ opset: ONNX_OPSET, irVersion: ONNX_IR_VERSION, name: String(json._name_or_path ?? cfg.modelType), producerVersion: input.producerVersion ?? '' }));
+    files.set(file, graph.encode({ opset: ONNX_OPSET, irVersion: ONNX_IR_VERSION, name: String(json._name_or_path ?? cfg.modelType), producerVersion: input.producerVersion ?? '' }));
   }
-  json['transformers.js_config'] = { ...(json['transformers.js_config'] as object | undefined), dtype: 'fp32' };
+  json['transformers.js_config'] = {
+    ...(json['transformers.js_config'] as object | undefined),
+    dtype: 'fp32',
+    ...(Object.keys(externalChunks).length ? { use_external_data_format: externalChunks } : {}),
+  };
   files.set('config.json', enc.encode(JSON.stringify(json, null, 2) + '\n'));
   for (const name of COPIED_FILES) {
     const data = input.baseFiles.get(name);

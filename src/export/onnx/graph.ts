@@ -97,6 +97,37 @@ export class GraphBuilder {
     this.outputs.push({ name, dataType, shape });
   }
 
+  /**
+   * Move initializers of at least `minBytes` into external data files named
+   * `<location>`, `<location>_1`, ... (transformers.js's chunk names), each
+   * under `chunkBytes`; returns the files' bytes. encode() then writes only
+   * their names and ranges.
+   */
+  externalize(location: string, minBytes: number, chunkBytes: number): Uint8Array[] {
+    const chunks: Uint8Array[][] = [];
+    let size = chunkBytes;
+    for (const t of this.initializers) {
+      if (t.raw.byteLength < minBytes) continue;
+      if (size + t.raw.byteLength > chunkBytes) {
+        chunks.push([]);
+        size = 0;
+      }
+      const name = chunks.length === 1 ? location : `${location}_${chunks.length - 1}`;
+      t.external = { location: name, offset: size, length: t.raw.byteLength };
+      chunks[chunks.length - 1].push(t.raw);
+      size += t.raw.byteLength;
+    }
+    return chunks.map((parts) => {
+      const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
+      let o = 0;
+      for (const p of parts) {
+        out.set(p, o);
+        o += p.byteLength;
+      }
+      return out;
+    });
+  }
+
   encode(opts: { opset: number; irVersion: number; name: string; producerVersion: string }): Uint8Array {
     return encodeModel({
       irVersion: opts.irVersion,

@@ -12,7 +12,7 @@
  *   GraphProto        node 1, name 2, initializer 5, input 11, output 12
  *   NodeProto         input 1, output 2, name 3, op_type 4, attribute 5
  *   AttributeProto    name 1, f 2, i 3, s 4, t 5, floats 7, ints 8, type 20
- *   TensorProto       dims 1, data_type 2, name 8, raw_data 9
+ *   TensorProto       dims 1, data_type 2, name 8, raw_data 9, external_data 13 (key 1, value 2), data_location 14
  *   ValueInfoProto    name 1, type 2
  *   TypeProto         tensor_type 1 → elem_type 1, shape 2 → dim 1 → dim_value 1 | dim_param 2
  */
@@ -94,6 +94,8 @@ export interface TensorValue {
   dims: readonly number[];
   /** Little-endian element bytes (raw_data). */
   raw: Uint8Array;
+  /** Stored in a separate file instead (data_location EXTERNAL): its name beside the .onnx file, and the byte range. */
+  external?: { location: string; offset: number; length: number };
 }
 
 export type AttributeValue =
@@ -137,7 +139,17 @@ function writeTensor(w: Writer, t: TensorValue): void {
   for (const d of t.dims) w.int(1, d);
   w.int(2, t.dataType);
   w.string(8, t.name);
-  w.bytes(9, t.raw);
+  if (!t.external) {
+    w.bytes(9, t.raw);
+    return;
+  }
+  for (const [key, value] of [['location', t.external.location], ['offset', String(t.external.offset)], ['length', String(t.external.length)]]) {
+    w.message(13, (e) => {
+      e.string(1, key);
+      e.string(2, value);
+    });
+  }
+  w.int(14, 1);
 }
 
 function writeAttribute(w: Writer, name: string, a: AttributeValue): void {
