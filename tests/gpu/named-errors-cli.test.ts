@@ -13,6 +13,8 @@ import path from 'node:path';
 import { runCli } from '../helpers/cli';
 import { storiesDir } from '../helpers/models';
 import { parseSafetensors, serializeSafetensors } from '../../src/model/safetensors';
+import { gpuEngine } from '../helpers/gpu';
+import { ModelFormatError } from '../../src/errors';
 
 const work = mkdtempSync(path.join(tmpdir(), 'ps-named-'));
 const config = path.resolve('examples/stories260k_lora.yaml');
@@ -74,5 +76,13 @@ describe('named errors through the CLI', () => {
     noTrace(r);
     expect(r.stderr).toMatch(/logits: the model computed \d+ NaN and \d+ infinite logit\(s\) at the last position .* The weights \(or the adapter\) hold NaN\/Inf/);
     expect(r.stdout).toBe('');
+  });
+
+  it('a tensor given the wrong number of values (an adapter or checkpoint of another rank) is a ModelFormatError naming the tensor', async () => {
+    const e = await gpuEngine();
+    const t = e.persist(e.zeros([4, 64], 'model.layers.0.self_attn.q_proj.lora_A'));
+    expect(() => e.write(t, new Float32Array(8 * 64))).toThrow(ModelFormatError);
+    expect(() => e.write(t, new Float32Array(8 * 64))).toThrow(/Tensor 'model\.layers\.0\.self_attn\.q_proj\.lora_A' \[4, 64\] holds 256 values, but 512 were given to it: .*made for another shape \(rank/);
+    t.dispose();
   });
 });
