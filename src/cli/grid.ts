@@ -5,7 +5,7 @@
  * results.md are rewritten after every cell, so a partial grid already has
  * its table.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Engine } from '../engine/engine';
@@ -15,14 +15,15 @@ import { gridCells, parseGrid, resultsCsv, resultsMarkdown, type CellResult } fr
 import { checkDataKeys } from '../data/node';
 import { runConfig } from './train';
 import { ensureWritableDir } from './paths';
+import { readTextFile, TEXT_FILE_LIMITS } from '../hub/node';
 
 export async function gridCommand(e: Engine, file: string, overrides: string[]): Promise<Record<string, unknown>> {
   if (!existsSync(file)) throw new ConfigError(`Grid file ${file} does not exist.`);
-  const raw = parseConfigText(readFileSync(file, 'utf8'), [], file);
+  const raw = parseConfigText(readTextFile(file, TEXT_FILE_LIMITS.config, 'grid'), [], file);
   const spec = parseGrid(raw, file, (p) => {
     const full = path.resolve(path.dirname(file), p);
     if (!existsSync(full)) throw new ConfigError(`${file}: base config ${p} does not exist (paths are relative to the grid file).`);
-    return parseConfigText(readFileSync(full, 'utf8'), [], full);
+    return parseConfigText(readTextFile(full, TEXT_FILE_LIMITS.config, 'base config'), [], full);
   });
   // key=value overrides change the base config of every cell (methods and dataset overrides still win).
   Object.assign(spec.base, parseConfigText('', overrides, 'the command line'));

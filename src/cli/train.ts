@@ -5,13 +5,13 @@
  * runs with a progress bar, and the adapter is written to output_dir in HF
  * PEFT layout (the merged model too with export_merged).
  */
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Engine } from '../engine/engine';
 import { ConfigError, NotMergeableError } from '../errors';
 import { validateConfig, type ExperimentConfig } from '../config/schema';
 import { parseConfigText } from '../config/yaml';
-import { sourceFor, LocalFolderSource } from '../hub/node';
+import { sourceFor, LocalFolderSource, readTextFile, TEXT_FILE_LIMITS } from '../hub/node';
 import type { LlamaModel } from '../model/llama';
 import type { FileSource } from '../hub/source';
 import { seededRandom } from '../model/generate';
@@ -29,7 +29,7 @@ import { ensureWritableDir } from './paths';
 
 export function loadConfigFile(file: string, overrides: string[]): ExperimentConfig {
   if (!existsSync(file)) throw new ConfigError(`Config file ${file} does not exist.`);
-  const raw = parseConfigText(readFileSync(file, 'utf8'), overrides, file);
+  const raw = parseConfigText(readTextFile(file, TEXT_FILE_LIMITS.config, 'config'), overrides, file);
   return validateConfig(raw, file);
 }
 

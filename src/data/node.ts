@@ -16,12 +16,12 @@
  * picks another split), or one Alpaca-format .jsonl file (LLaMA-Factory's
  * instruction / input / output rows).
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { ExperimentConfig } from '../config/schema';
 import { ConfigError } from '../errors';
 import { HubSource } from '../hub/hub-source';
-import { defaultCacheDir, hubToken, LocalFolderSource, NodeFolderCache } from '../hub/node';
+import { defaultCacheDir, hubToken, LocalFolderSource, NodeFolderCache, readTextFile, TEXT_FILE_LIMITS } from '../hub/node';
 import type { FileCache } from '../hub/cache';
 import { isNotFound, type FileSource, type GetOptions, type ProgressCallback } from '../hub/source';
 import type { Tokenizer } from '../model/tokenizer';
@@ -116,7 +116,7 @@ export function registerConfiguredDatasets(config: Pick<ExperimentConfig, 'datas
   let text: string;
   if (file) {
     if (!existsSync(file)) throw new ConfigError(`dataset_info: the file ${file} does not exist. Give the path of a JSON file of dataset entries.`);
-    text = readFileSync(file, 'utf8');
+    text = readTextFile(file, TEXT_FILE_LIMITS.datasetInfo, 'dataset_info');
     if (looksLikeLlamaFactory(text)) {
       throw new ConfigError(`dataset_info: ${file} is a LLaMA-Factory / PEFT-Factory dataset_info.json (file_name / hf_hub_url entries). PEFT Studio's entries name their sources and formatter (README, Datasets); PEFT-Factory's 27 datasets are built in under the same keys.`);
     }
@@ -124,7 +124,7 @@ export function registerConfiguredDatasets(config: Pick<ExperimentConfig, 'datas
     // LLaMA-Factory keeps its own dataset_info.json in dataset_dir: that one is not ours and is skipped.
     const guess = config.dataset_dir ? path.join(config.dataset_dir, 'dataset_info.json') : null;
     if (!guess || !existsSync(guess)) return none;
-    text = readFileSync(guess, 'utf8');
+    text = readTextFile(guess, TEXT_FILE_LIMITS.datasetInfo, 'dataset_info');
     if (looksLikeLlamaFactory(text)) return none;
     file = guess;
   }
@@ -219,7 +219,7 @@ export async function loadExperimentData(tok: Tokenizer, config: DataConfig, pad
   const lines: string[] = [];
   if (isAlpacaFile(spec)) {
     if (!existsSync(spec)) throw new ConfigError(`dataset '${spec}': the file does not exist. Give an Alpaca-format .jsonl file ({"instruction", "input", "output"} per line) or a registry key such as sst2.`);
-    const rows = readAlpacaJsonl(readFileSync(spec, 'utf8'), spec).map(alpacaToExample);
+    const rows = readAlpacaJsonl(readTextFile(spec, TEXT_FILE_LIMITS.dataset, 'dataset'), spec).map(alpacaToExample);
     const d = buildSftDatasets(tok, rows, config, padId);
     lines.push(`data: ${d.train.length} train, ${d.val.length} val examples${d.truncated ? `, ${d.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${d.dropped ? `, ${d.dropped} dropped by packing` : ''}`);
     return { ...d, report: null, lines };

@@ -4,7 +4,7 @@
  * points import this file; the browser bundle never sees node:fs.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { constants as fsConstants, statSync } from 'node:fs';
+import { constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import { homedir } from 'node:os';
 import * as path from 'node:path';
@@ -236,6 +236,24 @@ export class LocalFolderSource implements FileSource {
     const entries = await fs.readdir(this.dir, { withFileTypes: true }).catch(() => []);
     return entries.filter((d) => d.isDirectory()).map((d) => d.name).sort();
   }
+}
+
+/** Caps on local text files read whole (the README lists them): V8 strings stop near 512 MiB anyway. */
+export const TEXT_FILE_LIMITS = { config: 4 << 20, datasetInfo: 32 << 20, dataset: 512 << 20 } as const;
+
+/**
+ * A local text file read whole, after checking that it is a file no larger
+ * than `maxBytes`: a 3 GiB "config.yaml" or a folder given as a file is a
+ * ConfigError naming `what`, not a RangeError or EISDIR trace.
+ */
+export function readTextFile(file: string, maxBytes: number, what: string): string {
+  const st = statSync(file, { throwIfNoEntry: false });
+  if (!st) throw new ConfigError(`${what}: ${file} does not exist.`);
+  if (!st.isFile()) throw new ConfigError(`${what}: ${file} is ${st.isDirectory() ? 'a folder' : 'not a regular file'}; give a file.`);
+  if (st.size > maxBytes) {
+    throw new ConfigError(`${what}: ${file} is ${st.size} bytes, above the ${maxBytes} bytes PEFT Studio reads for it; it is not a ${what} file (or split it).`);
+  }
+  return readFileSync(file, 'utf8');
 }
 
 /** Endpoints the user named on the command line (--endpoint); HF_ENDPOINT and the default Hub are trusted too. */

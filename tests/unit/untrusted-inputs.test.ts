@@ -299,3 +299,14 @@ describe('own properties only', () => {
     await fails(() => readAlpacaJsonl('{"__proto__": {"instruction": "x", "output": "y"}}', 'a.jsonl'), ConfigError, /missing field "instruction"/);
   });
 });
+
+describe('local text files', () => {
+  it('a 3 GiB (sparse) config.yaml, or a folder given as the dataset file, is a ConfigError before it is read', async () => {
+    const { loadConfigFile } = await import('../../src/cli/train');
+    const dir = folder({});
+    sparse(path.join(dir, 'train.yaml'), GiB3, new TextEncoder().encode('model_name_or_path: x\n'));
+    await fails(() => loadConfigFile(path.join(dir, 'train.yaml'), []), ConfigError, /config: .*train\.yaml is 3221225472 bytes, above the 4194304 bytes PEFT Studio reads for it/);
+    const { readTextFile, TEXT_FILE_LIMITS } = await import('../../src/hub/node');
+    await fails(() => readTextFile(dir, TEXT_FILE_LIMITS.dataset, 'dataset'), ConfigError, /dataset: .* is a folder; give a file/);
+  });
+});
