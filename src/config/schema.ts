@@ -57,6 +57,8 @@ const templateNames: string[] = ['default', 'alpaca', 'empty', 'chat'];
 export const modelOptions = [
   { key: 'model_name_or_path', type: 'string', group: 'model', help: 'Base model: a Hub repo id (owner/name) or a local folder in Hub layout.' },
   { key: 'adapter_name_or_path', type: 'string', default: null, nullable: true, group: 'model', help: 'An adapter to load before training or evaluation (Hub repo id or folder). Unset: start from a fresh adapter.' },
+  { key: 'base_dtype', type: 'enum', default: 'auto', choices: ['auto', 'float32', 'float16', 'bfloat16'], group: 'model', help: "How the frozen base weights are held on the GPU: auto keeps the checkpoint's dtype (F16 / BF16 stay 16-bit, half the memory of float32); float16 / bfloat16 round to that dtype; float32 unpacks everything. Trainable tensors are always float32." },
+  { key: 'torch_dtype', type: 'enum', default: null, nullable: true, choices: ['auto', 'float32', 'float16', 'bfloat16'], group: 'model', help: "The transformers spelling of base_dtype (used when base_dtype is auto)." },
   { key: 'endpoint', type: 'string', default: DEFAULT_ENDPOINT, group: 'model', help: 'Hub endpoint for models and datasets (a PEFT Studio option; LLaMA-Factory reads HF_ENDPOINT instead).' },
 ] as const satisfies readonly OptionSpec[];
 
@@ -486,6 +488,9 @@ function crossChecks(c: Record<string, unknown>): string[] {
   if (!c.do_train && !c.do_eval && !c.do_predict) p.push('Nothing to do: set do_train, do_eval or do_predict to true.');
   if (c.eval_strategy !== 'no' && c.val_size === 0 && c.eval_dataset === null) {
     p.push(`eval_strategy: '${c.eval_strategy}' needs validation data; set val_size (e.g. 0.1) or eval_dataset.`);
+  }
+  if (c.base_dtype !== 'auto' && c.torch_dtype !== null && c.torch_dtype !== 'auto' && c.torch_dtype !== c.base_dtype) {
+    p.push(`base_dtype: '${c.base_dtype}' and torch_dtype: '${c.torch_dtype}' disagree; set one of them.`);
   }
   if (c.packing && c.predict_with_generate) p.push('packing: cannot pack examples when predicting with generation; set packing: false.');
   for (const check of configChecks) p.push(...check(c));

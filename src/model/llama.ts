@@ -213,6 +213,13 @@ export class LlamaModel {
     for (const [name, t] of [...this.params]) if (t.packed || t.blocks) this.param(name);
   }
 
+  /** How the 2-D base weights are stored: 'f32', 'f16', 'bf16', or e.g. 'bf16+f32' when they differ. */
+  weightDtype(): string {
+    const kinds = new Set<string>();
+    for (const t of this.params.values()) if (t.shape.length === 2) kinds.add(t.dtype);
+    return [...kinds].sort().join('+') || 'f32';
+  }
+
   /** Bytes the base weights take on the GPU as stored. */
   weightBytes(): number {
     let n = 0;

@@ -66,6 +66,12 @@ export function parseBaseDtype(v: unknown, key = 'base_dtype'): BaseDtype {
   return d;
 }
 
+/** The base storage an experiment config asks for: base_dtype, else torch_dtype, else auto. */
+export function baseDtypeOf(config: Record<string, unknown>): BaseDtype {
+  const b = parseBaseDtype(config.base_dtype, 'base_dtype');
+  return b !== 'auto' ? b : parseBaseDtype(config.torch_dtype, 'torch_dtype');
+}
+
 export async function readConfig(source: FileSource): Promise<ModelConfig> {
   const bytes = await getCapped(source, 'config.json', jsonLimit('config.json'));
   let json: unknown;

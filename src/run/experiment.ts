@@ -18,7 +18,7 @@ import { resolveMethod } from '../methods/registry';
 import type { AttachedMethod } from '../methods/types';
 import { seededRandom } from '../model/generate';
 import type { LlamaModel } from '../model/llama';
-import { loadModel } from '../model/load';
+import { baseDtypeOf, loadModel } from '../model/load';
 import type { Tokenizer } from '../model/tokenizer';
 import type { RunStore } from '../train/store';
 import { Trainer, type TrainOptions } from '../train/trainer';
@@ -54,7 +54,7 @@ export async function prepareExperiment(
   sources: ExperimentSources,
   opts: { log?: (s: string) => void; onProgress?: ProgressCallback } = {},
 ): Promise<Prepared> {
-  const { model, tokenizer } = await loadModel(e, sources.model, { onProgress: opts.onProgress });
+  const { model, tokenizer } = await loadModel(e, sources.model, { onProgress: opts.onProgress, baseDtype: baseDtypeOf(config) });
   if (!tokenizer) throw new ConfigError(`${sources.model.id} has no tokenizer (tokenizer.json); training needs one.`);
   const method = await attachMethod(e, model, config, tokenizer);
   if (config.adapter_name_or_path) {

@@ -62,6 +62,10 @@ export interface ModelSummary {
   numParams: number;
   /** Wall time of the whole load (download, parse, upload), ms. */
   loadMs: number;
+  /** Storage of the 2-D base weights on the GPU: 'f32', 'f16', 'bf16' (packed, the file's dtype), or a mix such as 'bf16+f32'. */
+  weightDtype?: string;
+  /** GPU bytes of the base weights as stored (packed 16-bit: half of f32). */
+  weightBytes?: number;
 }
 
 export interface GenerateOptions {

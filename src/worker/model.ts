@@ -78,6 +78,7 @@ export class BaseModel {
         repo, revision, modelType: c.modelType, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads,
         numKvHeads: c.numKvHeads, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize, headDim: c.headDim,
         maxPositionEmbeddings: c.maxPositionEmbeddings, numParams: loaded.model.numParams(), loadMs: performance.now() - t0,
+        weightDtype: loaded.model.weightDtype(), weightBytes: loaded.model.weightBytes(),
       };
       this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, summary, endpoint };
       return summary;
