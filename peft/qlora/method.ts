@@ -8,7 +8,7 @@
  * quantization (default) of the absmax vector to 8 bits (blocks of 256, mean
  * offset). The state goes to the GPU and the f32 buffer is released; the
  * `linear` hook computes the base path from the NF4 state without calling
- * `inner`, dequantizing inside the matmul kernels (src/engine/ops/nf4.ts):
+ * `inner`, dequantizing inside the matmul kernels (peft/qlora/ops.ts):
  *
  *   y = x Ŵᵀ + s · (dropout(x) Aᵀ) Bᵀ,   ∂L/∂x = G Ŵ + (LoRA terms),   Ŵ frozen
  *
@@ -24,7 +24,7 @@
  * model with the lora method instead. Detaching frees the NF4 states; the f32
  * base weights are not restored (reload the model).
  */
-import { nf4Bytes, nf4Linear, nf4Upload, quantizeNf4Cpu, type Nf4Weight } from '../../src/engine/ops/nf4';
+import { nf4Bytes, nf4Linear, nf4Upload, quantizeNf4Cpu, type Nf4Weight } from './ops';
 import { ConfigError } from 'peft-studio/errors';
 import { readOptions } from 'peft-studio/methods/options';
 import type { AttachedMethod, MethodContext, PeftMethod } from 'peft-studio/methods/types';

@@ -15,7 +15,7 @@ import { ConfigError } from '../../src/errors';
 import type { ModelConfig } from '../../src/model/config';
 import type { Engine } from '../../src/engine/engine';
 import type { LlamaModel } from '../../src/model/llama';
-import { dequantizeNf4Cpu } from '../../src/engine/ops/nf4';
+import { dequantizeNf4Cpu } from './ops';
 import { loraAdapterConfig } from '../lora/method';
 import qlora, { attachQlora } from './method';
 

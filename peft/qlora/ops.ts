@@ -3,7 +3,7 @@
  * quantization of the absmax statistics), METHODS.md §5 and Appendix B.
  *
  * A quantized linear W [N, K] (out × in) is one u32 GPU buffer, the state
- * (layout in shaders/nf4.wgsl and `nf4Layout`). It is dequantized inside the
+ * (layout in peft/qlora/nf4.wgsl and `nf4Layout`). It is dequantized inside the
  * matmul kernels and never materialised in f32:
  *
  *   forward   Y  = X Ŵᵀ (+ bias)       X [M, K] → Y [M, N]
@@ -18,12 +18,12 @@
  * neighbouring code (equally near). `nf4LinearCpu` is the float64 reference of
  * the matmul over the dequantized weights.
  */
-import code from '../../../shaders/nf4.wgsl?raw';
-import { grid1d } from './add';
-import { matmulCpu, sumRowsKernel } from './matmul';
-import { params } from '../engine';
-import type { Engine } from '../engine';
-import type { Tensor } from '../tensor';
+import code from './nf4.wgsl?raw';
+import { grid1d } from 'peft-studio/engine/ops/add';
+import { matmulCpu, sumRowsKernel } from 'peft-studio/engine/ops/matmul';
+import { params } from 'peft-studio/engine/engine';
+import type { Engine } from 'peft-studio/engine/engine';
+import type { Tensor } from 'peft-studio/engine/tensor';
 
 /** The 16 NF4 code values (bitsandbytes), index 0…15. */
 export const NF4_CODE = Float32Array.of(
@@ -93,7 +93,7 @@ function midpoints(table: Float32Array): Float32Array {
 
 const NF4_MIDS = midpoints(NF4_CODE);
 
-/** Word offsets of the parts of a state buffer (see shaders/nf4.wgsl). */
+/** Word offsets of the parts of a state buffer (see peft/qlora/nf4.wgsl). */
 export interface Nf4Layout {
   /** Values (out · in). */
   n: number;

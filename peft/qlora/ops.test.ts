@@ -5,11 +5,11 @@
  * matmul kernels (forward X Ŵᵀ, backward dY Ŵ) against a float64 reference.
  */
 import { describe, it, expect } from 'vitest';
-import { gpuEngine } from '../helpers/gpu';
-import { checkOp, randn, rng } from '../helpers/check-op';
+import { gpuEngine } from '../../tests/helpers/gpu';
+import { checkOp, randn, rng } from '../../tests/helpers/check-op';
 import {
   NF4_CODE, dequantizeNf4Cpu, dynamicCode8, nf4BnbTensors, nf4Layout, nf4Linear, nf4LinearCpu, nf4Upload, quantizeNf4, quantizeNf4Cpu,
-} from '../../src/engine/ops/nf4';
+} from './ops';
 
 const f32 = Math.fround;
 
