@@ -32,7 +32,7 @@
  */
 import { activation, activationKind } from 'peft-studio/engine/ops/activation';
 import { add } from 'peft-studio/engine/ops/add';
-import { dropout } from 'peft-studio/engine/ops/dropout';
+import { trainingDropout } from 'peft-studio/engine/ops/dropout';
 import { layernorm } from 'peft-studio/engine/ops/layernorm';
 import { matmul } from 'peft-studio/engine/ops/matmul';
 import { mulVec } from 'peft-studio/engine/ops/mul';
@@ -338,8 +338,6 @@ function attachBottleneck(ctx: MethodContext, s: BnSettings): AttachedMethod {
   // A fixed scaling other than 1 multiplies through a constant vector (mulVec's gradient into it is skipped).
   const fixedScale = typeof s.scaling === 'number' && s.scaling !== 1 ? e.persist(e.upload(new Float32Array(d).fill(s.scaling), [d], 'bn_adapter.scaling')) : null;
   if (fixedScale) owned.push(fixedScale);
-  const seed = Number(config.seed ?? 42) * 7919 + 17;
-  let dropoutCall = 0;
 
   /** dropout((act(LNb?(z) Wdᵀ + bd) Wuᵀ + bu) · scaling): the module output before ln_after and residuals. */
   const core = (mod: AdapterModule, z: Tensor): Tensor => {
@@ -348,7 +346,7 @@ function attachBottleneck(ctx: MethodContext, s: BnSettings): AttachedMethod {
     let o = matmul(e, a, mod.Wu, { transB: true, bias: mod.bu, name: 'bn_adapter.up' });
     const scale = mod.channel ?? fixedScale;
     if (scale) o = mulVec(e, o, scale, 'bn_adapter.scaled');
-    if (s.dropout > 0 && e.tape) o = dropout(e, o, s.dropout, seed + dropoutCall++);
+    o = trainingDropout(e, o, s.dropout, `${mod.prefix}.dropout`);
     return o;
   };
   const lnAfter = (mod: AdapterModule, t: Tensor) => (mod.lnAfter ? layernorm(e, t, mod.lnAfter.w, mod.lnAfter.b, undefined, 'bn_adapter.ln_after') : t);

@@ -9,7 +9,7 @@ import { Tape } from '../../src/engine/tape';
 import type { Engine } from '../../src/engine/engine';
 import type { Tensor } from '../../src/engine/tensor';
 import type { LlamaModel, ModelHooks } from '../../src/model/llama';
-import { dropoutMaskCpu } from '../../src/engine/ops/dropout';
+import { dropoutMaskCpu, streamSeed } from '../../src/engine/ops/dropout';
 import { matmul } from '../../src/engine/ops/matmul';
 import { builtinMethods, resolveMethod } from '../../src/methods/registry';
 import { methodForAdapter } from '../../src/methods/adapter-io';
@@ -124,16 +124,16 @@ describe('dora', () => {
       const [A, B, mag] = m.trainable();
       const Av = await e.read(A.tensor), Bv = await e.read(B.tensor), mv = await e.read(mag.tensor);
       const x = randn(M * I, rng(11));
-      // Training forward (tape on): case B when p > 0. The first dropout call uses seed 42·7919.
+      // Training forward (tape on): case B when p > 0. The mask's seed is a function of (seed 42, micro-batch 3, call site).
       e.beginScope();
       const xt = e.upload(x, [M, I]);
       xt.requiresGrad = true;
-      const tape = new Tape();
+      const tape = new Tape({ seed: 42, microBatch: 3 });
       e.tape = tape;
       const y = lin.run(xt);
       e.tape = null;
       const got = await e.read(y);
-      const mask = p > 0 ? dropoutMaskCpu(M * I, p, 42 * 7919) : null;
+      const mask = p > 0 ? dropoutMaskCpu(M * I, p, streamSeed(42, 3, 'lin.lora_dropout', 0)) : null;
       const f = (xv: Float64Array, a: ArrayLike<number>, bb: ArrayLike<number>, mm: ArrayLike<number>, nFixed?: Float64Array) =>
         doraRefFixed(xv, lin.W, withBias ? lin.b : null, a, bb, mm, s, M, O, I, R, mask, nFixed);
       const x64 = Float64Array.from(x);

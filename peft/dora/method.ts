@@ -20,7 +20,7 @@
  * + 2·r²·in (A Aᵀ) + out·(2r² + 4r) (the quadratic forms).
  */
 import { matmul, matmulKernel } from 'peft-studio/engine/ops/matmul';
-import { dropout } from 'peft-studio/engine/ops/dropout';
+import { trainingDropout } from 'peft-studio/engine/ops/dropout';
 import { doraNorm, doraRowSqNorm, doraScale, doraScaleRows } from './ops';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
@@ -102,7 +102,6 @@ export const dora: DoraMethod = {
     }
     const normOf = (name: string, l: DoraLayer) => l.frozenNorm ?? doraNorm(e, l.w2, model.param(`${name}.weight`), l.A, l.B, s);
 
-    let dropoutCall = 0;
     const detachHooks = model.attach({
       linear: (name, x, inner) => {
         const l = layers.get(name);
@@ -118,7 +117,7 @@ export const dora: DoraMethod = {
         }
         // Case B: the base path sees x, the DoRA correction and LoRA see dropout(x).
         const base = inner(x);
-        const xd = dropout(e, x, p, Number(config.seed ?? 42) * 7919 + dropoutCall++);
+        const xd = trainingDropout(e, x, p, `${name}.lora_dropout`);
         const U = matmul(e, xd, model.param(`${name}.weight`), { transB: true, name: `${name}.dora_xdW` });
         const h = matmul(e, xd, l.A, { transB: true, name: `${name}.lora_h` });
         const V = matmul(e, h, l.B, { transB: true, alpha: s, name: `${name}.lora_out` });

@@ -7,7 +7,7 @@
  * Export: HF PEFT keys base_model.model.<module>.lora_A.weight / lora_B.weight.
  * LoRA+ (§7): B matrices train at loraplus_lr_ratio × learning_rate.
  */
-import { dropout } from 'peft-studio/engine/ops/dropout';
+import { trainingDropout } from 'peft-studio/engine/ops/dropout';
 import { matmul } from 'peft-studio/engine/ops/matmul';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
@@ -96,13 +96,12 @@ export const lora: PeftMethod = {
       A.requiresGrad = B.requiresGrad = true;
       layers.set(name, { A, B, inF, outF });
     }
-    let dropoutCall = 0;
     const detachHooks = model.attach({
       linear: (name, x, inner) => {
         const l = layers.get(name);
         if (!l) return inner(x);
         const y = inner(x);
-        const xd = p > 0 && e.tape ? dropout(e, x, p, Number(config.seed ?? 42) * 7919 + dropoutCall++) : x;
+        const xd = trainingDropout(e, x, p, `${name}.lora_dropout`);
         const h = matmul(e, xd, l.A, { transB: true, name: `${name}.lora_h` });
         matmul(e, h, l.B, { transB: true, alpha: s, out: y, accumulate: true });
         return y;

@@ -13,6 +13,7 @@
  * mode. Training after such an import trains that table (the encoder is
  * gone). Not mergeable.
  */
+import { dropoutSeed } from 'peft-studio/engine/ops/dropout';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { encoderHiddenSize, numVirtualTokens, readOptions } from 'peft-studio/methods/options';
 import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
@@ -103,11 +104,8 @@ export const pTuning: PeftMethod = {
     }
     const w = (name: string) => weights.get(name)!;
     let table: Tensor | null = null;
-    // Inter-layer dropout masks differ per training forward, and repeat for the same seed.
-    let dropoutCall = 0;
-    const seedBase = Number(config.seed ?? 42) * 7919 + 104729;
-
-    const prompt = (): Tensor => table ?? encodePrompt(e, spec, w, e.tape && spec.dropout > 0 ? seedBase + 64 * dropoutCall++ : undefined);
+    // Inter-layer dropout masks are a function of (seed, micro-batch): they differ per training forward and survive a resume.
+    const prompt = (): Tensor => table ?? encodePrompt(e, spec, w, e.tape && spec.dropout > 0 ? dropoutSeed(e.tape, `${PREFIX}dropout`) : undefined);
 
     const detachHooks = model.attach({
       virtualTokens: () => nV,

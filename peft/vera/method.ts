@@ -26,7 +26,7 @@
  * Written only through the plug-in interface: it imports PEFT Studio through
  * `peft-studio/...` and needs no edit outside this folder (README.md).
  */
-import { dropout } from 'peft-studio/engine/ops/dropout';
+import { trainingDropout } from 'peft-studio/engine/ops/dropout';
 import { matmul } from 'peft-studio/engine/ops/matmul';
 import { mulVec } from 'peft-studio/engine/ops/mul';
 import type { Engine } from 'peft-studio/engine/engine';
@@ -171,13 +171,12 @@ export const vera: PeftMethod = {
       Bs: mulVec(eng, bT.get(l.outF)!, l.lb, `${name}.vera_B_scaled`),
     });
 
-    let dropoutCall = 0;
     const detachHooks = model.attach({
       linear: (name, x, inner) => {
         const l = layers.get(name);
         if (!l) return inner(x);
         const y = inner(x);
-        const xd = p > 0 && e.tape ? dropout(e, x, p, Number(config.seed ?? 42) * 7919 + dropoutCall++) : x;
+        const xd = trainingDropout(e, x, p, `${name}.vera_dropout`);
         const { As, Bs } = scaled(e, name, l);
         const h = matmul(e, xd, As, { name: `${name}.vera_h` });
         matmul(e, h, Bs, { out: y, accumulate: true });

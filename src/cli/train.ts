@@ -23,7 +23,7 @@ import { checkDataKeys, loadExperimentData, loadPredictionData } from '../data/n
 import { runPredictions, type TrainingCosts } from '../eval/run-predict';
 import type { AttachedMethod } from '../methods/types';
 import type { LogEntry } from '../train/trainer';
-import { FolderRunStore } from '../train/node-store';
+import { FolderRunStore, LOCK_FILE, lockOutputDir } from '../train/node-store';
 import { ONNX_FILE_NAMES, ONNX_OPSET, mergedOnnxFiles, parseOnnxWeightTypes } from '../export/onnx/folder';
 import { ensureWritableDir } from './paths';
 
@@ -42,10 +42,11 @@ export async function prepare(e: Engine, config: ExperimentConfig, log: (s: stri
   return prepareExperiment(e, config, { model: sourceFor(String(config.model_name_or_path), { endpoint }), adapter }, { log, onProgress });
 }
 
-function progress(total: number): { onStep: (s: number) => void; onLog: (l: LogEntry) => void } {
+function progress(total: number, log: (s: string) => void): { onStep: (s: number) => void; onLog: (l: LogEntry) => void; onWarning: (m: string) => void } {
   const tty = process.stderr.isTTY;
   let last = '';
   return {
+    onWarning: (m) => log(`warning: ${m}`),
     onStep: (s) => {
       if (!tty) return;
       const pct = Math.floor((100 * s) / total);
@@ -81,7 +82,8 @@ export async function runConfig(e: Engine, configIn: ExperimentConfig, log: (s: 
   // Before the model loads: a path that cannot hold files fails now, with a sentence (and /proc/<new> never spins).
   const existed = existsSync(out);
   await ensureWritableDir(out, 'output_dir');
-  if (config.do_train && existed && readdirSync(out).length > 0 && !config.overwrite_output_dir && !config.resume_from_checkpoint) {
+  // The lock of a killed run does not make a folder non-empty.
+  if (config.do_train && existed && readdirSync(out).some((n) => n !== LOCK_FILE) && !config.overwrite_output_dir && !config.resume_from_checkpoint) {
     throw new ConfigError(`output_dir ${out} is not empty. Set overwrite_output_dir: true, or resume_from_checkpoint: true to continue it.`);
   }
   // Every dataset / eval_dataset key resolves before a model is loaded or a step trained.
@@ -90,8 +92,20 @@ export async function runConfig(e: Engine, configIn: ExperimentConfig, log: (s: 
   const record = !config.do_train && config.adapter_name_or_path ? await adapterRecord(config, log) : null;
   if (record) config = record.config;
   if (config.export_merged) await ensureWritableDir(exportDirOf(config), 'export_dir');
+  // Before any model is loaded: no other run may write into output_dir.
+  const unlock = await lockOutputDir(out);
+  try {
+    return await runLocked(e, config, record, out, log);
+  } finally {
+    await unlock();
+  }
+}
+
+async function runLocked(e: Engine, config: ExperimentConfig, record: AdapterRecord | null, out: string, log: (s: string) => void): Promise<Record<string, unknown>> {
+  const store = new FolderRunStore(out, { keep: config.save_total_limit ?? null });
+  const swept = await store.sweep();
+  if (swept.length) log(`removed ${swept.length} unfinished write(s) of an interrupted run: ${swept.join(', ')}`);
   const { model, tokenizer, method } = await prepare(e, config, log);
-  const store = new FolderRunStore(out);
   let summary: Record<string, unknown> = {};
   let costs: TrainingCosts = { ...predictionCosts(method, undefined, 0), peakSource: 'training (this run)' };
   if (config.do_train) {
@@ -101,7 +115,7 @@ export async function runConfig(e: Engine, configIn: ExperimentConfig, log: (s: 
     const resume = config.resume_from_checkpoint === true ? true : typeof config.resume_from_checkpoint === 'string' ? path.basename(config.resume_from_checkpoint) : false;
     const trainer = createTrainer(e, { model, tokenizer, method }, data, config, store, resume);
     log(`${resolveMethod(config).name}: ${trainer.trainableCount().toLocaleString()} trainable of ${model.numParams().toLocaleString()} parameters; ${trainer.totalSteps} steps`);
-    await trainer.run(progress(trainer.totalSteps));
+    await trainer.run(progress(trainer.totalSteps, log));
     const results = await finishTraining(trainer, method, store, baseSource(config), e.pool.peak);
     summary = { ...results };
     costs = { ...predictionCosts(method, results, e.pool.peak), peakSource: 'training (this run)' };
@@ -196,8 +210,8 @@ async function exportMerged(model: LlamaModel, method: AttachedMethod, config: E
   const weightTypes = onnx ? parseOnnxWeightTypes(config.export_onnx_dtypes) : [];
   const dir = exportDirOf(config);
   const files = onnx ? await mergedOnnxFiles(model, method, baseSource(config), weightTypes) : await mergedModelFiles(model, method, baseSource(config));
-  const folder = new FolderRunStore(dir);
-  for (const [name, data] of Object.entries(files)) await folder.writeFile(name, data);
+  // As a unit published by config.json: a kill part way leaves no config.json beside a mix of old and new files.
+  await new FolderRunStore(dir).writeFiles(files, 'config.json' in files ? 'config.json' : Object.keys(files)[0]);
   log(`merged model written to ${dir}${onnx ? ` (ONNX opset ${ONNX_OPSET}: ${weightTypes.map((t) => ONNX_FILE_NAMES[t]).join(', ')})` : ''}`);
 }
 

@@ -7,8 +7,36 @@
  */
 import type { Tensor } from './tensor';
 
+/** Where a training forward sits in its run: what its random draws (dropout masks) are functions of. */
+export interface TapeOptions {
+  /** The run's seed (config `seed`). Default 0. */
+  seed?: number;
+  /** The micro-batch number counted from the start of the run (step · accumulation + i). Default 0. */
+  microBatch?: number;
+}
+
 export class Tape {
   private entries: { name: string; fn: () => void }[] = [];
+  readonly seed: number;
+  readonly microBatch: number;
+  private draws = new Map<string, number>();
+
+  constructor(opts: TapeOptions = {}) {
+    this.seed = (opts.seed ?? 0) >>> 0;
+    this.microBatch = (opts.microBatch ?? 0) >>> 0;
+  }
+
+  /**
+   * How many random draws call site `site` has made in this forward before
+   * this one (0, 1, ...). With the seed and the micro-batch it names a draw
+   * without any counter that outlives the tape, so a resumed run repeats the
+   * masks of an uninterrupted one (see dropoutSeed in ops/dropout.ts).
+   */
+  nextDraw(site: string): number {
+    const n = this.draws.get(site) ?? 0;
+    this.draws.set(site, n + 1);
+    return n;
+  }
 
   record(name: string, fn: () => void): void {
     this.entries.push({ name, fn });
@@ -22,11 +50,15 @@ export class Tape {
    * the same numbers as an unrecomputed forward would.
    */
   fork(): Tape {
-    return new Tape();
+    const t = new Tape({ seed: this.seed, microBatch: this.microBatch });
+    t.draws = new Map(this.draws);
+    return t;
   }
 
   /** Continue after a region's first run: take over its random-draw state (see fork). */
-  join(_region: Tape): void {}
+  join(region: Tape): void {
+    this.draws = new Map(region.draws);
+  }
 
   get length(): number {
     return this.entries.length;

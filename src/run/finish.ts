@@ -127,7 +127,9 @@ export async function finishTraining(
   base: FileSource,
   peakBytes: number,
 ): Promise<TrainResults> {
-  for (const [name, data] of Object.entries(await trainedFiles(method, base))) await store.writeFile(name, data);
+  const files = await trainedFiles(method, base);
+  // As a unit, published by its marker file: a kill part way leaves no adapter_config.json (config.json) beside other files.
+  await store.writeFiles(files, 'adapter_config.json' in files ? 'adapter_config.json' : 'config.json');
   const results = trainResults(trainer, peakBytes);
   await store.writeFile('all_results.json', JSON.stringify(results, null, 2) + '\n');
   return results;

@@ -174,6 +174,13 @@ export class IdbRunStore implements RunStore {
     await put(this.kv, `file:${this.runId}/${name}`, typeof data === 'string' ? data : ownBytes(data), byteSize(data), name);
   }
 
+  async writeFiles(files: FileMap, commit: string): Promise<void> {
+    // The old commit file goes first and the new one comes last: a tab closed part way leaves no commit file.
+    await this.kv.del(`file:${this.runId}/${commit}`);
+    for (const [name, data] of Object.entries(files)) if (name !== commit) await this.writeFile(name, data);
+    await this.writeFile(commit, files[commit]);
+  }
+
   async readFile(name: string): Promise<Uint8Array | string | null> {
     const v = await this.kv.get(`file:${this.runId}/${name}`);
     return typeof v === 'string' ? v : (asBytes(v) ?? null);

@@ -14,7 +14,15 @@ export interface RunStore {
   listCheckpoints(): Promise<string[]>;
   /** Atomically write one file of the run (adapter, metrics). */
   writeFile(name: string, data: Uint8Array | string): Promise<void>;
+  /**
+   * Write several files (names may hold one sub-folder) as a unit: `commit`
+   * (one of them: adapter_config.json, config.json) is removed first and
+   * written last, so whoever finds it finds the files that go with it.
+   */
+  writeFiles(files: FileMap, commit: string): Promise<void>;
   appendLog(line: string): Promise<void>;
+  /** Replace the log (on resume the checkpoint's log_history is the truth: steps logged after it are redone). */
+  writeLog(lines: string[]): Promise<void>;
 }
 
 /** In-memory store (tests, and the browser before IndexedDB persistence). */
@@ -35,14 +43,26 @@ export class MemoryRunStore implements RunStore {
   async writeFile(name: string, data: Uint8Array | string) {
     this.files.set(name, data);
   }
+  async writeFiles(files: FileMap, commit: string) {
+    this.files.delete(commit);
+    for (const [name, data] of Object.entries(files)) if (name !== commit) this.files.set(name, data);
+    this.files.set(commit, files[commit]);
+  }
   async appendLog(line: string) {
     this.log.push(line);
+  }
+  async writeLog(lines: string[]) {
+    this.log = [...lines];
   }
 }
 
 /** "checkpoint-120" → 120; the newest is the largest step. */
 export function latestCheckpoint(names: string[]): string | null {
+  return checkpointsNewestFirst(names)[0] ?? null;
+}
+
+/** Checkpoint names ("checkpoint-<step>") by step, newest first; other names are left out. */
+export function checkpointsNewestFirst(names: string[]): string[] {
   const steps = names.map((n) => /^checkpoint-(\d+)$/.exec(n)).filter((m): m is RegExpExecArray => !!m);
-  if (!steps.length) return null;
-  return steps.sort((a, b) => Number(b[1]) - Number(a[1]))[0][0];
+  return steps.sort((a, b) => Number(b[1]) - Number(a[1])).map((m) => m[0]);
 }

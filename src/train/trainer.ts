@@ -22,11 +22,23 @@ import type { LlamaModel } from '../model/llama';
 import { parseSafetensors, serializeSafetensors } from '../model/safetensors';
 import { adapterFileMap } from '../methods/adapter-files';
 import { lrFactor, warmupSteps, type SchedulerType } from './schedule';
-import { latestCheckpoint, type RunStore } from './store';
+import { checkpointsNewestFirst, type RunStore } from './store';
 
 /** A NaN or Inf loss or gradient norm stopped the run; the last checkpoint is intact. */
 export class NonFiniteLossError extends PeftStudioError {
   override name = 'NonFiniteLossError';
+}
+
+/** A checkpoint cannot be resumed from: missing, damaged, or written by another config. */
+export class CheckpointError extends PeftStudioError {
+  override name = 'CheckpointError';
+}
+
+interface LoadedCheckpoint {
+  step: number;
+  log: LogEntry[];
+  /** Every tensor to restore and its saved values, all checked. */
+  writes: [Tensor, Float32Array][];
 }
 
 export interface EncodedExample {
@@ -83,6 +95,8 @@ export interface TrainCallbacks {
   onStep?: (step: number, total: number) => void;
   /** Periodic evaluation's progress: validation batches done of total (0 / total when it starts). */
   onEvaluate?: (done: number, total: number) => void;
+  /** Something the user should know that does not stop the run (a damaged checkpoint skipped on resume). */
+  onWarning?: (message: string) => void;
   signal?: AbortSignal;
 }
 
@@ -199,7 +213,9 @@ export class Trainer {
     const o = this.opts;
     // Initialisation must finish before a resume overwrites the trainable tensors.
     await this.method.ready;
-    if (o.resume) await this.resume(typeof o.resume === 'string' ? o.resume : undefined);
+    if (o.resume) await this.resume(typeof o.resume === 'string' ? o.resume : undefined, cb.onWarning);
+    // The log on disk holds exactly the steps the trainer's state holds (none on a fresh start).
+    else await this.store.writeLog(this.log.map((l) => JSON.stringify(l)));
     const W = warmupSteps(this.totalSteps, o.warmupSteps, o.warmupRatio);
     const t0 = performance.now();
     // Evaluation and checkpoint writes move windowStart forward by their duration: tokens/s is training speed.
@@ -214,9 +230,10 @@ export class Trainer {
         const D = micro.reduce((a, x) => a + x.valid, 0);
         const lossSum = this.e.zeros([1], 'step.loss');
         this.e.persist(lossSum);
-        for (const mb of micro) {
+        for (const [i, mb] of micro.entries()) {
           this.e.beginScope();
-          const tape = new Tape();
+          // Dropout masks are functions of (seed, micro-batch, call site): nothing a restart loses.
+          const tape = new Tape({ seed: o.seed, microBatch: k * o.gradAccum + i });
           this.e.tape = tape;
           const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds, gradientCheckpointing: o.gradientCheckpointing });
           const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
@@ -353,7 +370,7 @@ export class Trainer {
       'optimizer.safetensors': serializeSafetensors(opt),
       'trainer_state.json': JSON.stringify({
         global_step: this.step, max_steps: this.totalSteps, epoch: this.step / this.stepsPerEpoch,
-        // Data order and dropout masks are functions of (seed, step): this is the whole RNG state.
+        // Data order and dropout masks are functions of (seed, step, call site): this is the whole RNG state.
         rng: { seed: this.opts.seed, step: this.step },
         log_history: this.log,
       }, null, 2),
@@ -361,32 +378,95 @@ export class Trainer {
     return name;
   }
 
-  async resume(name?: string): Promise<void> {
-    const which = name ?? latestCheckpoint(await this.store.listCheckpoints());
-    if (!which) return;
+  /**
+   * Load a checkpoint: the named one, else the newest that is whole and fits
+   * this run. A damaged newest checkpoint (a 0-byte trainer_state.json, a
+   * truncated optimizer file, fields of the wrong type) is skipped with a
+   * warning and the previous complete one is used; a named one that is
+   * damaged is an error. The trainer log is rewritten from the checkpoint's
+   * log_history, so steps logged after it (and now redone) appear once.
+   * Returns the checkpoint used, or null when there is none.
+   */
+  async resume(name?: string, onWarning?: (message: string) => void): Promise<string | null> {
+    const names = name ? [name] : checkpointsNewestFirst(await this.store.listCheckpoints());
+    const problems: string[] = [];
+    for (const which of names) {
+      let ckpt: LoadedCheckpoint;
+      try {
+        ckpt = await this.loadCheckpoint(which);
+      } catch (err) {
+        if (!(err instanceof CheckpointError) || name) throw err;
+        problems.push(err.message);
+        continue;
+      }
+      if (problems.length) onWarning?.(`${problems.join(' ')} Resuming from ${which} instead.`);
+      for (const [t, data] of ckpt.writes) this.e.write(t, data);
+      this.step = ckpt.step;
+      this.log = ckpt.log;
+      await this.store.writeLog(this.log.map((l) => JSON.stringify(l)));
+      return which;
+    }
+    if (!problems.length) {
+      // Nothing to resume: a fresh start, whose log starts empty.
+      await this.store.writeLog(this.log.map((l) => JSON.stringify(l)));
+      return null;
+    }
+    throw new CheckpointError(
+      `No usable checkpoint to resume from. ${problems.join(' ')} ` +
+        'Start the run again without resume_from_checkpoint (set overwrite_output_dir: true), or point resume_from_checkpoint at a good copy.',
+    );
+  }
+
+  /** Read and check every part of a checkpoint before anything is written to the GPU. */
+  private async loadCheckpoint(which: string): Promise<LoadedCheckpoint> {
+    const bad = (why: string) => new CheckpointError(`Checkpoint ${which} is unusable: ${why}.`);
     const files = await this.store.readCheckpoint(which);
-    if (!files?.['trainer_state.json'] || !files['trainable.safetensors'] || !files['optimizer.safetensors']) {
-      throw new PeftStudioError(`Checkpoint ${which} is incomplete (needs trainer_state.json, trainable.safetensors, optimizer.safetensors).`);
+    if (!files) throw bad('it does not exist or cannot be read');
+    for (const f of ['trainer_state.json', 'trainable.safetensors', 'optimizer.safetensors']) {
+      if (!files[f]?.byteLength) throw bad(`${f} is ${files[f] ? 'empty' : 'missing'}`);
     }
-    const state = JSON.parse(new TextDecoder().decode(files['trainer_state.json']));
-    const weights = parseSafetensors(files['trainable.safetensors'], `${which}/trainable.safetensors`).tensors;
-    const opt = parseSafetensors(files['optimizer.safetensors'], `${which}/optimizer.safetensors`).tensors;
+    let state: Record<string, unknown>;
+    try {
+      state = JSON.parse(new TextDecoder().decode(files['trainer_state.json']));
+    } catch {
+      throw bad('trainer_state.json is not valid JSON (truncated?)');
+    }
+    if (!state || typeof state !== 'object' || Array.isArray(state)) throw bad('trainer_state.json is not a JSON object');
+    const step = state.global_step;
+    if (typeof step !== 'number' || !Number.isInteger(step) || step < 0) throw bad(`trainer_state.json has global_step ${JSON.stringify(step)}, not a whole number of steps`);
+    const named = /^checkpoint-(\d+)$/.exec(which);
+    if (named && Number(named[1]) !== step) throw bad(`trainer_state.json says global_step ${step} but the folder is named for step ${named[1]}`);
+    const history = state.log_history ?? [];
+    if (!Array.isArray(history) || history.some((l) => !l || typeof l !== 'object' || typeof (l as LogEntry).current_steps !== 'number')) {
+      throw bad('trainer_state.json has a log_history that is not a list of log entries');
+    }
+    const tensorsOf = (f: string) => {
+      try {
+        return parseSafetensors(files[f], `${which}/${f}`).tensors;
+      } catch (err) {
+        throw bad(`${f} is damaged (${(err as Error).message})`);
+      }
+    };
+    const weights = tensorsOf('trainable.safetensors');
+    const opt = tensorsOf('optimizer.safetensors');
+    const writes: [Tensor, Float32Array][] = [];
+    const take = (t: Tensor, key: string, from: Map<string, { shape: number[]; data: Float32Array }>, file: string) => {
+      const saved = from.get(key);
+      if (!saved) throw bad(`${file} has no tensor ${key} (was it written by the same method and config?)`);
+      if (saved.data.length !== t.size || saved.shape.join() !== t.shape.join()) {
+        throw bad(`${file} holds ${key} with shape [${saved.shape}], this run's is [${t.shape}] (was the rank, target or model changed?)`);
+      }
+      writes.push([t, saved.data]);
+    };
     for (const p of this.params) {
-      const w = weights.get(p.name), m = opt.get(`${p.name}.exp_avg`), v = opt.get(`${p.name}.exp_avg_sq`);
-      if (!w || (!p.update && (!m || !v))) throw new PeftStudioError(`Checkpoint ${which} has no state for ${p.name}: was it written by the same method and config?`);
-      this.e.write(p.tensor, w.data);
+      take(p.tensor, p.name, weights, 'trainable.safetensors');
       if (!p.update) {
-        this.e.write(this.m.get(p.name)!, m!.data);
-        this.e.write(this.v.get(p.name)!, v!.data);
+        take(this.m.get(p.name)!, `${p.name}.exp_avg`, opt, 'optimizer.safetensors');
+        take(this.v.get(p.name)!, `${p.name}.exp_avg_sq`, opt, 'optimizer.safetensors');
       }
-      for (const [k, t] of p.state?.() ?? []) {
-        const saved = opt.get(`${p.name}.${k}`);
-        if (!saved) throw new PeftStudioError(`Checkpoint ${which} has no optimizer state ${p.name}.${k}.`);
-        this.e.write(t, saved.data);
-      }
+      for (const [k, t] of p.state?.() ?? []) take(t, `${p.name}.${k}`, opt, 'optimizer.safetensors');
     }
-    this.step = state.global_step;
-    this.log = state.log_history ?? [];
+    return { step, log: history as LogEntry[], writes };
   }
 
   dispose(): void {

@@ -13,7 +13,7 @@ import { loadModel, readWeights } from '../../src/model/load';
 import { referenceForward } from '../../src/model/reference';
 import { seededRandom } from '../../src/model/generate';
 import { lora, loraScaling } from '../../peft/lora/method';
-import { Trainer, NonFiniteLossError, type EncodedExample, type TrainOptions } from '../../src/train/trainer';
+import { Trainer, CheckpointError, NonFiniteLossError, type EncodedExample, type TrainOptions } from '../../src/train/trainer';
 import { MemoryRunStore } from '../../src/train/store';
 import type { Engine } from '../../src/engine/engine';
 import type { LlamaModel } from '../../src/model/llama';
@@ -80,9 +80,10 @@ describe('SFT trainer + LoRA (stories260K)', () => {
     m.detach();
   });
 
-  it('resume from a checkpoint continues the same loss curve', async () => {
+  it('resume from a checkpoint continues the same loss curve, dropout on', async () => {
     const storeA = new MemoryRunStore();
-    const a = attachLora({});
+    // Dropout masks come from (seed, micro-batch, call site), so a resumed run draws the same ones.
+    const a = attachLora({ lora_dropout: 0.1 });
     const ta = new Trainer(e, model, a, data, [], { ...baseOpts, maxSteps: 6, saveSteps: 3 }, storeA);
     const logA = (await ta.run()).log.map((x) => x.loss);
     ta.dispose();
@@ -91,12 +92,55 @@ describe('SFT trainer + LoRA (stories260K)', () => {
 
     const storeB = new MemoryRunStore();
     storeB.checkpoints.set('checkpoint-3', storeA.checkpoints.get('checkpoint-3')!);
-    const b = attachLora({});
+    const b = attachLora({ lora_dropout: 0.1 });
     const tb = new Trainer(e, model, b, data, [], { ...baseOpts, maxSteps: 6, saveSteps: 3, resume: true }, storeB);
     const logB = (await tb.run()).log.map((x) => x.loss);
     tb.dispose();
     b.detach();
     expect(logB).toEqual(logA);
+  });
+
+  it('a damaged newest checkpoint falls back to the previous one with a warning; the log is rewritten; unusable ones are CheckpointErrors', async () => {
+    const store = new MemoryRunStore();
+    const a = attachLora({});
+    const ta = new Trainer(e, model, a, data, [], { ...baseOpts, maxSteps: 4, saveSteps: 2 }, store);
+    await ta.run();
+    ta.dispose();
+    a.detach();
+    const good = store.checkpoints.get('checkpoint-4')!;
+    const enc = new TextEncoder();
+    const state = JSON.parse(new TextDecoder().decode(good['trainer_state.json']));
+    const damaged: [string, Record<string, Uint8Array>, RegExp][] = [
+      ['0-byte trainer_state.json', { ...good, 'trainer_state.json': new Uint8Array(0) }, /trainer_state\.json is empty/],
+      ['truncated optimizer file', { ...good, 'optimizer.safetensors': good['optimizer.safetensors'].slice(0, 1000) }, /optimizer\.safetensors is damaged/],
+      ['string global_step', { ...good, 'trainer_state.json': enc.encode(JSON.stringify({ ...state, global_step: '4' })) }, /global_step "4"/],
+      ['log_history of the wrong type', { ...good, 'trainer_state.json': enc.encode(JSON.stringify({ ...state, log_history: 'x' })) }, /log_history/],
+    ];
+    for (const [what, files, msg] of damaged) {
+      store.checkpoints.set('checkpoint-4', files);
+      store.log = ['{"stale":1}', '{"stale":2}', '{"stale":3}', '{"stale":4}', '{"stale":5}'];
+      const b = attachLora({});
+      const tb = new Trainer(e, model, b, data, [], { ...baseOpts, maxSteps: 4, saveSteps: 2 }, store);
+      const warnings: string[] = [];
+      expect(await tb.resume(undefined, (w) => warnings.push(w)), what).toBe('checkpoint-2');
+      expect(tb.step).toBe(2);
+      expect(warnings.join(), what).toMatch(msg);
+      expect(warnings.join()).toMatch(/Checkpoint checkpoint-4 is unusable: .* Resuming from checkpoint-2 instead\./);
+      expect(store.log.map((l) => JSON.parse(l).current_steps), 'each step once').toEqual([1, 2]);
+      // Named explicitly, a damaged checkpoint is an error, not a fallback.
+      await expect(tb.resume('checkpoint-4')).rejects.toThrow(CheckpointError);
+      tb.dispose();
+      b.detach();
+    }
+    // A changed rank fits no checkpoint: one named error listing each.
+    store.checkpoints.set('checkpoint-4', good);
+    const c = attachLora({ lora_rank: 4 });
+    const tc = new Trainer(e, model, c, data, [], { ...baseOpts, maxSteps: 4 }, store);
+    const err = await tc.resume().then(() => null, (x) => x);
+    tc.dispose();
+    c.detach();
+    expect(err).toBeInstanceOf(CheckpointError);
+    expect(err.message).toMatch(/^No usable checkpoint to resume from\. Checkpoint checkpoint-4 is unusable: trainable\.safetensors holds .*lora_A\.weight with shape \[8,64\], this run's is \[4,64\] .*Checkpoint checkpoint-2 is unusable/);
   });
 
   it('a NaN loss stops the run with a named error and the last checkpoint stays intact', async () => {

@@ -43,6 +43,8 @@ describe('prediction files', () => {
       async readCheckpoint() { return null; },
       async listCheckpoints() { return []; },
       async appendLog() {},
+      async writeLog() {},
+      async writeFiles() {},
     };
     await writePredictionFiles(store, {
       'predict_results.json': '{}', 'predict_a/generated_predictions.jsonl': '', 'predict_a/predict_results.json': '{}', 'generated_predictions.jsonl': '',
