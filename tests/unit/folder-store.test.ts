@@ -53,6 +53,11 @@ describe('FolderRunStore', () => {
     expect(readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')).toBe('{"r":2}');
     expect([...readFileSync(path.join(dir, 'adapter_model.safetensors'))]).toEqual([3]);
     await expect(s.writeFiles({ 'a.bin': 'x' }, 'config.json')).rejects.toThrow(/commit file config\.json/);
+    // Sub-folders (PiSSA's pissa_init/) move in whole, replacing the old one.
+    await s.writeFiles({ 'adapter_config.json': '{"r":3}', 'pissa_init/adapter_config.json': 'old', 'pissa_init/x.bin': 'x' }, 'adapter_config.json');
+    await s.writeFiles({ 'adapter_config.json': '{"r":4}', 'pissa_init/adapter_config.json': 'new' }, 'adapter_config.json');
+    expect(readdirSync(path.join(dir, 'pissa_init'))).toEqual(['adapter_config.json']);
+    expect(readFileSync(path.join(dir, 'pissa_init', 'adapter_config.json'), 'utf8')).toBe('new');
     expect(readdirSync(dir).filter((n) => n.startsWith('.'))).toEqual([]);
     await s.appendLog('a');
     await s.appendLog('b');
