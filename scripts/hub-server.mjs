@@ -14,6 +14,16 @@
  * Every request is logged; tests read the log through the returned object or
  * over HTTP: GET /__hub/requests (JSON), DELETE /__hub/requests (reset).
  *
+ * Fault injection, for the download tests: `fault({ match, kind, ... })` on
+ * the returned object, or POST /__hub/faults with the same JSON (DELETE
+ * clears them). Each fault hits the next `times` (default 1) GET requests
+ * whose path contains `match`:
+ *   status    answer `status` (e.g. 503) with a short text body
+ *   html      answer 200 text/html with a login page instead of the file
+ *   stall     send the headers and `afterBytes` bytes, then nothing (the connection stays open)
+ *   truncate  send the headers (full Content-Length) and `afterBytes` bytes, then drop the connection
+ *   norange   ignore the Range header (answer 200 with the whole file)
+ *
  * CLI: node scripts/hub-server.mjs [root]   (or HUB_DIR=..., PORT=...)
  *   prints "hub-server listening on http://127.0.0.1:PORT"
  */
@@ -87,6 +97,15 @@ export function startHubServer(opts = {}) {
   const host = opts.host ?? '127.0.0.1';
   /** @type {{method: string, path: string, status: number, range?: string}[]} */
   const requests = [];
+  /** @type {{match: string, kind: string, status?: number, afterBytes?: number, times?: number}[]} */
+  const faults = [];
+  /** The first pending fault for a GET of this path (consumed). */
+  const takeFault = (pathname) => {
+    const f = faults.find((x) => pathname.includes(x.match) && (x.times ?? 1) > 0);
+    if (!f) return null;
+    f.times = (f.times ?? 1) - 1;
+    return f;
+  };
 
   const server = http.createServer((req, res) => {
     // The raw path: URL parsing would resolve "..", which must be refused, not followed.
@@ -100,6 +119,27 @@ export function startHubServer(opts = {}) {
       res.end(body);
     };
 
+    if (pathname === '/__hub/faults') {
+      if (req.method === 'DELETE') {
+        faults.length = 0;
+        return finish(204);
+      }
+      if (req.method === 'POST') {
+        let body = '';
+        req.on('data', (d) => (body += d));
+        req.on('end', () => {
+          try {
+            const list = JSON.parse(body);
+            faults.push(...(Array.isArray(list) ? list : [list]));
+            finish(204);
+          } catch {
+            finish(400, { 'Content-Type': 'text/plain' }, 'faults: send JSON');
+          }
+        });
+        return;
+      }
+      return finish(200, { 'Content-Type': 'application/json' }, JSON.stringify({ faults }));
+    }
     if (pathname === '/__hub/requests') {
       if (req.method === 'DELETE') {
         requests.length = 0;
@@ -109,7 +149,7 @@ export function startHubServer(opts = {}) {
     }
     if (req.method === 'OPTIONS') {
       return finish(204, {
-        'Access-Control-Allow-Methods': 'GET, HEAD, OPTIONS',
+        'Access-Control-Allow-Methods': 'GET, HEAD, OPTIONS, POST, DELETE',
         'Access-Control-Allow-Headers': req.headers['access-control-request-headers'] ?? '*',
         'Access-Control-Max-Age': '600',
       });
@@ -126,6 +166,12 @@ export function startHubServer(opts = {}) {
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { Allow: 'GET, HEAD, OPTIONS' });
     const file = resolveHubPath(root, pathname);
     if (!file) return send(404, { 'Content-Type': 'text/plain', 'X-Error-Code': 'EntryNotFound' }, 'Entry not found');
+    const fault = req.method === 'GET' ? takeFault(pathname) : null;
+    if (fault) entry.fault = fault.kind;
+    if (fault?.kind === 'status') return send(fault.status ?? 503, { 'Content-Type': 'text/plain' }, 'Service temporarily unavailable');
+    if (fault?.kind === 'html') {
+      return send(200, { 'Content-Type': 'text/html; charset=utf-8' }, '<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in to continue.</body></html>');
+    }
 
     fs.stat(file, (err, st) => {
       if (err || !st.isFile()) return send(404, { 'Content-Type': 'text/plain', 'X-Error-Code': 'EntryNotFound' }, 'Entry not found');
@@ -138,7 +184,7 @@ export function startHubServer(opts = {}) {
       let start = 0;
       let end = st.size - 1;
       const headers = { ...common };
-      if (req.headers.range) {
+      if (req.headers.range && fault?.kind !== 'norange') {
         const r = parseRange(req.headers.range, st.size);
         if (r === 'unsatisfiable') return send(416, { ...common, 'Content-Range': `bytes */${st.size}` });
         if (r) {
@@ -151,6 +197,17 @@ export function startHubServer(opts = {}) {
       entry.status = status;
       res.writeHead(status, { ...cors, 'Cache-Control': 'no-store', ...headers });
       if (req.method === 'HEAD' || end < start) return res.end();
+      if (fault?.kind === 'stall' || fault?.kind === 'truncate') {
+        // Part of the body, then silence (stall) or a dropped connection (truncate).
+        const n = Math.min(fault.afterBytes ?? 0, end - start + 1);
+        const part = n > 0 ? fs.createReadStream(file, { start, end: start + n - 1 }) : null;
+        const after = () => (fault.kind === 'truncate' ? res.destroy() : undefined);
+        if (!part) return after();
+        part.on('error', () => res.destroy());
+        part.on('end', after);
+        part.pipe(res, { end: false });
+        return;
+      }
       const stream = fs.createReadStream(file, { start, end });
       stream.on('error', () => res.destroy());
       stream.pipe(res);
@@ -180,6 +237,10 @@ export function startHubServer(opts = {}) {
         },
         reset() {
           requests.length = 0;
+          faults.length = 0;
+        },
+        fault(f) {
+          faults.push(...(Array.isArray(f) ? f : [f]));
         },
         close() {
           return new Promise((done) => {

@@ -21,7 +21,7 @@ import path from 'node:path';
 import type { ExperimentConfig } from '../config/schema';
 import { ConfigError } from '../errors';
 import { HubSource } from '../hub/hub-source';
-import { defaultCacheDir, hubToken, LocalFolderSource, NodeFolderCache, readTextFile, TEXT_FILE_LIMITS } from '../hub/node';
+import { defaultCacheDir, hubStallTimeoutMs, hubToken, LocalFolderSource, NodeFolderCache, readTextFile, TEXT_FILE_LIMITS } from '../hub/node';
 import type { FileCache } from '../hub/cache';
 import { isNotFound, type FileSource, type GetOptions, type ProgressCallback } from '../hub/source';
 import type { Tokenizer } from '../model/tokenizer';
@@ -77,7 +77,7 @@ export function nodeResolver(opts: NodeDataOptions = {}): SourceResolver {
   const token = opts.token ?? hubToken(endpoint);
   return (spec: SourceSpec, entry: DatasetEntry): FileSource | null => {
     if (spec.type === 'hub') {
-      const hub = new HubSource({ endpoint, repo: spec.repo, revision: spec.revision, kind: 'dataset', cache, fetch: opts.fetch, token });
+      const hub = new HubSource({ endpoint, repo: spec.repo, revision: spec.revision, kind: 'dataset', cache, fetch: opts.fetch, token, stallTimeoutMs: hubStallTimeoutMs() });
       const local = opts.datasetDir ? path.join(opts.datasetDir, ...spec.repo.split('/')) : null;
       return local && isDir(local) ? new FallbackSource(new LocalFolderSource(local), hub) : hub;
     }

@@ -18,6 +18,8 @@ export interface FileCache {
   has?(key: string): Promise<boolean>;
   /** Keys of the complete entries. */
   list?(): Promise<string[]>;
+  /** Where an entry lives, in words a person can act on (the file to delete), for errors about its content. */
+  location?(key: string): string;
   clear(): Promise<void>;
 }
 
@@ -159,6 +161,10 @@ export class IdbCache implements FileCache {
 
   async list(): Promise<string[]> {
     return (await this.store().keys()).filter((k) => k.startsWith(META)).map((k) => k.slice(META.length));
+  }
+
+  location(key: string): string {
+    return `the browser's model cache entry ${key} (IndexedDB ${this.opts.dbName ?? 'peft-studio'}/${this.opts.storeName ?? 'hub-files'}; clear it from the studio's storage panel)`;
   }
 
   async clear(): Promise<void> {

@@ -10,7 +10,7 @@ import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { ConfigError, HubError } from '../errors';
 import type { CacheMeta, CacheVerify, FileCache } from './cache';
-import { DEFAULT_ENDPOINT, HubSource, normalizeEndpoint, tokenRefusal, type RepoKind } from './hub-source';
+import { DEFAULT_ENDPOINT, DEFAULT_STALL_TIMEOUT_MS, HubSource, normalizeEndpoint, tokenRefusal, type RepoKind } from './hub-source';
 import { fileTooLarge, validateFilePath, validateRepoId, type FileSource, type GetOptions, type ProgressCallback } from './source';
 
 const CHUNK = 16 << 20;
@@ -131,6 +131,11 @@ export class NodeFolderCache implements FileCache {
     await writeAtomic(p.data, bytes);
     const meta: CacheMeta = { key, size: bytes.byteLength, sha256: sha256(bytes), storedAt: Date.now() };
     await writeAtomic(p.meta, JSON.stringify(meta));
+  }
+
+  location(key: string): string {
+    const p = this.paths(key);
+    return `${p.data} (and ${path.basename(p.meta)} beside it)`;
   }
 
   async delete(key: string): Promise<void> {
@@ -290,6 +295,18 @@ export function hubToken(endpoint: string | null | undefined, env: NodeJS.Proces
   return token;
 }
 
+/**
+ * The stall timeout of Hub downloads: HF_HUB_DOWNLOAD_TIMEOUT seconds (huggingface_hub's
+ * variable) when set, else 30 s. A value that is not a positive number is a ConfigError.
+ */
+export function hubStallTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.HF_HUB_DOWNLOAD_TIMEOUT;
+  if (v === undefined || v === '') return DEFAULT_STALL_TIMEOUT_MS;
+  const s = Number(v);
+  if (!(s > 0) || !Number.isFinite(s)) throw new ConfigError(`HF_HUB_DOWNLOAD_TIMEOUT=${JSON.stringify(v)} is not a positive number of seconds (the stall timeout of Hub downloads; default 30).`);
+  return s * 1000;
+}
+
 /** PEFT_STUDIO_CACHE, or ~/.cache/peft-studio. */
 export function defaultCacheDir(): string {
   return process.env.PEFT_STUDIO_CACHE || path.join(homedir(), '.cache', 'peft-studio');
@@ -346,5 +363,6 @@ export function sourceFor(arg: string, opts: SourceForOptions = {}): FileSource 
     cache,
     fetch: opts.fetch,
     token: opts.token ?? hubToken(endpoint),
+    stallTimeoutMs: hubStallTimeoutMs(),
   });
 }

@@ -79,6 +79,14 @@ export interface FileSource {
   readRange?(path: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number }>;
   /** Names of the top-level folders, where the source can list them (a local folder can); used to find an adapter in a sub-folder. */
   listDirs?(): Promise<string[]>;
+  /** Where the local copy of a downloaded file is cached (the file to delete when its content is bad), or null. */
+  cachedCopy?(path: string): Promise<string | null>;
+}
+
+/** For an error about a file's content: " … delete <cached copy> to download it again." when it came from a download cache, else "". */
+export async function cacheHint(source: FileSource, path: string): Promise<string> {
+  const where = await source.cachedCopy?.(path).catch(() => null);
+  return where ? ` It was read from the download cache: delete ${where} to download it again.` : '';
 }
 
 /** True for the "no such file" error of every FileSource. */
@@ -93,7 +101,7 @@ export async function getJson<T = unknown>(source: FileSource, path: string): Pr
   try {
     return JSON.parse(text) as T;
   } catch (e) {
-    throw new ConfigError(`${source.id}: ${path} is not valid JSON (${(e as Error).message}). Check the file or download it again.`);
+    throw new ConfigError(`${source.id}: ${path} is not valid JSON (${(e as Error).message}). Check the file or download it again.${await cacheHint(source, path)}`);
   }
 }
 

@@ -22,7 +22,7 @@ import { rowsPerBlock, roundToHalves } from '../engine/ops/packed';
 import type { StorageDtype, Tensor } from '../engine/tensor';
 import { storageBytes } from '../engine/tensor';
 import { ConfigError, ModelFormatError } from '../errors';
-import { getCapped, jsonLimit, type FileSource } from '../hub/source';
+import { cacheHint, getCapped, jsonLimit, type FileSource } from '../hub/source';
 import { parseModelConfig, type ModelConfig } from './config';
 import { LlamaModel } from './llama';
 import { decodeTensorData, parseSafetensors, parseSafetensorsHeader, safetensorsHeaderSize, type SafetensorsDtype, type SafetensorsHeader } from './safetensors';
@@ -78,9 +78,14 @@ export async function readConfig(source: FileSource): Promise<ModelConfig> {
   try {
     json = JSON.parse(new TextDecoder().decode(bytes));
   } catch (err) {
-    throw new ModelFormatError(`config.json in ${source.id} is not valid JSON: ${(err as Error).message}`);
+    throw new ModelFormatError(`config.json in ${source.id} is not valid JSON: ${(err as Error).message}.${await cacheHint(source, 'config.json')}`);
   }
-  return parseModelConfig(json, `${source.id}/config.json`);
+  try {
+    return parseModelConfig(json, `${source.id}/config.json`);
+  } catch (err) {
+    if (err instanceof ModelFormatError) err.message += await cacheHint(source, 'config.json');
+    throw err;
+  }
 }
 
 /** The safetensors files of a checkpoint: model.safetensors, or the shards a sharded index names. */
@@ -95,7 +100,7 @@ async function weightFiles(source: FileSource): Promise<string[]> {
     idx = JSON.parse(new TextDecoder().decode(await getCapped(source, index, jsonLimit(index))));
   } catch (err) {
     if ((err as Error).name === 'FileTooLargeError') throw err;
-    throw new ModelFormatError(`${source.id}/${index} is not valid JSON (${(err as Error).message}). Download it again.`);
+    throw new ModelFormatError(`${source.id}/${index} is not valid JSON (${(err as Error).message}). Download it again.${await cacheHint(source, index)}`);
   }
   const map = idx !== null && typeof idx === 'object' && !Array.isArray(idx) ? (idx as { weight_map?: unknown }).weight_map : undefined;
   if (map === null || typeof map !== 'object' || Array.isArray(map)) {
@@ -143,7 +148,14 @@ export async function readWeights(
   const loaded: { f: string; bytes: Uint8Array }[] = [];
   for (const f of files) {
     const bytes = await source.get(f, onProgress);
-    if (!ranged) headerShapes(parseSafetensorsHeader(bytes, `${source.id}/${f}`));
+    if (!ranged) {
+      try {
+        headerShapes(parseSafetensorsHeader(bytes, `${source.id}/${f}`));
+      } catch (err) {
+        if (err instanceof ModelFormatError) err.message += await cacheHint(source, f);
+        throw err;
+      }
+    }
     loaded.push({ f, bytes });
   }
   let use: Set<string> | null = null;

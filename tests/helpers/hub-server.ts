@@ -22,6 +22,18 @@ export interface HubRequest {
   path: string;
   status: number;
   range?: string;
+  /** The fault injected into this request, if any. */
+  fault?: HubFault['kind'];
+}
+
+/** A fault the server injects into the next `times` (default 1) GET requests whose path contains `match`. */
+export interface HubFault {
+  match: string;
+  /** status: answer `status`; html: a login page; stall: `afterBytes` then silence; truncate: `afterBytes` then a dropped connection; norange: ignore Range. */
+  kind: 'status' | 'html' | 'stall' | 'truncate' | 'norange';
+  status?: number;
+  afterBytes?: number;
+  times?: number;
 }
 
 export interface HubServer {
@@ -33,7 +45,9 @@ export interface HubServer {
   requests: HubRequest[];
   /** Requests whose path contains `match` (string), matches it (RegExp) or passes it (function); all without one. */
   count(match?: string | RegExp | ((r: HubRequest) => boolean)): number;
+  /** Clears the request log and the pending faults. */
   reset(): void;
+  fault(f: HubFault | HubFault[]): void;
   close(): Promise<void>;
 }
 
@@ -83,6 +97,7 @@ export function useHubServer(opts: { root?: string } = {}): HubServer {
     },
     count: (m) => need().count(m),
     reset: () => need().reset(),
+    fault: (f) => need().fault(f),
     close: () => need().close(),
   };
 }

@@ -150,7 +150,7 @@ describe('HubSource against the local hub server', () => {
     const { startHubServer } = await import('../helpers/hub-server');
     const dead = await startHubServer();
     await dead.close();
-    const s = new HubSource({ endpoint: dead.url, repo: 'stories260K', kind: 'model' });
+    const s = new HubSource({ endpoint: dead.url, repo: 'stories260K', kind: 'model', retryDelayMs: 1 });
     const err = await catchError(s.get('config.json'));
     expect(err).toBeInstanceOf(HubError);
     expect((err as Error).message).toMatch(/Network error fetching config\.json .*stories260K/);
@@ -163,7 +163,7 @@ describe('HubSource with an injected fetch', () => {
     const cache = new MemoryCache();
     const fetchFn = (async () =>
       new Response(new Uint8Array(50), { status: 200, headers: { 'content-length': '100' } })) as unknown as typeof fetch;
-    const s = new HubSource({ repo: 'gpt2', kind: 'model', cache, fetch: fetchFn });
+    const s = new HubSource({ repo: 'gpt2', kind: 'model', cache, fetch: fetchFn, retries: 0 });
     const err = await catchError(s.get('model.safetensors'));
     expect(err).toBeInstanceOf(HubError);
     expect((err as Error).message).toContain('truncated: 50 of 100 bytes');
@@ -178,7 +178,7 @@ describe('HubSource with an injected fetch', () => {
       },
     });
     const fetchFn = (async () => new Response(body, { status: 200 })) as unknown as typeof fetch;
-    const s = new HubSource({ repo: 'gpt2', kind: 'model', fetch: fetchFn });
+    const s = new HubSource({ repo: 'gpt2', kind: 'model', fetch: fetchFn, retries: 0 });
     const err = await catchError(s.get('model.safetensors'));
     expect(err).toBeInstanceOf(HubError);
     expect((err as Error).message).toContain('interrupted (socket hang up)');
@@ -192,7 +192,7 @@ describe('HubSource with an injected fetch', () => {
       seen.push(new Headers(init.headers));
       return new Response('no', { status, headers: code ? { 'x-error-code': code } : {} });
     }) as unknown as typeof fetch;
-    const s = new HubSource({ repo: 'meta-llama/Llama-3.2-1B', kind: 'model', fetch: fetchFn, token: 'hf_test' });
+    const s = new HubSource({ repo: 'meta-llama/Llama-3.2-1B', kind: 'model', fetch: fetchFn, token: 'hf_test', retries: 0 });
     let err = (await catchError(s.get('config.json'))) as HubError;
     expect(seen[0].get('authorization')).toBe('Bearer hf_test');
     expect(err.status).toBe(401);
