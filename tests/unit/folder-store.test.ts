@@ -19,15 +19,15 @@ describe('FolderRunStore', () => {
   it('writes checkpoints whole, keeps the newest save_total_limit, reads them back', async () => {
     const dir = tmp();
     const s = new FolderRunStore(dir, { keep: 2 });
-    for (const step of [1, 2, 3]) await s.writeCheckpoint(`checkpoint-${step}`, { 'a.bin': new Uint8Array([step]), 'b.json': `{"s":${step}}` });
+    for (const step of [1, 2, 3]) await s.writeCheckpoint(`checkpoint-${step}`, { 'a.safetensors': new Uint8Array([step]), 'b.json': `{"s":${step}}` });
     expect((await s.listCheckpoints()).sort()).toEqual(['checkpoint-2', 'checkpoint-3']);
     expect(readdirSync(dir).sort()).toEqual(['checkpoint-2', 'checkpoint-3']);
     const c = await s.readCheckpoint('checkpoint-3');
-    expect([...c!['a.bin']]).toEqual([3]);
+    expect([...c!['a.safetensors']]).toEqual([3]);
     expect(new TextDecoder().decode(c!['b.json'])).toBe('{"s":3}');
     // Rewriting a step replaces it whole.
-    await s.writeCheckpoint('checkpoint-3', { 'a.bin': new Uint8Array([9]) });
-    expect(Object.keys((await s.readCheckpoint('checkpoint-3'))!)).toEqual(['a.bin']);
+    await s.writeCheckpoint('checkpoint-3', { 'a.safetensors': new Uint8Array([9]) });
+    expect(Object.keys((await s.readCheckpoint('checkpoint-3'))!)).toEqual(['a.safetensors']);
     expect(await s.readCheckpoint('checkpoint-7')).toBeNull();
   });
 
