@@ -40,23 +40,12 @@ export function expectedWeights(c: ModelConfig): Map<string, number[]> {
   return w;
 }
 
-/** A bias of one of the model's linears (used when present even if config.json does not declare it). */
+/** The shape of a bias of one of the model's linears (used when present even if config.json does not declare it), or null. */
 function linearBiasShape(c: ModelConfig, name: string): number[] | null {
   const m = /^model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)\.bias$/.exec(name);
   if (!m || Number(m[1]) >= c.numLayers) return null;
-  const w = expectedWeights1(c, `model.layers.${m[1]}.${m[2]}.${m[3]}.weight`);
-  return w ? [w[0]] : null;
-}
-
-function expectedWeights1(c: ModelConfig, name: string): number[] | null {
-  const m = /^model\.layers\.\d+\.(?:self_attn|mlp)\.(\w+)\.weight$/.exec(name);
-  if (!m) return null;
-  const { hiddenSize: C, intermediateSize: F, numHeads: Hq, numKvHeads: Hkv, headDim: D } = c;
-  const shapes: Record<string, number[]> = {
-    q_proj: [Hq * D, C], k_proj: [Hkv * D, C], v_proj: [Hkv * D, C], o_proj: [C, Hq * D],
-    gate_proj: [F, C], up_proj: [F, C], down_proj: [C, F],
-  };
-  return Object.prototype.hasOwnProperty.call(shapes, m[1]) ? shapes[m[1]] : null;
+  const weight = expectedWeights({ ...c, numLayers: 1 }).get(`model.layers.0.${m[2]}.${m[3]}.weight`);
+  return weight ? [weight[0]] : null;
 }
 
 const list = (xs: string[], n = 5) => xs.slice(0, n).join(', ') + (xs.length > n ? ` and ${xs.length - n} more` : '');
