@@ -43,7 +43,7 @@ describe('security: plug-ins are opt-in', () => {
     mkdirSync(path.join(cwd, 'peft', 'evil'), { recursive: true });
     const plant = `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(mark)}, 'x');\n`;
     writeFileSync(path.join(cwd, 'peft', 'evil', 'config.ts'), plant + 'export const options = [] as const;\n');
-    writeFileSync(path.join(cwd, 'peft', 'evil', 'method.ts'), plant + "export default { name: 'evil', attach() { throw new Error('x'); } };\n");
+    writeFileSync(path.join(cwd, 'peft', 'evil', 'method.ts'), plant + "export default { name: 'evil', description: 'Plants a file.', flops() { return { flops: 0 }; }, attach() { throw new Error('x'); } };\n");
 
     // `logits` with no --text stops at argument checking, after the plug-in scan: no GPU, no model.
     for (const args of [['logits', '--model', 'x'], ['train', 'missing.yaml'], ['nonsense']]) {
