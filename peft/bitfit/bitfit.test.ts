@@ -1,5 +1,6 @@
 /** BitFit against METHODS.md §20: gradients, counts, init, float64 reference, existing biases, trajectory, export/import/merge. */
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, randomWeights, smollmConfig, storiesDir, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -279,5 +280,12 @@ describe('bitfit', () => {
     await expect(mm.merge!()).rejects.toThrow(/cannot merge a bias on q_proj into a mistral checkpoint/);
     mm.detach();
     mistral.dispose();
+  });
+});
+
+describe('bitfit FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('BitFit: one add per output of each target', () => {
+    // q out 64 + v out 32 = 96 adds per token per layer
+    expect(probe(bitfit).extra).toBe(TOKENS_LAYERS * 96); // 245 760
   });
 });

@@ -4,6 +4,7 @@
  * JSON and config_id, and loading PEFT-Factory's nested output folder.
  */
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -198,5 +199,13 @@ describe('bn-adapter', () => {
     }
     m.detach();
     model.dispose();
+  });
+});
+
+describe('bn-adapter FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('bn-adapter: down and up projections at each insertion point', () => {
+    // 2·2·d·m per point per token, m = d / 16 = 4; two points per layer
+    expect(probe(bn).extra).toBe(TOKENS_LAYERS * 2 * (2 * 64 * 4 + 2 * 4 * 64)); // 5 242 880
+    expect(probe(bn, { mh_adapter: false }).extra).toBe(TOKENS_LAYERS * 1024);
   });
 });

@@ -1,5 +1,6 @@
 /** DoRA against METHODS.md §6 and Appendix D: math of one layer, gradients, counts, no-op init, trajectory, export/import/merge. */
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
 import { checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -328,3 +329,12 @@ function doraRefFixed(x: Float64Array, W: ArrayLike<number>, b: ArrayLike<number
   }
   return y;
 }
+
+describe('dora FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('DoRA: the LoRA count plus the rescale and the row norms', () => {
+    // LoRA's 9 175 040, plus per token out (64 + 32), plus per forward the row norms:
+    //   q: 2·8·64·64 + 2·8²·64 + 64·(2·8² + 4·8) = 65 536 + 8192 + 10 240 = 83 968
+    //   v: 2·8·64·32 + 2·8²·64 + 32·160          = 32 768 + 8192 + 5120  = 46 080
+    expect(probe(dora, { lora_rank: 8, lora_target: 'q_proj,v_proj' }).extra).toBe(9_175_040 + TOKENS_LAYERS * 96 + 5 * (83_968 + 46_080)); // 10 071 040
+  });
+});

@@ -4,6 +4,7 @@
  * AdamW (§22) in float64, trajectory, and the export as an HF model folder.
  */
 import { describe, it, expect } from 'vitest';
+import { baseFlops, probe } from '../../tests/helpers/flops-probe';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { gpuEngine } from '../../tests/helpers/gpu';
@@ -207,5 +208,11 @@ describe('full', () => {
     fresh.dispose();
     m.detach();
     model.dispose();
+  });
+});
+
+describe('full FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('full fine-tuning adds nothing to the forward', () => {
+    expect(probe(full)).toMatchObject({ total: baseFlops(512), extra: 0 });
   });
 });

@@ -7,6 +7,7 @@
  * export (the model's weights, as full).
  */
 import { describe, it, expect } from 'vitest';
+import { baseFlops, probe } from '../../tests/helpers/flops-probe';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { gpuEngine } from '../../tests/helpers/gpu';
@@ -330,5 +331,11 @@ describe('galore', () => {
     fresh.dispose();
     m.detach();
     model.dispose();
+  });
+});
+
+describe('galore FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('GaLore adds nothing to the forward (it changes the optimizer)', () => {
+    expect(probe(galore)).toMatchObject({ total: baseFlops(512), extra: 0 });
   });
 });

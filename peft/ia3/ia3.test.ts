@@ -1,5 +1,6 @@
 /** (IA)³ against METHODS.md §18: gradients, counts, ones = base, float64 reference (k before RoPE), trajectory, export/import/merge. */
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, randomWeights, smollmConfig, tinyConfig, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -238,3 +239,10 @@ function tinyConfigJson(): Record<string, unknown> {
     tie_word_embeddings: true, max_position_embeddings: 64,
   };
 }
+
+describe('ia3 FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('IA3: one multiply per scaled feature', () => {
+    // k out 32 + v out 32 + down in 172 = 236 multiplies per token per layer
+    expect(probe(ia3).extra).toBe(TOKENS_LAYERS * 236); // 604 160
+  });
+});

@@ -1,5 +1,6 @@
 /** LN Tuning against METHODS.md §19: gradients, counts, copies = base, float64 reference, trajectory, export/import/merge. */
 import { describe, it, expect } from 'vitest';
+import { baseFlops, probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, randomWeights, smollmConfig, tinyConfig, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -188,5 +189,11 @@ describe('lntuning', () => {
     expect(v.trainable().length).toBe(5);
     v.detach();
     model.dispose();
+  });
+});
+
+describe('lntuning FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('LN tuning adds nothing to the forward (trained norm weights replace the base ones)', () => {
+    expect(probe(lntuning)).toMatchObject({ total: baseFlops(512), extra: 0 });
   });
 });

@@ -1,5 +1,6 @@
 /** LoRA against METHODS.md §4: gradients, parameter counts, B = 0 identity, trajectory. */
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -84,5 +85,15 @@ describe('lora', () => {
     expect(r.files).toContain('adapter_model.safetensors');
     m.detach();
     model.dispose();
+  });
+});
+
+describe('lora FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('LoRA r = 8: 2·r·(in + out) per token per target', () => {
+    // all 7 targets: q 2·8·128 = 2048, k 2·8·96 = 1536, v 1536, o 2048, gate/up/down 2·8·236 = 3776 each → 18 496
+    expect(probe(lora, { lora_rank: 8 }).extra).toBe(TOKENS_LAYERS * (2048 + 1536 + 1536 + 2048 + 3 * 3776)); // 47 349 760
+    // q, v: 2048 + 1536 = 3584
+    expect(probe(lora, { lora_rank: 8, lora_target: 'q_proj,v_proj' }).extra).toBe(TOKENS_LAYERS * 3584); // 9 175 040
+    expect(() => probe(lora, { lora_target: 'nothing_proj' })).toThrow(/lora_target \["nothing_proj"\] matches no linear layer/);
   });
 });

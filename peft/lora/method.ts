@@ -196,7 +196,7 @@ export function loraAdapterConfig(config: Record<string, unknown>, r: number, al
     trainable_token_indices: null,
     use_dora: false,
     use_qalora: false,
-    use_rslora: !!config.use_rslora,
+    use_rslora: loraSettings(config).use_rslora,
   };
 }
 

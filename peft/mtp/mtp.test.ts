@@ -1,5 +1,6 @@
 /** Multitask prompt tuning against METHODS.md §16: P_b = P* ⊙ (cols[t_b] rows[t_b]), task ids, gradients, counts, trajectory, export. */
 import { describe, it, expect } from 'vitest';
+import { baseFlops, probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory, fixedBatch, trajectoryOptions } from '../../tests/helpers/method-check';
@@ -206,5 +207,12 @@ describe('mtp', () => {
     await checkFreshProcessReload(e, model, m2);
     m2.detach();
     model.dispose();
+  });
+});
+
+describe('mtp FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('MTP: n_v more tokens plus the task factor', () => {
+    // per example 2·n_v·k·d + n_v·d = 1280 + 640
+    expect(probe(mtp, { num_virtual_tokens: 10 }).extra).toBe(baseFlops(522) - baseFlops(512) + 1920);
   });
 });

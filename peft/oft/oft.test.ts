@@ -1,5 +1,6 @@
 /** OFT against METHODS.md §9: gradients, parameter counts, θ = 0 identity, trajectory, export/import/merge, COFT. */
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
 import { checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -217,5 +218,15 @@ describe('oft', () => {
     expect(m.trainable()[0].tensor.shape).toEqual([4, 6]);
     m.detach();
     model.dispose();
+  });
+});
+
+describe('oft FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('OFT b = 32 on q, v: block rotation per token, Cayley–Neumann products per forward', () => {
+    // per token per target 2·b·in = 2·32·64 = 4096; per forward per block (2 blocks): 3 products of 2·32³
+    expect(probe(oft, { oft_target: 'q_proj,v_proj' }).extra).toBe(TOKENS_LAYERS * 2 * 4096 + 5 * 2 * 2 * 3 * 2 * 32 ** 3); // 24 903 680
+    // block_share: one block built per target; exact Cayley: one 2·b³ inverse per block
+    expect(probe(oft, { oft_target: 'q_proj,v_proj', block_share: true }).extra).toBe(TOKENS_LAYERS * 8192 + 5 * 2 * 1 * 3 * 2 * 32 ** 3);
+    expect(probe(oft, { oft_target: 'q_proj,v_proj', use_cayley_neumann: false }).extra).toBe(TOKENS_LAYERS * 8192 + 5 * 2 * 2 * 2 * 32 ** 3);
   });
 });

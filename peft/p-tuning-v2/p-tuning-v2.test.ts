@@ -6,6 +6,7 @@
  * that loads back (in this process through prefix-tuning, and in a fresh one).
  */
 import { describe, it, expect } from 'vitest';
+import { probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -114,5 +115,12 @@ describe('p-tuning-v2', () => {
     expect(r.diff).toBeLessThan(1e-5);
     m2.detach();
     model.dispose();
+  });
+});
+
+describe('p-tuning-v2 FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('p-tuning v2: every query attends to n_v more keys', () => {
+    expect(probe(pTuningV2, { num_virtual_tokens: 10 }).extra).toBe(6_553_600);
+    expect(() => probe(pTuningV2, { num_virtual_tokens: 10, prefix_projection: true })).toThrow(/does not apply to finetuning_type p-tuning-v2/);
   });
 });

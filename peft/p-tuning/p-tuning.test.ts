@@ -1,5 +1,6 @@
 /** P-tuning against METHODS.md §15: the MLP / LSTM prompt encoder vs a float64 reference, gradients, counts, trajectory, export, resume. */
 import { describe, it, expect } from 'vitest';
+import { baseFlops, probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory, fixedBatch, trajectoryOptions } from '../../tests/helpers/method-check';
@@ -256,5 +257,16 @@ describe('p-tuning', () => {
       m2.detach();
     }
     model.dispose();
+  });
+});
+
+describe('p-tuning FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('p-tuning: n_v more tokens plus the prompt encoder once', () => {
+    const grown = baseFlops(522) - baseFlops(512);
+    // the MLP encoder once: 2·n_v·(d·H + H·H + H·d), H = d = 64
+    expect(probe(pTuning, { num_virtual_tokens: 10 }).extra).toBe(grown + 2 * 10 * 3 * 64 * 64);
+    // LSTM (2 layers, bidirectional, H = 64): Σ_l 2·n_v·8·H·(in_l + H) + 2·n_v·(2H·2H + 2H·d)
+    const lstm = 2 * 10 * 8 * 64 * (64 + 64) + 2 * 10 * 8 * 64 * (128 + 64) + 2 * 10 * (128 * 128 + 128 * 64);
+    expect(probe(pTuning, { num_virtual_tokens: 10, encoder_reparameterization_type: 'LSTM' }).extra).toBe(grown + lstm);
   });
 });

@@ -1,5 +1,6 @@
 /** par-adapter (He et al., ParBnConfig) against METHODS.md §17: y = x + h + A(x) beside the MLP, scaling 4, mam init. */
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories } from '../../tests/helpers/models';
 import { seededRandom } from '../../src/model/generate';
@@ -38,5 +39,12 @@ describe('par-adapter', () => {
     expect(5 * bottleneckModuleParams(64, bottleneckSize(64, 2))).toBe(20_960);
     m.detach();
     model.dispose();
+  });
+});
+
+describe('par-adapter FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('par-adapter: one insertion point per layer, 2·2·d·m per token', () => {
+    // reduction_factor 2: m = 32
+    expect(probe(par, { reduction_factor: 2 }).extra).toBe(TOKENS_LAYERS * 4 * 64 * 32);
   });
 });

@@ -113,8 +113,8 @@ export const pissa: PissaMethod = {
   },
   attach(ctx: MethodContext): AttachedPissa {
     const { e, model, config } = ctx;
-    const { r, alpha, s, lora_target } = loraSettings(config, 'pissa');
-    const { pissa_iter: iters } = readOptions(pissaOptions, config, 'pissa');
+    const { r, alpha, s, lora_target, use_rslora } = loraSettings(config, 'pissa');
+    const { pissa_iter: iters, pissa_convert } = readOptions(pissaOptions, config, 'pissa');
     const targets = loraTargets(model, lora_target);
     for (const name of targets) {
       const [outF, inF] = model.param(`${name}.weight`).shape;
@@ -227,9 +227,9 @@ export const pissa: PissaMethod = {
           config: {
             ...c,
             r: 2 * r,
-            lora_alpha: config.use_rslora ? alpha * Math.SQRT2 : 2 * alpha,
+            lora_alpha: use_rslora ? alpha * Math.SQRT2 : 2 * alpha,
             rank_pattern: double(c.rank_pattern, (v) => 2 * v),
-            alpha_pattern: double(c.alpha_pattern, (v) => (config.use_rslora ? v * Math.SQRT2 : 2 * v)),
+            alpha_pattern: double(c.alpha_pattern, (v) => (use_rslora ? v * Math.SQRT2 : 2 * v)),
             init_lora_weights: true,
           },
           tensors: out,
@@ -246,7 +246,7 @@ export const pissa: PissaMethod = {
           init.set(key(name, 'B'), { shape: [l.outF, r], data: l.B0 });
         }
         out.set('pissa_init', { config: { ...files.config, init_lora_weights: true }, tensors: init });
-        if (config.pissa_convert) out.set('pissa_converted', await self.exportConverted());
+        if (pissa_convert) out.set('pissa_converted', await self.exportConverted());
         return out;
       },
       async merge(): Promise<void> {

@@ -1,5 +1,6 @@
 /** PiSSA against METHODS.md §8 and Appendix D: SVD init and residual, gradients, counts, trajectory, both export forms, merge. */
 import { describe, it, expect } from 'vitest';
+import { probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
 import { checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -244,5 +245,11 @@ describe('pissa', () => {
     const after = await weights(e, model, ['model.layers.0.self_attn.k_proj']);
     expect(maxAbsDiff(after.get('model.layers.0.self_attn.k_proj')!, W0.get('model.layers.0.self_attn.k_proj')!)).toBe(0);
     model.dispose();
+  });
+});
+
+describe('pissa FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('PiSSA: the LoRA count, 2·r·(in + out) per token per target', () => {
+    expect(probe(pissa, { lora_rank: 8, lora_target: 'q_proj,v_proj' }).extra).toBe(9_175_040);
   });
 });

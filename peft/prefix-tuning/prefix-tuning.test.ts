@@ -5,6 +5,7 @@
  * reload, errors.
  */
 import { describe, it, expect } from 'vitest';
+import { probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -256,5 +257,14 @@ describe('prefix-tuning', () => {
     );
     m.detach();
     model.dispose();
+  });
+});
+
+describe('prefix-tuning FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('prefix tuning: every query attends to n_v more keys', () => {
+    // N · n_h · 2 · (2·T·n_v·h_d) = 5·8·2·(2·512·10·8)
+    expect(probe(prefixTuning, { num_virtual_tokens: 10 }).extra).toBe(6_553_600);
+    // projection: D = n_kv·h_d = 32, H = D, F = 2·N·D = 320: 2·10·(32·32 + 32·320) = 225 280
+    expect(probe(prefixTuning, { num_virtual_tokens: 10, prefix_projection: true }).extra).toBe(6_553_600 + 225_280);
   });
 });

@@ -1,5 +1,6 @@
 /** Prompt tuning against METHODS.md §12: insertion identity, inits, gradients, counts, trajectory, generation, export and reload. */
 import { describe, it, expect } from 'vitest';
+import { baseFlops, probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, storiesDir, tinyModel } from '../../tests/helpers/models';
 import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -205,5 +206,15 @@ describe('prompt-tuning', () => {
     expect(r.files).toContain('adapter_model.safetensors');
     m2.detach();
     model.dispose();
+  });
+});
+
+describe('prompt-tuning FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('prompt tuning: the sequence grows by n_v', () => {
+    // T' = 522: the base model on 522 tokens; the table itself costs nothing
+    const total = baseFlops(522);
+    expect(total).toBe(236_528_640 + 348_779_520 + 34_209_792);
+    expect(probe(promptTuning, { num_virtual_tokens: 10 })).toMatchObject({ total, extra: total - baseFlops(512) }); // extra 18 421 760
+    expect(() => probe(promptTuning)).toThrow(/num_virtual_tokens: prompt-tuning needs it/);
   });
 });

@@ -4,6 +4,7 @@
  * D), GPU bytes of the base, trajectory, LoRA-format export and import.
  */
 import { describe, it, expect } from 'vitest';
+import { probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, storiesDir, tinyModel } from '../../tests/helpers/models';
 import { checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -253,5 +254,12 @@ describe('qlora', () => {
     expect(maxDiff(again, trained)).toBe(0);
     m2.detach();
     fresh.dispose();
+  });
+});
+
+describe('qlora FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('QLoRA: the LoRA count, 2·r·(in + out) per token per target', () => {
+    // LoRA's count; the NF4 dequantization inside the base matmuls is not counted.
+    expect(probe(qlora, { lora_rank: 8, lora_target: 'q_proj,v_proj' }).extra).toBe(9_175_040);
   });
 });

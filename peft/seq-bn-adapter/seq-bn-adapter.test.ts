@@ -1,5 +1,6 @@
 /** seq-bn-adapter (Pfeiffer, SeqBnConfig) against METHODS.md §17: y = x + h + A(x + h) after the MLP. */
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { randomWeights, tinyConfig } from '../../tests/helpers/models';
 import { maxAbsDiff } from '../../tests/helpers/check-op';
@@ -42,5 +43,11 @@ describe('seq-bn-adapter', () => {
     expect(Array.from(await logits(e, model, ids))).toEqual(Array.from(a));
     same.detach();
     model.dispose();
+  });
+});
+
+describe('seq-bn-adapter FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('seq-bn-adapter: one insertion point per layer, 2·2·d·m per token', () => {
+    expect(probe(seq).extra).toBe(TOKENS_LAYERS * 1024);
   });
 });

@@ -2,6 +2,7 @@
 import { parseSafetensors } from '../../src/model/safetensors';
 import { adapterFileMap } from '../../src/methods/adapter-io';
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
 import { checkMethodGradients, checkTrajectory } from '../../tests/helpers/method-check';
@@ -228,5 +229,15 @@ describe('svft', () => {
     console.log(`svft merge: max |logits diff| ${err.toExponential(2)}`);
     expect(err).toBeLessThan(1e-4);
     model.dispose();
+  });
+});
+
+describe('svft FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('SVFT replaces the base matmul of its targets', () => {
+    // q (64→64): n = 64, band d = 1 → k = 3·64 − 2 = 190: 2·64·64 + 2·(64 + 190) + 2·64·64 − 2·64·64 = 8700
+    // k (64→32): n = 32, k = 3·32 − 2 = 94:  2·32·64 + 2·(32 + 94) + 2·32·32 − 2·64·32 = 2300
+    expect(probe(svft).extra).toBe(TOKENS_LAYERS * (8700 + 2300)); // 28 160 000
+    // rank 4 on q: 2·4·64 + 2·(4 + 10) + 2·4·64 − 8192 = −7140: cheaper than the base layer
+    expect(probe(svft, { target_modules: 'q_proj', rank: 4 }).extra).toBe(TOKENS_LAYERS * -7140);
   });
 });

@@ -6,6 +6,7 @@
  * and that the folder uses only the plug-in API.
  */
 import { describe, it, expect } from 'vitest';
+import { probe, TOKENS_LAYERS } from '../../tests/helpers/flops-probe';
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { gpuEngine } from 'peft-studio/testing/gpu';
@@ -282,3 +283,9 @@ describe('vera', () => {
   });
 });
 
+describe('vera FLOPs (PSCP, stories260K 1×512 probe)', () => {
+  it('VeRA r = 256 on q, v: 2·r·(in + out) per token per target', () => {
+    // q 2·256·128 = 65 536, v 2·256·96 = 49 152
+    expect(probe(vera).extra).toBe(TOKENS_LAYERS * (65_536 + 49_152));
+  });
+});
