@@ -9,9 +9,11 @@
  * one (finetuning_type), and a name is looked up here, never loaded from a
  * path or URL, because a method is code.
  *
- * A config selects a method by finetuning_type, with LLaMA-Factory's flags on
- * lora (quantization_bit → qlora, use_dora → dora, pissa_init → pissa) and on
- * full (use_galore → galore).
+ * A config selects a method by finetuning_type, or by a LLaMA-Factory flag on
+ * another finetuning_type that a method declares as its `select` (the rule is
+ * src/methods/select.ts, shared with the page). Everything else this module
+ * knows about a method (its options, order, family, required keys, rules) it
+ * asks the method; it names none.
  */
 import { ConfigError, PluginError } from '../errors';
 import { closest, optionSpec, registerConfigCheck, registerFinetuningType, registerOptions, type OptionSpec } from '../config/schema';
