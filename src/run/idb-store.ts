@@ -3,7 +3,8 @@
  *
  * Layout of one key-value store (keys are strings):
  *   run:<id>                       RunRecord (config, status, summary)
- *   log:<id>                       trainer log lines (JSON strings)
+ *   log:<id>/<n>                   trainer log lines (JSON strings), chunk n of LOG_CHUNK lines:
+ *                                  a step rewrites only the last chunk, not the whole log
  *   file:<id>/<name>               a file of the run (adapter, metrics, predictions)
  *   ckpt:<id>/<ckpt>/<file>        a checkpoint's files
  *   ckptmeta:<id>/<ckpt>           { files: name → size }, written LAST
@@ -97,9 +98,13 @@ export function runsKeyValueStore(): KeyValueStore {
   return shared;
 }
 
+/** Lines per log chunk: a step's append writes at most this many lines (4,000 steps: ~32 MB written, not 1.7 GB). */
+export const LOG_CHUNK = 64;
+
 /** The RunStore of one run. */
 export class IdbRunStore implements RunStore {
-  private log: string[] | null = null;
+  /** The last log chunk (its number and lines), once read. */
+  private tail: { n: number; lines: string[] } | null = null;
 
   constructor(
     readonly runId: string,
@@ -192,20 +197,52 @@ export class IdbRunStore implements RunStore {
   }
 
   async appendLog(line: string): Promise<void> {
-    this.log ??= await this.readLog();
-    this.log.push(line);
-    await put(this.kv, `log:${this.runId}`, this.log, line.length, 'the training log');
+    this.tail ??= await this.readTail();
+    if (this.tail.lines.length >= LOG_CHUNK) this.tail = { n: this.tail.n + 1, lines: [] };
+    this.tail.lines.push(line);
+    await put(this.kv, this.logKey(this.tail.n), this.tail.lines, line.length, 'the training log');
   }
 
   async readLog(): Promise<string[]> {
-    const v = await this.kv.get(`log:${this.runId}`);
-    return Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
+    const out: string[] = [];
+    // A log written before chunks (one array under log:<id>) comes first.
+    for (const k of [`log:${this.runId}`, ...(await this.chunks()).map((n) => this.logKey(n))]) {
+      const v = await this.kv.get(k);
+      if (Array.isArray(v)) out.push(...v.filter((x): x is string => typeof x === 'string'));
+    }
+    return out;
   }
 
   /** Replace the log (resume: the checkpoint's log_history is the truth). */
   async writeLog(lines: string[]): Promise<void> {
-    this.log = [...lines];
-    await put(this.kv, `log:${this.runId}`, this.log, lines.reduce((a, l) => a + l.length, 0), 'the training log');
+    await this.kv.del(`log:${this.runId}`);
+    for (const n of await this.chunks()) await this.kv.del(this.logKey(n));
+    const total = lines.reduce((a, l) => a + l.length, 0);
+    let n = 0;
+    for (let i = 0; i < lines.length; i += LOG_CHUNK, n++) await put(this.kv, this.logKey(n), lines.slice(i, i + LOG_CHUNK), total, 'the training log');
+    this.tail = lines.length ? { n: n - 1, lines: lines.slice((n - 1) * LOG_CHUNK) } : { n: 0, lines: [] };
+  }
+
+  private logKey(n: number): string {
+    return `log:${this.runId}/${String(n).padStart(6, '0')}`;
+  }
+
+  /** The numbers of the log's chunks, in order. */
+  private async chunks(): Promise<number[]> {
+    const prefix = `log:${this.runId}/`;
+    return (await this.kv.keys()).filter((k) => k.startsWith(prefix)).map((k) => Number(k.slice(prefix.length))).filter(Number.isInteger).sort((a, b) => a - b);
+  }
+
+  private async readTail(): Promise<{ n: number; lines: string[] }> {
+    if (Array.isArray(await this.kv.get(`log:${this.runId}`))) {
+      // Move a pre-chunk log into chunks once, so appends stay small.
+      await this.writeLog(await this.readLog());
+      return this.tail!;
+    }
+    const n = (await this.chunks()).at(-1);
+    if (n === undefined) return { n: 0, lines: [] };
+    const v = await this.kv.get(this.logKey(n));
+    return { n, lines: Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [] };
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from 'vitest';
 import type { KeyValueStore } from '../../src/hub/cache';
-import { IdbRunStore, RunIndex, StorageQuotaError, newRunId, type RunRecord } from '../../src/run/idb-store';
+import { IdbRunStore, LOG_CHUNK, RunIndex, StorageQuotaError, newRunId, type RunRecord } from '../../src/run/idb-store';
 
 class MapKv implements KeyValueStore {
   map = new Map<string, unknown>();
@@ -108,6 +108,39 @@ describe('IdbRunStore', () => {
     await s.appendLog('a');
     await new IdbRunStore('r1', kv).appendLog('b');
     expect(await s.readLog()).toEqual(['a', 'b']);
+  });
+
+  test('the log is appended per chunk: a step writes at most LOG_CHUNK lines, not the whole log; writeLog replaces it', async () => {
+    const kv = new MapKv();
+    let written = 0, largest = 0;
+    const set = kv.set.bind(kv);
+    kv.set = async (k: string, v: unknown) => {
+      if (k.startsWith('log:')) {
+        const n = (v as string[]).length;
+        written += n;
+        largest = Math.max(largest, n);
+      }
+      return set(k, v);
+    };
+    const s = new IdbRunStore('r1', kv);
+    const line = (i: number) => JSON.stringify({ current_steps: i, loss: 1 / i });
+    for (let i = 1; i <= 1000; i++) await s.appendLog(line(i));
+    expect(largest).toBe(LOG_CHUNK);
+    // Rewriting the whole log per step would write 1000·1001/2 = 500,500 lines.
+    expect(written).toBeLessThan(1000 * (LOG_CHUNK / 2 + 1));
+    expect(await s.readLog()).toEqual(Array.from({ length: 1000 }, (_, i) => line(i + 1)));
+    expect((await kv.keys()).filter((k) => k.startsWith('log:r1/'))).toHaveLength(Math.ceil(1000 / LOG_CHUNK));
+    // Resume cuts the log back to the checkpoint's history; appends continue after it.
+    await s.writeLog([line(1), line(2)]);
+    await s.appendLog(line(3));
+    expect(await new IdbRunStore('r1', kv).readLog()).toEqual([line(1), line(2), line(3)]);
+    // A log stored whole by an older version is read, then moved into chunks on the next append.
+    await kv.set('log:r2', ['x', 'y']);
+    const old = new IdbRunStore('r2', kv);
+    expect(await old.readLog()).toEqual(['x', 'y']);
+    await old.appendLog('z');
+    expect(await kv.get('log:r2')).toBeUndefined();
+    expect(await old.readLog()).toEqual(['x', 'y', 'z']);
   });
 
   test('run ids are checked', () => {
