@@ -271,6 +271,8 @@ export interface StudioApi {
   pauseRun(): void;
   /** Stop after the current step and keep the adapter as it is. */
   stopRun(): void;
+  /** Test hook: destroy the GPU device as a driver reset would (the studio then reports a device loss). */
+  simulateDeviceLoss(): Promise<void>;
   listRuns(): Promise<RunInfo[]>;
   runLog(id: string): Promise<LogPoint[]>;
   deleteRun(id: string): Promise<void>;

@@ -9,18 +9,34 @@ import { Engine } from '../engine/engine';
 import { acquireDevice } from '../gpu/device';
 import { MatmulTuner, autotuneEnabled, keyValueTuneStore } from '../engine/matmul-tune';
 import { idbKeyValueStore } from '../hub/cache';
+import type { DeviceLostError } from '../errors';
 import { KEY_LIMITS, type GpuInfo } from './api';
 
 export class DeviceSlot {
   private engine: Promise<Engine> | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private readonly resets: (() => void)[] = [];
+  private readonly losses: ((err: DeviceLostError) => void)[] = [];
 
   constructor(private readonly gpu: GPU | undefined) {}
 
   /** Called when a lost device is replaced by a new one. */
   onReset(fn: () => void): void {
     this.resets.push(fn);
+  }
+
+  /** Called at once when the device is lost (its lost promise settles), before any call notices. */
+  onLost(fn: (err: DeviceLostError) => void): void {
+    this.losses.push(fn);
+  }
+
+  /**
+   * Test hook (the device-loss e2e test): destroy the device from outside
+   * the engine, as a driver reset would; the loss is reported as a real one.
+   */
+  async simulateLoss(): Promise<void> {
+    const e = await this.engine;
+    e?.device.destroy();
   }
 
   /** The engine, acquiring the device on first use and again after a device loss. */
@@ -34,7 +50,7 @@ export class DeviceSlot {
         return this.acquire();
       });
     }
-    const next = acquireDevice(this.gpu).then(async (ctx) => {
+    const next = acquireDevice(this.gpu, { onLost: (err) => this.losses.forEach((fn) => fn(err)) }).then(async (ctx) => {
       const e = new Engine(ctx);
       // Matmul kernels per shape class, timed once per adapter and kept in IndexedDB (GPUs; SwiftShader keeps its measured default).
       if (autotuneEnabled(ctx.adapterInfo)) e.matmulTuner = await MatmulTuner.open(e, keyValueTuneStore(idbKeyValueStore('peft-studio-autotune', 'tables')));

@@ -5,7 +5,7 @@
  * seed give the CLI's losses and the CLI's files.
  */
 import { validateConfig } from '../config/schema';
-import { ConfigError } from '../errors';
+import { ConfigError, type DeviceLostError } from '../errors';
 import { methodNameFor } from '../methods/registry';
 import { createTrainer, padIdOf, prepareExperiment } from '../run/experiment';
 import { finishTraining } from '../run/finish';
@@ -25,7 +25,10 @@ export class Runs {
     private readonly data: UserData,
     private readonly sessions: Sessions,
     readonly index: RunIndex,
-  ) {}
+  ) {
+    // A lost device is reported the moment it happens, not when the next GPU call fails.
+    device.onLost((err) => this.sessions.control?.onLost?.(err));
+  }
 
   start(raw: Record<string, unknown>, cb: TrainCallbacks): Promise<RunInfo> {
     return this.device.exclusive(async () => {
@@ -81,11 +84,8 @@ export class Runs {
     report.flush();
     const data = await loadExperimentData(prepared.tokenizer, config, padIdOf(prepared.tokenizer), this.data.host());
     const trainer = createTrainer(e, prepared, data, config, store);
-    if (resume) {
-      // The newest complete checkpoint: weights, optimizer moments, step and log.
-      await trainer.resume();
-      await store.writeLog(trainer.log.map((l) => JSON.stringify(l)));
-    }
+    // The newest complete checkpoint: weights, optimizer moments, step and log (the trainer cuts the stored log back to it).
+    if (resume) await trainer.resume();
     this.sessions.current = { id, config, prepared, data, trainer, store };
     await this.index.update(id, { step: trainer.step, totalSteps: trainer.totalSteps, trainableParams: trainer.trainableCount(), numParams: prepared.model.numParams() });
   }
@@ -109,8 +109,16 @@ export class Runs {
   private async drive(cb: TrainCallbacks): Promise<RunInfo> {
     const s = this.sessions.current!;
     const trainer = s.trainer!;
-    const control = { abort: new AbortController(), mode: null as 'pause' | 'stop' | null };
+    const control: NonNullable<Sessions['control']> = { abort: new AbortController(), mode: null };
     this.sessions.control = control;
+    let lost: DeviceLostError | null = null;
+    control.onLost = (err) => {
+      lost = err;
+      // What lived on the device is gone: a resume loads the run again from its newest checkpoint.
+      if (this.sessions.current === s) this.sessions.current = null;
+      control.abort.abort();
+      void this.lostRun(s.id, err, trainer.step).then((info) => info && cb.onStatus?.(info));
+    };
     cb.onStatus?.(await this.info(await this.index.update(s.id, { status: 'running', error: undefined })));
     try {
       await trainer.run({
@@ -119,6 +127,7 @@ export class Runs {
         onLog: (entry) => cb.onLog?.(entry),
         onEvaluate: (done, total) => cb.onEvaluate?.(done, total),
       });
+      if (lost) throw lost;
       if (control.mode === 'pause' && trainer.step < trainer.totalSteps) {
         await trainer.saveCheckpoint();
         const info = await this.info(await this.index.update(s.id, { status: 'paused', step: trainer.step }));
@@ -134,6 +143,14 @@ export class Runs {
       cb.onStatus?.(info);
       return info;
     } catch (err) {
+      // A step cut short by a lost device fails in whatever GPU call it was in: report the loss itself.
+      const cause = lost ?? s.prepared.model.e.ctx.lost;
+      if (cause) {
+        if (this.sessions.current === s) this.sessions.current = null;
+        const info = await this.lostRun(s.id, cause, trainer.step);
+        if (info) cb.onStatus?.(info);
+        throw cause;
+      }
       await this.fail(s.id, err, trainer.step);
       const record = await this.index.get(s.id);
       if (record) cb.onStatus?.(await this.info(record));
@@ -141,6 +158,16 @@ export class Runs {
     } finally {
       this.sessions.control = null;
     }
+  }
+
+  /** Mark a run whose device was lost as failed and resumable from its newest checkpoint (the UI offers Resume). */
+  private async lostRun(id: string, err: DeviceLostError, step: number): Promise<RunInfo | null> {
+    const checkpoint = await this.index.store(id).latestCheckpoint();
+    const next = checkpoint ? `Resume continues from ${checkpoint}.` : 'No checkpoint was saved yet: start the run again.';
+    const record = await this.index
+      .update(id, { status: 'failed', step, error: `${err.name}: The GPU device was lost (${err.reason}) during training. ${next}` })
+      .catch(() => null);
+    return record ? this.info(record) : null;
   }
 
   private async fail(id: string, err: unknown, step?: number): Promise<void> {

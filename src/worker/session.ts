@@ -5,7 +5,7 @@
  */
 import { validateConfig, type ExperimentConfig } from '../config/schema';
 import type { SftDatasets } from '../data/sft';
-import { ConfigError, HubError } from '../errors';
+import { ConfigError, HubError, type DeviceLostError } from '../errors';
 import type { FileSource } from '../hub/index';
 import { readAdapter } from '../methods/adapter-io';
 import { padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
@@ -28,7 +28,7 @@ export interface Session {
 export class Sessions {
   current: Session | null = null;
   /** The training in progress: its abort signal and how it should end. */
-  control: { abort: AbortController; mode: 'pause' | 'stop' | null } | null = null;
+  control: { abort: AbortController; mode: 'pause' | 'stop' | null; onLost?: (err: DeviceLostError) => void } | null = null;
 
   constructor(
     private readonly device: DeviceSlot,

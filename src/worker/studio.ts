@@ -135,6 +135,10 @@ export class Studio implements StudioApi {
     this.runs.pause();
   }
 
+  simulateDeviceLoss(): Promise<void> {
+    return this.device.simulateLoss();
+  }
+
   stopRun(): void {
     this.runs.stop();
   }
