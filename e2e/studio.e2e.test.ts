@@ -30,6 +30,7 @@ import path from 'node:path';
 import { unzipSync } from 'fflate';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, onTestFailed, test } from 'vitest';
+import { decodeShareData } from '../src/run/share-link';
 import { launchChromium, recordConsole } from './support/browser';
 import { referenceGreedy } from './support/reference';
 import { ROOT, serveStudio, startHubServer, testHubRoot, type HubServer } from './support/servers';
@@ -174,6 +175,7 @@ const EXPERIMENT: Record<string, string> = {
   max_steps: String(STEPS),
   logging_steps: '1',
   save_steps: '3',
+  eval_strategy: 'steps',
   eval_steps: '3',
   seed: '42',
 };
@@ -260,6 +262,9 @@ describe('studio with WebGPU (SwiftShader)', () => {
 
     // Method: LoRA, options from the schema, the trainable count from the worker.
     await screen(page, 'method');
+    // Another method's option, set and then left: it must not reach the YAML or the share link.
+    await page.check('[data-testid=method-vera]');
+    await setOption(page, 'vera_rank', '7');
     await page.check('[data-testid=method-lora]');
     for (const k of ['lora_rank', 'lora_alpha', 'lora_target']) await setOption(page, k, EXPERIMENT[k]);
     // An invalid value gets the schema's message next to its field.
@@ -287,6 +292,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
       await setOption(page, k, EXPERIMENT[k]);
     }
     await page.click('summary:has-text("Evaluation during training")');
+    await setOption(page, 'eval_strategy', EXPERIMENT.eval_strategy);
     await setOption(page, 'eval_steps', EXPERIMENT.eval_steps);
     expect(await page.$('[data-testid=config-invalid]')).toBeNull();
     const t0 = await page.evaluate(() => performance.now());
@@ -326,6 +332,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(names).toHaveLength(2 * 2 * 5); // q_proj and v_proj of 5 layers, A and B
     for (const n of names) expect(n).toMatch(/^base_model\.model\.model\.layers\.\d+\.self_attn\.[qv]_proj\.lora_[AB]\.weight$/);
     const yaml = await download(page, '[data-testid="download-config.yaml"]');
+    expect(new TextDecoder().decode(yaml.bytes)).not.toMatch(/vera_rank/);
     const zip = unzipSync((await download(page, '[data-testid=download-zip]')).bytes);
     expect(Object.keys(zip)).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'config.yaml', 'trainer_log.jsonl', 'all_results.json']));
     expect(safetensorNames(zip['adapter_model.safetensors'])).toEqual(names);
@@ -350,19 +357,18 @@ describe('studio with WebGPU (SwiftShader)', () => {
     const cliPending = cliTrain(dir);
     cliPending.catch(() => undefined);
 
-    // Evaluate (runs while the CLI trains).
+    // Evaluate with the defaults (bounded by the dataset family: a label word, 200 examples): progress from the
+    // first batch, then Cancel; the Playground generates right after.
     await screen(page, 'evaluate');
-    await setOption(page, 'max_predict_samples', '8');
-    await setOption(page, 'max_new_tokens', '8');
     t = Date.now();
     await page.click('[data-testid=evaluate]');
-    await waitFor(page, '[data-testid=evaluate-screen][data-state=done]', '[data-testid=eval-error]', 120_000);
-    timings.evaluate = Date.now() - t;
-    const metrics = await page.$$eval('[data-testid=metrics-table] tr', (trs) => trs.map((tr) => tr.getAttribute('data-metric')));
-    // sst2_eval: classification metrics and PSCP (METRICS.md).
-    expect(metrics).toEqual(expect.arrayContaining(['eval_loss', 'predict_accuracy', 'predict_macro_f1', 'pscp', 'peak_memory_gb', 'predict_samples']));
-    expect(await page.$$('[data-testid=predictions] tbody tr')).toHaveLength(8);
-    await shot(page, 'studio-evaluate');
+    await page.waitForSelector('[data-testid=eval-progress]:not([data-total="0"])', { timeout: 10_000 });
+    timings.evalFirstProgress = Date.now() - t;
+    measured.evalProgressShown = await page.textContent('[data-testid=eval-progress]');
+    await page.click('[data-testid=cancel-eval]');
+    await waitFor(page, '[data-testid=evaluate-screen][data-state=cancelled]', '[data-testid=eval-error]', 60_000);
+    timings.evalCancelled = Date.now() - t;
+    console.log('evaluate with defaults:', measured.evalProgressShown, `cancelled after ${timings.evalCancelled} ms`);
 
     // Playground: base (reference.json's greedy ids) beside the adapter.
     const reference = referenceGreedy(0, NEW_TOKENS);
@@ -390,6 +396,20 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(JSON.parse((await page.textContent('[data-testid=gen-ids-onnx]')) ?? 'null')).toEqual(adapterIds);
     await shot(page, 'studio-playground');
 
+    // Evaluate with set bounds (runs while the CLI trains).
+    await screen(page, 'evaluate');
+    await setOption(page, 'max_predict_samples', '8');
+    await setOption(page, 'max_new_tokens', '8');
+    t = Date.now();
+    await page.click('[data-testid=evaluate]');
+    await waitFor(page, '[data-testid=evaluate-screen][data-state=done]', '[data-testid=eval-error]', 120_000);
+    timings.evaluate = Date.now() - t;
+    const metrics = await page.$$eval('[data-testid=metrics-table] tr', (trs) => trs.map((tr) => tr.getAttribute('data-metric')));
+    // sst2_eval: classification metrics and PSCP (METRICS.md).
+    expect(metrics).toEqual(expect.arrayContaining(['eval_loss', 'predict_accuracy', 'predict_macro_f1', 'pscp', 'peak_memory_gb', 'predict_samples']));
+    expect(await page.$$('[data-testid=predictions] tbody tr')).toHaveLength(8);
+    await shot(page, 'studio-evaluate');
+
     // Runs: the run with its numbers, and its curve in the comparison chart.
     await screen(page, 'runs');
     const row = page.locator('[data-testid=run-row]').first();
@@ -409,6 +429,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(cli.results.trainable_params).toBe(trainable);
 
     shareLink = await copyLink(page);
+    expect(decodeShareData(shareLink.split('#x=')[1]).config.vera_rank, 'a left method\'s option in the link').not.toBe(7);
     await page.close();
   });
 
@@ -489,6 +510,9 @@ describe('studio with WebGPU (SwiftShader)', () => {
     watch(next, 'studio-resume-after');
     await next.goto(`${studio.url}/?endpoint=${encodeURIComponent(hub.url)}`);
     await next.waitForSelector('[data-testid=resume-offer]', { timeout: 60_000 });
+    // The experiment under edit came back from IndexedDB with the page (no link in the address).
+    expect(await optionValue(next, 'run_name')).toBe('resume-me');
+    expect(Number(await optionValue(next, 'max_steps'))).toBe(steps);
     await shot(next, 'studio-resume-offer');
     const offer = (await next.textContent('[data-testid=resume-offer]')) ?? '';
     expect(offer).toMatch(/resume-me stopped at step \d+ of 12.*checkpoint-\d+/s);
@@ -496,6 +520,16 @@ describe('studio with WebGPU (SwiftShader)', () => {
     await waitFor(next, '[data-testid=train-screen][data-status=done]', '[data-testid=train-error]', 180_000);
     const rows = await logRows(next);
     expect(rows.map((r) => r.step)).toEqual(Array.from({ length: steps }, (_, i) => i + 1));
+
+    // Runs → Open puts the run's whole config back into every form.
+    await setOption(next, 'max_steps', '99');
+    await setOption(next, 'run_name', 'edited');
+    await screen(next, 'runs');
+    await next.locator('[data-testid=run-row]', { hasText: 'resume-me' }).first().locator('button:has-text("Open")').click();
+    await next.waitForSelector('[data-testid=train-screen]:visible');
+    expect(Number(await optionValue(next, 'max_steps'))).toBe(steps);
+    expect(await optionValue(next, 'run_name')).toBe('resume-me');
+    expect(await optionValue(next, 'dataset')).toBe('dev');
 
     // Export: config.yaml + dataset_info.json + dev.tsv, run as they are by the CLI.
     await screen(next, 'export');

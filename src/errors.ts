@@ -52,6 +52,11 @@ export class ConfigError extends PeftStudioError {
   override name = 'ConfigError';
 }
 
+/** The engine is doing something that this request would disturb (an evaluation holds a run's model). */
+export class EngineBusyError extends PeftStudioError {
+  override name = 'EngineBusyError';
+}
+
 /** A method plug-in folder (peft/ or PEFT_DIR) is missing a file, exports the wrong thing, collides or does not compile. */
 export class PluginError extends ConfigError {
   override name = 'PluginError';

@@ -125,7 +125,7 @@ export const trainOptions = [
 export const evalOptions = [
   { key: 'do_eval', type: 'bool', default: false, group: 'eval', help: 'Evaluate on the validation data after training.' },
   { key: 'per_device_eval_batch_size', type: 'int', default: 8, min: 1, max: 4096, group: 'eval', help: 'Examples per evaluation batch.' },
-  { key: 'eval_strategy', type: 'enum', default: 'no', choices: ['no', 'steps', 'epoch'], group: 'eval', help: 'When to evaluate during training: never, every eval_steps, or every epoch.' },
+  { key: 'eval_strategy', type: 'enum', default: 'no', choices: ['no', 'steps', 'epoch'], group: 'eval', help: 'When to evaluate during training: never, every eval_steps, or after every epoch (and after the last step).' },
   { key: 'eval_steps', type: 'float', default: null, nullable: true, min: 0, exclusiveMin: true, countOrRatio: true, max: 1e9, group: 'eval', help: 'Evaluate every N optimizer steps with eval_strategy: steps (a fraction below 1: of the total steps). Unset: logging_steps, as HF.' },
 ] as const satisfies readonly OptionSpec[];
 

@@ -75,7 +75,8 @@ export function predictionFolder(key: string, setCount: number): string {
 export interface RunPredictionsOptions {
   log?: (s: string) => void;
   signal?: AbortSignal;
-  onProgress?: (done: number, total: number) => void;
+  /** Examples done / total over every set, 0 first; awaited (a host may run other GPU work between batches). */
+  onProgress?: (done: number, total: number) => void | Promise<void>;
   /** Persists one file as soon as it is ready (relative path, content). */
   write?: (name: string, data: string) => Promise<void>;
   /** Where output_dir is, for the log lines that name written files. */
@@ -102,6 +103,8 @@ export async function runPredictions(
   const constants = pscpConstantsFrom(config);
   const cap = config.max_predict_samples ? Number(config.max_predict_samples) : Infinity;
   const batchSize = Number(config.per_device_eval_batch_size ?? 8);
+  const total = sets.reduce((a, s) => a + Math.min(cap, s.examples.length), 0);
+  let before = 0;
   for (const full of sets) {
     const set = { ...full, examples: full.examples.slice(0, cap) };
     const entry = set.entry;
@@ -120,9 +123,10 @@ export async function runPredictions(
       maxNewTokens: Number(config.max_new_tokens),
       labelWords: entry.task === 'classification' ? labelWords : undefined,
       signal: opts.signal,
-      onProgress: opts.onProgress,
+      onProgress: opts.onProgress && ((done) => opts.onProgress!(before + done, total)),
       ...sampling,
     });
+    before += set.examples.length;
     // The predictions are kept whatever happens to the scoring below.
     await put(`${folder}generated_predictions.jsonl`, predictionsJsonl(r.rows));
     let results: Record<string, unknown>;

@@ -91,6 +91,20 @@ export function totalStepsOf(config: ExperimentConfig, trainCount: number): numb
   return Number(config.max_steps) > 0 ? Number(config.max_steps) : Math.ceil(Number(config.num_train_epochs) * Math.ceil(Math.ceil(trainCount / bs) / accum));
 }
 
+/**
+ * Steps between evaluations during training (0: never), as HF's eval_strategy:
+ * 'no' never, 'steps' every eval_steps (unset: logging_steps), 'epoch' every
+ * optimizer steps of one epoch. The trainer also evaluates after the last step.
+ */
+export function evalEvery(config: ExperimentConfig, trainCount: number, total: number): number {
+  if (config.eval_strategy === 'steps') return stepsOf(effectiveEvalSteps(config), total);
+  if (config.eval_strategy === 'epoch') {
+    const bs = Number(config.per_device_train_batch_size), accum = Number(config.gradient_accumulation_steps);
+    return Math.ceil(Math.ceil(trainCount / bs) / accum);
+  }
+  return 0;
+}
+
 /** The config's TrainingArguments as the trainer takes them. */
 export function trainOptions(config: ExperimentConfig, data: Pick<SftDatasets, 'train' | 'val'>, padId: number, resume: boolean | string = false): TrainOptions {
   const total = totalStepsOf(config, data.train.length);
@@ -101,8 +115,7 @@ export function trainOptions(config: ExperimentConfig, data: Pick<SftDatasets, '
     epochs: Number(config.num_train_epochs), maxSteps: Number(config.max_steps), scheduler: config.lr_scheduler_type,
     warmupRatio: Number(config.warmup_ratio), warmupSteps: Number(config.warmup_steps),
     loggingSteps: stepsOf(Number(config.logging_steps), total), saveSteps: stepsOf(Number(config.save_steps), total),
-    // HF: no periodic evaluation with eval_strategy 'no', unless eval_steps is set explicitly (LLaMA-Factory configs often set only that).
-    evalSteps: data.val.length && (config.eval_strategy !== 'no' || config.eval_steps !== null) ? stepsOf(effectiveEvalSteps(config), total) : 0,
+    evalSteps: data.val.length ? evalEvery(config, data.train.length, total) : 0,
     maxGradNorm: Number(config.max_grad_norm), seed: Number(config.seed), padId, resume,
     gradientCheckpointing: config.gradient_checkpointing === true,
   };

@@ -308,7 +308,7 @@ export class Trainer {
         }
         const pauseStart = performance.now();
         if (o.evalSteps > 0 && this.val.length && (this.step % o.evalSteps === 0 || last)) {
-          const evalLoss = await this.evaluate(this.val, cb.onEvaluate);
+          const evalLoss = await this.evaluate(this.val, { onProgress: cb.onEvaluate });
           await this.emit({
             current_steps: this.step, total_steps: this.totalSteps, eval_loss: round(evalLoss),
             epoch: round(this.step / this.stepsPerEpoch, 4), percentage: round((100 * this.step) / this.totalSteps, 2),
@@ -332,12 +332,21 @@ export class Trainer {
     cb.onLog?.(entry);
   }
 
-  /** Mean cross-entropy over the valid shifted targets of the validation set. */
-  async evaluate(examples = this.val, onProgress?: (done: number, total: number) => void): Promise<number> {
+  /**
+   * Mean cross-entropy over the valid shifted targets of the validation set.
+   * `onProgress` gets batches done / total (0 first) and is awaited: a host
+   * may let other GPU work run between batches. An aborted `signal` stops
+   * after the current batch with NaN.
+   */
+  async evaluate(
+    examples = this.val,
+    opts: { onProgress?: (done: number, total: number) => void | Promise<void>; signal?: AbortSignal } = {},
+  ): Promise<number> {
     let total = 0, count = 0;
     const batches = Math.ceil(examples.length / this.opts.batchSize);
-    onProgress?.(0, batches);
+    await opts.onProgress?.(0, batches);
     for (let i = 0; i < examples.length; i += this.opts.batchSize) {
+      if (opts.signal?.aborted) return NaN;
       const mb = collateShifted(examples.slice(i, i + this.opts.batchSize), this.opts.padId);
       this.e.beginScope();
       const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds });
@@ -345,7 +354,7 @@ export class Trainer {
       total += (await this.e.read(loss))[0];
       this.e.endScope();
       count += mb.valid;
-      onProgress?.(i / this.opts.batchSize + 1, batches);
+      await opts.onProgress?.(i / this.opts.batchSize + 1, batches);
     }
     return count ? total / count : 0;
   }

@@ -86,6 +86,23 @@ export function methodOf(values: Record<string, unknown>, methods: MethodInfo[])
 }
 
 /**
+ * The values a config is made of: every shared option and the options of the
+ * chosen method, none of another method's. The form keeps a method's values
+ * when another is chosen (switching back finds them), but they must not reach
+ * the config, its YAML or a share link.
+ */
+export function configValues(values: Record<string, unknown>, options: OptionSpec[], groupsOfFolder: Record<string, string[]> = {}): Record<string, unknown> {
+  const mine = new Set(methodGroups(methodOf(values), options, groupsOfFolder));
+  const groupOf = new Map(options.map((o) => [o.key, o.group]));
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(values)) {
+    const g = groupOf.get(k);
+    if (g === undefined || SHARED_GROUPS.has(g) || mine.has(g)) out[k] = v;
+  }
+  return out;
+}
+
+/**
  * The config a trainable-parameter count needs: the method's own options
  * (and the model and seed) from the form, everything else at its default, so
  * a problem elsewhere (no dataset yet) does not stop the count.

@@ -18,6 +18,7 @@ const TITLES: Record<string, string> = {
   ModelFormatError: 'The model files cannot be read',
   HubError: 'The download failed',
   ConfigError: 'Check the settings',
+  EngineBusyError: 'The engine is busy',
 };
 
 export function describeError(err: unknown): Problem {

@@ -7,8 +7,9 @@
 import { optionSpec, registerConfigCheck, registerFinetuningType, registerOptions, type OptionSpec } from '../config/schema';
 import { selectionProblems } from '../methods/select';
 import type { Catalogue, LogPoint, ModelSummary, RunInfo, TrainableCount } from '../worker/api';
-import { countConfig, defaultValues, validateValues, type Validation } from './config-form';
+import { configValues, countConfig, defaultValues, validateValues, type Validation } from './config-form';
 import type { EngineClient } from './engine';
+import type { FieldStore } from './field-store';
 import type { Problem } from './errors';
 import { pageParams } from './params';
 
@@ -34,6 +35,12 @@ export interface LiveRun {
   /** Wall-clock ms when the current stretch of training started (for tokens/s and ETA). */
   startedAt: number;
   stepAtStart: number;
+  /** Evaluation during training: batches done / total while it runs, else null. */
+  evaluating: { done: number; total: number; since: number } | null;
+}
+
+export function emptyLive(run: RunInfo | null, startedAt = 0): LiveRun {
+  return { run, log: [], step: 0, total: 0, startedAt, stepAtStart: 0, evaluating: null };
 }
 
 class StudioState {
@@ -49,7 +56,7 @@ class StudioState {
   runs = $state.raw<RunInfo[]>([]);
   /** The run the Train, Evaluate, Playground and Export screens show. */
   currentRunId = $state<string | null>(null);
-  live = $state<LiveRun>({ run: null, log: [], step: 0, total: 0, startedAt: 0, stepAtStart: 0 });
+  live = $state<LiveRun>(emptyLive(null));
   training = $state(false);
   /** The data file picked in Data (its name is the config's dataset). */
   dataFile = $state<{ name: string; bytes: number } | null>(null);
@@ -58,7 +65,16 @@ class StudioState {
   /** The storage problem (quota) to show with a way out. */
   storageProblem = $state<Problem | null>(null);
 
-  readonly validation: Validation = $derived(validateValues(this.values));
+  /** The values a config is made of: those of the chosen method's options and the shared ones (see configValues). */
+  readonly chosen = $derived(this.catalogue ? configValues(this.values, this.catalogue.options, this.catalogue.groups) : this.values);
+  /** The experiment config (start, YAML, share link) and the problems of each field. */
+  readonly validation: Validation = $derived(validateValues(this.chosen));
+  /** The experiment config as form fields read and write it. */
+  readonly fields: FieldStore = {
+    get: (key) => this.values[key],
+    set: (key, value) => this.set(key, value),
+    problems: (key) => this.validation.problems.get(key) ?? [],
+  };
   /** What a trainable-parameter count is computed for (the method's options), and its identity. */
   readonly countTarget = $derived.by(() => {
     const c = this.catalogue;
@@ -94,6 +110,12 @@ class StudioState {
 
   setMany(patch: Record<string, unknown>): void {
     for (const [k, v] of Object.entries(patch)) this.values[k] = v;
+  }
+
+  /** A whole experiment (a share link, a run's config): every key not in it goes back to its default. */
+  replaceValues(config: Record<string, unknown>): void {
+    const p = pageParams();
+    this.values = { ...defaultValues({ model_name_or_path: p.repo, endpoint: p.endpoint }), ...config };
   }
 
   currentRun(): RunInfo | null {

@@ -6,7 +6,7 @@
 import type { LoadProgress, LogPoint, RunInfo, TrainCallbacks } from '../worker/api';
 import { proxy } from './engine';
 import { describeError, type Problem } from './errors';
-import { studio } from './studio.svelte';
+import { emptyLive, studio } from './studio.svelte';
 
 /** Download progress of the run's model, per file (shown while a run starts). */
 export const loadFiles: { list: LoadProgress[] } = $state({ list: [] });
@@ -33,6 +33,16 @@ function callbacks(): TrainCallbacks {
     onStep(step: number, total: number) {
       studio.live.step = step;
       studio.live.total = total;
+    },
+    onEvaluate(done: number, total: number) {
+      const now = performance.now();
+      const e = studio.live.evaluating;
+      if (done < total) studio.live.evaluating = { done, total, since: e?.since ?? now };
+      else {
+        // The ETA is per training step: time spent evaluating does not count.
+        if (e) studio.live.startedAt += now - e.since;
+        studio.live.evaluating = null;
+      }
     },
     onLog(entry: LogPoint) {
       studio.live.log.push(entry);
@@ -68,6 +78,7 @@ async function drive(pending: (cb: TrainCallbacks) => Promise<RunInfo>): Promise
     return problem;
   } finally {
     studio.training = false;
+    studio.live.evaluating = null;
     await studio.refreshRuns().catch(() => undefined);
   }
 }
@@ -76,7 +87,7 @@ export function startRun(): Promise<Problem | null> {
   const config = studio.validation.config;
   const engine = studio.engine;
   if (!config || !engine) return Promise.resolve(null);
-  studio.live = { run: null, log: [], step: 0, total: 0, startedAt: performance.now(), stepAtStart: 0 };
+  studio.live = emptyLive(null, performance.now());
   const snapshot = JSON.parse(JSON.stringify(config)) as Record<string, unknown>;
   return drive((cb) => engine.api.startRun(snapshot, cb));
 }
@@ -87,21 +98,22 @@ export async function resumeRun(id: string): Promise<Problem | null> {
   // A paused run in this tab keeps its curve; any other run's curve is read back
   // once the worker has restored its checkpoint (the log is cut back to it).
   if (studio.live.run?.id !== id || studio.live.run.status !== 'paused') {
-    studio.live = { run: studio.runs.find((r) => r.id === id) ?? null, log: [], step: 0, total: 0, startedAt: performance.now(), stepAtStart: 0 };
+    studio.live = emptyLive(studio.runs.find((r) => r.id === id) ?? null, performance.now());
     reloadLogFor = id;
   }
   studio.currentRunId = id;
   return drive((cb) => engine.api.resumeRun(id, cb));
 }
 
-/** Show a stored run's curves on the Train screen. */
+/** Show a stored run's curves on the Train screen, with its whole config in every form. */
 export async function openRun(id: string): Promise<void> {
   const engine = studio.engine;
   if (!engine || studio.training) return;
   const run = studio.runs.find((r) => r.id === id) ?? null;
   const log = await engine.call(engine.api.runLog(id));
+  if (run) studio.replaceValues(run.config);
   studio.currentRunId = id;
-  studio.live = { run, log, step: run?.step ?? 0, total: run?.totalSteps ?? 0, startedAt: 0, stepAtStart: 0 };
+  studio.live = { ...emptyLive(run), log, step: run?.step ?? 0, total: run?.totalSteps ?? 0 };
 }
 
 export function pauseRun(): void {

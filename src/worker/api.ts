@@ -192,8 +192,28 @@ export interface TrainCallbacks {
 }
 
 export interface EvalOptions {
-  /** Config keys that override the run's for this evaluation (max_predict_samples, max_new_tokens, pscp_*, ...). */
+  /**
+   * Config keys that override the run's for this evaluation (max_predict_samples, max_new_tokens, pscp_*, ...).
+   * max_new_tokens and max_predict_samples left out (or null) take the bounded defaults of the dataset
+   * family (src/eval/budget.ts): a label word for classification, not 1024 tokens.
+   */
   overrides?: Record<string, unknown>;
+}
+
+/** What an evaluation is doing: the validation loss's batches, then the predictions' examples. */
+export interface EvalProgress {
+  phase: 'loss' | 'predict';
+  done: number;
+  total: number;
+  /** The settings in use (sent with the predict phase). */
+  settings?: EvalSettings;
+}
+
+export interface EvalSettings {
+  maxNewTokens: number;
+  maxPredictSamples: number | null;
+  /** Why these bounds (the dataset family's needs), when they are the defaults. */
+  reason: string | null;
 }
 
 export interface PredictionInfo {
@@ -206,8 +226,12 @@ export interface PredictionInfo {
 
 export interface EvalResult {
   runId: string;
+  /** Empty when cancelled (nothing is stored then). */
   metrics: Record<string, number | string | null>;
   predictions: PredictionInfo[];
+  cancelled: boolean;
+  /** The bounds used; null when cancelled before the predictions began. */
+  settings: EvalSettings | null;
 }
 
 export interface StorageInfo {
@@ -276,8 +300,13 @@ export interface StudioApi {
   listRuns(): Promise<RunInfo[]>;
   runLog(id: string): Promise<LogPoint[]>;
   deleteRun(id: string): Promise<void>;
-  /** Validation loss and predictions of a run's adapter; metrics stored with the run. */
-  evaluateRun(id: string, opts: EvalOptions, onProgress?: (done: number, total: number) => void): Promise<EvalResult>;
+  /**
+   * Validation loss and predictions of a run's adapter; metrics stored with the run. Progress comes
+   * from the first batch on; generation (Playground) runs between its batches.
+   */
+  evaluateRun(id: string, opts: EvalOptions, onProgress?: (p: EvalProgress) => void): Promise<EvalResult>;
+  /** Stop the running evaluation after its current batch; it resolves with `cancelled` and stores nothing. */
+  cancelEvaluation(): void;
   /** Generate with a run's adapter (`runId`) or with the loaded base model (null). */
   generateWith(runId: string | null, opts: GenerateOptions, onToken?: (id: number, text: string) => void): Promise<GenerateResult>;
   /** The run's files for download: adapter (HF PEFT layout), config.yaml, logs, results, predictions. */

@@ -1,6 +1,8 @@
 /**
  * The worker's one GPU device, acquired on first use and again after a loss,
- * and the queue that runs GPU work one call at a time.
+ * and the queue that runs GPU work one call at a time, in call order. A long
+ * job (an evaluation) calls yieldTurn() between batches, so calls queued
+ * meanwhile (a Playground generation) run there instead of waiting for it.
  *
  * Holders of GPU objects (the base model, a run's session) register a reset
  * callback: when a lost device is replaced, what lived on it is dropped.
@@ -14,7 +16,8 @@ import { KEY_LIMITS, type GpuInfo } from './api';
 
 export class DeviceSlot {
   private engine: Promise<Engine> | null = null;
-  private queue: Promise<unknown> = Promise.resolve();
+  private busy = false;
+  private readonly waiting: (() => void)[] = [];
   private readonly resets: (() => void)[] = [];
   private readonly losses: ((err: DeviceLostError) => void)[] = [];
 
@@ -65,10 +68,35 @@ export class DeviceSlot {
   }
 
   /** Run `fn` after every GPU call queued before it (one at a time on the device). */
-  exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(fn, fn);
-    this.queue = run.catch(() => undefined);
-    return run;
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    await this.lock();
+    try {
+      return await fn();
+    } finally {
+      this.unlock();
+    }
+  }
+
+  /** Inside an exclusive job: let the calls queued since it began run, then continue after them. */
+  async yieldTurn(): Promise<void> {
+    if (!this.waiting.length) return;
+    this.unlock();
+    await this.lock();
+  }
+
+  private lock(): Promise<void> {
+    if (!this.busy) {
+      this.busy = true;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  /** Hand the device to the next queued call (it stays busy), or free it. */
+  private unlock(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.busy = false;
   }
 
   async info(): Promise<GpuInfo> {

@@ -55,6 +55,8 @@ export class Export {
 
   merged(id: string): Promise<Uint8Array> {
     return this.device.exclusive(async () => {
+      // Merging changes the weights an evaluation may be using.
+      this.sessions.assertFree('export the merged model');
       const s = await this.sessions.open(id);
       const { model, method } = s.prepared;
       if (!method.merge) throw new ConfigError(`${methodNameFor(s.config)} cannot be merged into the base weights; download the adapter instead.`);

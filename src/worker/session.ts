@@ -5,7 +5,7 @@
  */
 import { validateConfig, type ExperimentConfig } from '../config/schema';
 import type { SftDatasets } from '../data/sft';
-import { ConfigError, HubError, type DeviceLostError } from '../errors';
+import { ConfigError, EngineBusyError, HubError, type DeviceLostError } from '../errors';
 import type { FileSource } from '../hub/index';
 import { readAdapter } from '../methods/adapter-io';
 import { padIdOf, prepareExperiment, type Prepared } from '../run/experiment';
@@ -29,6 +29,12 @@ export class Sessions {
   current: Session | null = null;
   /** The training in progress: its abort signal and how it should end. */
   control: { abort: AbortController; mode: 'pause' | 'stop' | null; onLost?: (err: DeviceLostError) => void } | null = null;
+  /**
+   * A job that lets others run between its batches (an evaluation) pins the
+   * session: they may use it (generate with the same run) but not replace,
+   * change or drop it.
+   */
+  private pin: { id: string; what: string } | null = null;
 
   constructor(
     private readonly device: DeviceSlot,
@@ -44,9 +50,26 @@ export class Sessions {
     return !!this.control && (id === undefined || this.current?.id === id);
   }
 
+  /** Run `fn` with the run's session pinned (see `pin`). */
+  async pinned<T>(id: string, what: string, fn: (s: Session) => Promise<T>): Promise<T> {
+    const s = await this.open(id);
+    this.pin = { id, what };
+    try {
+      return await fn(s);
+    } finally {
+      this.pin = null;
+    }
+  }
+
+  /** Refuse to change the resident session while a pinned job uses it. */
+  assertFree(action: string): void {
+    if (this.pin) throw new EngineBusyError(`${this.pin.what} is using its run's model: wait for it or cancel it, then ${action}.`);
+  }
+
   /** The run's model with its trained adapter, loading both when another run (or none) is resident. */
   async open(id: string): Promise<Session> {
     if (this.current?.id === id) return this.current;
+    this.assertFree('use another run');
     const record = await this.runs.get(id);
     if (!record) throw new ConfigError(`Run ${id} does not exist.`);
     const config = validateConfig(record.config, `run ${record.name}`);
@@ -76,6 +99,7 @@ export class Sessions {
   drop(): void {
     const s = this.current;
     if (!s) return;
+    this.assertFree('continue');
     this.current = null;
     s.trainer?.dispose();
     s.prepared.method.detach();

@@ -18,7 +18,7 @@ import { IdbCache } from '../hub/index';
 import { methodInfos } from '../methods/registry';
 import { RunIndex } from '../run/idb-store';
 import type {
-  Catalogue, ColumnMapping, DataFile, DataFileInfo, DataPreview, EvalOptions, EvalResult, ExportFile, GenerateOptions, GenerateResult, GpuInfo, LoadModelOptions,
+  Catalogue, ColumnMapping, DataFile, DataFileInfo, DataPreview, EvalOptions, EvalProgress, EvalResult, ExportFile, GenerateOptions, GenerateResult, GpuInfo, LoadModelOptions,
   LoadProgress, LogPoint, ModelSummary, RunInfo, StorageInfo, StudioApi, TrainCallbacks, TrainableCount,
 } from './api';
 import { datasetCatalogue } from './data';
@@ -157,8 +157,12 @@ export class Studio implements StudioApi {
 
   // Evaluate
 
-  evaluateRun(id: string, opts: EvalOptions, onProgress?: (done: number, total: number) => void): Promise<EvalResult> {
+  evaluateRun(id: string, opts: EvalOptions, onProgress?: (p: EvalProgress) => void): Promise<EvalResult> {
     return this.evaluation.evaluate(id, opts, onProgress);
+  }
+
+  cancelEvaluation(): void {
+    this.evaluation.cancel();
   }
 
   // Export

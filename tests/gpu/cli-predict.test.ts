@@ -23,7 +23,7 @@ const tmp = () => mkdtempSync(path.join(tmpdir(), 'ps-predict-'));
 const cli = (args: string[]) => runCli(args);
 
 const small = [
-  `model_name_or_path=${storiesDir()}`, `dataset_dir=${datasets}`, 'dataset=sst2', 'max_samples=8', 'max_steps=3', 'val_size=0',
+  `model_name_or_path=${storiesDir()}`, `dataset_dir=${datasets}`, 'dataset=sst2', 'max_samples=8', 'max_steps=3', 'val_size=0', 'eval_strategy=no',
   'save_steps=100', 'eval_steps=100', 'cutoff_len=128', 'max_new_tokens=6', 'do_sample=false', 'per_device_eval_batch_size=4',
 ];
 

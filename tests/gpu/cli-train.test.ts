@@ -16,7 +16,7 @@ const losses = (dir: string) =>
   readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.loss !== undefined);
 
 describe('peft-studio train', () => {
-  const base = [`model_name_or_path=${storiesDir()}`, 'lr_scheduler_type=constant', 'warmup_ratio=0', 'val_size=0'];
+  const base = [`model_name_or_path=${storiesDir()}`, 'lr_scheduler_type=constant', 'warmup_ratio=0', 'val_size=0', 'eval_strategy=no'];
 
   it('trains, checkpoints, writes an HF PEFT adapter; --adapter and the merged export give the same logits', async () => {
     const out = tmp();

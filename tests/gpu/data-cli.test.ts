@@ -24,7 +24,7 @@ describe('peft-studio train with a registry dataset', () => {
   const hub = useHubServer();
   const args = (out: string) => [
     'train', config, `model_name_or_path=${storiesDir()}`, `output_dir=${out}`, 'dataset=sst2', 'cutoff_len=160', 'max_samples=8',
-    'val_size=0', 'max_steps=2', 'per_device_train_batch_size=4', 'lr_scheduler_type=constant', 'warmup_ratio=0', 'save_steps=100',
+    'val_size=0', 'eval_strategy=no', 'max_steps=2', 'per_device_train_batch_size=4', 'lr_scheduler_type=constant', 'warmup_ratio=0', 'save_steps=100',
   ];
 
   it('trains on sst2 from the Hub and from a Hub-layout folder, with the same losses', async () => {
