@@ -373,6 +373,9 @@ describe('studio with WebGPU (SwiftShader)', () => {
     // Playground: base (reference.json's greedy ids) beside the adapter.
     const reference = referenceGreedy(0, NEW_TOKENS);
     await screen(page, 'playground');
+    // The run trained with a prompt template, so the chat-template toggle starts on; the reference is plain text.
+    expect(await page.isChecked('[data-testid=use-template]')).toBe(true);
+    await page.uncheck('[data-testid=use-template]');
     await page.fill('[data-testid=prompt]', reference.prompt);
     await page.fill('[data-testid=max-new-tokens]', String(NEW_TOKENS));
     await page.click('[data-testid=generate]');
@@ -395,6 +398,14 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(JSON.parse((await page.textContent('[data-testid=prompt-ids-onnx]')) ?? 'null')).toEqual(reference.promptIds);
     expect(JSON.parse((await page.textContent('[data-testid=gen-ids-onnx]')) ?? 'null')).toEqual(adapterIds);
     await shot(page, 'studio-playground');
+    // With the template, both sides get the prompt as the run's training examples had it ("Human: …\nAssistant:").
+    await page.check('[data-testid=use-template]');
+    await page.fill('[data-testid=max-new-tokens]', '4');
+    await page.click('[data-testid=generate]');
+    await waitFor(page, '[data-testid=gen-output-adapter][data-state=done]', '[data-testid=generate-error]', 120_000);
+    const templated = JSON.parse((await page.textContent('[data-testid=prompt-ids-base]')) ?? '[]') as number[];
+    expect(templated.length).toBeGreaterThan(reference.promptIds.length);
+    expect(JSON.parse((await page.textContent('[data-testid=prompt-ids-adapter]')) ?? '[]')).toEqual(templated);
 
     // Evaluate with set bounds (runs while the CLI trains).
     await screen(page, 'evaluate');

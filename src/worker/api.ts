@@ -60,6 +60,8 @@ export interface ModelSummary {
   /** Per-head size (head_dim; hidden / heads when the config has none). */
   headDim?: number;
   numParams: number;
+  /** The tokenizer has a chat template (the Playground renders prompts with it by default). */
+  chatTemplate?: boolean;
   /** Wall time of the whole load (download, parse, upload), ms. */
   loadMs: number;
   /** Storage of the 2-D base weights on the GPU: 'f32', 'f16', 'bf16' (packed, the file's dtype), or a mix such as 'bf16+f32'. */
@@ -76,6 +78,12 @@ export interface GenerateOptions {
   topK?: number;
   topP?: number;
   seed?: number;
+  /**
+   * Render the prompt as a user turn of this prompt template before generating (src/data/template.ts):
+   * a name (default, alpaca, chat ...), or null for the model's own (chat when the tokenizer has a chat
+   * template, else default). Left out: the prompt is plain text to continue.
+   */
+  template?: string | null;
 }
 
 export interface GenerateResult {

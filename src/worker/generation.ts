@@ -2,6 +2,7 @@
  * Playground generation in the worker: one prompt, streamed token by token,
  * cancellable, with the CLI's stop set.
  */
+import { encodeTurn } from '../data/template';
 import { ConfigError } from '../errors';
 import { generate } from '../model/generate';
 import type { LlamaModel } from '../model/llama';
@@ -16,7 +17,8 @@ export class Generation {
     const maxNewTokens = Math.floor(opts.maxNewTokens);
     if (!(maxNewTokens >= 1)) throw new ConfigError(`Max new tokens must be at least 1, got ${opts.maxNewTokens}.`);
     if (!(opts.temperature >= 0)) throw new ConfigError(`Temperature must be 0 (greedy) or more, got ${opts.temperature}.`);
-    const promptIds = tokenizer.encode(opts.prompt);
+    // A template renders the prompt as a user turn, as the run's training examples were (the source side only).
+    const promptIds = opts.template === undefined ? tokenizer.encode(opts.prompt) : encodeTurn(tokenizer, { prompt: opts.prompt, response: '' }, opts.template).source;
     if (promptIds.length === 0) throw new ConfigError('The prompt encodes to no tokens: type some text.');
     const context = model.config.maxPositionEmbeddings;
     if (promptIds.length + maxNewTokens > context) {

@@ -79,6 +79,7 @@ export class BaseModel {
         numKvHeads: c.numKvHeads, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize, headDim: c.headDim,
         maxPositionEmbeddings: c.maxPositionEmbeddings, numParams: loaded.model.numParams(), loadMs: performance.now() - t0,
         weightDtype: loaded.model.weightDtype(), weightBytes: loaded.model.weightBytes(),
+        chatTemplate: !!loaded.tokenizer.chatTemplate,
       };
       this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, summary, endpoint };
       return summary;
