@@ -91,14 +91,14 @@ export function methodOf(values: Record<string, unknown>, methods: MethodInfo[])
  * when another is chosen (switching back finds them), but they must not reach
  * the config, its YAML or a share link.
  */
-export function configValues(values: Record<string, unknown>, options: OptionSpec[], groupsOfFolder: Record<string, string[]> = {}): Record<string, unknown> {
-  const mine = new Set(methodGroups(methodOf(values), options, groupsOfFolder));
-  const groupOf = new Map(options.map((o) => [o.key, o.group]));
+export function configValues(values: Record<string, unknown>, methods: MethodInfo[]): Record<string, unknown> {
+  const chosen = methods.find((m) => m.name === methodOf(values, methods));
+  const mine = new Set(chosen?.options ?? []);
+  // Every method's form keys; the selection flags stay (they say which method is chosen).
+  const flags = new Set(methods.flatMap((m) => (m.select ? [m.select.key] : [])));
+  const owned = new Set(methods.flatMap((m) => m.options));
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(values)) {
-    const g = groupOf.get(k);
-    if (g === undefined || SHARED_GROUPS.has(g) || mine.has(g)) out[k] = v;
-  }
+  for (const [k, v] of Object.entries(values)) if (!owned.has(k) || mine.has(k) || flags.has(k)) out[k] = v;
   return out;
 }
 

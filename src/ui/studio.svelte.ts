@@ -66,7 +66,7 @@ class StudioState {
   storageProblem = $state<Problem | null>(null);
 
   /** The values a config is made of: those of the chosen method's options and the shared ones (see configValues). */
-  readonly chosen = $derived(this.catalogue ? configValues(this.values, this.catalogue.options, this.catalogue.groups) : this.values);
+  readonly chosen = $derived(this.catalogue ? configValues(this.values, this.catalogue.methods) : this.values);
   /** The experiment config (start, YAML, share link) and the problems of each field. */
   readonly validation: Validation = $derived(validateValues(this.chosen));
   /** The experiment config as form fields read and write it. */
