@@ -30,6 +30,8 @@ import path from 'node:path';
 import { unzipSync } from 'fflate';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, onTestFailed, test } from 'vitest';
+// The method folders' options join the schema, so a link decodes here as the studio decodes it.
+import '../src/methods/registry';
 import { decodeShareData } from '../src/run/share-link';
 import { launchChromium, recordConsole } from './support/browser';
 import { referenceGreedy } from './support/reference';
