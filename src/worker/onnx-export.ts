@@ -13,6 +13,8 @@ import type { Sessions } from './session';
 
 export function onnxExportZip(device: DeviceSlot, base: BaseModel, sessions: Sessions, id: string): Promise<Uint8Array> {
   return device.exclusive(async () => {
+    // Merging changes the weights an evaluation may be using.
+    sessions.assertFree('export ONNX');
     const s = await sessions.open(id);
     const { model, method } = s.prepared;
     if (!method.merge) throw new NotMergeableError(methodNameFor(s.config), 'onnx');
