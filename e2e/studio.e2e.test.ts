@@ -19,6 +19,9 @@
  *    checkpoint; the next page offers Resume; the exported zip (config.yaml,
  *    dataset_info.json, the file) runs unchanged in the CLI, and its
  *    uninterrupted losses equal the resumed run's.
+ * 4. The GPU device is destroyed mid-run (a test hook in the worker): the
+ *    page reports the loss at once, the run is resumable, and Resume gives
+ *    the losses of an uninterrupted run (lora_dropout 0.1).
  * Without WebGPU the page names the browsers that have it.
  *
  * Screenshots of every screen go to test-results/.
@@ -559,6 +562,60 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(cliLoss).toHaveLength(steps);
     rows.forEach((r, i) => expect(r.loss, `loss at step ${r.step}`).toBeCloseTo(cliLoss[i].loss!, 5));
     await next.close();
+  });
+
+  test('a GPU device lost mid-run is reported at once; Resume continues from the last checkpoint with the losses of an uninterrupted run (dropout on)', async () => {
+    const steps = 8;
+    const page = await context.newPage();
+    watch(page, 'studio-device-lost');
+    await page.goto(`${studio.url}/?endpoint=${encodeURIComponent(hub.url)}&testhooks=1`);
+    await waitFor(page, '[data-testid=gpu-status][data-state=ready]', '[data-testid=gpu-status][data-state=unavailable]', 60_000);
+    await screen(page, 'model');
+    await page.click('[data-testid=load]');
+    await waitFor(page, '[data-testid=model-panel][data-state=loaded]', '[data-testid=load-error]', 120_000);
+    await screen(page, 'method');
+    await page.check('[data-testid=method-lora]');
+    await setOption(page, 'lora_dropout', '0.1');
+    await screen(page, 'data');
+    for (const k of ['max_samples', 'cutoff_len', 'val_size', 'template']) await setOption(page, k, EXPERIMENT[k]);
+    await page.selectOption('[data-testid=dataset-registry]', EXPERIMENT.dataset);
+    await waitFor(page, '[data-testid=data-screen][data-state=ready]', '[data-testid=data-error]', 60_000);
+    await screen(page, 'train');
+    await setOption(page, 'max_steps', String(steps));
+    await setOption(page, 'save_steps', '3');
+    await setOption(page, 'run_name', 'device-lost');
+    await page.click('[data-testid=start]');
+    // Once step 4 is logged (checkpoint-3 is complete), the device goes, as a driver reset would take it.
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid=log-row]').length >= 4, null, { timeout: 120_000 });
+    const lostRun = await page.getAttribute('[data-testid=train-screen]', 'data-run');
+    const t = Date.now();
+    await page.evaluate(() => (window as unknown as { __peftStudioTest: { loseDevice(): Promise<void> } }).__peftStudioTest.loseDevice());
+    await page.waitForSelector('[data-testid=train-screen][data-status=failed]', { timeout: 30_000 });
+    await page.waitForSelector('[data-testid=train-error]', { timeout: 30_000 });
+    measured.deviceLossReportedMs = Date.now() - t;
+    expect(await page.textContent('[data-testid=train-error]')).toMatch(/GPU device was lost/);
+    await shot(page, 'studio-device-lost');
+    // The run is resumable: Resume loads a new device and continues from checkpoint-3.
+    expect(await page.textContent('[data-testid=resume]')).toMatch(/checkpoint-3/);
+    await page.click('[data-testid=resume]');
+    await waitFor(page, '[data-testid=train-screen][data-status=done]', '[data-testid=train-error]', 180_000);
+    expect(await page.getAttribute('[data-testid=train-screen]', 'data-run')).toBe(lostRun);
+    // The run's log as stored (what the Runs screen and the export read): each step once, 1 to 8.
+    type Hook = { __peftStudioTest: { runLog(id: string): Promise<{ current_steps: number; loss?: number }[]> } };
+    const losses = async (id: string) =>
+      (await page.evaluate((run) => (window as unknown as Hook).__peftStudioTest.runLog(run), id)).filter((l) => l.loss !== undefined).map((l) => ({ step: l.current_steps, loss: l.loss }));
+    const resumed = await losses(lostRun!);
+    expect(resumed.map((r) => r.step)).toEqual(Array.from({ length: steps }, (_, i) => i + 1));
+    // The same config again, uninterrupted, in the same page: the same losses, to the last digit logged.
+    await page.click('[data-testid=start]');
+    await page.waitForFunction((id) => {
+      const el = document.querySelector('[data-testid=train-screen]');
+      return !!el && el.getAttribute('data-run') !== id && el.getAttribute('data-status') === 'done';
+    }, lostRun, { timeout: 180_000 });
+    const straight = await losses((await page.getAttribute('[data-testid=train-screen]', 'data-run'))!);
+    console.log(`device lost at step 4, resumed: ${JSON.stringify(resumed.map((r) => r.loss))}\n              uninterrupted: ${JSON.stringify(straight.map((r) => r.loss))}`);
+    expect(resumed).toEqual(straight);
+    await page.close();
   });
 });
 

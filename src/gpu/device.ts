@@ -101,7 +101,10 @@ export async function acquireDevice(gpu: GPU | undefined | null, opts: AcquireOp
     // Only ctx.destroy() tears a device down on purpose; any other end (a driver reset, a crashed GPU process, a
     // destroy() from elsewhere, as the studio's device-loss test does) is a loss the user must hear about.
     if (intentional) return;
-    const err = new DeviceLostError(`The GPU device was lost (${info.reason}): ${info.message}. Reload to start again; the last checkpoint is kept.`, info.reason);
+    const err = new DeviceLostError(
+      `The GPU device was lost (${info.reason}): ${info.message.replace(/\.+$/, '')}. The last checkpoint is kept: resume the run from it (reload the page if the GPU does not come back).`,
+      info.reason,
+    );
     ctx.lost = err;
     opts.onLost?.(err);
   });

@@ -5,7 +5,7 @@
  * seed give the CLI's losses and the CLI's files.
  */
 import { validateConfig } from '../config/schema';
-import { ConfigError, type DeviceLostError } from '../errors';
+import { ConfigError, PeftStudioError, type DeviceLostError } from '../errors';
 import { methodNameFor } from '../methods/registry';
 import { createTrainer, padIdOf, prepareExperiment } from '../run/experiment';
 import { finishTraining } from '../run/finish';
@@ -143,8 +143,11 @@ export class Runs {
       cb.onStatus?.(info);
       return info;
     } catch (err) {
-      // A step cut short by a lost device fails in whatever GPU call it was in: report the loss itself.
-      const cause = lost ?? s.prepared.model.e.ctx.lost;
+      // A step cut short by a lost device fails in whatever GPU call it was in ("Failed to execute mapAsync"),
+      // sometimes before device.lost settles: give it a moment, then report the loss itself.
+      const e = s.prepared.model.e;
+      if (!lost && !e.ctx.lost && !(err instanceof PeftStudioError)) await Promise.race([e.device.lost, new Promise((r) => setTimeout(r, 2000))]);
+      const cause = lost ?? e.ctx.lost;
       if (cause) {
         if (this.sessions.current === s) this.sessions.current = null;
         const info = await this.lostRun(s.id, cause, trainer.step);
