@@ -48,7 +48,7 @@ function writeRandomBf16(dir: string): number {
   const json = new TextEncoder().encode(JSON.stringify(header));
   const pad = Math.ceil((8 + json.length) / 8) * 8 - 8;
   const head = new Uint8Array(8 + pad).fill(0x20);
-  new DataView(head.buffer).setUint32(0, pad, true);
+  new DataView(head.buffer).setBigUint64(0, BigInt(pad), true);
   head.set(json, 8);
   const fd = openSync(path.join(dir, 'model.safetensors'), 'w');
   writeSync(fd, head);

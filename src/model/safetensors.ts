@@ -276,8 +276,11 @@ export function f16ToF32(h: number): number {
 
 /** float -> IEEE half bits, round to nearest even (as numpy/torch do). */
 export function f32ToF16(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer)[0];
+  return f32BitsToF16(new Uint32Array(new Float32Array([x]).buffer)[0]);
+}
+
+/** f32ToF16 on the float's bits (bulk conversions read a Uint32Array view: no allocation per value). */
+export function f32BitsToF16(u: number): number {
   const sign = (u >>> 16) & 0x8000;
   const exp = (u >>> 23) & 0xff;
   let mant = u & 0x7fffff;

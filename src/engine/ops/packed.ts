@@ -6,7 +6,7 @@
  * B operand, embedding gather) live with their ops.
  */
 import code from '../../../shaders/packed.wgsl?raw';
-import { f32ToF16 } from '../../model/safetensors';
+import { f32BitsToF16 } from '../../model/safetensors';
 import { params, unpackHalves } from '../engine';
 import type { Engine } from '../engine';
 import type { StorageDtype, Tensor } from '../tensor';
@@ -21,17 +21,18 @@ export function packedConstant(dtype: StorageDtype): number {
 /** f32 values → 16-bit bits of `dtype`, round to nearest even (as torch's .to()). */
 export function roundToHalves(x: ArrayLike<number>, dtype: Exclude<StorageDtype, 'f32'>): Uint16Array {
   const out = new Uint16Array(x.length);
+  // On the bits of one f32 view: no allocation per value.
+  const f = x instanceof Float32Array ? x : Float32Array.from(x);
+  const u = new Uint32Array(f.buffer, f.byteOffset, f.length);
   if (dtype === 'bf16') {
-    // Same arithmetic as f32ToBf16, on the bits directly (one view, no per-element allocation).
-    const f = x instanceof Float32Array ? x : Float32Array.from(x);
-    const u = new Uint32Array(f.buffer, f.byteOffset, f.length);
+    // f32ToBf16's arithmetic: round to nearest even; NaN stays NaN.
     for (let i = 0; i < u.length; i++) {
       const b = u[i];
       out[i] = (b & 0x7fffffff) > 0x7f800000 ? ((b >>> 16) | 0x40) & 0xffff : ((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) & 0xffff;
     }
     return out;
   }
-  for (let i = 0; i < x.length; i++) out[i] = f32ToF16(x[i]);
+  for (let i = 0; i < u.length; i++) out[i] = f32BitsToF16(u[i]);
   return out;
 }
 
