@@ -129,7 +129,10 @@ describe('peft-studio train with do_predict', () => {
     expect(existsSync(path.join(out, 'predict_results.json'))).toBe(false);
     expect(existsSync(path.join(out, 'predict_bad_math', 'generated_predictions.jsonl'))).toBe(true);
     expect(existsSync(path.join(out, 'predict_bad_math', 'predict_results.json'))).toBe(false);
-    expect(JSON.parse(readFileSync(path.join(out, 'predict_sst2_eval', 'predict_results.json'), 'utf8')).headline_metric).toBe('macro_f1');
+    const sst2 = JSON.parse(readFileSync(path.join(out, 'predict_sst2_eval', 'predict_results.json'), 'utf8'));
+    expect(sst2.headline_metric).toBe('macro_f1');
+    expect(sst2.peak_memory_source).toBe('prediction (no training)'); // no adapter, no training: says so
+    expect(r.stderr).toContain('PSCP memory term: ');
     const mine = JSON.parse(readFileSync(path.join(out, 'predict_mine.jsonl', 'predict_results.json'), 'utf8'));
     expect(mine.headline_metric).toBe('rouge-l');
     expect(typeof mine['predict_token_accuracy']).toBe('number');
@@ -142,6 +145,20 @@ describe('peft-studio train with do_predict', () => {
     expect(m.code).toBe(2);
     expect(m.stderr).toContain(`eval_dataset '${path.join(dir, 'nope.jsonl')}': the file does not exist`);
     expect(existsSync(out2)).toBe(false);
+  });
+
+  it('a grid whose cell names a missing eval .jsonl is refused before any cell runs', async () => {
+    const out = tmp();
+    const grid = path.join(out, 'grid.yaml');
+    writeFileSync(grid, [
+      `base: ${config}`, `output_dir: ${path.join(out, 'cells')}`, 'seeds: [1]', 'datasets: [sst2, cola]',
+      'methods:', '  lora: { finetuning_type: lora }',
+      'dataset_overrides:', `  cola: { eval_dataset: ${path.join(out, 'missing.jsonl')} }`,
+    ].join('\n'));
+    const r = await cli(['grid', grid, ...small.filter((o) => !o.startsWith('dataset='))]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`eval_dataset '${path.join(out, 'missing.jsonl')}': the file does not exist`);
+    expect(existsSync(path.join(out, 'cells'))).toBe(false);
   });
 
   it('a grid runs its cells, writes results.csv / results.md, and skips finished cells when rerun', async () => {
