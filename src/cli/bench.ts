@@ -30,7 +30,7 @@ import { svdTopR } from '../methods/svd';
 import { MatmulTuner, adapterKey, type TuneEntry } from '../engine/matmul-tune';
 import { matmulVariants } from '../engine/ops/matmul';
 import { seededRandom } from '../model/generate';
-import { Trainer } from '../train/trainer';
+import { Trainer, collateShifted } from '../train/trainer';
 import { MemoryRunStore } from '../train/store';
 
 export interface BenchOptions {
@@ -40,6 +40,16 @@ export interface BenchOptions {
   only?: string[];
   /** Called with the results so far (same form as the final result, `complete: false`) after each model and each step of a file shape. */
   onPartial?: (partial: Record<string, unknown>) => Promise<void> | void;
+  /**
+   * Memory only, for one step of one file shape (`only` names it; the index
+   * into its steps): load, attach, encode one training micro-batch (forward,
+   * loss, backward) and report the pool's peak at the end of the encoding,
+   * without waiting for the GPU to execute it. The pool accounts buffers when
+   * commands are encoded, so this is the peak the full step reports; it is for
+   * machines where a step of a 1B model takes longer than one can wait. The
+   * caller exits the process afterwards (the GPU work is abandoned).
+   */
+  memoryOnlyStep?: number;
 }
 
 interface BenchCase {
@@ -140,6 +150,41 @@ async function trainStep(e: Engine, model: LlamaModel, ids: Int32Array, B: numbe
   attached.detach();
   e.pool.trim();
   return out;
+}
+
+/** See BenchOptions.memoryOnlyStep: one micro-batch encoded as Trainer.run encodes it, and the pool's peak then. */
+async function encodedStepPeak(e: Engine, model: LlamaModel, ids: Int32Array, B: number, T: number, config: Record<string, unknown>, gc: boolean) {
+  const attached = resolveMethod(config).attach({ e, model, config: { seed: 1, ...config }, random: seededRandom(1) });
+  await attached.ready;
+  await e.sync();
+  const residentBytes = e.pool.inUse;
+  const examples = Array.from({ length: B }, (_, b) => {
+    const x = Array.from(ids.subarray(b * T, (b + 1) * T));
+    return { inputIds: x, labels: x };
+  });
+  // The trainer's constructor allocates the AdamW moments, as in a real step.
+  const trainer = new Trainer(e, model, attached, examples, [], {
+    batchSize: B, gradAccum: 1, learningRate: 1e-4, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, epochs: 1,
+    maxSteps: 1, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1000, saveSteps: 0, evalSteps: 0,
+    maxGradNorm: 1, seed: 1, padId: 0, gradientCheckpointing: gc,
+  }, new MemoryRunStore());
+  const estimate = estimateTrainingBytes(summaryOf(model), { trainable: trainer.trainableCount(), batch: B, seq: T, recompute: gc, residentBytes });
+  e.pool.resetPeak();
+  const mb = collateShifted(examples, 0);
+  e.beginScope();
+  const tape = new Tape({ seed: 1, microBatch: 0 });
+  e.tape = tape;
+  const logits = model.forward(mb.ids, mb.B, { attentionMask: mb.mask, gradientCheckpointing: gc });
+  const loss = crossEntropy(e, logits.reshape([mb.B * mb.T, model.config.vocabSize]), mb.targets, { reduction: 'sum' });
+  e.tape = null;
+  tape.backward(loss, 1 / mb.valid);
+  e.flush();
+  const peak = e.pool.peak;
+  return {
+    peak_gpu_bytes_encoded: peak, estimated_gpu_bytes: estimate.total, estimate_over_peak: +(estimate.total / peak).toFixed(3),
+    resident_gpu_bytes: residentBytes, trainable_params: trainer.trainableCount(), host_rss_bytes: rss(),
+    note: 'memory only: the pool peak of one encoded micro-batch (forward, loss, backward); the GPU execution was not awaited',
+  };
 }
 
 /** The ModelSummary the studio's estimate reads, from a loaded model. */
@@ -375,6 +420,7 @@ function svdTiming() {
 async function benchShapeFile(
   e: Engine, spec: BenchSpec, name: string, configText: string, cfg: ModelConfig, shape: ShapeSpec, log: (s: string) => void,
   onStep: (partial: Record<string, unknown>) => Promise<void>,
+  memoryOnlyStep?: number,
 ) {
   const torchDtype = String((JSON.parse(configText) as { torch_dtype?: unknown }).torch_dtype ?? 'float32');
   if (!['float32', 'float16', 'bfloat16'].includes(torchDtype)) throw new ConfigError(`bench/${name}.config.json: torch_dtype ${torchDtype} is not float32, float16 or bfloat16.`);
@@ -396,7 +442,8 @@ async function benchShapeFile(
     intermediate_size: 256, num_hidden_layers: 1, vocab_size: 512,
   }, `bench/${name}.config.json (warm-up)`);
   const tinyIds = ids.map((x) => x % 512);
-  for (const [method, gc] of shape.steps) {
+  const memoryOnly = memoryOnlyStep !== undefined;
+  for (const [method, gc] of memoryOnly ? [] : shape.steps) {
     const model = modelFromWeights(e, tiny, randomHostWeights(tiny), { baseDtype: torchDtype as BaseDtype });
     try {
       await trainStep(e, model, tinyIds, B, T, 1, spec.methods[method] ?? {}, { gradientCheckpointing: gc, noWarmup: true });
@@ -408,7 +455,7 @@ async function benchShapeFile(
   }
   const steps: Record<string, unknown>[] = [];
   let params = 0;
-  for (const [method, gc] of shape.steps) {
+  for (const [method, gc] of memoryOnly ? [shape.steps[memoryOnlyStep!]] : shape.steps) {
     const config = spec.methods[method];
     if (!config) throw new ConfigError(`bench/bench.json: shape ${name} names method '${method}', which is not in "methods".`);
     e.pool.trim();
@@ -425,6 +472,11 @@ async function benchShapeFile(
     params = loaded.model.numParams();
     log(`bench: ${name} ${method}${gc ? ' + gradient_checkpointing' : ''}: loaded in ${load.load_ms} ms, stepping`);
     try {
+      if (memoryOnly) {
+        const r = await encodedStepPeak(e, loaded.model, ids, B, T, config, gc);
+        steps.push({ method, gradient_checkpointing: gc, ...r, ...load });
+        return { model: `${name}-shape (random weights, ${dtype} file)`, params, batch: B, seq: T, file_dtype: dtype, file_bytes: fileBytes, train_steps: steps };
+      }
       const r = await trainStep(e, loaded.model, ids, B, T, 1, config, { gradientCheckpointing: gc, noWarmup: true });
       steps.push({ method, gradient_checkpointing: gc, ...r, ...load });
       log(`bench: ${name} ${method}${gc ? ' + gradient_checkpointing' : ''}: ${r.ms_per_step} ms, peak ${r.peak_gpu_bytes} B, estimate ${r.estimated_gpu_bytes} B`);
@@ -517,7 +569,7 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     const configText = readFileSync(benchFile(`${name}.config.json`), 'utf8');
     const cfg = parseModelConfig(JSON.parse(configText), `bench/${name}.config.json`);
     if (shape.file) {
-      results.push(await benchShapeFile(e, spec, name, configText, cfg, shape, log, partial));
+      results.push(await benchShapeFile(e, spec, name, configText, cfg, shape, log, partial, opts.memoryOnlyStep));
       await partial();
       continue;
     }
