@@ -8,7 +8,8 @@
  *                in their stored format (f32, packed f16/bf16, NF4), the
  *                method's frozen and trainable tensors. Measured by the
  *                caller after attaching (the pool's bytes in use); without
- *                it, 4 bytes per parameter.
+ *                it, the weights' stored bytes (weightBytes) plus 4 per
+ *                trainable parameter.
  *   trainable    12·T       (gradient, AdamW m and v; the value is resident)
  *   activations  4·B·S·(kept + 2·layer + head)
  *
@@ -47,7 +48,7 @@ export interface MemoryInputs {
   seq: number;
   /** gradient_checkpointing: recompute each decoder layer in the backward. */
   recompute?: boolean;
-  /** Bytes on the GPU with the method attached, measured (see the file comment); default 4 per parameter plus 4 per trainable one. */
+  /** Bytes on the GPU with the method attached, measured (see the file comment); default the stored weight bytes plus 4 per trainable parameter. */
   residentBytes?: number;
 }
 
@@ -61,7 +62,8 @@ export function estimateTrainingBytes(m: ModelSummary, x: MemoryInputs): MemoryE
   const kept = x.recompute ? L * C + 2 * C + 2 * layer + 2 + 2 * Hq : L * (2 * layer + 2 + 2 * Hq);
   const head = 4 * C + 2 * m.vocabSize;
   const activations = Math.round(4 * x.batch * x.seq * (kept + head) * POOL_ROUNDING);
-  const weights = x.residentBytes ?? 4 * (m.numParams + x.trainable);
+  // Unmeasured: the base weights as stored (packed f16 / bf16 at 2 bytes) plus the trainable values.
+  const weights = x.residentBytes ?? (m.weightBytes ?? 4 * m.numParams) + 4 * x.trainable;
   const trainable = 12 * x.trainable;
   return { weights, trainable, activations, total: weights + trainable + activations };
 }
