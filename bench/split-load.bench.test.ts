@@ -7,7 +7,7 @@
  * matmul and the packed linears. Reports load time, host RSS during the load
  * (sampled) beside the bytes the GPU holds (on SwiftShader GPU buffers are
  * process memory too), the step time and peak GPU bytes, as JSON in
- * bench-split-load.json.
+ * $TMPDIR/bench-split-load.json.
  *
  *   npx vitest run -c bench/vitest.bench.config.ts
  */
@@ -93,6 +93,7 @@ test('Qwen2.5-0.5B shape, BF16 file, 128 MiB binding limit: streams, splits the 
     const loadMs = performance.now() - t0;
     clearInterval(sampler);
     rssPeak = Math.max(rssPeak, process.memoryUsage().rss);
+    const gpuAfterLoad = e.pool.current;
     const embed = model.stored('model.embed_tokens.weight');
     expect(embed.dtype).toBe('bf16');
     expect(embed.blocks!.length).toBeGreaterThanOrEqual(3);
@@ -124,12 +125,12 @@ test('Qwen2.5-0.5B shape, BF16 file, 128 MiB binding limit: streams, splits the 
       model: 'qwen2.5-0.5b shape, random BF16 weights', adapter: e.ctx.adapterInfo, max_binding_bytes: e.maxBindingBytes,
       file_bytes: fileBytes, base_weight_bytes: model.weightBytes(), embed_blocks: embed.blocks!.map((b) => b.shape[0]),
       load_ms: Math.round(loadMs), host_rss_before_load: rss0, host_rss_peak_during_load: rssPeak,
-      rss_growth_minus_gpu_pool: rssPeak - rss0 - e.pool.current, gpu_pool_bytes_after_load: e.pool.current,
+      rss_growth_minus_gpu_pool: rssPeak - rss0 - gpuAfterLoad, gpu_pool_bytes_after_load: gpuAfterLoad,
       largest_tensor_bytes: V * QWEN.hidden_size * 2,
       lora_step: { batch: 1, seq: T, loss, ms: Math.round(stepMs), tokens_per_s: +((T * 1000) / stepMs).toFixed(1), peak_gpu_bytes: e.pool.peak },
     };
     console.log(JSON.stringify(result, null, 2));
-    writeFileSync('bench-split-load.json', JSON.stringify(result, null, 2) + '\n');
+    writeFileSync(path.join(tmpdir(), 'bench-split-load.json'), JSON.stringify(result, null, 2) + '\n');
     expect(Number.isFinite(loss)).toBe(true);
     expect(gradB.length).toBe(2);
     expect(gradB.every((g) => g.some((v) => v !== 0) && g.every(Number.isFinite))).toBe(true);
