@@ -58,7 +58,9 @@ export function onlyLoadedWasm(): Plugin {
       for (const file of Object.keys(bundle)) {
         const name = file.split('/').pop()!;
         if (name.endsWith('.wasm') && !LOADED_WASM.some((re) => re.test(name))) {
-          this.error(`dist/ would ship ${file}, a wasm file the studio never loads. Import onnxruntime-web/webgpu (as src/worker/onnx-runner.ts does), not another onnxruntime-web build, or add the file to LOADED_WASM in vite.config.ts if a page really fetches it.`);
+          this.error(
+            `dist/ would ship ${file}, a wasm file the studio never loads. Import onnxruntime-web/webgpu (as src/worker/onnx-runner.ts does), not another onnxruntime-web build, or add the file to LOADED_WASM in vite.config.ts if a page really fetches it.`,
+          );
         }
       }
     },

@@ -23,8 +23,11 @@ import { testHubRoot } from '../tests/helpers/hub-server';
 test('stories260K LoRA step: f32 base vs packed BF16 base', async () => {
   const e = new Engine(await acquireDevice(nodeGpu(), { timestamps: false }));
   const source = new LocalFolderSource(path.join(testHubRoot(), 'models/stories260K'));
-  const cfg = await readConfig(source), host = await readWeights(source);
-  const B = 8, T = 64, ROUNDS = Number(process.env.ROUNDS ?? 8);
+  const cfg = await readConfig(source),
+    host = await readWeights(source);
+  const B = 8,
+    T = 64,
+    ROUNDS = Number(process.env.ROUNDS ?? 8);
   const ids = Array.from({ length: B * T }, (_, i) => (i * 7919 + 3) % cfg.vocabSize);
   const examples = Array.from({ length: B }, (_, b) => ({ inputIds: ids.slice(b * T, (b + 1) * T), labels: ids.slice(b * T, (b + 1) * T) }));
   const config = { finetuning_type: 'lora', lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], seed: 1 };
@@ -36,11 +39,34 @@ test('stories260K LoRA step: f32 base vs packed BF16 base', async () => {
   for (const s of setups) await s.method.ready;
   for (let r = 0; r <= ROUNDS; r++) {
     for (const s of setups) {
-      const trainer = new Trainer(e, s.model, s.method, examples, [], {
-        batchSize: B, gradAccum: 1, learningRate: 1e-4, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, epochs: 1,
-        maxSteps: 1, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1000, saveSteps: 0, evalSteps: 0,
-        maxGradNorm: 1, seed: 1, padId: 0,
-      }, new MemoryRunStore());
+      const trainer = new Trainer(
+        e,
+        s.model,
+        s.method,
+        examples,
+        [],
+        {
+          batchSize: B,
+          gradAccum: 1,
+          learningRate: 1e-4,
+          weightDecay: 0,
+          beta1: 0.9,
+          beta2: 0.999,
+          eps: 1e-8,
+          epochs: 1,
+          maxSteps: 1,
+          scheduler: 'constant',
+          warmupRatio: 0,
+          warmupSteps: 0,
+          loggingSteps: 1000,
+          saveSteps: 0,
+          evalSteps: 0,
+          maxGradNorm: 1,
+          seed: 1,
+          padId: 0,
+        },
+        new MemoryRunStore(),
+      );
       e.pool.resetPeak();
       const t0 = performance.now();
       await trainer.run({});
@@ -54,7 +80,15 @@ test('stories260K LoRA step: f32 base vs packed BF16 base', async () => {
   for (const s of setups) {
     const med = [...s.ms].sort((a, b) => a - b)[s.ms.length >> 1];
     const best = Math.min(...s.ms);
-    out[s.baseDtype] = { ms_per_step: +med.toFixed(1), tokens_per_s: +((B * T * 1000) / med).toFixed(1), best_ms: Math.round(best), best_tokens_per_s: +((B * T * 1000) / best).toFixed(1), peak_gpu_bytes: s.peak, base_weight_bytes: s.model.weightBytes(), all_ms: s.ms.map((x) => Math.round(x)) };
+    out[s.baseDtype] = {
+      ms_per_step: +med.toFixed(1),
+      tokens_per_s: +((B * T * 1000) / med).toFixed(1),
+      best_ms: Math.round(best),
+      best_tokens_per_s: +((B * T * 1000) / best).toFixed(1),
+      peak_gpu_bytes: s.peak,
+      base_weight_bytes: s.model.weightBytes(),
+      all_ms: s.ms.map((x) => Math.round(x)),
+    };
   }
   console.log(JSON.stringify(out, null, 1));
 });

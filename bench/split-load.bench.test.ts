@@ -28,9 +28,19 @@ import { resolveMethod } from '../src/methods/registry';
 import { seededRandom } from '../src/model/generate';
 
 const QWEN = {
-  architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 896, intermediate_size: 4864, max_position_embeddings: 32768,
-  num_attention_heads: 14, num_hidden_layers: 24, num_key_value_heads: 2, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: true,
-  torch_dtype: 'bfloat16', vocab_size: 151936,
+  architectures: ['Qwen2ForCausalLM'],
+  model_type: 'qwen2',
+  hidden_size: 896,
+  intermediate_size: 4864,
+  max_position_embeddings: 32768,
+  num_attention_heads: 14,
+  num_hidden_layers: 24,
+  num_key_value_heads: 2,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  tie_word_embeddings: true,
+  torch_dtype: 'bfloat16',
+  vocab_size: 151936,
 };
 const T = 128;
 
@@ -41,7 +51,8 @@ function writeRandomBf16(dir: string): number {
   const header: Record<string, unknown> = {};
   let off = 0;
   for (const [name, shape] of shapes) {
-    const n = shape.reduce((a, b) => a * b, 1), bytes = n * (shape.length === 2 ? 2 : 4);
+    const n = shape.reduce((a, b) => a * b, 1),
+      bytes = n * (shape.length === 2 ? 2 : 4);
     header[name] = { dtype: shape.length === 2 ? 'BF16' : 'F32', shape, data_offsets: [off, off + bytes] };
     off += bytes;
   }
@@ -53,7 +64,8 @@ function writeRandomBf16(dir: string): number {
   const fd = openSync(path.join(dir, 'model.safetensors'), 'w');
   writeSync(fd, head);
   let s = 12345;
-  const f = new Float32Array(1), u = new Uint32Array(f.buffer);
+  const f = new Float32Array(1),
+    u = new Uint32Array(f.buffer);
   for (const [, shape] of shapes) {
     const n = shape.reduce((a, b) => a * b, 1);
     if (shape.length === 1) {
@@ -63,7 +75,8 @@ function writeRandomBf16(dir: string): number {
     const scale = 1 / Math.sqrt(shape[1]);
     const CH = 1 << 22;
     for (let i0 = 0; i0 < n; i0 += CH) {
-      const m = Math.min(CH, n - i0), out = new Uint16Array(m);
+      const m = Math.min(CH, n - i0),
+        out = new Uint16Array(m);
       for (let i = 0; i < m; i++) {
         s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
         f[0] = ((s / 4294967296) * 2 - 1) * scale;
@@ -120,12 +133,25 @@ test('Qwen2.5-0.5B shape, BF16 file, 128 MiB binding limit: streams, splits the 
     const loss = await step();
     const stepMs = performance.now() - s0;
     // LoRA B starts at zero, so only the B gradients are non-zero after one backward (dA = Bᵀ·… = 0).
-    const gradB = await Promise.all(method.trainable().filter((p) => p.tensor.name.endsWith('lora_B')).slice(0, 2).map((p) => e.read(p.tensor.grad!)));
+    const gradB = await Promise.all(
+      method
+        .trainable()
+        .filter((p) => p.tensor.name.endsWith('lora_B'))
+        .slice(0, 2)
+        .map((p) => e.read(p.tensor.grad!)),
+    );
     const result = {
-      model: 'qwen2.5-0.5b shape, random BF16 weights', adapter: e.ctx.adapterInfo, max_binding_bytes: e.maxBindingBytes,
-      file_bytes: fileBytes, base_weight_bytes: model.weightBytes(), embed_blocks: embed.blocks!.map((b) => b.shape[0]),
-      load_ms: Math.round(loadMs), host_rss_before_load: rss0, host_rss_peak_during_load: rssPeak,
-      rss_growth_minus_gpu_pool: rssPeak - rss0 - gpuAfterLoad, gpu_pool_bytes_after_load: gpuAfterLoad,
+      model: 'qwen2.5-0.5b shape, random BF16 weights',
+      adapter: e.ctx.adapterInfo,
+      max_binding_bytes: e.maxBindingBytes,
+      file_bytes: fileBytes,
+      base_weight_bytes: model.weightBytes(),
+      embed_blocks: embed.blocks!.map((b) => b.shape[0]),
+      load_ms: Math.round(loadMs),
+      host_rss_before_load: rss0,
+      host_rss_peak_during_load: rssPeak,
+      rss_growth_minus_gpu_pool: rssPeak - rss0 - gpuAfterLoad,
+      gpu_pool_bytes_after_load: gpuAfterLoad,
       largest_tensor_bytes: V * QWEN.hidden_size * 2,
       lora_step: { batch: 1, seq: T, loss, ms: Math.round(stepMs), tokens_per_s: +((T * 1000) / stepMs).toFixed(1), peak_gpu_bytes: e.pool.peak },
     };

@@ -28,7 +28,8 @@ beforeAll(async () => {
   const from = path.join(testHubRoot(), 'models/stories260K');
   const to = path.join(root, 'models', REPO);
   mkdirSync(to, { recursive: true });
-  for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json']) copyFileSync(path.join(from, f), path.join(to, f));
+  for (const f of ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json'])
+    copyFileSync(path.join(from, f), path.join(to, f));
   const st = parseSafetensors(new Uint8Array(readFileSync(path.join(from, 'model.safetensors'))), 'stories260K');
   const out = new Map<string, TensorToWrite>();
   for (const [name, t] of st.tensors) out.set(name, { shape: t.shape, data: t.data, dtype: t.shape.length === 2 ? 'BF16' : 'F32' });
@@ -44,7 +45,7 @@ afterAll(async () => {
 });
 
 describe('a BF16 model in the studio', () => {
-  test('loads packed (bf16 on the GPU) and generates the CLI\'s greedy ids', async () => {
+  test("loads packed (bf16 on the GPU) and generates the CLI's greedy ids", async () => {
     const page = await (await browser.newContext()).newPage();
     const log = recordConsole(page);
     try {

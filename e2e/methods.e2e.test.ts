@@ -75,7 +75,7 @@ function cliCount(name: string): number {
 }
 
 describe('every method in the studio', () => {
-  test('forms show each method\'s required options; counts equal the CLI\'s; Start trains 2 steps; LoRA-family counts survive QLoRA', async () => {
+  test("forms show each method's required options; counts equal the CLI's; Start trains 2 steps; LoRA-family counts survive QLoRA", async () => {
     const page = await browser.newPage({ viewport: { width: 1200, height: 1000 } });
     const log = recordConsole(page);
     onTestFailed(async () => {
@@ -90,11 +90,22 @@ describe('every method in the studio', () => {
 
     // Data and training settings shared by every method: a few sst2 rows, 2 steps of batch 2.
     await page.click('[data-testid=nav-data]');
-    for (const [k, v] of [['max_samples', '4'], ['cutoff_len', '48'], ['val_size', '0']]) await setOption(page, k, v);
+    for (const [k, v] of [
+      ['max_samples', '4'],
+      ['cutoff_len', '48'],
+      ['val_size', '0'],
+    ])
+      await setOption(page, k, v);
     await page.selectOption('[data-testid=dataset-registry]', 'sst2');
     await waitFor(page, '[data-testid=data-screen][data-state=ready]', '[data-testid=data-error]', 60_000);
     await page.click('[data-testid=nav-train]');
-    for (const [k, v] of [['per_device_train_batch_size', '2'], ['max_steps', '2'], ['logging_steps', '1'], ['save_steps', '100']]) await setOption(page, k, v);
+    for (const [k, v] of [
+      ['per_device_train_batch_size', '2'],
+      ['max_steps', '2'],
+      ['logging_steps', '1'],
+      ['save_steps', '100'],
+    ])
+      await setOption(page, k, v);
 
     await page.click('[data-testid=nav-method]');
     const methods = await page.$$eval('[data-testid^=method-]:not([data-testid=method-screen]):not([data-testid=method-description])', (els) =>
@@ -130,10 +141,14 @@ describe('every method in the studio', () => {
       expect(await page.$('[data-testid=config-invalid]'), m).toBeNull();
       const before = await page.getAttribute('[data-testid=train-screen]', 'data-run');
       await page.click('[data-testid=start]');
-      await page.waitForFunction((prev) => {
-        const el = document.querySelector('[data-testid=train-screen]');
-        return !!el && el.getAttribute('data-run') !== prev && el.getAttribute('data-run') !== '';
-      }, before, { timeout: 60_000 });
+      await page.waitForFunction(
+        (prev) => {
+          const el = document.querySelector('[data-testid=train-screen]');
+          return !!el && el.getAttribute('data-run') !== prev && el.getAttribute('data-run') !== '';
+        },
+        before,
+        { timeout: 60_000 },
+      );
       await waitFor(page, '[data-testid=train-screen][data-status=done]', '[data-testid=train-error], [data-testid=train-screen][data-status=failed]', 120_000);
       expect(await page.$$('[data-testid=log-row]'), m).toHaveLength(2);
       timings[m] = Date.now() - t0;

@@ -104,7 +104,9 @@ async function mainThreadBetween(page: Page, t0: number, t1: number): Promise<{ 
  * what the page itself spent.
  */
 function mainThreadTasks(trace: Buffer): { longestWallMs: number; longestCpuMs: number; over50msWall: number } {
-  const parsed = JSON.parse(trace.toString('utf8')) as { traceEvents: { ph: string; name: string; pid: number; tid: number; dur?: number; tdur?: number; args?: { name?: string } }[] };
+  const parsed = JSON.parse(trace.toString('utf8')) as {
+    traceEvents: { ph: string; name: string; pid: number; tid: number; dur?: number; tdur?: number; args?: { name?: string } }[];
+  };
   const events = parsed.traceEvents;
   const main = new Set(events.filter((e) => e.ph === 'M' && e.name === 'thread_name' && e.args?.name === 'CrRendererMain').map((e) => `${e.pid}:${e.tid}`));
   const tasks = events.filter((e) => e.ph === 'X' && e.name === 'RunTask' && main.has(`${e.pid}:${e.tid}`));
@@ -201,7 +203,10 @@ function cliTrain(dir: string, overrides: string[] = []): Promise<CliRun> {
     execFile(process.execPath, args, { cwd: dir, timeout: 180_000, env }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`peft-studio train failed (${err.message})\nstdout:\n${stdout}\nstderr:\n${stderr}`));
       const out = path.join(dir, 'saves/studio');
-      const log = readFileSync(path.join(out, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const log = readFileSync(path.join(out, 'trainer_log.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       resolve({ log, results: JSON.parse(readFileSync(path.join(out, 'all_results.json'), 'utf8')), ms: Date.now() - t0 });
     });
   });
@@ -210,7 +215,9 @@ function cliTrain(dir: string, overrides: string[] = []): Promise<CliRun> {
 function safetensorNames(bytes: Uint8Array): string[] {
   const n = Number(new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(0, true));
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<string, unknown>;
-  return Object.keys(header).filter((k) => k !== '__metadata__').sort();
+  return Object.keys(header)
+    .filter((k) => k !== '__metadata__')
+    .sort();
 }
 
 async function download(page: Page, selector: string): Promise<{ name: string; bytes: Uint8Array }> {
@@ -220,7 +227,9 @@ async function download(page: Page, selector: string): Promise<{ name: string; b
 }
 
 async function logRows(page: Page): Promise<{ step: number; loss: number }[]> {
-  return page.$$eval('[data-testid=log-row]', (rows) => rows.map((r) => ({ step: Number(r.getAttribute('data-step')), loss: Number(r.getAttribute('data-loss')) })));
+  return page.$$eval('[data-testid=log-row]', (rows) =>
+    rows.map((r) => ({ step: Number(r.getAttribute('data-step')), loss: Number(r.getAttribute('data-loss')) })),
+  );
 }
 
 describe('studio with WebGPU (SwiftShader)', () => {
@@ -308,7 +317,8 @@ describe('studio with WebGPU (SwiftShader)', () => {
     await page.waitForFunction(() => document.querySelectorAll('[data-testid=log-row]').length >= 2, null, { timeout: 120_000 });
     await page.click('[data-testid=pause]').catch(() => undefined);
     await page.waitForSelector('[data-testid=train-screen][data-status=paused], [data-testid=train-screen][data-status=done]', { timeout: 120_000 });
-    measured.pausedAtStep = (await page.getAttribute('[data-testid=train-screen]', 'data-status')) === 'paused' ? Number(await page.textContent('[data-testid=train-step]')) : null;
+    measured.pausedAtStep =
+      (await page.getAttribute('[data-testid=train-screen]', 'data-status')) === 'paused' ? Number(await page.textContent('[data-testid=train-step]')) : null;
     if (measured.pausedAtStep !== null) {
       await shot(page, 'studio-train-paused');
       await page.click('[data-testid=resume]');
@@ -339,7 +349,9 @@ describe('studio with WebGPU (SwiftShader)', () => {
     const yaml = await download(page, '[data-testid="download-config.yaml"]');
     expect(new TextDecoder().decode(yaml.bytes)).not.toMatch(/vera_rank/);
     const zip = unzipSync((await download(page, '[data-testid=download-zip]')).bytes);
-    expect(Object.keys(zip)).toEqual(expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'config.yaml', 'trainer_log.jsonl', 'all_results.json']));
+    expect(Object.keys(zip)).toEqual(
+      expect.arrayContaining(['adapter_config.json', 'adapter_model.safetensors', 'config.yaml', 'trainer_log.jsonl', 'all_results.json']),
+    );
     expect(safetensorNames(zip['adapter_model.safetensors'])).toEqual(names);
     // The merged model: base tensor names only, the adapter folded in.
     const merged = unzipSync((await download(page, '[data-testid=download-merged]')).bytes);
@@ -351,7 +363,9 @@ describe('studio with WebGPU (SwiftShader)', () => {
     t = Date.now();
     const onnx = unzipSync((await download(page, '[data-testid=download-onnx]')).bytes);
     timings.exportOnnx = Date.now() - t;
-    expect(Object.keys(onnx)).toEqual(expect.arrayContaining(['onnx/model.onnx', 'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']));
+    expect(Object.keys(onnx)).toEqual(
+      expect.arrayContaining(['onnx/model.onnx', 'config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json']),
+    );
     expect(JSON.parse(new TextDecoder().decode(onnx['config.json']))['transformers.js_config']).toEqual({ dtype: 'fp32' });
     await shot(page, 'studio-export');
 
@@ -445,7 +459,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(cli.results.trainable_params).toBe(trainable);
 
     shareLink = await copyLink(page);
-    expect(decodeShareData(shareLink.split('#x=')[1]).config.vera_rank, 'a left method\'s option in the link').not.toBe(7);
+    expect(decodeShareData(shareLink.split('#x=')[1]).config.vera_rank, "a left method's option in the link").not.toBe(7);
     await page.close();
   });
 
@@ -478,7 +492,10 @@ describe('studio with WebGPU (SwiftShader)', () => {
     await screen(page, 'model');
     await page.click('[data-testid=load]');
     await waitFor(page, '[data-testid=model-panel][data-state=loaded][data-loads="1"]', '[data-testid=load-error]', 120_000);
-    expect(hub.requests.filter((r) => r.status === 200), 'files downloaded by a load after reload').toEqual([]);
+    expect(
+      hub.requests.filter((r) => r.status === 200),
+      'files downloaded by a load after reload',
+    ).toEqual([]);
 
     for (const [hash, message] of [
       [shareLink.split('#x=')[1].slice(0, -12), /This link is damaged/],
@@ -554,7 +571,8 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(Object.keys(zip)).toEqual(expect.arrayContaining(['config.yaml', 'dataset_info.json', path.basename(TSV), 'adapter_model.safetensors']));
     const dir = path.join(work, 'cli-resume');
     mkdirSync(dir);
-    for (const [name, bytes] of Object.entries(zip)) if (!name.includes('/') && !/\.safetensors$|adapter_config|trainer_log|all_results/.test(name)) writeFileSync(path.join(dir, name), bytes);
+    for (const [name, bytes] of Object.entries(zip))
+      if (!name.includes('/') && !/\.safetensors$|adapter_config|trainer_log|all_results/.test(name)) writeFileSync(path.join(dir, name), bytes);
     const cli = await cliTrain(dir);
     timings.cliTrainResumed = cli.ms;
     const cliLoss = cli.log.filter((l) => l.loss !== undefined);
@@ -603,17 +621,25 @@ describe('studio with WebGPU (SwiftShader)', () => {
     // The run's log as stored (what the Runs screen and the export read): each step once, 1 to 8.
     type Hook = { __peftStudioTest: { runLog(id: string): Promise<{ current_steps: number; loss?: number }[]> } };
     const losses = async (id: string) =>
-      (await page.evaluate((run) => (window as unknown as Hook).__peftStudioTest.runLog(run), id)).filter((l) => l.loss !== undefined).map((l) => ({ step: l.current_steps, loss: l.loss }));
+      (await page.evaluate((run) => (window as unknown as Hook).__peftStudioTest.runLog(run), id))
+        .filter((l) => l.loss !== undefined)
+        .map((l) => ({ step: l.current_steps, loss: l.loss }));
     const resumed = await losses(lostRun!);
     expect(resumed.map((r) => r.step)).toEqual(Array.from({ length: steps }, (_, i) => i + 1));
     // The same config again, uninterrupted, in the same page: the same losses, to the last digit logged.
     await page.click('[data-testid=start]');
-    await page.waitForFunction((id) => {
-      const el = document.querySelector('[data-testid=train-screen]');
-      return !!el && el.getAttribute('data-run') !== id && el.getAttribute('data-status') === 'done';
-    }, lostRun, { timeout: 180_000 });
+    await page.waitForFunction(
+      (id) => {
+        const el = document.querySelector('[data-testid=train-screen]');
+        return !!el && el.getAttribute('data-run') !== id && el.getAttribute('data-status') === 'done';
+      },
+      lostRun,
+      { timeout: 180_000 },
+    );
     const straight = await losses((await page.getAttribute('[data-testid=train-screen]', 'data-run'))!);
-    console.log(`device lost at step 4, resumed: ${JSON.stringify(resumed.map((r) => r.loss))}\n              uninterrupted: ${JSON.stringify(straight.map((r) => r.loss))}`);
+    console.log(
+      `device lost at step 4, resumed: ${JSON.stringify(resumed.map((r) => r.loss))}\n              uninterrupted: ${JSON.stringify(straight.map((r) => r.loss))}`,
+    );
     expect(resumed).toEqual(straight);
     await page.close();
   });

@@ -490,7 +490,17 @@ function runner({ cfg, w }, layout, eps = 1e-5, theta = 10000) {
   const W = (name, l) => {
     if (!hf) return { q: w.wq, k: w.wk, v: w.wv, o: w.wo, g: w.w1, d: w.w2, u: w.w3, an: w.rmsAtt, fn: w.rmsFfn }[name][l];
     const p = `model.layers.${l}`;
-    const map = { q: 'self_attn.q_proj', k: 'self_attn.k_proj', v: 'self_attn.v_proj', o: 'self_attn.o_proj', g: 'mlp.gate_proj', d: 'mlp.down_proj', u: 'mlp.up_proj', an: 'input_layernorm', fn: 'post_attention_layernorm' };
+    const map = {
+      q: 'self_attn.q_proj',
+      k: 'self_attn.k_proj',
+      v: 'self_attn.v_proj',
+      o: 'self_attn.o_proj',
+      g: 'mlp.gate_proj',
+      d: 'mlp.down_proj',
+      u: 'mlp.up_proj',
+      an: 'input_layernorm',
+      fn: 'post_attention_layernorm',
+    };
     return hf.get(`${p}.${map[name]}.weight`).data;
   };
   const matvec = (m, x, rows, cols) => {
@@ -515,7 +525,7 @@ function runner({ cfg, w }, layout, eps = 1e-5, theta = 10000) {
         const c = Math.cos(ang);
         const s = Math.sin(ang);
         // hf: pairs (j, j + hs/2); llama2.c: pairs (2j, 2j + 1)
-          const a = h * hs + (layout === 'hf' ? j : 2 * j);
+        const a = h * hs + (layout === 'hf' ? j : 2 * j);
         const b = h * hs + (layout === 'hf' ? j + hs / 2 : 2 * j + 1);
         const x0 = v[a];
         const x1 = v[b];

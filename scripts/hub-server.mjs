@@ -170,7 +170,11 @@ export function startHubServer(opts = {}) {
     if (fault) entry.fault = fault.kind;
     if (fault?.kind === 'status') return send(fault.status ?? 503, { 'Content-Type': 'text/plain' }, 'Service temporarily unavailable');
     if (fault?.kind === 'html') {
-      return send(200, { 'Content-Type': 'text/html; charset=utf-8' }, '<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in to continue.</body></html>');
+      return send(
+        200,
+        { 'Content-Type': 'text/html; charset=utf-8' },
+        '<!DOCTYPE html><html><head><title>Sign in</title></head><body>Please sign in to continue.</body></html>',
+      );
     }
 
     fs.stat(file, (err, st) => {
@@ -226,13 +230,7 @@ export function startHubServer(opts = {}) {
         requests,
         count(match) {
           return requests.filter((r) =>
-            match === undefined
-              ? true
-              : typeof match === 'function'
-                ? match(r)
-                : typeof match === 'string'
-                  ? r.path.includes(match)
-                  : match.test(r.path),
+            match === undefined ? true : typeof match === 'function' ? match(r) : typeof match === 'string' ? r.path.includes(match) : match.test(r.path),
           ).length;
         },
         reset() {

@@ -19,7 +19,10 @@ export class AdapterLimitError extends PeftStudioError {
 /** The GPU device was lost (driver reset, tab backgrounded, OOM...). */
 export class DeviceLostError extends PeftStudioError {
   override name = 'DeviceLostError';
-  constructor(message: string, readonly reason: string) {
+  constructor(
+    message: string,
+    readonly reason: string,
+  ) {
     super(message);
   }
 }
@@ -42,7 +45,11 @@ export class ModelFormatError extends PeftStudioError {
 /** A Hub request failed (404, network, bad endpoint). */
 export class HubError extends PeftStudioError {
   override name = 'HubError';
-  constructor(message: string, readonly url: string, readonly status?: number) {
+  constructor(
+    message: string,
+    readonly url: string,
+    readonly status?: number,
+  ) {
     super(message);
   }
 }
@@ -70,7 +77,10 @@ export class PluginError extends ConfigError {
  */
 export class NotMergeableError extends ConfigError {
   override name = 'NotMergeableError';
-  constructor(readonly finetuningType: string, readonly format: 'safetensors' | 'onnx') {
+  constructor(
+    readonly finetuningType: string,
+    readonly format: 'safetensors' | 'onnx',
+  ) {
     super(
       `finetuning_type ${finetuningType} cannot be merged into the base weights (it adds computation the base model does not have), ` +
         (format === 'onnx'

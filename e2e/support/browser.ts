@@ -9,14 +9,7 @@ export const CHROMIUM = process.env.PEFT_STUDIO_CHROMIUM ?? '/usr/bin/chromium';
 
 export const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader'];
 
-const QUIET_FLAGS = [
-  '--no-sandbox',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+const QUIET_FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 export function launchChromium(opts: { webgpu: boolean }): Promise<Browser> {
   return chromium.launch({

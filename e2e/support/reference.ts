@@ -35,12 +35,18 @@ export async function cliGreedy(opts: { endpoint: string; repo: string; prompt: 
     throw new Error('The CLI is not built (dist-cli/cli.mjs): run `npm run build:cli` first (npm run test:e2e does).');
   }
   const args = [
-    bin, 'generate',
-    '--model', opts.repo,
-    '--endpoint', opts.endpoint,
-    '--prompt', opts.prompt,
-    '--max-new-tokens', String(opts.maxNewTokens),
-    '--temperature', '0',
+    bin,
+    'generate',
+    '--model',
+    opts.repo,
+    '--endpoint',
+    opts.endpoint,
+    '--prompt',
+    opts.prompt,
+    '--max-new-tokens',
+    String(opts.maxNewTokens),
+    '--temperature',
+    '0',
     '--ids',
   ];
   const t0 = Date.now();
@@ -50,7 +56,11 @@ export async function cliGreedy(opts: { endpoint: string; repo: string; prompt: 
       else resolve({ stdout, stderr });
     });
   });
-  const line = stdout.trim().split('\n').reverse().find((l) => l.startsWith('{') && l.includes('"ids"'));
+  const line = stdout
+    .trim()
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{') && l.includes('"ids"'));
   if (!line) throw new Error(`The CLI printed no {"prompt_ids", "ids"} line.\nstdout:\n${stdout}\nstderr:\n${stderr}`);
   const out = JSON.parse(line) as { prompt_ids: number[]; ids: number[] };
   return { prompt: opts.prompt, promptIds: out.prompt_ids, ids: out.ids, ms: Date.now() - t0 };

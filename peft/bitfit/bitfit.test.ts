@@ -47,9 +47,18 @@ function randomizeBiases(e: Engine, m: AttachedMethod, s: number, seed = 5) {
 
 function tinyJson(modelType: string): Record<string, unknown> {
   return {
-    architectures: [modelType === 'qwen2' ? 'Qwen2ForCausalLM' : modelType === 'mistral' ? 'MistralForCausalLM' : 'LlamaForCausalLM'], model_type: modelType,
-    hidden_size: 16, intermediate_size: 22, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 37,
-    rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: true, max_position_embeddings: 64,
+    architectures: [modelType === 'qwen2' ? 'Qwen2ForCausalLM' : modelType === 'mistral' ? 'MistralForCausalLM' : 'LlamaForCausalLM'],
+    model_type: modelType,
+    hidden_size: 16,
+    intermediate_size: 22,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 37,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: true,
+    max_position_embeddings: 64,
   };
 }
 
@@ -81,7 +90,10 @@ describe('bitfit', () => {
   it('trainable parameters: stories260K q,v 5·(64 + 32) = 480, all 3 000; SmolLM2-135M q,v 30·(576 + 192) = 23 040', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    for (const [targets, want] of [[['q_proj', 'v_proj'], 480], [ALL, 3000]] as const) {
+    for (const [targets, want] of [
+      [['q_proj', 'v_proj'], 480],
+      [ALL, 3000],
+    ] as const) {
       const m = bitfit.attach({ e, model, config: targets.length === 2 ? {} : { target_modules: [...targets] }, random: seededRandom(1) });
       const n = m.trainable().reduce((a, p) => a + p.tensor.size, 0);
       expect(n).toBe(want);
@@ -117,7 +129,10 @@ describe('bitfit', () => {
 
   it('forward equals the float64 reference with the biases added (llama), and with qwen2 q/k/v biases trained in place', async () => {
     const e = await gpuEngine();
-    for (const [label, type, opts] of [['llama, all projections', 'llama', { target_modules: 'all' }], ['qwen2, k + up', 'qwen2', { target_modules: ['k_proj', 'up_proj'] }]] as const) {
+    for (const [label, type, opts] of [
+      ['llama, all projections', 'llama', { target_modules: 'all' }],
+      ['qwen2, k + up', 'qwen2', { target_modules: ['k_proj', 'up_proj'] }],
+    ] as const) {
       const cfg = parseModelConfig(tinyJson(type), label);
       const host = randomWeights(cfg, 17, { qkvBias: type === 'qwen2' });
       const model = modelFromWeights(e, cfg, host);
@@ -126,7 +141,10 @@ describe('bitfit', () => {
       const w = new Map([...host].map(([k, v]) => [k, Float64Array.from(v.data)]));
       for (const p of m.trainable()) w.set(p.name.replace('base_model.model.', '').replace('.bitfit_layers', ''), Float64Array.from(await e.read(p.tensor)));
       const ids = [3, 14, 15, 9, 26, 5, 35, 8, 9];
-      const err = maxAbsDiff(await logits(e, model, ids), referenceForward(cfg, w, ids).flatMap((r) => Array.from(r)));
+      const err = maxAbsDiff(
+        await logits(e, model, ids),
+        referenceForward(cfg, w, ids).flatMap((r) => Array.from(r)),
+      );
       console.log(`bitfit ${label}: max |Δlogit| vs float64 reference ${err.toExponential(2)}`);
       expect(err).toBeLessThan(2e-4);
       m.detach();
@@ -152,7 +170,9 @@ describe('bitfit', () => {
     expect(maxAbsDiff(await logits(e, model, ids), base)).toBeGreaterThan(1e-3);
     m.detach();
     expect([...model.params.keys()].sort()).toEqual(keys);
-    expect(Array.from(await e.read(model.param('model.layers.0.self_attn.q_proj.bias')))).toEqual(Array.from(host.get('model.layers.0.self_attn.q_proj.bias')!.data));
+    expect(Array.from(await e.read(model.param('model.layers.0.self_attn.q_proj.bias')))).toEqual(
+      Array.from(host.get('model.layers.0.self_attn.q_proj.bias')!.data),
+    );
     expect(Array.from(await logits(e, model, ids))).toEqual(Array.from(base));
     // Merging an o_proj bias into qwen2 has no config flag to carry it.
     const mo = bitfit.attach({ e, model, config: { target_modules: ['o_proj'] }, random: seededRandom(1) });
@@ -204,11 +224,18 @@ describe('bitfit', () => {
       expect(files.tensors.get(`${p}.q_proj.bitfit_layers.weight`)!.shape).toEqual([64, 64]);
       expect(files.tensors.get(`${p}.v_proj.bitfit_layers.weight`)!.shape).toEqual([32, 64]);
     }
-    expect(Array.from(files.tensors.get('base_model.model.model.layers.2.self_attn.v_proj.bitfit_layers.weight')!.data))
-      .toEqual(Array.from(await e.read(model.param('model.layers.2.self_attn.v_proj.weight'))));
+    expect(Array.from(files.tensors.get('base_model.model.model.layers.2.self_attn.v_proj.bitfit_layers.weight')!.data)).toEqual(
+      Array.from(await e.read(model.param('model.layers.2.self_attn.v_proj.weight'))),
+    );
     expect(files.config).toEqual({
-      auto_mapping: null, base_model_name_or_path: 'stories260K', inference_mode: true, peft_type: 'BITFIT', peft_version: '0.17.1', revision: null,
-      target_modules: ['q_proj', 'v_proj'], task_type: 'CAUSAL_LM',
+      auto_mapping: null,
+      base_model_name_or_path: 'stories260K',
+      inference_mode: true,
+      peft_type: 'BITFIT',
+      peft_version: '0.17.1',
+      revision: null,
+      target_modules: ['q_proj', 'v_proj'],
+      task_type: 'CAUSAL_LM',
     });
     m.detach();
     expect(Array.from(await logits(e, model, IDS))).toEqual(Array.from(base));
@@ -239,10 +266,23 @@ describe('bitfit', () => {
     const bin = path.resolve('bin/peft-studio.mjs');
     const out = mkdtempSync(path.join(tmpdir(), 'ps-bitfit-'));
     const merged = path.join(out, 'merged');
-    const args = [path.resolve('examples/stories260k_lora.yaml'), `model_name_or_path=${storiesDir()}`, 'finetuning_type=bitfit', 'target_modules=q_proj,v_proj,up_proj',
-      'lr_scheduler_type=constant', 'warmup_ratio=0', 'val_size=0', `output_dir=${out}`, 'max_steps=2', 'save_steps=2'];
+    const args = [
+      path.resolve('examples/stories260k_lora.yaml'),
+      `model_name_or_path=${storiesDir()}`,
+      'finetuning_type=bitfit',
+      'target_modules=q_proj,v_proj,up_proj',
+      'lr_scheduler_type=constant',
+      'warmup_ratio=0',
+      'val_size=0',
+      `output_dir=${out}`,
+      'max_steps=2',
+      'save_steps=2',
+    ];
     await run('node', [bin, 'train', ...args], { maxBuffer: 1 << 26 });
-    expect(JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ peft_type: 'BITFIT', target_modules: ['q_proj', 'up_proj', 'v_proj'] });
+    expect(JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({
+      peft_type: 'BITFIT',
+      target_modules: ['q_proj', 'up_proj', 'v_proj'],
+    });
     await run('node', [bin, 'export', ...args, `export_dir=${merged}`], { maxBuffer: 1 << 26 });
     const cfg = JSON.parse(readFileSync(path.join(merged, 'config.json'), 'utf8'));
     expect(cfg).toMatchObject({ model_type: 'llama', attention_bias: true, mlp_bias: true, hidden_size: 64 });
@@ -252,7 +292,8 @@ describe('bitfit', () => {
     expect(Array.from(st.tensors.get('model.layers.3.mlp.down_proj.bias')!.data).every((x) => x === 0)).toBe(true);
     expect(Array.from(st.tensors.get('model.layers.3.mlp.up_proj.bias')!.data).some((x) => x !== 0)).toBe(true);
     const text = 'Once upon a time';
-    const a = JSON.parse((await run('node', [bin, 'logits', '--model', storiesDir(), '--adapter', out, '--text', text], { maxBuffer: 1 << 26 })).stdout).logits_last as number[];
+    const a = JSON.parse((await run('node', [bin, 'logits', '--model', storiesDir(), '--adapter', out, '--text', text], { maxBuffer: 1 << 26 })).stdout)
+      .logits_last as number[];
     const m = JSON.parse((await run('node', [bin, 'logits', '--model', merged, '--text', text], { maxBuffer: 1 << 26 })).stdout).logits_last as number[];
     const d = Math.max(...a.map((v, i) => Math.abs(v - m[i])));
     console.log(`bitfit CLI merged export: max |logits diff| vs --adapter ${d.toExponential(2)}`);
@@ -263,14 +304,23 @@ describe('bitfit', () => {
     const e = await gpuEngine();
     const model = tinyModel(e);
     expect(() => bitfit.attach({ e, model, config: { bias_init: 'normal' }, random: seededRandom(1) })).toThrow(ConfigError);
-    expect(() => bitfit.attach({ e, model, config: { bias_init: 'normal' }, random: seededRandom(1) })).toThrow(/bias_init: 'normal' is not one of torch_default, zeros/);
-    expect(() => bitfit.attach({ e, model, config: { target_modules: ['qproj'] }, random: seededRandom(1) })).toThrow(/target_modules \["qproj"\] matches no linear layer for bitfit/);
-    expect(() => validateConfig({ model_name_or_path: 'm', output_dir: 'o', dataset: 'd.jsonl', finetuning_type: 'bitfit', bias_init: 'normal' })).toThrow(/bias_init: 'normal' is not one of torch_default, zeros/);
+    expect(() => bitfit.attach({ e, model, config: { bias_init: 'normal' }, random: seededRandom(1) })).toThrow(
+      /bias_init: 'normal' is not one of torch_default, zeros/,
+    );
+    expect(() => bitfit.attach({ e, model, config: { target_modules: ['qproj'] }, random: seededRandom(1) })).toThrow(
+      /target_modules \["qproj"\] matches no linear layer for bitfit/,
+    );
+    expect(() => validateConfig({ model_name_or_path: 'm', output_dir: 'o', dataset: 'd.jsonl', finetuning_type: 'bitfit', bias_init: 'normal' })).toThrow(
+      /bias_init: 'normal' is not one of torch_default, zeros/,
+    );
     const c = validateConfig({ model_name_or_path: 'm', output_dir: 'o', dataset: 'd.jsonl', finetuning_type: 'bitfit' });
     expect(c).toMatchObject({ target_modules: null, bias_init: 'torch_default' });
     const m = bitfit.attach({ e, model, config: c, random: seededRandom(1) });
     expect(m.trainable().map((p) => p.tensor.size)).toEqual([16, 8, 16, 8]);
-    const bad = { config: {}, tensors: new Map([['base_model.model.model.layers.0.self_attn.q_proj.bitfit_layers.bias', { shape: [8], data: new Float32Array(8) }]]) };
+    const bad = {
+      config: {},
+      tensors: new Map([['base_model.model.model.layers.0.self_attn.q_proj.bitfit_layers.bias', { shape: [8], data: new Float32Array(8) }]]),
+    };
     expect(() => m.importAdapter(bad)).toThrow(/q_proj\.bitfit_layers\.bias has shape \[8\], expected \[16\]/);
     m.detach();
     model.dispose();

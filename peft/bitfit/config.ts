@@ -7,5 +7,12 @@
 import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const bitfitOptions = [
-  { key: 'bias_init', type: 'enum', default: 'torch_default', choices: ['torch_default', 'zeros'], group: 'bitfit', help: "BitFit: initial value of the added biases. torch_default: U(−1/√in, 1/√in), nn.Linear's init, as PEFT-Factory (the output changes at step 0); zeros: the model starts equal to the base. A bias the model already has (qwen2 q/k/v) trains from its own value either way." },
+  {
+    key: 'bias_init',
+    type: 'enum',
+    default: 'torch_default',
+    choices: ['torch_default', 'zeros'],
+    group: 'bitfit',
+    help: "BitFit: initial value of the added biases. torch_default: U(−1/√in, 1/√in), nn.Linear's init, as PEFT-Factory (the output changes at step 0); zeros: the model starts equal to the base. A bias the model already has (qwen2 q/k/v) trains from its own value either way.",
+  },
 ] as const satisfies readonly OptionSpec[];

@@ -30,7 +30,15 @@
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { readOptions, targetModules } from 'peft-studio/methods/options';
-import { matchTargets, uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  matchTargets,
+  uniform,
+  type AdapterFiles,
+  type AttachedMethod,
+  type MethodContext,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 import { bitfitOptions } from './config';
 
 /** Everything BitFit reads, in form order. */
@@ -52,7 +60,9 @@ export function bitfitTargets(linearNames: string[], config: Record<string, unkn
   const given = readOptions(options, config, 'bitfit').target_modules;
   const targets = matchTargets(linearNames, given ?? DEFAULT_TARGETS);
   if (targets.length === 0) {
-    throw new ConfigError(`target_modules ${JSON.stringify(given)} matches no linear layer for bitfit; use names such as q_proj, v_proj (the default), or 'all' for every projection.`);
+    throw new ConfigError(
+      `target_modules ${JSON.stringify(given)} matches no linear layer for bitfit; use names such as q_proj, v_proj (the default), or 'all' for every projection.`,
+    );
   }
   return targets;
 }
@@ -66,7 +76,12 @@ export const bitfit: PeftMethod = {
   options,
   /** Per token, one add per output of each target. */
   flops(ctx) {
-    const chosen = new Set(bitfitTargets(ctx.linears.map((l) => l.name), ctx.config));
+    const chosen = new Set(
+      bitfitTargets(
+        ctx.linears.map((l) => l.name),
+        ctx.config,
+      ),
+    );
     let f = 0;
     for (const l of ctx.linears) if (chosen.has(l.name)) f += ctx.batch * ctx.seq * l.outF;
     return { flops: f };
@@ -115,10 +130,13 @@ export const bitfit: PeftMethod = {
         for (const [name, l] of layers) {
           const src = files.tensors.get(key(name, 'bias'));
           if (!src) throw new ConfigError(`The adapter has no tensor ${key(name, 'bias')}; was it trained with the same target_modules and model?`);
-          if (src.shape.join() !== String(l.outF)) throw new ConfigError(`Adapter tensor ${key(name, 'bias')} has shape [${src.shape}], expected [${l.outF}]; was it trained on another model?`);
+          if (src.shape.join() !== String(l.outF))
+            throw new ConfigError(`Adapter tensor ${key(name, 'bias')} has shape [${src.shape}], expected [${l.outF}]; was it trained on another model?`);
           const w = files.tensors.get(key(name, 'weight'));
           if (w && w.shape.join() !== [l.outF, l.inF].join()) {
-            throw new ConfigError(`Adapter tensor ${key(name, 'weight')} has shape [${w.shape}], expected [${l.outF}, ${l.inF}]; was it trained on another model?`);
+            throw new ConfigError(
+              `Adapter tensor ${key(name, 'weight')} has shape [${w.shape}], expected [${l.outF}, ${l.inF}]; was it trained on another model?`,
+            );
           }
           e.write(l.bias, src.data);
         }
@@ -129,7 +147,7 @@ export const bitfit: PeftMethod = {
         for (const name of layers.keys()) {
           const proj = name.split('.').at(-1)!;
           const group = ATTENTION.includes(proj) ? ATTENTION : MLP;
-          const holds = group === ATTENTION ? (cfg.modelType === 'llama' || (cfg.attentionBias.qkv && proj !== 'o_proj')) : cfg.modelType === 'llama';
+          const holds = group === ATTENTION ? cfg.modelType === 'llama' || (cfg.attentionBias.qkv && proj !== 'o_proj') : cfg.modelType === 'llama';
           if (!holds) {
             throw new ConfigError(
               `bitfit cannot merge a bias on ${proj} into a ${cfg.modelType} checkpoint: its config.json has no flag for such a bias (llama has attention_bias / mlp_bias). Use the adapter folder instead of export_merged.`,

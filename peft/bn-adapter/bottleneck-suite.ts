@@ -37,7 +37,10 @@ export function randomizeAdapter(e: Engine, m: AttachedMethod, scale = 0.3, seed
   const r = rng(seed);
   for (const p of m.trainable()) {
     const aroundOne = /adapter_norm_after\.weight|\.scaling$/.test(p.name) || (/adapter_down\.0\.weight$/.test(p.name) && p.tensor.shape.length === 1);
-    e.write(p.tensor, randn(p.tensor.size, r, scale).map((v) => (aroundOne ? 1 + v : v)));
+    e.write(
+      p.tensor,
+      randn(p.tensor.size, r, scale).map((v) => (aroundOne ? 1 + v : v)),
+    );
   }
 }
 
@@ -65,13 +68,30 @@ export function bottleneckSuite(o: SuiteOptions): void {
     it(`is the registry's method for finetuning_type ${name}; PEFT-Factory's YAML keys validate`, () => {
       expect(resolveMethod({ finetuning_type: name })).toBe(method);
       const c = validateConfig({
-        model_name_or_path: 'stories260K', dataset: 'sst2', output_dir: 'out', finetuning_type: name,
-        mh_adapter: BN_DEFAULTS[name].mh, output_adapter: true, reduction_factor: 16, non_linearity: 'tanh', adapter_name: 'sst2',
+        model_name_or_path: 'stories260K',
+        dataset: 'sst2',
+        output_dir: 'out',
+        finetuning_type: name,
+        mh_adapter: BN_DEFAULTS[name].mh,
+        output_adapter: true,
+        reduction_factor: 16,
+        non_linearity: 'tanh',
+        adapter_name: 'sst2',
       });
       expect(c.finetuning_type).toBe(name);
       // Unset per-method options resolve to the method's defaults.
       const s = resolveBnSettings(name, validateConfig({ model_name_or_path: 'x', dataset: 'd', output_dir: 'out', finetuning_type: name }));
-      expect(s).toMatchObject({ reductionFactor: 16, nonLinearity: BN_DEFAULTS[name].nonLinearity, scaling: BN_DEFAULTS[name].scaling, init: BN_DEFAULTS[name].init, mh: BN_DEFAULTS[name].mh, out: true, parallel: BN_DEFAULTS[name].parallel, originalLnBefore: BN_DEFAULTS[name].olb, adapterName: 'default' });
+      expect(s).toMatchObject({
+        reductionFactor: 16,
+        nonLinearity: BN_DEFAULTS[name].nonLinearity,
+        scaling: BN_DEFAULTS[name].scaling,
+        init: BN_DEFAULTS[name].init,
+        mh: BN_DEFAULTS[name].mh,
+        out: true,
+        parallel: BN_DEFAULTS[name].parallel,
+        originalLnBefore: BN_DEFAULTS[name].olb,
+        adapterName: 'default',
+      });
     });
 
     for (const variant of o.variants) {
@@ -98,7 +118,13 @@ export function bottleneckSuite(o: SuiteOptions): void {
         randomizeAdapter(e, m, 0.4, 9);
         const files = await m.exportAdapter();
         const ids = [3, 14, 15, 9, 26, 5, 35, 8];
-        const want = bottleneckReferenceForward(cfg, new Map([...weights].map(([k, t]) => [k, t.data])), ids, resolveBnSettings(name, config), files.tensors).flatMap((r) => Array.from(r));
+        const want = bottleneckReferenceForward(
+          cfg,
+          new Map([...weights].map(([k, t]) => [k, t.data])),
+          ids,
+          resolveBnSettings(name, config),
+          files.tensors,
+        ).flatMap((r) => Array.from(r));
         const got = await logits(e, model, ids);
         const err = maxAbsDiff(got, want);
         expect(err, `${name} ${label}: max |Δlogit| vs float64 reference`).toBeLessThan(2e-4);
@@ -112,7 +138,8 @@ export function bottleneckSuite(o: SuiteOptions): void {
     it('trainable parameters: points × layers × (2·m·d + m + d), for stories260K and the SmolLM2-135M shape', async () => {
       const e = await gpuEngine();
       const model = await loadStories(e);
-      const d = model.config.hiddenSize, N = model.config.numLayers;
+      const d = model.config.hiddenSize,
+        N = model.config.numLayers;
       const m = method.attach({ e, model, config: {}, random: seededRandom(1) });
       const count = m.trainable().reduce((a, p) => a + p.tensor.size, 0);
       expect(bottleneckSize(d, 16)).toBe(4);
@@ -121,7 +148,9 @@ export function bottleneckSuite(o: SuiteOptions): void {
       m.detach();
       // LayerNorms and channel scaling add 2d, 2d and d per module.
       const m2 = method.attach({ e, model, config: { ln_before: true, ln_after: true, scaling: 'channel' }, random: seededRandom(1) });
-      expect(m2.trainable().reduce((a, p) => a + p.tensor.size, 0)).toBe(pointsPerLayer(name) * N * bottleneckModuleParams(d, 4, { lnBefore: true, lnAfter: true, channel: true }));
+      expect(m2.trainable().reduce((a, p) => a + p.tensor.size, 0)).toBe(
+        pointsPerLayer(name) * N * bottleneckModuleParams(d, 4, { lnBefore: true, lnAfter: true, channel: true }),
+      );
       m2.detach();
       model.dispose();
       const s = smollmConfig();
@@ -155,20 +184,67 @@ export function bottleneckSuite(o: SuiteOptions): void {
       const text = readFileSync(path.join(r.dir, 'adapter_config.json'), 'utf8');
       const cfg = JSON.parse(text);
       expect(Object.keys(cfg)).toEqual(['config', 'config_id', 'hidden_size', 'model_class', 'model_name', 'model_type', 'name', 'version']);
-      expect(cfg).toMatchObject({ hidden_size: 64, model_class: 'LlamaAdapterModel', model_name: 'stories260K', model_type: 'llama', name: 'sst2', version: 'adapters.1.2.0' });
+      expect(cfg).toMatchObject({
+        hidden_size: 64,
+        model_class: 'LlamaAdapterModel',
+        model_name: 'stories260K',
+        model_type: 'llama',
+        name: 'sst2',
+        version: 'adapters.1.2.0',
+      });
       expect(cfg.config_id).toMatch(/^[0-9a-f]{16}$/);
       expect(Object.keys(cfg.config)).toEqual([
-        'adapter_name', 'adapter_residual_before_ln', 'architecture', 'cross_adapter', 'dropout', 'factorized_phm_W', 'factorized_phm_rule',
-        'hypercomplex_nonlinearity', 'init_weights', 'init_weights_seed', 'inv_adapter', 'inv_adapter_reduction_factor', 'is_parallel',
-        'learn_phm', 'leave_out', 'ln_after', 'ln_before', 'mh_adapter', 'non_linearity', 'original_ln_after', 'original_ln_before',
-        'output_adapter', 'phm_bias', 'phm_c_init', 'phm_dim', 'phm_init_range', 'phm_layer', 'phm_rank', 'reduction_factor',
-        'residual_before_ln', 'scaling', 'shared_W_phm', 'shared_phm_rule', 'stochastic_depth', 'use_gating',
+        'adapter_name',
+        'adapter_residual_before_ln',
+        'architecture',
+        'cross_adapter',
+        'dropout',
+        'factorized_phm_W',
+        'factorized_phm_rule',
+        'hypercomplex_nonlinearity',
+        'init_weights',
+        'init_weights_seed',
+        'inv_adapter',
+        'inv_adapter_reduction_factor',
+        'is_parallel',
+        'learn_phm',
+        'leave_out',
+        'ln_after',
+        'ln_before',
+        'mh_adapter',
+        'non_linearity',
+        'original_ln_after',
+        'original_ln_before',
+        'output_adapter',
+        'phm_bias',
+        'phm_c_init',
+        'phm_dim',
+        'phm_init_range',
+        'phm_layer',
+        'phm_rank',
+        'reduction_factor',
+        'residual_before_ln',
+        'scaling',
+        'shared_W_phm',
+        'shared_phm_rule',
+        'stochastic_depth',
+        'use_gating',
       ]);
       const def = BN_DEFAULTS[name];
       expect(cfg.config).toMatchObject({
-        adapter_name: 'sst2', architecture: null, is_parallel: def.parallel, mh_adapter: def.mh, output_adapter: def.out,
-        original_ln_before: def.olb, original_ln_after: true, residual_before_ln: true, non_linearity: def.nonLinearity,
-        init_weights: def.init, reduction_factor: 16, scaling: def.scaling, leave_out: [],
+        adapter_name: 'sst2',
+        architecture: null,
+        is_parallel: def.parallel,
+        mh_adapter: def.mh,
+        output_adapter: def.out,
+        original_ln_before: def.olb,
+        original_ln_after: true,
+        residual_before_ln: true,
+        non_linearity: def.nonLinearity,
+        init_weights: def.init,
+        reduction_factor: 16,
+        scaling: def.scaling,
+        leave_out: [],
       });
       expect(text).toContain(`"scaling": ${def.scaling.toFixed(1)},`);
       expect(text).toContain('"dropout": 0.0,');
@@ -186,7 +262,13 @@ export function bottleneckSuite(o: SuiteOptions): void {
       const bin = readTorchZip(readFileSync(path.join(r.dir, 'pytorch_adapter.bin')));
       expect([...bin.keys()].sort()).toEqual([...expectedKeys].sort());
       for (const [k, t] of bin) {
-        const shape = k.endsWith('adapter_down.0.weight') ? [4, 64] : k.endsWith('adapter_down.0.bias') ? [4] : k.endsWith('adapter_up.weight') ? [64, 4] : [64];
+        const shape = k.endsWith('adapter_down.0.weight')
+          ? [4, 64]
+          : k.endsWith('adapter_down.0.bias')
+            ? [4]
+            : k.endsWith('adapter_up.weight')
+              ? [64, 4]
+              : [64];
         expect(t.shape, k).toEqual(shape);
       }
       const st = parseSafetensors(readFileSync(path.join(r.dir, 'adapter.safetensors')), 'adapter.safetensors');
@@ -222,8 +304,12 @@ export function bottleneckSuite(o: SuiteOptions): void {
       expect(() => attach({ adapter_name: 'my.adapter' })).toThrow(/adapter_name 'my\.adapter'.*without '\.'/);
       expect(() => attach({ mh_adapter: false, output_adapter: false })).toThrow(/both false.*Set at least one to true/);
       // The schema rejects wrong types and ranges before attach.
-      expect(() => validateConfig({ model_name_or_path: 'x', dataset: 'd', output_dir: 'out', finetuning_type: name, non_linearity: 'softplus' })).toThrow(/non_linearity: 'softplus' is not one of/);
-      expect(() => validateConfig({ model_name_or_path: 'x', dataset: 'd', output_dir: 'out', finetuning_type: name, dropout: 1.5 })).toThrow(/dropout: 1.5 is out of range/);
+      expect(() => validateConfig({ model_name_or_path: 'x', dataset: 'd', output_dir: 'out', finetuning_type: name, non_linearity: 'softplus' })).toThrow(
+        /non_linearity: 'softplus' is not one of/,
+      );
+      expect(() => validateConfig({ model_name_or_path: 'x', dataset: 'd', output_dir: 'out', finetuning_type: name, dropout: 1.5 })).toThrow(
+        /dropout: 1.5 is out of range/,
+      );
       // An import with a different bottleneck width names both sizes.
       const a = attach({ reduction_factor: 4 });
       const files = await a.exportAdapter();

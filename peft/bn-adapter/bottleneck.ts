@@ -40,7 +40,17 @@ import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { pythonJson } from 'peft-studio/methods/adapter-files';
 import { readOptions } from 'peft-studio/methods/options';
-import { gaussian, normal, uniform, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  gaussian,
+  normal,
+  uniform,
+  type AdapterFiles,
+  type AttachedMethod,
+  type HostTensor,
+  type MethodContext,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 import { bottleneckOptions, INIT_WEIGHTS, NON_LINEARITIES } from './config';
 import { sha1Hex } from './sha1';
 
@@ -48,10 +58,19 @@ export type BnMethodName = 'bn-adapter' | 'seq-bn-adapter' | 'par-adapter';
 type InitWeights = (typeof INIT_WEIGHTS)[number];
 
 /** Per-method defaults: the Adapters config class, with PEFT-Factory's reduction_factor 16. */
-export const BN_DEFAULTS: Record<BnMethodName, {
-  configClass: string; mh: boolean; out: boolean; olb: boolean; parallel: boolean;
-  nonLinearity: string; init: InitWeights; scaling: number;
-}> = {
+export const BN_DEFAULTS: Record<
+  BnMethodName,
+  {
+    configClass: string;
+    mh: boolean;
+    out: boolean;
+    olb: boolean;
+    parallel: boolean;
+    nonLinearity: string;
+    init: InitWeights;
+    scaling: number;
+  }
+> = {
   'bn-adapter': { configClass: 'DoubleSeqBnConfig', mh: true, out: true, olb: false, parallel: false, nonLinearity: 'swish', init: 'bert', scaling: 1.0 },
   'seq-bn-adapter': { configClass: 'SeqBnConfig', mh: false, out: true, olb: true, parallel: false, nonLinearity: 'relu', init: 'bert', scaling: 1.0 },
   'par-adapter': { configClass: 'ParBnConfig', mh: false, out: true, olb: false, parallel: true, nonLinearity: 'relu', init: 'mam_adapter', scaling: 4.0 },
@@ -89,19 +108,32 @@ export function resolveBnSettings(method: BnMethodName, c: Record<string, unknow
   if (scalingRaw === 'channel') scaling = 'channel';
   else if (typeof scalingRaw === 'number' && Number.isFinite(scalingRaw)) scaling = scalingRaw;
   else {
-    throw new ConfigError(`scaling ${JSON.stringify(scalingRaw)}: use a number (the fixed factor on the adapter output; ${def.scaling} for ${method})${scalingRaw === 'learned' ? '; a learned scalar scaling is not supported here' : ''}.`);
+    throw new ConfigError(
+      `scaling ${JSON.stringify(scalingRaw)}: use a number (the fixed factor on the adapter output; ${def.scaling} for ${method})${scalingRaw === 'learned' ? '; a learned scalar scaling is not supported here' : ''}.`,
+    );
   }
   const adapterName = o.adapter_name;
   if (!/^[^.\s/\\]+$/.test(adapterName)) {
-    throw new ConfigError(`adapter_name '${adapterName}': it becomes part of tensor keys (…adapters.<name>.…) and a folder name, so it must be non-empty without '.', '/', '\\' or spaces (e.g. 'sst2').`);
+    throw new ConfigError(
+      `adapter_name '${adapterName}': it becomes part of tensor keys (…adapters.<name>.…) and a folder name, so it must be non-empty without '.', '/', '\\' or spaces (e.g. 'sst2').`,
+    );
   }
   const mh = o.mh_adapter ?? def.mh;
   const out = o.output_adapter ?? def.out;
   if (!mh && !out) throw new ConfigError(`mh_adapter and output_adapter are both false: the ${method} would add no adapter. Set at least one to true.`);
   return {
-    method, reductionFactor: o.reduction_factor, nonLinearity: act, scaling, init: o.init_weights ?? def.init,
-    lnBefore: o.ln_before, lnAfter: o.ln_after, dropout: o.dropout, adapterName,
-    mh, out, parallel: def.parallel,
+    method,
+    reductionFactor: o.reduction_factor,
+    nonLinearity: act,
+    scaling,
+    init: o.init_weights ?? def.init,
+    lnBefore: o.ln_before,
+    lnAfter: o.ln_after,
+    dropout: o.dropout,
+    adapterName,
+    mh,
+    out,
+    parallel: def.parallel,
     originalLnBefore: o.original_ln_before ?? def.olb,
     residualBeforeLn: o.residual_before_ln,
     adapterResidualBeforeLn: o.adapter_residual_before_ln,
@@ -116,7 +148,10 @@ export function bottleneckSize(d: number, reductionFactor: number): number {
 type Point = 'attention' | 'output';
 const POINT_PREFIX: Record<Point, string> = { attention: 'attention_adapters', output: 'output_adapters' };
 
-interface LayerNormParams { w: Tensor; b: Tensor }
+interface LayerNormParams {
+  w: Tensor;
+  b: Tensor;
+}
 interface AdapterModule {
   prefix: string;
   lnBefore: LayerNormParams | null;
@@ -135,7 +170,8 @@ function truncNormal(n: number, std: number, random: () => number): Float32Array
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     let z: number;
-    do z = g(); while (Math.abs(z) > 2);
+    do z = g();
+    while (Math.abs(z) > 2);
     out[i] = std * z;
   }
   return out;
@@ -197,9 +233,20 @@ export function bnConfigDict(s: BnSettings): Record<string, unknown> {
 
 /** Defaults the library drops before hashing, so hashes match across its versions. */
 const HASH_IGNORE_DEFAULT: Record<string, unknown> = {
-  phm_layer: true, phm_dim: 4, factorized_phm_W: true, shared_W_phm: false, shared_phm_rule: true,
-  factorized_phm_rule: false, phm_c_init: 'normal', phm_init_range: 0.0001, learn_phm: true,
-  hypercomplex_nonlinearity: 'glorot-uniform', phm_rank: 1, phm_bias: true, init_weights: 'bert', scaling: 1.0,
+  phm_layer: true,
+  phm_dim: 4,
+  factorized_phm_W: true,
+  shared_W_phm: false,
+  shared_phm_rule: true,
+  factorized_phm_rule: false,
+  phm_c_init: 'normal',
+  phm_init_range: 0.0001,
+  learn_phm: true,
+  hypercomplex_nonlinearity: 'glorot-uniform',
+  phm_rank: 1,
+  phm_bias: true,
+  init_weights: 'bert',
+  scaling: 1.0,
 };
 
 /**
@@ -236,7 +283,9 @@ export function keysFromAdaptersConfig(file: Record<string, unknown>): Record<st
   if (!c || typeof c !== 'object' || Array.isArray(c) || file.peft_type !== undefined) return null;
   if (!('architecture' in c) || !('reduction_factor' in c || 'mh_adapter' in c)) return null;
   if (c.architecture !== null && c.architecture !== 'bottleneck') {
-    throw new ConfigError(`This Adapters-library adapter has architecture '${String(c.architecture)}'; only bottleneck adapters (architecture null: Houlsby, Pfeiffer, parallel) load here.`);
+    throw new ConfigError(
+      `This Adapters-library adapter has architecture '${String(c.architecture)}'; only bottleneck adapters (architecture null: Houlsby, Pfeiffer, parallel) load here.`,
+    );
   }
   const unsupported: string[] = [];
   if (c.phm_layer) unsupported.push('phm_layer (Compacter)');
@@ -245,7 +294,8 @@ export function keysFromAdaptersConfig(file: Record<string, unknown>): Record<st
   if (Array.isArray(c.leave_out) && c.leave_out.length > 0) unsupported.push('leave_out');
   if (c.reduction_factor !== undefined && typeof c.reduction_factor !== 'number') unsupported.push('a per-layer reduction_factor mapping');
   if (c.original_ln_after === false) unsupported.push('original_ln_after false');
-  if (unsupported.length) throw new ConfigError(`This Adapters-library adapter uses ${unsupported.join(', ')}, which PEFT Studio's bottleneck adapters do not implement.`);
+  if (unsupported.length)
+    throw new ConfigError(`This Adapters-library adapter uses ${unsupported.join(', ')}, which PEFT Studio's bottleneck adapters do not implement.`);
   const method: BnMethodName = c.is_parallel ? 'par-adapter' : c.original_ln_before ? 'seq-bn-adapter' : 'bn-adapter';
   let act = c.non_linearity;
   // Configs written before the library versioned them spell gelu_new 'gelu' and gelu 'gelu_orig'.
@@ -259,7 +309,7 @@ export function keysFromAdaptersConfig(file: Record<string, unknown>): Record<st
     ln_before: !!c.ln_before,
     ln_after: !!c.ln_after,
     dropout: c.dropout ?? 0,
-    adapter_name: typeof file.name === 'string' ? file.name : c.adapter_name ?? 'default',
+    adapter_name: typeof file.name === 'string' ? file.name : (c.adapter_name ?? 'default'),
     mh_adapter: !!c.mh_adapter,
     output_adapter: !!c.output_adapter,
     original_ln_before: !!c.original_ln_before,
@@ -270,9 +320,21 @@ export function keysFromAdaptersConfig(file: Record<string, unknown>): Record<st
 
 /** The PeftMethod of one of the three folders. */
 const BN_INFO: Record<BnMethodName, { label: string; description: string; order: number }> = {
-  'bn-adapter': { label: 'Bottleneck adapter (Houlsby)', description: 'Trained bottleneck MLPs (down, activation, up) after the attention and MLP blocks of every layer.', order: 17 },
-  'seq-bn-adapter': { label: 'Sequential adapter (Pfeiffer)', description: 'One trained bottleneck MLP after the MLP block of every layer, fed the block output plus the residual stream.', order: 17.1 },
-  'par-adapter': { label: 'Parallel adapter', description: 'A trained bottleneck MLP beside the MLP block of every layer, fed the residual stream and added to the MLP output.', order: 17.2 },
+  'bn-adapter': {
+    label: 'Bottleneck adapter (Houlsby)',
+    description: 'Trained bottleneck MLPs (down, activation, up) after the attention and MLP blocks of every layer.',
+    order: 17,
+  },
+  'seq-bn-adapter': {
+    label: 'Sequential adapter (Pfeiffer)',
+    description: 'One trained bottleneck MLP after the MLP block of every layer, fed the block output plus the residual stream.',
+    order: 17.1,
+  },
+  'par-adapter': {
+    label: 'Parallel adapter',
+    description: 'A trained bottleneck MLP beside the MLP block of every layer, fed the residual stream and added to the MLP output.',
+    order: 17.2,
+  },
 };
 
 export function bottleneckMethod(name: BnMethodName): PeftMethod {
@@ -325,7 +387,8 @@ function attachBottleneck(ctx: MethodContext, s: BnSettings): AttachedMethod {
       const down = `${prefix}.adapter_down.${s.lnBefore ? 1 : 0}`;
       const w = initWeights(s.init, m, d, ctx.random);
       modules.set(`${l}:${pt}`, {
-        prefix, lnBefore,
+        prefix,
+        lnBefore,
         Wd: param(w.Wd, [m, d], `${down}.weight`),
         bd: param(new Float32Array(m), [m], `${down}.bias`),
         Wu: param(w.Wu, [d, m], `${prefix}.adapter_up.weight`),
@@ -336,7 +399,8 @@ function attachBottleneck(ctx: MethodContext, s: BnSettings): AttachedMethod {
     }
   }
   // A fixed scaling other than 1 multiplies through a constant vector (mulVec's gradient into it is skipped).
-  const fixedScale = typeof s.scaling === 'number' && s.scaling !== 1 ? e.persist(e.upload(new Float32Array(d).fill(s.scaling), [d], 'bn_adapter.scaling')) : null;
+  const fixedScale =
+    typeof s.scaling === 'number' && s.scaling !== 1 ? e.persist(e.upload(new Float32Array(d).fill(s.scaling), [d], 'bn_adapter.scaling')) : null;
   if (fixedScale) owned.push(fixedScale);
 
   /** dropout((act(LNb?(z) Wdᵀ + bd) Wuᵀ + bu) · scaling): the module output before ln_after and residuals. */
@@ -399,7 +463,11 @@ function attachBottleneck(ctx: MethodContext, s: BnSettings): AttachedMethod {
       const out: TrainableParam[] = [];
       for (const mod of modules.values()) {
         // HF decay groups: linear weights and the scaling vector decay; biases and LayerNorm parameters do not.
-        if (mod.lnBefore) out.push({ name: `${mod.prefix}.adapter_down.0.weight`, tensor: mod.lnBefore.w, decay: false }, { name: `${mod.prefix}.adapter_down.0.bias`, tensor: mod.lnBefore.b, decay: false });
+        if (mod.lnBefore)
+          out.push(
+            { name: `${mod.prefix}.adapter_down.0.weight`, tensor: mod.lnBefore.w, decay: false },
+            { name: `${mod.prefix}.adapter_down.0.bias`, tensor: mod.lnBefore.b, decay: false },
+          );
         const down = `${mod.prefix}.adapter_down.${mod.lnBefore ? 1 : 0}`;
         out.push(
           { name: `${down}.weight`, tensor: mod.Wd, decay: true },
@@ -407,7 +475,11 @@ function attachBottleneck(ctx: MethodContext, s: BnSettings): AttachedMethod {
           { name: `${mod.prefix}.adapter_up.weight`, tensor: mod.Wu, decay: true },
           { name: `${mod.prefix}.adapter_up.bias`, tensor: mod.bu, decay: false },
         );
-        if (mod.lnAfter) out.push({ name: `${mod.prefix}.adapter_norm_after.weight`, tensor: mod.lnAfter.w, decay: false }, { name: `${mod.prefix}.adapter_norm_after.bias`, tensor: mod.lnAfter.b, decay: false });
+        if (mod.lnAfter)
+          out.push(
+            { name: `${mod.prefix}.adapter_norm_after.weight`, tensor: mod.lnAfter.w, decay: false },
+            { name: `${mod.prefix}.adapter_norm_after.bias`, tensor: mod.lnAfter.b, decay: false },
+          );
         if (mod.channel) out.push({ name: `${mod.prefix}.scaling`, tensor: mod.channel, decay: true });
       }
       return out;
@@ -444,10 +516,14 @@ function attachBottleneck(ctx: MethodContext, s: BnSettings): AttachedMethod {
         const hit = /^model\.layers\.(\d+)\.(\w+)\.adapters\.[^.]+\.(.+)$/.exec(key)!;
         const src = byPlace.get(`${hit[1]}.${hit[2]}.${hit[3]}`);
         if (!src) {
-          throw new ConfigError(`The adapter has no tensor for ${key}; was it trained with the same ${s.method} placement (mh_adapter ${s.mh}, output_adapter ${s.out}), ln_before ${s.lnBefore} and model?`);
+          throw new ConfigError(
+            `The adapter has no tensor for ${key}; was it trained with the same ${s.method} placement (mh_adapter ${s.mh}, output_adapter ${s.out}), ln_before ${s.lnBefore} and model?`,
+          );
         }
         if (src.shape.join() !== t.shape.join()) {
-          throw new ConfigError(`Adapter tensor ${key} has shape [${src.shape}], expected [${t.shape}] (hidden size ${d}, reduction_factor ${s.reductionFactor} → bottleneck ${m}).`);
+          throw new ConfigError(
+            `Adapter tensor ${key} has shape [${src.shape}], expected [${t.shape}] (hidden size ${d}, reduction_factor ${s.reductionFactor} → bottleneck ${m}).`,
+          );
         }
         e.write(t, src.data);
       }

@@ -13,18 +13,30 @@ export function sha1Hex(bytes: Uint8Array): string {
   const dv = new DataView(buf.buffer);
   dv.setUint32(total - 8, Math.floor((n * 8) / 2 ** 32), false);
   dv.setUint32(total - 4, (n * 8) >>> 0, false);
-  let h0 = 0x67452301, h1 = 0xefcdab89, h2 = 0x98badcfe, h3 = 0x10325476, h4 = 0xc3d2e1f0;
+  let h0 = 0x67452301,
+    h1 = 0xefcdab89,
+    h2 = 0x98badcfe,
+    h3 = 0x10325476,
+    h4 = 0xc3d2e1f0;
   const w = new Uint32Array(80);
   const rotl = (x: number, k: number) => (x << k) | (x >>> (32 - k));
   for (let off = 0; off < total; off += 64) {
     for (let t = 0; t < 16; t++) w[t] = dv.getUint32(off + 4 * t, false);
     for (let t = 16; t < 80; t++) w[t] = rotl(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
-    let a = h0, b = h1, c = h2, d = h3, e = h4;
+    let a = h0,
+      b = h1,
+      c = h2,
+      d = h3,
+      e = h4;
     for (let t = 0; t < 80; t++) {
-      const [f, k] = t < 20 ? [(b & c) | (~b & d), 0x5a827999]
-        : t < 40 ? [b ^ c ^ d, 0x6ed9eba1]
-        : t < 60 ? [(b & c) | (b & d) | (c & d), 0x8f1bbcdc]
-        : [b ^ c ^ d, 0xca62c1d6];
+      const [f, k] =
+        t < 20
+          ? [(b & c) | (~b & d), 0x5a827999]
+          : t < 40
+            ? [b ^ c ^ d, 0x6ed9eba1]
+            : t < 60
+              ? [(b & c) | (b & d) | (c & d), 0x8f1bbcdc]
+              : [b ^ c ^ d, 0xca62c1d6];
       const tmp = (rotl(a, 5) + f + e + k + w[t]) >>> 0;
       e = d;
       d = c;

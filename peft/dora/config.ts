@@ -5,6 +5,12 @@
  */
 import type { OptionSpec } from 'peft-studio/config/schema';
 
-export const useDora = { key: 'use_dora', type: 'bool', default: false, group: 'dora', help: 'DoRA: weight-decomposed LoRA (a trained magnitude per output row). With finetuning_type lora, selects DoRA.' } as const satisfies OptionSpec;
+export const useDora = {
+  key: 'use_dora',
+  type: 'bool',
+  default: false,
+  group: 'dora',
+  help: 'DoRA: weight-decomposed LoRA (a trained magnitude per output row). With finetuning_type lora, selects DoRA.',
+} as const satisfies OptionSpec;
 
 export const doraOptions = [useDora] as const satisfies readonly OptionSpec[];

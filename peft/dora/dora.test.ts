@@ -22,8 +22,13 @@ type Shape = { hiddenSize: number; intermediateSize: number; numHeads: number; n
 function doraCount(cfg: Shape, r: number, targets: string[]) {
   const { hiddenSize: d, intermediateSize: f, numHeads: h, numKvHeads: kv, headDim: hd, numLayers: N } = cfg;
   const shapes: Record<string, [number, number]> = {
-    q_proj: [h * hd, d], k_proj: [kv * hd, d], v_proj: [kv * hd, d], o_proj: [d, h * hd],
-    gate_proj: [f, d], up_proj: [f, d], down_proj: [d, f],
+    q_proj: [h * hd, d],
+    k_proj: [kv * hd, d],
+    v_proj: [kv * hd, d],
+    o_proj: [d, h * hd],
+    gate_proj: [f, d],
+    up_proj: [f, d],
+    down_proj: [d, f],
   };
   return N * targets.reduce((a, t) => a + r * (shapes[t][0] + shapes[t][1]) + shapes[t][0], 0);
 }
@@ -37,7 +42,10 @@ async function perturb(e: Engine, m: { trainable(): { name: string; tensor: Tens
     if (p.name.includes('lora_B')) e.write(p.tensor, randn(p.tensor.size, r, 0.3));
     if (p.name.includes('magnitude')) {
       const v = await e.read(p.tensor);
-      e.write(p.tensor, v.map((x) => x * (0.8 + 0.4 * r())));
+      e.write(
+        p.tensor,
+        v.map((x) => x * (0.8 + 0.4 * r())),
+      );
     }
   }
 }
@@ -76,7 +84,20 @@ function oneLinear(e: Engine, O: number, I: number, seed: number, withBias: bool
 }
 
 /** §6 in float64: case B with mask scale d (all ones = case A with x_d = x). */
-function doraRef(x: Float64Array, W: ArrayLike<number>, b: ArrayLike<number> | null, A: ArrayLike<number>, B: ArrayLike<number>, m: ArrayLike<number>, s: number, M: number, O: number, I: number, R: number, mask: ArrayLike<number> | null) {
+function doraRef(
+  x: Float64Array,
+  W: ArrayLike<number>,
+  b: ArrayLike<number> | null,
+  A: ArrayLike<number>,
+  B: ArrayLike<number>,
+  m: ArrayLike<number>,
+  s: number,
+  M: number,
+  O: number,
+  I: number,
+  R: number,
+  mask: ArrayLike<number> | null,
+) {
   const WBA = new Float64Array(O * I);
   const n = new Float64Array(O);
   for (let o = 0; o < O; o++) {
@@ -93,7 +114,9 @@ function doraRef(x: Float64Array, W: ArrayLike<number>, b: ArrayLike<number> | n
   for (let t = 0; t < M; t++) {
     for (let o = 0; o < O; o++) {
       const g = m[o] / n[o];
-      let xw = 0, xdw = 0, xdwba = 0;
+      let xw = 0,
+        xdw = 0,
+        xdwba = 0;
       for (let i = 0; i < I; i++) {
         const xi = x[t * I + i];
         const xd = mask ? xi * mask[t * I + i] : xi;
@@ -109,7 +132,7 @@ function doraRef(x: Float64Array, W: ArrayLike<number>, b: ArrayLike<number> | n
 }
 
 describe('dora', () => {
-  it('is the registry\'s method for finetuning_type lora + use_dora, and loads use_dora adapters', () => {
+  it("is the registry's method for finetuning_type lora + use_dora, and loads use_dora adapters", () => {
     expect(builtinMethods.has('dora')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'lora', use_dora: true })).toBe(dora);
     expect(methodForAdapter({ peft_type: 'LORA', use_dora: true, r: 8, lora_alpha: 16, target_modules: ['q_proj'] }).method).toBe(dora);
@@ -117,13 +140,27 @@ describe('dora', () => {
 
   it('one linear: forward equals §6 in float64 (case A with bias, case B with dropout), gradients vs finite differences with n constant', async () => {
     const e = await gpuEngine();
-    const O = 12, I = 10, R = 3, M = 5, s = 2.5;
-    for (const [withBias, p] of [[true, 0], [false, 0.3]] as const) {
+    const O = 12,
+      I = 10,
+      R = 3,
+      M = 5,
+      s = 2.5;
+    for (const [withBias, p] of [
+      [true, 0],
+      [false, 0.3],
+    ] as const) {
       const lin = oneLinear(e, O, I, withBias ? 3 : 4, withBias);
-      const m = dora.attach({ e, model: lin.model, config: { lora_rank: R, lora_alpha: R * s, lora_target: ['lin'], lora_dropout: p, seed: 42 }, random: seededRandom(5) });
+      const m = dora.attach({
+        e,
+        model: lin.model,
+        config: { lora_rank: R, lora_alpha: R * s, lora_target: ['lin'], lora_dropout: p, seed: 42 },
+        random: seededRandom(5),
+      });
       await perturb(e, m, 7);
       const [A, B, mag] = m.trainable();
-      const Av = await e.read(A.tensor), Bv = await e.read(B.tensor), mv = await e.read(mag.tensor);
+      const Av = await e.read(A.tensor),
+        Bv = await e.read(B.tensor),
+        mv = await e.read(mag.tensor);
       const x = randn(M * I, rng(11));
       // Training forward (tape on): case B when p > 0. The mask's seed is a function of (seed 42, micro-batch 3, call site).
       e.beginScope();
@@ -156,10 +193,12 @@ describe('dora', () => {
       for (let k = 0; k < 4; k++) {
         const g = await e.read(grads[k]);
         const h = 1e-5;
-        let worst = 0, gmax = 0;
+        let worst = 0,
+          gmax = 0;
         for (const v of g) gmax = Math.max(gmax, Math.abs(v));
         for (let i = 0; i < g.length; i++) {
-          const plus = base.map((a) => a.slice()), minus = base.map((a) => a.slice());
+          const plus = base.map((a) => a.slice()),
+            minus = base.map((a) => a.slice());
           plus[k][i] += h;
           minus[k][i] -= h;
           const fd = (loss(plus[0], plus[1], plus[2], plus[3]) - loss(minus[0], minus[1], minus[2], minus[3])) / (2 * h);
@@ -171,7 +210,8 @@ describe('dora', () => {
           const lossLive = (bb: Float64Array) => f(x64, Av, bb, mv).reduce((a, v, i) => a + v * G[i], 0);
           let dev = 0;
           for (let i = 0; i < g.length; i++) {
-            const plus = base[2].slice(), minus = base[2].slice();
+            const plus = base[2].slice(),
+              minus = base[2].slice();
             plus[i] += h;
             minus[i] -= h;
             dev = Math.max(dev, Math.abs((lossLive(plus) - lossLive(minus)) / (2 * h) - g[i]));
@@ -210,7 +250,10 @@ describe('dora', () => {
   it('trainable parameters equal r·(in + out) + out per target, for stories260K and the SmolLM2-135M shape', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    for (const [targets, want] of [[['q_proj', 'v_proj'], 8960 + 480], [ALL, 46240 + 3000]] as const) {
+    for (const [targets, want] of [
+      [['q_proj', 'v_proj'], 8960 + 480],
+      [ALL, 46240 + 3000],
+    ] as const) {
       const m = dora.attach({ e, model, config: { lora_rank: 8, lora_target: [...targets] }, random: seededRandom(1) });
       const count = m.trainable().reduce((a, p) => a + p.tensor.size, 0);
       expect(count).toBe(doraCount(model.config, 8, [...targets]));
@@ -224,7 +267,7 @@ describe('dora', () => {
     model.dispose();
   });
 
-  it('init is a no-op: m = ‖W_o‖ per output row and the logits equal the base model\'s', async () => {
+  it("init is a no-op: m = ‖W_o‖ per output row and the logits equal the base model's", async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
     const ids = [1, 403, 407, 261, 378];
@@ -261,7 +304,11 @@ describe('dora', () => {
     // Names and shapes (stories260K: q 64×64, v 32×64, down 64×172).
     const want = new Map<string, number[]>();
     for (let l = 0; l < 5; l++) {
-      for (const [mod, out, inF] of [['self_attn.q_proj', 64, 64], ['self_attn.v_proj', 32, 64], ['mlp.down_proj', 64, 172]] as const) {
+      for (const [mod, out, inF] of [
+        ['self_attn.q_proj', 64, 64],
+        ['self_attn.v_proj', 32, 64],
+        ['mlp.down_proj', 64, 172],
+      ] as const) {
         const p = `base_model.model.model.layers.${l}.${mod}`;
         want.set(`${p}.lora_A.weight`, [8, inF]);
         want.set(`${p}.lora_B.weight`, [out, 8]);
@@ -278,7 +325,19 @@ describe('dora', () => {
     expect(c.target_modules).toEqual(['down_proj', 'q_proj', 'v_proj']);
     expect(c.init_lora_weights).toBe(true);
     expect(c.base_model_name_or_path).toBe('stories260K');
-    for (const k of ['alpha_pattern', 'bias', 'fan_in_fan_out', 'inference_mode', 'lora_dropout', 'rank_pattern', 'task_type', 'use_rslora', 'use_qalora', 'lora_bias', 'peft_version']) {
+    for (const k of [
+      'alpha_pattern',
+      'bias',
+      'fan_in_fan_out',
+      'inference_mode',
+      'lora_dropout',
+      'rank_pattern',
+      'task_type',
+      'use_rslora',
+      'use_qalora',
+      'lora_bias',
+      'peft_version',
+    ]) {
       expect(c, k).toHaveProperty(k);
     }
     m.detach();
@@ -310,7 +369,21 @@ function normsOf(W: ArrayLike<number>, A: ArrayLike<number>, B: ArrayLike<number
 }
 
 /** The same formula written as PEFT's case B, with an optional fixed norm (for finite differences). */
-function doraRefFixed(x: Float64Array, W: ArrayLike<number>, b: ArrayLike<number> | null, A: ArrayLike<number>, B: ArrayLike<number>, m: ArrayLike<number>, s: number, M: number, O: number, I: number, R: number, mask: ArrayLike<number> | null, nFixed?: Float64Array) {
+function doraRefFixed(
+  x: Float64Array,
+  W: ArrayLike<number>,
+  b: ArrayLike<number> | null,
+  A: ArrayLike<number>,
+  B: ArrayLike<number>,
+  m: ArrayLike<number>,
+  s: number,
+  M: number,
+  O: number,
+  I: number,
+  R: number,
+  mask: ArrayLike<number> | null,
+  nFixed?: Float64Array,
+) {
   const n = nFixed ?? normsOf(W, A, B, s, O, I, R);
   const y = new Float64Array(M * O);
   for (let t = 0; t < M; t++) {
@@ -318,7 +391,9 @@ function doraRefFixed(x: Float64Array, W: ArrayLike<number>, b: ArrayLike<number
     const h = Array.from({ length: R }, (_, j) => xd.reduce((a, v, i) => a + v * A[j * I + i], 0));
     for (let o = 0; o < O; o++) {
       const g = m[o] / n[o];
-      let xw = 0, xdw = 0, lora = 0;
+      let xw = 0,
+        xdw = 0,
+        lora = 0;
       for (let i = 0; i < I; i++) {
         xw += x[t * I + i] * W[o * I + i];
         xdw += xd[i] * W[o * I + i];

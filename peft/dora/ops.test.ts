@@ -12,14 +12,25 @@ describe('dora ops', () => {
     await e.compileCheck(wgsl, 'dora.wgsl');
   });
 
-  for (const [O, I, R] of [[1, 1, 1], [5, 7, 3], [32, 64, 8], [172, 64, 8], [64, 172, 4], [70, 9, 16]]) {
+  for (const [O, I, R] of [
+    [1, 1, 1],
+    [5, 7, 3],
+    [32, 64, 8],
+    [172, 64, 8],
+    [64, 172, 4],
+    [70, 9, 16],
+  ]) {
     it(`doraNorm O=${O} I=${I} R=${R} matches ‖W + s·BA‖ per row (float64)`, async () => {
       const e = await gpuEngine();
       const r = rng(O * 31 + I * 7 + R);
-      const W = randn(O * I, r, 0.3), A = randn(R * I, r, 0.3), B = randn(O * R, r, 0.2);
+      const W = randn(O * I, r, 0.3),
+        A = randn(R * I, r, 0.3),
+        B = randn(O * R, r, 0.2);
       const s = 1.7;
       e.beginScope();
-      const Wt = e.upload(W, [O, I]), At = e.upload(A, [R, I]), Bt = e.upload(B, [O, R]);
+      const Wt = e.upload(W, [O, I]),
+        At = e.upload(A, [R, I]),
+        Bt = e.upload(B, [O, R]);
       const w2 = doraRowSqNorm(e, Wt);
       const got = await e.read(doraNorm(e, w2, Wt, At, Bt, s));
       const want = doraNormCpu(W, A, B, s, O, I, R);
@@ -31,7 +42,12 @@ describe('dora ops', () => {
     });
   }
 
-  for (const [M, O] of [[1, 1], [3, 5], [7, 64], [33, 172]]) {
+  for (const [M, O] of [
+    [1, 1],
+    [3, 5],
+    [7, 64],
+    [33, 172],
+  ]) {
     it(`doraScale case A (y = b + g(V − b)) M=${M} O=${O}: forward and gradients of V and m`, async () => {
       const e = await gpuEngine();
       const r = rng(M * 13 + O);
@@ -73,8 +89,11 @@ describe('dora ops', () => {
   it('doraScaleRows scales each row of W by m/n (merge)', async () => {
     const e = await gpuEngine();
     const r = rng(5);
-    const O = 13, I = 9;
-    const W = randn(O * I, r), m = positive(O, r), n = positive(O, r);
+    const O = 13,
+      I = 9;
+    const W = randn(O * I, r),
+      m = positive(O, r),
+      n = positive(O, r);
     e.beginScope();
     const Wt = e.upload(W, [O, I]);
     doraScaleRows(e, Wt, e.upload(m, [O]), e.upload(n, [O]));

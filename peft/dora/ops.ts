@@ -41,7 +41,9 @@ export function doraNorm(e: Engine, w2: Tensor, W: Tensor, A: Tensor, B: Tensor,
   matmulKernel(e, G, A, A, R, R, I, { transB: true });
   const n = e.empty([O], 'dora.norm');
   e.dispatch(
-    code, 'dora_norm', params(O, I, R, 0, { f: s }),
+    code,
+    'dora_norm',
+    params(O, I, R, 0, { f: s }),
     [{ tensor: w2 }, { tensor: B }, { tensor: C }, { tensor: G }, { tensor: n, write: true }],
     grid1d(e, O, 64),
   );
@@ -68,10 +70,14 @@ export interface DoraScaleInputs {
 /** y = R + (g − 1)(U − β) + g V with g = m / n per output feature (last dim). */
 export function doraScale(e: Engine, x: DoraScaleInputs, name = 'dora'): Tensor {
   const { V, m, n } = x;
-  const R = x.R ?? null, U = x.U ?? null, bias = x.bias ?? null;
+  const R = x.R ?? null,
+    U = x.U ?? null,
+    bias = x.bias ?? null;
   const O = V.shape[V.shape.length - 1];
   if (m.size !== O || n.size !== O || (bias && bias.size !== O)) {
-    throw new Error(`doraScale ${name}: m [${m.shape}], n [${n.shape}]${bias ? `, bias [${bias.shape}]` : ''} must have the ${O} output features of V [${V.shape}]`);
+    throw new Error(
+      `doraScale ${name}: m [${m.shape}], n [${n.shape}]${bias ? `, bias [${bias.shape}]` : ''} must have the ${O} output features of V [${V.shape}]`,
+    );
   }
   if (R) sameShape(`doraScale ${name}`, V, R, 'V', 'R');
   if (U) sameShape(`doraScale ${name}`, V, U, 'V', 'U');
@@ -80,7 +86,9 @@ export function doraScale(e: Engine, x: DoraScaleInputs, name = 'dora'): Tensor 
   const flags = (R ? 1 : 0) | (U ? 2 : 0) | (bias ? 4 : 0);
   const y = e.empty(V.shape, name);
   e.dispatch(
-    code, 'dora_scale_forward', params(N, O, M, flags, { f: 0 }),
+    code,
+    'dora_scale_forward',
+    params(N, O, M, flags, { f: 0 }),
     [{ tensor: V }, { tensor: m }, { tensor: n }, { tensor: R ?? V }, { tensor: U ?? V }, { tensor: bias ?? V }, { tensor: y, write: true }],
     grid1d(e, N),
   );
@@ -91,12 +99,20 @@ export function doraScale(e: Engine, x: DoraScaleInputs, name = 'dora'): Tensor 
       if (!dy) return;
       if (R?.requiresGrad) accumulateKernel(e, R.gradOrZeros(), dy, N);
       const into = (t: Tensor, mode: number) =>
-        e.dispatch(code, 'dora_scale_backward_x', params(N, O, M, mode, { f: 0 }), [{ tensor: dy }, { tensor: m }, { tensor: n }, { tensor: t.gradOrZeros(), write: true }], grid1d(e, N));
+        e.dispatch(
+          code,
+          'dora_scale_backward_x',
+          params(N, O, M, mode, { f: 0 }),
+          [{ tensor: dy }, { tensor: m }, { tensor: n }, { tensor: t.gradOrZeros(), write: true }],
+          grid1d(e, N),
+        );
       if (V.requiresGrad) into(V, 0);
       if (U?.requiresGrad) into(U, 1);
       if (m.requiresGrad) {
         e.dispatch(
-          code, 'dora_scale_backward_m', params(O, O, M, flags, { f: 0 }),
+          code,
+          'dora_scale_backward_m',
+          params(O, O, M, flags, { f: 0 }),
           [{ tensor: dy }, { tensor: V }, { tensor: U ?? V }, { tensor: bias ?? V }, { tensor: n }, { tensor: m.gradOrZeros(), write: true }],
           grid1d(e, O, 64),
         );
@@ -132,8 +148,13 @@ export function doraNormCpu(W: ArrayLike<number>, A: ArrayLike<number>, B: Array
 
 /** y = R + (g − 1)(U − β) + g V, g = m / n; absent inputs are zero. */
 export function doraScaleCpu(
-  V: ArrayLike<number>, m: ArrayLike<number>, n: ArrayLike<number>, O: number,
-  R?: ArrayLike<number> | null, U?: ArrayLike<number> | null, bias?: ArrayLike<number> | null,
+  V: ArrayLike<number>,
+  m: ArrayLike<number>,
+  n: ArrayLike<number>,
+  O: number,
+  R?: ArrayLike<number> | null,
+  U?: ArrayLike<number> | null,
+  bias?: ArrayLike<number> | null,
 ): Float64Array {
   const y = new Float64Array(V.length);
   for (let i = 0; i < V.length; i++) {

@@ -142,7 +142,13 @@ describe('full', () => {
       const want = Float64Array.from(before.get(p.name)!);
       const wd = isDecayParam(p.name) ? opts.weightDecay : 0;
       adamwCpu(want, grads.get(p.name)!, new Float64Array(want.length), new Float64Array(want.length), {
-        lr: opts.learningRate, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: wd, step: 1, gradScaleValue: clip,
+        lr: opts.learningRate,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weightDecay: wd,
+        step: 1,
+        gradScaleValue: clip,
       });
       const got = await e.read(p.tensor);
       for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
@@ -166,7 +172,7 @@ describe('full', () => {
     model.dispose();
   });
 
-  it('exports an HF model folder (the checkpoint\'s names and shapes) that loads back to the same logits', async () => {
+  it("exports an HF model folder (the checkpoint's names and shapes) that loads back to the same logits", async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
     const m = full.attach({ e, model, config: { model_name_or_path: 'stories260K' }, random: seededRandom(1) });
@@ -179,7 +185,14 @@ describe('full', () => {
     const original = parseSafetensors(new Uint8Array(readFileSync(path.join(storiesDir(), 'model.safetensors'))), 'stories260K');
     expect([...files.tensors.keys()].sort()).toEqual([...original.tensors.keys()].sort());
     for (const [k, v] of files.tensors) expect(v.shape).toEqual(original.tensors.get(k)!.shape);
-    expect(files.config).toMatchObject({ export_format: 'hf_model', weights_file: 'model.safetensors', finetuning_type: 'full', base_model_name_or_path: 'stories260K', tie_word_embeddings: true, num_parameters: 260_032 });
+    expect(files.config).toMatchObject({
+      export_format: 'hf_model',
+      weights_file: 'model.safetensors',
+      finetuning_type: 'full',
+      base_model_name_or_path: 'stories260K',
+      tie_word_embeddings: true,
+      num_parameters: 260_032,
+    });
     // As a folder: model.safetensors + the base config.json loads with the ordinary loader.
     const folder = memorySource({
       'config.json': new Uint8Array(readFileSync(path.join(storiesDir(), 'config.json'))),

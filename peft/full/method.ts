@@ -49,7 +49,9 @@ export function importModelWeights(e: Engine, model: LlamaModel, files: AdapterF
   const weights = modelWeights(model);
   const missing = weights.filter(([name]) => !files.tensors.has(name)).map(([name]) => name);
   if (missing.length) {
-    throw new ConfigError(`The checkpoint lacks ${missing.length} weight(s) of this model, e.g. ${missing.slice(0, 3).join(', ')}; was it exported from the same architecture?`);
+    throw new ConfigError(
+      `The checkpoint lacks ${missing.length} weight(s) of this model, e.g. ${missing.slice(0, 3).join(', ')}; was it exported from the same architecture?`,
+    );
   }
   for (const [name, t] of weights) {
     const src = files.tensors.get(name)!;

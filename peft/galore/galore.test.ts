@@ -61,10 +61,11 @@ async function logits(e: Engine, model: LlamaModel, ids: number[]): Promise<Floa
 /** C [M, N] = A [M, K] B [K, N]. */
 function mm(A: ArrayLike<number>, B: ArrayLike<number>, M: number, K: number, N: number): Float64Array {
   const C = new Float64Array(M * N);
-  for (let i = 0; i < M; i++) for (let k = 0; k < K; k++) {
-    const a = A[i * K + k];
-    for (let j = 0; j < N; j++) C[i * N + j] += a * B[k * N + j];
-  }
+  for (let i = 0; i < M; i++)
+    for (let k = 0; k < K; k++) {
+      const a = A[i * K + k];
+      for (let j = 0; j < N; j++) C[i * N + j] += a * B[k * N + j];
+    }
   return C;
 }
 
@@ -74,11 +75,34 @@ function tr(A: ArrayLike<number>, M: number, N: number): Float64Array {
   return T;
 }
 
-interface RefState { L: Float64Array | null; R: Float64Array | null; m: Float64Array | null; v: Float64Array | null }
+interface RefState {
+  L: Float64Array | null;
+  R: Float64Array | null;
+  m: Float64Array | null;
+  v: Float64Array | null;
+}
 
 /** One galore_torch.AdamW step on W [rows, cols] with gradient G, clip c, 1-based step t. */
-function galoreStepRef(W: Float64Array, G: Float32Array, c: number, t: number, st: RefState,
-  o: { rows: number; cols: number; rank: number; gap: number; scale: number; projType: GaloreProjType; lr: number; wd: number; b1: number; b2: number; eps: number }) {
+function galoreStepRef(
+  W: Float64Array,
+  G: Float32Array,
+  c: number,
+  t: number,
+  st: RefState,
+  o: {
+    rows: number;
+    cols: number;
+    rank: number;
+    gap: number;
+    scale: number;
+    projType: GaloreProjType;
+    lr: number;
+    wd: number;
+    b1: number;
+    b2: number;
+    eps: number;
+  },
+) {
   const { rows: M, cols: N } = o;
   const r = Math.min(o.rank, M, N);
   const side = o.projType === 'std' ? (M >= N ? 'right' : 'left') : o.projType === 'reverse_std' ? (M >= N ? 'left' : 'right') : o.projType;
@@ -120,26 +144,46 @@ describe('galore', () => {
     const shapes = projShapes(smollmConfig());
     const side = (t: GaloreProjType) => Object.fromEntries(PROJ.map((p) => [p, galoreSide(t, ...shapes[p])]));
     expect(side('std')).toEqual({ q_proj: 'right', k_proj: 'left', v_proj: 'left', o_proj: 'right', gate_proj: 'right', up_proj: 'right', down_proj: 'left' });
-    expect(side('reverse_std')).toEqual({ q_proj: 'left', k_proj: 'right', v_proj: 'right', o_proj: 'left', gate_proj: 'left', up_proj: 'left', down_proj: 'right' });
+    expect(side('reverse_std')).toEqual({
+      q_proj: 'left',
+      k_proj: 'right',
+      v_proj: 'right',
+      o_proj: 'left',
+      gate_proj: 'left',
+      up_proj: 'left',
+      down_proj: 'right',
+    });
     for (const t of ['right', 'left', 'full'] as const) expect(Object.values(side(t)).every((s) => s === t)).toBe(true);
     expect(galoreStateShapes('std', 16, 172, 64)).toMatchObject({ side: 'right', r: 16, low: [172, 16], left: null, right: [16, 64] });
     expect(galoreStateShapes('std', 16, 64, 172)).toMatchObject({ side: 'left', r: 16, low: [16, 172], left: [64, 16], right: null });
     expect(galoreStateShapes('full', 16, 64, 172)).toMatchObject({ side: 'full', r: 16, low: [16, 16], left: [64, 16], right: [16, 172] });
     expect(galoreStateShapes('std', 100, 32, 64)).toMatchObject({ r: 32, low: [32, 64] }); // r ≤ min(m, n), as torch's thin SVD
-    const names = Array.from({ length: 2 }, (_, l) => PROJ.map((p) => `model.layers.${l}.${['gate_proj', 'up_proj', 'down_proj'].includes(p) ? 'mlp' : 'self_attn'}.${p}`)).flat();
+    const names = Array.from({ length: 2 }, (_, l) =>
+      PROJ.map((p) => `model.layers.${l}.${['gate_proj', 'up_proj', 'down_proj'].includes(p) ? 'mlp' : 'self_attn'}.${p}`),
+    ).flat();
     expect(galoreTargets(names, 'all')).toEqual(names);
     expect(galoreTargets(names, ['q_proj', 'v_proj']).length).toBe(4);
     expect(galoreTargets(names, 'mlp').length).toBe(6); // LLaMA-Factory: `target in name`
   });
 
   for (const [projType, pname] of [
-    ['std', 'mlp.gate_proj'], ['std', 'self_attn.k_proj'], ['reverse_std', 'mlp.down_proj'], ['full', 'mlp.up_proj'],
+    ['std', 'mlp.gate_proj'],
+    ['std', 'self_attn.k_proj'],
+    ['reverse_std', 'mlp.down_proj'],
+    ['full', 'mlp.up_proj'],
   ] as const) {
     it(`GaLore steps match §11 in float64: ${projType} on ${pname}, refresh at t = 0, gap, 2·gap`, async () => {
       const e = await gpuEngine();
       const model = tinyModel(e, { num_hidden_layers: 1 });
-      const rank = 4, gap = 2, scale = 0.25;
-      const m = galore.attach({ e, model, config: { galore_rank: rank, galore_update_interval: gap, galore_scale: scale, galore_proj_type: projType, galore_target: 'all' }, random: seededRandom(1) });
+      const rank = 4,
+        gap = 2,
+        scale = 0.25;
+      const m = galore.attach({
+        e,
+        model,
+        config: { galore_rank: rank, galore_update_interval: gap, galore_scale: scale, galore_proj_type: projType, galore_target: 'all' },
+        random: seededRandom(1),
+      });
       const p = m.trainable().find((x) => x.name === `model.layers.0.${pname}.weight`)!;
       const [rows, cols] = p.tensor.shape;
       const W = Float64Array.from(await e.read(p.tensor));
@@ -148,7 +192,8 @@ describe('galore', () => {
       const grad = p.tensor.gradOrZeros();
       const clip = e.persist(e.empty([1], 'clip'));
       const r = rng(7);
-      const lrs = [1e-2, 5e-3, 2e-2, 1e-2, 1e-2], clips = [1, 0.5, 1, 0.25, 1];
+      const lrs = [1e-2, 5e-3, 2e-2, 1e-2, 1e-2],
+        clips = [1, 0.5, 1, 0.25, 1];
       // proj_type full: the refresh gives Ĝ = Lᵀ G Rᵀ = diag(S) plus float32 rounding noise off the
       // diagonal, and at t = 1 Adam maps noise ≫ eps to ±(1−β1)/√(1−β2) — ill-conditioned in float32 and
       // in torch alike, not a kernel error. There: eps 1e-6 (galore_torch's own default) and a 1e-3 bound.
@@ -174,18 +219,22 @@ describe('galore', () => {
         }
       }
       const got = await e.read(p.tensor);
-      let err = 0, moved = 0;
+      let err = 0,
+        moved = 0;
       for (let i = 0; i < W.length; i++) {
         err = Math.max(err, Math.abs(got[i] - W[i]));
         moved = Math.max(moved, Math.abs(W[i] - W0[i]));
       }
       const mGot = await e.read(p.state!().get('galore_exp_avg')!);
-      let mErr = 0, mMax = 0;
+      let mErr = 0,
+        mMax = 0;
       for (let i = 0; i < mGot.length; i++) {
         mErr = Math.max(mErr, Math.abs(mGot[i] - st.m![i]));
         mMax = Math.max(mMax, Math.abs(st.m![i]));
       }
-      console.log(`galore ${projType} ${pname} [${rows}×${cols}] ${side}: max|ΔW| ${moved.toExponential(2)}, max|W − ref| ${err.toExponential(2)}, moments ${mGot.length} (ref ${st.m!.length}) max|m − ref| ${mErr.toExponential(2)}`);
+      console.log(
+        `galore ${projType} ${pname} [${rows}×${cols}] ${side}: max|ΔW| ${moved.toExponential(2)}, max|W − ref| ${err.toExponential(2)}, moments ${mGot.length} (ref ${st.m!.length}) max|m − ref| ${mErr.toExponential(2)}`,
+      );
       expect(mGot.length).toBe(st.m!.length);
       expect(err).toBeLessThan(tol * moved);
       expect(mErr).toBeLessThan(1e-4 * mMax);
@@ -205,7 +254,8 @@ describe('galore', () => {
       const p = m.trainable().find((x) => x.name === name)!;
       expect([...p.state!().keys()]).toEqual(['galore_exp_avg', 'galore_exp_avg_sq']);
       const W = Float64Array.from(await e.read(p.tensor));
-      const M = new Float64Array(W.length), V = new Float64Array(W.length);
+      const M = new Float64Array(W.length),
+        V = new Float64Array(W.length);
       for (let t = 1; t <= 3; t++) {
         const G = randn(W.length, r, 0.01);
         e.write(p.tensor.gradOrZeros(), G);
@@ -240,7 +290,9 @@ describe('galore', () => {
     const ps = m.trainable();
     expect(ps.reduce((a, p) => a + p.tensor.size, 0)).toBe(260_032);
     expect(ps.reduce((a, p) => a + p.tensor.size, 0)).toBe(model.numParams());
-    let targetState = 0, otherState = 0, targetParams = 0;
+    let targetState = 0,
+      otherState = 0,
+      targetParams = 0;
     for (const p of ps) {
       const floats = [...p.state!().values()].reduce((a, t) => a + t.size, 0);
       if (p.name.endsWith('_proj.weight')) {
@@ -269,7 +321,12 @@ describe('galore', () => {
   it('trajectory: 30 steps on a fixed batch (rank 16, refresh every 10), loss falls by half, memory flat', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    const m = galore.attach({ e, model, config: { galore_rank: 16, galore_update_interval: 10, galore_scale: 2, galore_target: 'all' }, random: seededRandom(1) });
+    const m = galore.attach({
+      e,
+      model,
+      config: { galore_rank: 16, galore_update_interval: 10, galore_scale: 2, galore_target: 'all' },
+      random: seededRandom(1),
+    });
     const r = await checkTrajectory(e, model, m, 0.5, { learningRate: 2e-3 });
     console.log(`galore trajectory: ${r.first.toFixed(4)} → ${r.last.toFixed(4)}, peak ${r.peak} B`);
     m.detach();
@@ -296,7 +353,12 @@ describe('galore', () => {
     const store = new MemoryRunStore();
     const first = await run({ ...opts, maxSteps: 1, saveSteps: 1 }, store);
     const rest = await run({ ...opts, resume: true }, store);
-    console.log(`galore resume: ${whole.map((x) => x.toFixed(5)).join(' ')} | ${first.map((x) => x.toFixed(5)).join(' ')} + ${rest.slice(1).map((x) => x.toFixed(5)).join(' ')}`);
+    console.log(
+      `galore resume: ${whole.map((x) => x.toFixed(5)).join(' ')} | ${first.map((x) => x.toFixed(5)).join(' ')} + ${rest
+        .slice(1)
+        .map((x) => x.toFixed(5))
+        .join(' ')}`,
+    );
     const opt = parseSafetensors(store.checkpoints.get('checkpoint-1')!['optimizer.safetensors'], 'optimizer').tensors;
     expect(opt.get('model.layers.0.mlp.gate_proj.weight.galore_exp_avg')!.shape).toEqual([172, 8]);
     expect(opt.get('model.layers.0.mlp.gate_proj.weight.galore_proj_right')!.shape).toEqual([8, 64]);
@@ -309,7 +371,12 @@ describe('galore', () => {
     const e = await gpuEngine();
     const ids = [1, 403, 407, 261, 378, 432, 383];
     const model = await loadStories(e);
-    const m = galore.attach({ e, model, config: { model_name_or_path: 'stories260K', galore_rank: 16, galore_update_interval: 200, galore_target: 'q_proj,v_proj' }, random: seededRandom(1) });
+    const m = galore.attach({
+      e,
+      model,
+      config: { model_name_or_path: 'stories260K', galore_rank: 16, galore_update_interval: 200, galore_target: 'q_proj,v_proj' },
+      random: seededRandom(1),
+    });
     expect(m.trainable().filter((p) => p.state!().has('galore_exp_avg_sq') && p.state!().size > 2).length).toBe(10);
     const t = new Trainer(e, model, m, fixedBatch(), [], { ...trajectoryOptions, maxSteps: 2, learningRate: 2e-3 }, new MemoryRunStore());
     await t.run();
@@ -320,8 +387,16 @@ describe('galore', () => {
     expect([...files.tensors.keys()].sort()).toEqual([...original.tensors.keys()].sort());
     for (const [k, v] of files.tensors) expect(v.shape).toEqual(original.tensors.get(k)!.shape);
     expect(files.config).toMatchObject({
-      export_format: 'hf_model', weights_file: 'model.safetensors', finetuning_type: 'full', base_model_name_or_path: 'stories260K',
-      use_galore: true, galore_target: ['q_proj', 'v_proj'], galore_rank: 16, galore_update_interval: 200, galore_scale: 2, galore_proj_type: 'std',
+      export_format: 'hf_model',
+      weights_file: 'model.safetensors',
+      finetuning_type: 'full',
+      base_model_name_or_path: 'stories260K',
+      use_galore: true,
+      galore_target: ['q_proj', 'v_proj'],
+      galore_rank: 16,
+      galore_update_interval: 200,
+      galore_scale: 2,
+      galore_proj_type: 'std',
     });
     const fresh = await loadStories(e);
     const m2 = galore.attach({ e, model: fresh, config: {}, random: seededRandom(1) });

@@ -58,15 +58,25 @@ export interface GaloreSettings {
 
 export function galoreSettings(config: Record<string, unknown>): GaloreSettings & { targets: string[] } {
   const o = readOptions(galoreOptions, config, 'galore');
-  return { rank: o.galore_rank, updateInterval: o.galore_update_interval, scale: o.galore_scale, projType: o.galore_proj_type, layerwise: o.galore_layerwise, targets: o.galore_target };
+  return {
+    rank: o.galore_rank,
+    updateInterval: o.galore_update_interval,
+    scale: o.galore_scale,
+    projType: o.galore_proj_type,
+    layerwise: o.galore_layerwise,
+    targets: o.galore_target,
+  };
 }
 
 /** Which side a [m, n] gradient is projected on (§11 table). */
 export function galoreSide(projType: GaloreProjType, m: number, n: number): GaloreSide {
   switch (projType) {
-    case 'std': return m >= n ? 'right' : 'left';
-    case 'reverse_std': return m >= n ? 'left' : 'right';
-    default: return projType;
+    case 'std':
+      return m >= n ? 'right' : 'left';
+    case 'reverse_std':
+      return m >= n ? 'left' : 'right';
+    default:
+      return projType;
   }
 }
 
@@ -76,7 +86,9 @@ export function galoreStateShapes(projType: GaloreProjType, rank: number, m: num
   const side = galoreSide(projType, m, n);
   const low: [number, number] = side === 'right' ? [m, r] : side === 'left' ? [r, n] : [r, r];
   return {
-    side, r, low,
+    side,
+    r,
+    low,
     left: side === 'right' ? null : ([m, r] as [number, number]),
     right: side === 'left' ? null : ([r, n] as [number, number]),
   };
@@ -84,7 +96,15 @@ export function galoreStateShapes(projType: GaloreProjType, rank: number, m: num
 
 /** Module names GaLore projects: LLaMA-Factory's `any(target in name)` over the linear layers ('all': every one). */
 export function galoreTargets(linearNames: string[], target: unknown): string[] {
-  const list = target === undefined || target === null ? ['all'] : typeof target === 'string' ? target.split(',').map((s) => s.trim()).filter(Boolean) : (target as string[]);
+  const list =
+    target === undefined || target === null
+      ? ['all']
+      : typeof target === 'string'
+        ? target
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : (target as string[]);
   if (list.length === 1 && list[0] === 'all') return linearNames;
   return linearNames.filter((name) => list.some((t) => name.includes(t)));
 }
@@ -109,7 +129,9 @@ export function attachGalore(ctx: MethodContext): AttachedMethod {
   const { e, model, config } = ctx;
   const s = galoreSettings(config);
   if (s.layerwise && Number(config.gradient_accumulation_steps ?? 1) > 1) {
-    throw new ConfigError('galore_layerwise steps each weight as soon as its gradient is ready, so it cannot accumulate gradients: set gradient_accumulation_steps: 1 or galore_layerwise: false.');
+    throw new ConfigError(
+      'galore_layerwise steps each weight as soon as its gradient is ready, so it cannot accumulate gradients: set gradient_accumulation_steps: 1 or galore_layerwise: false.',
+    );
   }
   const targets = galoreTargets(model.linearNames(), s.targets);
   if (targets.length === 0) {
@@ -132,7 +154,11 @@ export function attachGalore(ctx: MethodContext): AttachedMethod {
       const [m, n] = p.tensor.shape;
       const sh = galoreStateShapes(s.projType, s.rank, m, n);
       const st: ProjectedState = {
-        m, n, side: sh.side, r: sh.r, low: sh.low,
+        m,
+        n,
+        side: sh.side,
+        r: sh.r,
+        low: sh.low,
         expAvg: keep(e.zeros(sh.low, `${p.name}.galore_exp_avg`)),
         expAvgSq: keep(e.zeros(sh.low, `${p.name}.galore_exp_avg_sq`)),
         left: sh.left ? keep(e.zeros(sh.left, `${p.name}.galore_proj_left`)) : null,
@@ -160,7 +186,10 @@ export function attachGalore(ctx: MethodContext): AttachedMethod {
         state: () => {
           // A checkpoint may write these (resume): from then on the projector is the saved one.
           st.hasProjector = true;
-          const out = new Map<string, Tensor>([['galore_exp_avg', st.expAvg], ['galore_exp_avg_sq', st.expAvgSq]]);
+          const out = new Map<string, Tensor>([
+            ['galore_exp_avg', st.expAvg],
+            ['galore_exp_avg_sq', st.expAvgSq],
+          ]);
           if (st.left) out.set('galore_proj_left', st.left);
           if (st.right) out.set('galore_proj_right', st.right);
           return out;
@@ -175,7 +204,11 @@ export function attachGalore(ctx: MethodContext): AttachedMethod {
         if (pending) throw new Error(notAwaited);
         galoreAdamwStep(e, p.tensor, u.grad, expAvg, expAvgSq, ones ?? u.clip, u);
       },
-      state: () => new Map([['galore_exp_avg', expAvg], ['galore_exp_avg_sq', expAvgSq]]),
+      state: () =>
+        new Map([
+          ['galore_exp_avg', expAvg],
+          ['galore_exp_avg_sq', expAvgSq],
+        ]),
     };
   });
 
@@ -210,7 +243,8 @@ export function attachGalore(ctx: MethodContext): AttachedMethod {
   };
 }
 
-const notAwaited = 'GaLore: an optimizer update started while a projector refresh (GPU read-back + SVD) was still running. ' +
+const notAwaited =
+  'GaLore: an optimizer update started while a projector refresh (GPU read-back + SVD) was still running. ' +
   'The trainer must await TrainableParam.update, which returns a Promise at refresh steps.';
 
 /** P from the top-r singular vectors of the current gradient (float64 SVD on the host). */

@@ -34,10 +34,14 @@ describe('galore_adamw', () => {
         const r = rng(n + 17 * weightDecay);
         e.beginScope();
         const p0 = randn(n, r);
-        const P = Float64Array.from(p0), M = new Float64Array(n), Vv = new Float64Array(n);
+        const P = Float64Array.from(p0),
+          M = new Float64Array(n),
+          Vv = new Float64Array(n);
         const param = e.upload(p0, [n]);
-        const m = e.zeros([n]), v = e.zeros([n]);
-        const grad = e.empty([n]), clip = e.empty([1]);
+        const m = e.zeros([n]),
+          v = e.zeros([n]);
+        const grad = e.empty([n]),
+          clip = e.empty([1]);
         for (let t = 1; t <= 3; t++) {
           const g = randn(n, r, t === 2 ? 10 : 0.1);
           e.write(grad, g);
@@ -56,9 +60,12 @@ describe('galore_adamw', () => {
       const e = await gpuEngine();
       const r = rng(n + 5);
       e.beginScope();
-      const M = new Float64Array(n), Vv = new Float64Array(n);
-      const m = e.zeros([n]), v = e.zeros([n]);
-      const x = e.empty([n]), clip = e.empty([1]);
+      const M = new Float64Array(n),
+        Vv = new Float64Array(n);
+      const m = e.zeros([n]),
+        v = e.zeros([n]);
+      const x = e.empty([n]),
+        clip = e.empty([1]);
       let want: Float64Array = new Float64Array(n);
       for (let t = 1; t <= 3; t++) {
         const g = randn(n, r, t === 2 ? 3 : 0.01);

@@ -52,9 +52,18 @@ function checkStep(step: number): void {
 
 function args(n: number, nx: number, o: GaloreAdamOptions): ArrayBuffer {
   return params(
-    n, nx, 0, 0,
-    { f: 1 - o.beta1 }, { f: o.beta2 }, { f: 1 - o.beta2 }, { f: o.eps },
-    { f: galoreStepSize(o) }, { f: 1 - o.lr * o.weightDecay }, { f: o.gradScale ?? 1 }, { f: 0 },
+    n,
+    nx,
+    0,
+    0,
+    { f: 1 - o.beta1 },
+    { f: o.beta2 },
+    { f: 1 - o.beta2 },
+    { f: o.eps },
+    { f: galoreStepSize(o) },
+    { f: 1 - o.lr * o.weightDecay },
+    { f: o.gradScale ?? 1 },
+    { f: 0 },
   );
 }
 
@@ -63,8 +72,13 @@ export function galoreMoments(e: Engine, x: Tensor, m: Tensor, v: Tensor, clip: 
   const n = x.size;
   if (m.size !== n || v.size !== n) throw new Error(`galoreMoments '${x.name}': x ${x.shape}, m ${m.shape}, v ${v.shape} must have the same size`);
   const { nx, grid } = elementGrid(e, n);
-  e.dispatch(code, 'galore_moments', args(n, nx, o),
-    [{ tensor: clip }, { tensor: x, write: true }, { tensor: m, write: true }, { tensor: v, write: true }], grid);
+  e.dispatch(
+    code,
+    'galore_moments',
+    args(n, nx, o),
+    [{ tensor: clip }, { tensor: x, write: true }, { tensor: m, write: true }, { tensor: v, write: true }],
+    grid,
+  );
 }
 
 /** The unprojected GaLore AdamW step on `param`, in place (moments too). */
@@ -74,8 +88,13 @@ export function galoreAdamwStep(e: Engine, param: Tensor, grad: Tensor, m: Tenso
     throw new Error(`galoreAdamwStep '${param.name}': param ${param.shape}, grad ${grad.shape}, m ${m.shape}, v ${v.shape} must have the same size`);
   }
   const { nx, grid } = elementGrid(e, n);
-  e.dispatch(code, 'galore_adamw', args(n, nx, o),
-    [{ tensor: grad }, { tensor: clip }, { tensor: param, write: true }, { tensor: m, write: true }, { tensor: v, write: true }], grid);
+  e.dispatch(
+    code,
+    'galore_adamw',
+    args(n, nx, o),
+    [{ tensor: grad }, { tensor: clip }, { tensor: param, write: true }, { tensor: m, write: true }, { tensor: v, write: true }],
+    grid,
+  );
 }
 
 /** Float64 reference of galoreMoments: updates m, v and returns N. */

@@ -23,7 +23,13 @@ import ia3, { ia3Targets } from './method';
 function ia3Count(cfg: ModelConfig, targets: string[], ff: string[]) {
   const { hiddenSize: d, intermediateSize: f, numHeads: h, numKvHeads: kv, headDim: hd, numLayers: N } = cfg;
   const shapes: Record<string, [number, number]> = {
-    q_proj: [h * hd, d], k_proj: [kv * hd, d], v_proj: [kv * hd, d], o_proj: [d, h * hd], gate_proj: [f, d], up_proj: [f, d], down_proj: [d, f],
+    q_proj: [h * hd, d],
+    k_proj: [kv * hd, d],
+    v_proj: [kv * hd, d],
+    o_proj: [d, h * hd],
+    gate_proj: [f, d],
+    up_proj: [f, d],
+    down_proj: [d, f],
   };
   return N * targets.reduce((a, t) => a + (ff.includes(t) ? shapes[t][1] : shapes[t][0]), 0);
 }
@@ -38,7 +44,11 @@ async function logits(e: Engine, model: LlamaModel, ids: number[]): Promise<Floa
 /** Scaling vectors around 1 (so every gradient is exercised and the model differs from the base). */
 function randomizeVectors(e: Engine, m: AttachedMethod, s: number, seed = 5) {
   const r = rng(seed);
-  for (const p of m.trainable()) e.write(p.tensor, randn(p.tensor.size, r, s).map((v) => 1 + v));
+  for (const p of m.trainable())
+    e.write(
+      p.tensor,
+      randn(p.tensor.size, r, s).map((v) => 1 + v),
+    );
 }
 
 const IDS = [1, 403, 407, 261, 378, 432, 383];
@@ -47,22 +57,40 @@ describe('ia3', () => {
   it("is the registry's method for finetuning_type ia3 and for peft_type IA3 adapters", () => {
     expect(builtinMethods.has('ia3')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'ia3' })).toBe(ia3);
-    const { method, config } = methodForAdapter({ peft_type: 'IA3', target_modules: ['k_proj', 'down_proj'], feedforward_modules: ['down_proj'], init_ia3_weights: true });
+    const { method, config } = methodForAdapter({
+      peft_type: 'IA3',
+      target_modules: ['k_proj', 'down_proj'],
+      feedforward_modules: ['down_proj'],
+      init_ia3_weights: true,
+    });
     expect(method).toBe(ia3);
     expect(config).toEqual({ finetuning_type: 'ia3', target_modules: ['k_proj', 'down_proj'], feedforward_modules: ['down_proj'], init_ia3_weights: true });
   });
 
   it('targets: PEFT defaults (k, v, down; down feed-forward), suffix rule, any linear, subset rule', () => {
-    const names = Array.from({ length: 2 }, (_, l) => ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'].map((n) => `model.layers.${l}.${n}`)).flat();
+    const names = Array.from({ length: 2 }, (_, l) =>
+      ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'].map(
+        (n) => `model.layers.${l}.${n}`,
+      ),
+    ).flat();
     const d = ia3Targets(names, {});
-    expect(d.targets).toEqual(['model.layers.0.self_attn.k_proj', 'model.layers.0.self_attn.v_proj', 'model.layers.0.mlp.down_proj', 'model.layers.1.self_attn.k_proj', 'model.layers.1.self_attn.v_proj', 'model.layers.1.mlp.down_proj']);
+    expect(d.targets).toEqual([
+      'model.layers.0.self_attn.k_proj',
+      'model.layers.0.self_attn.v_proj',
+      'model.layers.0.mlp.down_proj',
+      'model.layers.1.self_attn.k_proj',
+      'model.layers.1.self_attn.v_proj',
+      'model.layers.1.mlp.down_proj',
+    ]);
     expect([...d.feedforward]).toEqual(['model.layers.0.mlp.down_proj', 'model.layers.1.mlp.down_proj']);
     const all = ia3Targets(names, { target_modules: ['all'], feedforward_modules: ['up_proj', 'down_proj'] });
     expect(all.targets.length).toBe(14);
     expect(all.feedforward.size).toBe(4);
     // Explicit targets without feedforward_modules: PEFT's default FF (down_proj) applies to whatever targets it matches.
     expect(ia3Targets(names, { target_modules: ['q_proj', 'o_proj'] }).feedforward.size).toBe(0);
-    expect(() => ia3Targets(names, { target_modules: ['k_proj'], feedforward_modules: ['down_proj'] })).toThrow(/feedforward_modules \["down_proj"\] must be a subset of target_modules \["k_proj"\]: add down_proj/);
+    expect(() => ia3Targets(names, { target_modules: ['k_proj'], feedforward_modules: ['down_proj'] })).toThrow(
+      /feedforward_modules \["down_proj"\] must be a subset of target_modules \["k_proj"\]: add down_proj/,
+    );
     expect(() => ia3Targets(names, { target_modules: ['qproj'] })).toThrow(ConfigError);
     expect(() => ia3Targets(names, { target_modules: ['qproj'] })).toThrow(/matches no linear layer for ia3/);
   });
@@ -107,7 +135,8 @@ describe('ia3', () => {
     expect(Array.from(await logits(e, model, IDS))).toEqual(Array.from(base));
     const r = ia3.attach({ e, model, config: { init_ia3_weights: false }, random: seededRandom(1) });
     const v = (await Promise.all(r.trainable().map((p) => e.read(p.tensor)))).flatMap((a) => Array.from(a));
-    const mean = v.reduce((a, b) => a + b, 0) / v.length, sd = Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length);
+    const mean = v.reduce((a, b) => a + b, 0) / v.length,
+      sd = Math.sqrt(v.reduce((a, b) => a + (b - mean) ** 2, 0) / v.length);
     expect(Math.abs(mean)).toBeLessThan(0.15);
     expect(Math.abs(sd - 1)).toBeLessThan(0.1);
     r.detach();
@@ -130,7 +159,8 @@ describe('ia3', () => {
       const w = new Map([...host].map(([k, v]) => [k, Float64Array.from(v.data)]));
       for (const [key, l] of vecs) {
         const mod = key.replace('base_model.model.', '').replace('.ia3_l', '');
-        const W = w.get(`${mod}.weight`)!, [outF, inF] = host.get(`${mod}.weight`)!.shape;
+        const W = w.get(`${mod}.weight`)!,
+          [outF, inF] = host.get(`${mod}.weight`)!.shape;
         const ff = mod.endsWith('down_proj');
         for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) W[o * inF + i] *= ff ? l[i] : l[o];
         const b = w.get(`${mod}.bias`);
@@ -186,9 +216,19 @@ describe('ia3', () => {
       expect(files.tensors.get(`${p}.mlp.down_proj.ia3_l`)!.shape).toEqual([1, 172]);
     }
     expect(files.config).toEqual({
-      auto_mapping: null, base_model_name_or_path: 'stories260K', exclude_modules: null, fan_in_fan_out: false, feedforward_modules: ['down_proj'],
-      inference_mode: true, init_ia3_weights: true, modules_to_save: null, peft_type: 'IA3', peft_version: '0.17.1', revision: null,
-      target_modules: ['down_proj', 'k_proj', 'v_proj'], task_type: 'CAUSAL_LM',
+      auto_mapping: null,
+      base_model_name_or_path: 'stories260K',
+      exclude_modules: null,
+      fan_in_fan_out: false,
+      feedforward_modules: ['down_proj'],
+      inference_mode: true,
+      init_ia3_weights: true,
+      modules_to_save: null,
+      peft_type: 'IA3',
+      peft_version: '0.17.1',
+      revision: null,
+      target_modules: ['down_proj', 'k_proj', 'v_proj'],
+      task_type: 'CAUSAL_LM',
     });
     m.detach();
     expect(Array.from(await logits(e, model, IDS))).toEqual(Array.from(base));
@@ -224,9 +264,18 @@ describe('ia3', () => {
     const v = ia3.attach({ e, model, config: c, random: seededRandom(1) });
     expect(v.trainable().map((p) => p.tensor.size)).toEqual([8, 8, 22, 8, 8, 22]);
     v.detach();
-    const y = validateConfig({ model_name_or_path: 'm', output_dir: 'o', dataset: 'd.jsonl', finetuning_type: 'ia3', target_modules: 'k_proj,up_proj', feedforward_modules: 'up_proj' });
+    const y = validateConfig({
+      model_name_or_path: 'm',
+      output_dir: 'o',
+      dataset: 'd.jsonl',
+      finetuning_type: 'ia3',
+      target_modules: 'k_proj,up_proj',
+      feedforward_modules: 'up_proj',
+    });
     expect(y).toMatchObject({ target_modules: ['k_proj', 'up_proj'], feedforward_modules: ['up_proj'] });
-    expect(() => validateConfig({ model_name_or_path: 'm', output_dir: 'o', dataset: 'd.jsonl', finetuning_type: 'ia3', init_ia3_weights: 'yes' })).toThrow(/init_ia3_weights/);
+    expect(() => validateConfig({ model_name_or_path: 'm', output_dir: 'o', dataset: 'd.jsonl', finetuning_type: 'ia3', init_ia3_weights: 'yes' })).toThrow(
+      /init_ia3_weights/,
+    );
     model.dispose();
   });
 });
@@ -234,9 +283,18 @@ describe('ia3', () => {
 /** tinyConfig's JSON (for building the same shape under another model_type). */
 function tinyConfigJson(): Record<string, unknown> {
   return {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 16, intermediate_size: 22, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 37, rms_norm_eps: 1e-5, rope_theta: 10000,
-    tie_word_embeddings: true, max_position_embeddings: 64,
+    architectures: ['LlamaForCausalLM'],
+    model_type: 'llama',
+    hidden_size: 16,
+    intermediate_size: 22,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    num_key_value_heads: 2,
+    vocab_size: 37,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000,
+    tie_word_embeddings: true,
+    max_position_embeddings: 64,
   };
 }
 

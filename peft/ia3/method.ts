@@ -17,7 +17,15 @@ import { mulVec } from 'peft-studio/engine/ops/mul';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { readOptions, targetModules } from 'peft-studio/methods/options';
-import { matchTargets, normal, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  matchTargets,
+  normal,
+  type AdapterFiles,
+  type AttachedMethod,
+  type MethodContext,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 import { ia3Options } from './config';
 
 /** Everything IA3 reads, in form order. */
@@ -45,17 +53,20 @@ export function ia3Targets(linearNames: string[], config: Record<string, unknown
   if (given && ffGiven && !isAll) {
     const extra = ffGiven.filter((f) => !given.includes(f));
     if (extra.length) {
-      throw new ConfigError(`feedforward_modules ${JSON.stringify(ffGiven)} must be a subset of target_modules ${JSON.stringify(given)}: add ${extra.join(', ')} to target_modules or remove it from feedforward_modules.`);
+      throw new ConfigError(
+        `feedforward_modules ${JSON.stringify(ffGiven)} must be a subset of target_modules ${JSON.stringify(given)}: add ${extra.join(', ')} to target_modules or remove it from feedforward_modules.`,
+      );
     }
   }
   const targets = matchTargets(linearNames, given ?? DEFAULT_TARGETS);
   if (targets.length === 0) {
-    throw new ConfigError(`target_modules ${JSON.stringify(given)} matches no linear layer for ia3; use names such as k_proj, v_proj, down_proj (or leave it unset for those three).`);
+    throw new ConfigError(
+      `target_modules ${JSON.stringify(given)} matches no linear layer for ia3; use names such as k_proj, v_proj, down_proj (or leave it unset for those three).`,
+    );
   }
   const feedforward = new Set(matchTargets(targets, ffGiven ?? DEFAULT_FEEDFORWARD));
   return { targets, feedforward };
 }
-
 
 const suffixes = (names: Iterable<string>) => [...new Set([...names].map((t) => t.split('.').at(-1)!))].sort();
 
@@ -68,7 +79,10 @@ export const ia3: PeftMethod = {
   options,
   /** Per token, one multiply per scaled feature (out of k, v; in of the feed-forward targets). */
   flops(ctx) {
-    const { targets, feedforward } = ia3Targets(ctx.linears.map((l) => l.name), ctx.config);
+    const { targets, feedforward } = ia3Targets(
+      ctx.linears.map((l) => l.name),
+      ctx.config,
+    );
     const chosen = new Set(targets);
     let f = 0;
     for (const l of ctx.linears) if (chosen.has(l.name)) f += ctx.batch * ctx.seq * (feedforward.has(l.name) ? l.inF : l.outF);
@@ -134,7 +148,8 @@ export const ia3: PeftMethod = {
         for (const [name, layer] of layers) {
           const W = model.param(`${name}.weight`);
           const [outF, inF] = W.shape;
-          const w = await e.read(W), l = await e.read(layer.l);
+          const w = await e.read(W),
+            l = await e.read(layer.l);
           for (let o = 0; o < outF; o++) {
             for (let i = 0; i < inF; i++) w[o * inF + i] *= layer.feedforward ? l[i] : l[o];
           }

@@ -30,7 +30,10 @@ async function perturb(e: Engine, m: AttachedMethod, s: number, seed = 5) {
   for (const p of m.trainable()) {
     const w = await e.read(p.tensor);
     const n = randn(w.length, r, s);
-    e.write(p.tensor, w.map((v, i) => v * (1 + n[i])));
+    e.write(
+      p.tensor,
+      w.map((v, i) => v * (1 + n[i])),
+    );
   }
 }
 
@@ -49,12 +52,18 @@ describe('lntuning', () => {
     const e = await gpuEngine();
     const model = tinyModel(e);
     expect(lnTuningTargets(model, {})).toEqual([
-      'model.layers.0.input_layernorm', 'model.layers.0.post_attention_layernorm', 'model.layers.1.input_layernorm', 'model.layers.1.post_attention_layernorm', 'model.norm',
+      'model.layers.0.input_layernorm',
+      'model.layers.0.post_attention_layernorm',
+      'model.layers.1.input_layernorm',
+      'model.layers.1.post_attention_layernorm',
+      'model.norm',
     ]);
     expect(lnTuningTargets(model, { target_modules: ['norm'] })).toEqual(['model.norm']);
     expect(lnTuningTargets(model, { target_modules: 'input_layernorm' })).toEqual(['model.layers.0.input_layernorm', 'model.layers.1.input_layernorm']);
     expect(() => lnTuningTargets(model, { target_modules: ['q_proj'] })).toThrow(ConfigError);
-    expect(() => lnTuningTargets(model, { target_modules: ['q_proj'] })).toThrow(/matches no RMSNorm for lntuning; use input_layernorm, post_attention_layernorm/);
+    expect(() => lnTuningTargets(model, { target_modules: ['q_proj'] })).toThrow(
+      /matches no RMSNorm for lntuning; use input_layernorm, post_attention_layernorm/,
+    );
     expect(() => lnTuningTargets(model, { target_modules: ['all'] })).toThrow(/leave target_modules unset for every RMSNorm/);
     model.dispose();
   });
@@ -102,7 +111,10 @@ describe('lntuning', () => {
     const w = new Map([...host].map(([k, v]) => [k, Float64Array.from(v.data)]));
     for (const p of t.trainable()) w.set(p.name.replace('base_model.model.', '').replace('.ln_tuning_layers', ''), Float64Array.from(await e.read(p.tensor)));
     const ids = [3, 14, 15, 9, 26, 5, 35, 8, 9];
-    const err = maxAbsDiff(await logits(e, tiny, ids), referenceForward(cfg, w, ids).flatMap((r) => Array.from(r)));
+    const err = maxAbsDiff(
+      await logits(e, tiny, ids),
+      referenceForward(cfg, w, ids).flatMap((r) => Array.from(r)),
+    );
     console.log(`lntuning: max |Δlogit| vs float64 reference ${err.toExponential(2)}`);
     expect(err).toBeLessThan(2e-4);
     // The base norm weights were never written.
@@ -150,8 +162,16 @@ describe('lntuning', () => {
       }
     }
     expect(files.config).toEqual({
-      auto_mapping: null, base_model_name_or_path: 'stories260K', exclude_modules: null, inference_mode: true, modules_to_save: null,
-      peft_type: 'LN_TUNING', peft_version: '0.17.1', revision: null, target_modules: ['input_layernorm', 'norm', 'post_attention_layernorm'], task_type: 'CAUSAL_LM',
+      auto_mapping: null,
+      base_model_name_or_path: 'stories260K',
+      exclude_modules: null,
+      inference_mode: true,
+      modules_to_save: null,
+      peft_type: 'LN_TUNING',
+      peft_version: '0.17.1',
+      revision: null,
+      target_modules: ['input_layernorm', 'norm', 'post_attention_layernorm'],
+      task_type: 'CAUSAL_LM',
     });
     m.detach();
     expect(Array.from(await logits(e, model, IDS))).toEqual(Array.from(base));
@@ -180,7 +200,10 @@ describe('lntuning', () => {
     expect(() => all.importAdapter(files)).toThrow(/no tensor base_model\.model\.model\.layers\.0\.input_layernorm\.ln_tuning_layers\.weight/);
     all.detach();
     const one = lntuning.attach({ e, model, config: { target_modules: ['norm'] }, random: seededRandom(1) });
-    const bad = { config: files.config, tensors: new Map([['base_model.model.model.norm.ln_tuning_layers.weight', { shape: [8], data: new Float32Array(8) }]]) };
+    const bad = {
+      config: files.config,
+      tensors: new Map([['base_model.model.model.norm.ln_tuning_layers.weight', { shape: [8], data: new Float32Array(8) }]]),
+    };
     expect(() => one.importAdapter(bad)).toThrow(/has shape \[8\], expected \[16\] \(hidden_size\)/);
     one.detach();
     const c = validateConfig({ model_name_or_path: 'stories260K', output_dir: 'out', dataset: 'd.jsonl', finetuning_type: 'lntuning' });

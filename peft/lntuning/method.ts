@@ -29,11 +29,15 @@ export function lnTuningTargets(model: LlamaModel, config: Record<string, unknow
   const t = readOptions([targetModules], config, 'lntuning').target_modules;
   const list = t ?? DEFAULT_TARGETS;
   if (list.some((x) => x === 'all' || x === 'all-linear')) {
-    throw new ConfigError(`target_modules ${JSON.stringify(t)}: 'all' selects linear layers, which LN tuning does not train; leave target_modules unset for every RMSNorm, or name them (input_layernorm, post_attention_layernorm, norm).`);
+    throw new ConfigError(
+      `target_modules ${JSON.stringify(t)}: 'all' selects linear layers, which LN tuning does not train; leave target_modules unset for every RMSNorm, or name them (input_layernorm, post_attention_layernorm, norm).`,
+    );
   }
   const targets = matchTargets(normNames(model), list);
   if (targets.length === 0) {
-    throw new ConfigError(`target_modules ${JSON.stringify(t)} matches no RMSNorm for lntuning; use input_layernorm, post_attention_layernorm and/or norm (the final norm), or leave it unset for all three.`);
+    throw new ConfigError(
+      `target_modules ${JSON.stringify(t)} matches no RMSNorm for lntuning; use input_layernorm, post_attention_layernorm and/or norm (the final norm), or leave it unset for all three.`,
+    );
   }
   return targets;
 }
@@ -80,7 +84,8 @@ export const lntuning: PeftMethod = {
         for (const [name, w] of copies) {
           const src = files.tensors.get(key(name));
           if (!src) throw new ConfigError(`The adapter has no tensor ${key(name)}; was it trained with the same target_modules and model?`);
-          if (src.shape.join() !== String(d)) throw new ConfigError(`Adapter tensor ${key(name)} has shape [${src.shape}], expected [${d}] (hidden_size); was it trained on another model?`);
+          if (src.shape.join() !== String(d))
+            throw new ConfigError(`Adapter tensor ${key(name)} has shape [${src.shape}], expected [${d}] (hidden_size); was it trained on another model?`);
           e.write(w, src.data);
         }
       },

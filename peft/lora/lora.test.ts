@@ -10,17 +10,26 @@ import { builtinMethods, resolveMethod } from '../../src/methods/registry';
 import lora from './method';
 
 /** r·(in + out) per targeted linear. */
-function loraCount(cfg: { hiddenSize: number; intermediateSize: number; numHeads: number; numKvHeads: number; headDim: number; numLayers: number }, r: number, targets: string[]) {
+function loraCount(
+  cfg: { hiddenSize: number; intermediateSize: number; numHeads: number; numKvHeads: number; headDim: number; numLayers: number },
+  r: number,
+  targets: string[],
+) {
   const { hiddenSize: d, intermediateSize: f, numHeads: h, numKvHeads: kv, headDim: hd, numLayers: N } = cfg;
   const shapes: Record<string, [number, number]> = {
-    q_proj: [h * hd, d], k_proj: [kv * hd, d], v_proj: [kv * hd, d], o_proj: [d, h * hd],
-    gate_proj: [f, d], up_proj: [f, d], down_proj: [d, f],
+    q_proj: [h * hd, d],
+    k_proj: [kv * hd, d],
+    v_proj: [kv * hd, d],
+    o_proj: [d, h * hd],
+    gate_proj: [f, d],
+    up_proj: [f, d],
+    down_proj: [d, f],
   };
   return N * targets.reduce((a, t) => a + r * (shapes[t][0] + shapes[t][1]), 0);
 }
 
 describe('lora', () => {
-  it('is the registry\'s method for finetuning_type lora', () => {
+  it("is the registry's method for finetuning_type lora", () => {
     expect(builtinMethods.has('lora')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'lora' })).toBe(lora);
   });
@@ -30,7 +39,12 @@ describe('lora', () => {
     const model = tinyModel(e);
     const m = lora.attach({ e, model, config: { lora_rank: 4, lora_alpha: 8, lora_target: 'all' }, random: seededRandom(3) });
     // B = 0 makes dA = 0: give B values first so both gradients are exercised.
-    for (const p of m.trainable()) if (p.name.includes('lora_B')) e.write(p.tensor, Float32Array.from({ length: p.tensor.size }, (_, i) => Math.sin(i) * 0.3));
+    for (const p of m.trainable())
+      if (p.name.includes('lora_B'))
+        e.write(
+          p.tensor,
+          Float32Array.from({ length: p.tensor.size }, (_, i) => Math.sin(i) * 0.3),
+        );
     await checkMethodGradients(e, model, m, [1, 5, 9, 2, 30, 7, 11]);
     m.detach();
     model.dispose();
@@ -39,7 +53,10 @@ describe('lora', () => {
   it('trainable parameters equal r·(in + out) per target, for stories260K and the SmolLM2-135M shape', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    for (const targets of [['q_proj', 'v_proj'], ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']]) {
+    for (const targets of [
+      ['q_proj', 'v_proj'],
+      ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+    ]) {
       const m = lora.attach({ e, model, config: { lora_rank: 8, lora_target: targets }, random: seededRandom(1) });
       expect(m.trainable().reduce((a, p) => a + p.tensor.size, 0)).toBe(loraCount(model.config, 8, targets));
       m.detach();
@@ -79,7 +96,12 @@ describe('lora', () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
     const m = lora.attach({ e, model, config: { lora_rank: 4, lora_target: ['q_proj', 'v_proj'] }, random: seededRandom(2) });
-    for (const p of m.trainable()) if (p.name.includes('lora_B')) e.write(p.tensor, Float32Array.from({ length: p.tensor.size }, (_, i) => Math.cos(i) * 0.2));
+    for (const p of m.trainable())
+      if (p.name.includes('lora_B'))
+        e.write(
+          p.tensor,
+          Float32Array.from({ length: p.tensor.size }, (_, i) => Math.cos(i) * 0.2),
+        );
     await checkCachedGeneration(e, model, [1, 403, 407, 261]);
     const r = await checkFreshProcessReload(e, model, m);
     expect(r.files).toContain('adapter_model.safetensors');

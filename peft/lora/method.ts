@@ -13,7 +13,16 @@ import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { flopsTargets } from 'peft-studio/eval/flops';
 import { readOptions } from 'peft-studio/methods/options';
-import { matchTargets, uniform, type AdapterFiles, type AttachedMethod, type FlopsContext, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  matchTargets,
+  uniform,
+  type AdapterFiles,
+  type AttachedMethod,
+  type FlopsContext,
+  type MethodContext,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 import { loraOptions } from './config';
 
 /** The LoRA family's place in lists (METHODS.md Part A). */
@@ -130,7 +139,10 @@ export const lora: PeftMethod = {
       },
       importAdapter(files: AdapterFiles): void {
         for (const [name, l] of layers) {
-          for (const [which, t, shape] of [['A', l.A, [r, l.inF]], ['B', l.B, [l.outF, r]]] as const) {
+          for (const [which, t, shape] of [
+            ['A', l.A, [r, l.inF]],
+            ['B', l.B, [l.outF, r]],
+          ] as const) {
             const src = files.tensors.get(key(name, which));
             if (!src) throw new ConfigError(`The adapter has no tensor ${key(name, which)}; was it trained with the same lora_target and model?`);
             if (src.shape.join() !== shape.join()) {

@@ -9,6 +9,22 @@
 import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const mtpOptions = [
-  { key: 'num_tasks', type: 'int', default: 1, min: 1, max: 65536, group: 'mtp', help: 'Tasks T_k with their own prompt factors; every example carries a task id in [0, num_tasks) (default 0).' },
-  { key: 'num_ranks', type: 'int', default: 1, min: 1, max: 4096, group: 'mtp', help: 'Rank k of each task\'s modulation cols[t] · rows[t] (n_v × k times k × d) that multiplies the shared prompt element-wise.' },
+  {
+    key: 'num_tasks',
+    type: 'int',
+    default: 1,
+    min: 1,
+    max: 65536,
+    group: 'mtp',
+    help: 'Tasks T_k with their own prompt factors; every example carries a task id in [0, num_tasks) (default 0).',
+  },
+  {
+    key: 'num_ranks',
+    type: 'int',
+    default: 1,
+    min: 1,
+    max: 4096,
+    group: 'mtp',
+    help: "Rank k of each task's modulation cols[t] · rows[t] (n_v × k times k × d) that multiplies the shared prompt element-wise.",
+  },
 ] as const satisfies readonly OptionSpec[];

@@ -28,8 +28,17 @@ import { numVirtualTokens, readOptions } from 'peft-studio/methods/options';
 import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
 import { promptOptions } from '../prompt-tuning/config';
 import {
-  adapterTensor, adapterVirtualTokens, broadcastBatch, initPromptTable, normal, prependPrompt,
-  PROMPT_FAMILY, promptAdapterConfig, promptInitMode, promptTuningConfigKeys, requireVirtualTokens,
+  adapterTensor,
+  adapterVirtualTokens,
+  broadcastBatch,
+  initPromptTable,
+  normal,
+  prependPrompt,
+  PROMPT_FAMILY,
+  promptAdapterConfig,
+  promptInitMode,
+  promptTuningConfigKeys,
+  requireVirtualTokens,
 } from '../prompt-tuning/prompt';
 import { mtpOptions } from './config';
 
@@ -43,7 +52,9 @@ export function taskIdsFor(taskIds: Int32Array | undefined, B: number, numTasks:
   for (let b = 0; b < B; b++) {
     const t = taskIds[b];
     if (!(t >= 0 && t < numTasks)) {
-      throw new ConfigError(`mtp: example ${b} of the batch has task id ${t}, outside 0 … ${numTasks - 1} (num_tasks ${numTasks}); set num_tasks to at least ${t + 1} or fix the dataset's task ids.`);
+      throw new ConfigError(
+        `mtp: example ${b} of the batch has task id ${t}, outside 0 … ${numTasks - 1} (num_tasks ${numTasks}); set num_tasks to at least ${t + 1} or fix the dataset's task ids.`,
+      );
     }
   }
   return taskIds;
@@ -67,7 +78,13 @@ export const mtp: PeftMethod = {
   configFromAdapter(c) {
     const n = adapterVirtualTokens(c);
     if (n === null) return null;
-    return { finetuning_type: 'mtp', num_virtual_tokens: n, num_tasks: Number(c.num_tasks ?? 1), num_ranks: Number(c.num_ranks ?? 1), prompt_tuning_init: 'RANDOM' };
+    return {
+      finetuning_type: 'mtp',
+      num_virtual_tokens: n,
+      num_tasks: Number(c.num_tasks ?? 1),
+      num_ranks: Number(c.num_ranks ?? 1),
+      prompt_tuning_init: 'RANDOM',
+    };
   },
   attach(ctx: MethodContext): AttachedMethod {
     const { e, model, config } = ctx;

@@ -3,7 +3,14 @@ import { describe, it, expect } from 'vitest';
 import { baseFlops, probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
-import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory, fixedBatch, trajectoryOptions } from '../../tests/helpers/method-check';
+import {
+  checkCachedGeneration,
+  checkFreshProcessReload,
+  checkMethodGradients,
+  checkTrajectory,
+  fixedBatch,
+  trajectoryOptions,
+} from '../../tests/helpers/method-check';
 import { randn, rng } from '../../tests/helpers/check-op';
 import { Tape } from '../../src/engine/tape';
 import type { Engine } from '../../src/engine/engine';
@@ -37,7 +44,10 @@ const tensorOf = (m: AttachedMethod, name: string) => m.trainable().find((p) => 
 function perturb(e: Engine, m: AttachedMethod) {
   for (const name of ['prefix_task_cols', 'prefix_task_rows']) {
     const t = tensorOf(m, name);
-    e.write(t, Float32Array.from({ length: t.size }, (_, i) => Math.sin(1.3 * i + (name.length % 3)) * 0.9 + 0.3));
+    e.write(
+      t,
+      Float32Array.from({ length: t.size }, (_, i) => Math.sin(1.3 * i + (name.length % 3)) * 0.9 + 0.3),
+    );
   }
 }
 
@@ -58,18 +68,25 @@ describe('mtp', () => {
   it("is the registry's method for finetuning_type mtp, and loads MULTITASK_PROMPT_TUNING adapters", () => {
     expect(builtinMethods.has('mtp')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'mtp' })).toBe(mtp);
-    expect(methodForAdapter({ peft_type: 'MULTITASK_PROMPT_TUNING', num_virtual_tokens: 4, num_tasks: 3, num_ranks: 2 }).config).toMatchObject({ num_tasks: 3, num_ranks: 2 });
+    expect(methodForAdapter({ peft_type: 'MULTITASK_PROMPT_TUNING', num_virtual_tokens: 4, num_tasks: 3, num_ranks: 2 }).config).toMatchObject({
+      num_tasks: 3,
+      num_ranks: 2,
+    });
   });
 
   it('each example gets P* ⊙ (cols[t] rows[t]) for its task: equal to prompt tuning with that prompt, different per task id', async () => {
     const e = await gpuEngine();
     const model = tinyModel(e);
-    const nV = 3, k = 2, d = model.config.hiddenSize, V = model.config.vocabSize;
+    const nV = 3,
+      k = 2,
+      d = model.config.hiddenSize,
+      V = model.config.vocabSize;
     const m = mtp.attach({ e, model, config: { num_virtual_tokens: nV, num_tasks: 2, num_ranks: k }, random: seededRandom(4) });
     perturb(e, m);
     const ids = [1, 5, 9, 2, 30];
     const both = await logits(e, model, [...ids, ...ids], 2, [0, 1]);
-    const t0 = both.slice(0, ids.length * V), t1 = both.slice(ids.length * V);
+    const t0 = both.slice(0, ids.length * V),
+      t1 = both.slice(ids.length * V);
     expect(maxDiff(t0, t1)).toBeGreaterThan(1e-2);
     expect(maxDiff(await logits(e, model, ids, 1, [1]), t1)).toBeLessThan(1e-5);
     expect(maxDiff(await logits(e, model, ids, 1, [0]), t0)).toBeLessThan(1e-5);
@@ -77,7 +94,10 @@ describe('mtp', () => {
     expect(maxDiff(await logits(e, model, ids), t0)).toBeLessThan(1e-5);
     const [P, cols, rows] = await Promise.all(['prompt_embeddings', 'prefix_task_cols', 'prefix_task_rows'].map((n) => e.read(tensorOf(m, n))));
     m.detach();
-    for (const [t, want] of [[0, t0], [1, t1]] as const) {
+    for (const [t, want] of [
+      [0, t0],
+      [1, t1],
+    ] as const) {
       const pt = promptTuning.attach({ e, model, config: { num_virtual_tokens: nV, prompt_tuning_init: 'RANDOM' }, random: seededRandom(1) });
       e.write(pt.trainable()[0].tensor, promptCpu(P, cols, rows, t, nV, k, d));
       expect(maxDiff(await logits(e, model, ids), want)).toBeLessThan(1e-4);
@@ -90,10 +110,14 @@ describe('mtp', () => {
     const e = await gpuEngine();
     const model = tinyModel(e);
     expect(() => mtp.attach({ e, model, config: {}, random: seededRandom(1) })).toThrow(/num_virtual_tokens: mtp needs it and it is unset/);
-    expect(() => mtp.attach({ e, model, config: { num_virtual_tokens: 2, num_tasks: 0 }, random: seededRandom(1) })).toThrow(/num_tasks: 0 is out of range; it must be ≥ 1/);
+    expect(() => mtp.attach({ e, model, config: { num_virtual_tokens: 2, num_tasks: 0 }, random: seededRandom(1) })).toThrow(
+      /num_tasks: 0 is out of range; it must be ≥ 1/,
+    );
     const m = mtp.attach({ e, model, config: { num_virtual_tokens: 2, num_tasks: 2 }, random: seededRandom(1) });
     expect(() => model.forward(Int32Array.from([1, 2, 3]), 1, { taskIds: Int32Array.from([2]) })).toThrow(ConfigError);
-    expect(() => model.forward(Int32Array.from([1, 2, 3]), 1, { taskIds: Int32Array.from([2]) })).toThrow(/task id 2, outside 0 … 1 \(num_tasks 2\); set num_tasks to at least 3/);
+    expect(() => model.forward(Int32Array.from([1, 2, 3]), 1, { taskIds: Int32Array.from([2]) })).toThrow(
+      /task id 2, outside 0 … 1 \(num_tasks 2\); set num_tasks to at least 3/,
+    );
     expect(() => model.forward(Int32Array.from([1, 2, 3]), 1, { taskIds: Int32Array.from([-1]) })).toThrow(/task id -1/);
     m.detach();
     model.dispose();
@@ -106,7 +130,8 @@ describe('mtp', () => {
     perturb(e, m);
     await checkMethodGradients(e, model, m, [1, 5, 9, 2, 30, 7, 11]);
     // Mixed batch, tasks [1, 0]: the gradient of every factor entry, by central differences of L = Σ logits·R.
-    const ids = Int32Array.from([1, 5, 9, 2, 1, 30, 7, 11]), taskIds = Int32Array.from([1, 0]);
+    const ids = Int32Array.from([1, 5, 9, 2, 1, 30, 7, 11]),
+      taskIds = Int32Array.from([1, 0]);
     const R = randn(ids.length * model.config.vocabSize, rng(8));
     const objective = async () => {
       e.beginScope();
@@ -127,12 +152,16 @@ describe('mtp', () => {
       const gmax = Math.max(...Array.from(g, Math.abs));
       // Entries of both tasks' factors (the halves of cols and rows), and of P*.
       for (const i of [0, Math.floor(g.length / 2) - 1, Math.floor(g.length / 2) + 1, g.length - 1]) {
-        const orig = w[i], h = 1e-2;
-        w[i] = orig + h; e.write(p.tensor, w);
+        const orig = w[i],
+          h = 1e-2;
+        w[i] = orig + h;
+        e.write(p.tensor, w);
         const lp = await objective();
-        w[i] = orig - h; e.write(p.tensor, w);
+        w[i] = orig - h;
+        e.write(p.tensor, w);
         const lm = await objective();
-        w[i] = orig; e.write(p.tensor, w);
+        w[i] = orig;
+        e.write(p.tensor, w);
         expect(Math.abs((lp - lm) / (2 * h) - g[i]) / Math.max(1, gmax), `${p.name}[${i}]`).toBeLessThan(2e-2);
       }
       expect(gmax).toBeGreaterThan(0);
@@ -183,19 +212,51 @@ describe('mtp', () => {
   it('export: prompt_embeddings (P*, unmodulated), prefix_task_cols/rows and the PEFT 0.17 config; import reproduces every task; cached generation; fresh process', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    const m = mtp.attach({ e, model, config: { num_virtual_tokens: 4, num_tasks: 2, num_ranks: 3, model_name_or_path: 'stories260K' }, random: seededRandom(2) });
+    const m = mtp.attach({
+      e,
+      model,
+      config: { num_virtual_tokens: 4, num_tasks: 2, num_ranks: 3, model_name_or_path: 'stories260K' },
+      random: seededRandom(2),
+    });
     perturb(e, m);
     const files = await m.exportAdapter();
     expect([...files.tensors].map(([k, t]) => [k, t.shape])).toEqual([
-      ['prompt_embeddings', [4, 64]], ['prefix_task_cols', [2, 4, 3]], ['prefix_task_rows', [2, 3, 64]],
+      ['prompt_embeddings', [4, 64]],
+      ['prefix_task_cols', [2, 4, 3]],
+      ['prefix_task_rows', [2, 3, 64]],
     ]);
     expect(Array.from(files.tensors.get('prompt_embeddings')!.data)).toEqual(Array.from(await e.read(tensorOf(m, 'prompt_embeddings'))));
     expect(Object.keys(files.config).sort()).toEqual([
-      'auto_mapping', 'base_model_name_or_path', 'inference_mode', 'modules_to_save', 'num_attention_heads', 'num_layers', 'num_ranks', 'num_tasks',
-      'num_transformer_submodules', 'num_virtual_tokens', 'peft_type', 'peft_version', 'prompt_tuning_init', 'prompt_tuning_init_state_dict_path',
-      'prompt_tuning_init_task', 'prompt_tuning_init_text', 'revision', 'task_type', 'token_dim', 'tokenizer_kwargs', 'tokenizer_name_or_path',
+      'auto_mapping',
+      'base_model_name_or_path',
+      'inference_mode',
+      'modules_to_save',
+      'num_attention_heads',
+      'num_layers',
+      'num_ranks',
+      'num_tasks',
+      'num_transformer_submodules',
+      'num_virtual_tokens',
+      'peft_type',
+      'peft_version',
+      'prompt_tuning_init',
+      'prompt_tuning_init_state_dict_path',
+      'prompt_tuning_init_task',
+      'prompt_tuning_init_text',
+      'revision',
+      'task_type',
+      'token_dim',
+      'tokenizer_kwargs',
+      'tokenizer_name_or_path',
     ]);
-    expect(files.config).toMatchObject({ peft_type: 'MULTITASK_PROMPT_TUNING', num_tasks: 2, num_ranks: 3, num_virtual_tokens: 4, token_dim: 64, prompt_tuning_init: 'RANDOM' });
+    expect(files.config).toMatchObject({
+      peft_type: 'MULTITASK_PROMPT_TUNING',
+      num_tasks: 2,
+      num_ranks: 3,
+      num_virtual_tokens: 4,
+      token_dim: 64,
+      prompt_tuning_init: 'RANDOM',
+    });
     const ids = [1, 403, 407, 261, 378];
     const before = await logits(e, model, [...ids, ...ids], 2, [1, 0]);
     m.detach();

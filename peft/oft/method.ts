@@ -17,7 +17,15 @@ import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { flopsTargets } from 'peft-studio/eval/flops';
 import { readOptions } from 'peft-studio/methods/options';
-import { matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  matchTargets,
+  type AdapterFiles,
+  type AttachedMethod,
+  type HostTensor,
+  type MethodContext,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 import { oftOptions } from './config';
 
 /** Where OFT and SVFT are listed. */
@@ -94,7 +102,7 @@ export const oft: PeftMethod = {
   name: 'oft',
   label: 'OFT',
   family: SPECTRAL_FAMILY,
-  description: 'A trained block-diagonal orthogonal rotation (Cayley transform) of each targeted linear\'s input.',
+  description: "A trained block-diagonal orthogonal rotation (Cayley transform) of each targeted linear's input.",
   order: 9,
   options: oftOptions,
   peftType: 'OFT',
@@ -148,7 +156,9 @@ export const oft: PeftMethod = {
       const inF = model.weightShape(`${name}.weight`)[1];
       const { r, b } = oftBlocks(inF, s.rank, s.blockSize);
       if (b < 2) {
-        throw new ConfigError(`OFT on ${name} (${inF} inputs) ends up with block size ${b}, which has no parameters; choose oft_block_size or oft_rank so that blocks have at least 2 features.`);
+        throw new ConfigError(
+          `OFT on ${name} (${inF} inputs) ends up with block size ${b}, which has no parameters; choose oft_block_size or oft_rank so that blocks have at least 2 features.`,
+        );
       }
       const nb = s.blockShare ? 1 : r;
       const theta = e.persist(e.zeros([nb, oftBlockParams(b)], `${name}.oft_R`));

@@ -24,10 +24,13 @@ const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'do
 function oftCount(cfg: ModelConfig, blockSize: number, targets: string[], blockShare = false) {
   const { hiddenSize: d, intermediateSize: f, numHeads: h, headDim: hd, numLayers: N } = cfg;
   const inputs: Record<string, number> = { q_proj: d, k_proj: d, v_proj: d, o_proj: h * hd, gate_proj: d, up_proj: d, down_proj: f };
-  return N * targets.reduce((a, t) => {
-    const { r, b } = oftBlocks(inputs[t], 0, blockSize);
-    return a + (blockShare ? 1 : r) * oftBlockParams(b);
-  }, 0);
+  return (
+    N *
+    targets.reduce((a, t) => {
+      const { r, b } = oftBlocks(inputs[t], 0, blockSize);
+      return a + (blockShare ? 1 : r) * oftBlockParams(b);
+    }, 0)
+  );
 }
 
 async function logits(e: Engine, model: LlamaModel, ids: number[]): Promise<Float32Array> {
@@ -49,7 +52,14 @@ describe('oft', () => {
   it("is the registry's method for finetuning_type oft and for peft_type OFT adapters", () => {
     expect(builtinMethods.has('oft')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'oft' })).toBe(oft);
-    const { method, config } = methodForAdapter({ peft_type: 'OFT', r: 0, oft_block_size: 32, target_modules: ['q_proj'], use_cayley_neumann: true, peft_version: '0.18.0' });
+    const { method, config } = methodForAdapter({
+      peft_type: 'OFT',
+      r: 0,
+      oft_block_size: 32,
+      target_modules: ['q_proj'],
+      use_cayley_neumann: true,
+      peft_version: '0.18.0',
+    });
     expect(method).toBe(oft);
     expect(config).toMatchObject({ finetuning_type: 'oft', oft_rank: 0, oft_block_size: 32, oft_target: ['q_proj'], cayley_neumann_formula: '0.18' });
     expect(methodForAdapter({ peft_type: 'OFT', r: 0, oft_block_size: 32, use_cayley_neumann: true }).config.cayley_neumann_formula).toBe('0.17');
@@ -88,7 +98,10 @@ describe('oft', () => {
   it('trainable parameters equal Σ blocks · b(b−1)/2 for stories260K (9 920 / 47 820) and the SmolLM2-135M shape', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    for (const [targets, want] of [[['q_proj', 'v_proj'], 9920], [ALL, 47820]] as const) {
+    for (const [targets, want] of [
+      [['q_proj', 'v_proj'], 9920],
+      [ALL, 47820],
+    ] as const) {
       const m = oft.attach({ e, model, config: { oft_target: [...targets] }, random: seededRandom(1) });
       const n = m.trainable().reduce((a, p) => a + p.tensor.size, 0);
       expect(n).toBe(want);
@@ -142,15 +155,46 @@ describe('oft', () => {
     expect(files.tensors.get('base_model.model.model.layers.4.mlp.down_proj.oft_R.weight')!.shape).toEqual([4, 903]);
     for (const k of keys) expect(k).toMatch(/^base_model\.model\.model\.layers\.\d\.(self_attn\.q_proj|mlp\.down_proj)\.oft_R\.weight$/);
     expect(Object.keys(files.config).sort()).toEqual([
-      'auto_mapping', 'base_model_name_or_path', 'bias', 'block_share', 'coft', 'eps', 'exclude_modules', 'fan_in_fan_out',
-      'inference_mode', 'init_weights', 'layers_pattern', 'layers_to_transform', 'module_dropout', 'modules_to_save',
-      'num_cayley_neumann_terms', 'oft_block_size', 'peft_type', 'peft_version', 'r', 'revision', 'target_modules', 'task_type',
+      'auto_mapping',
+      'base_model_name_or_path',
+      'bias',
+      'block_share',
+      'coft',
+      'eps',
+      'exclude_modules',
+      'fan_in_fan_out',
+      'inference_mode',
+      'init_weights',
+      'layers_pattern',
+      'layers_to_transform',
+      'module_dropout',
+      'modules_to_save',
+      'num_cayley_neumann_terms',
+      'oft_block_size',
+      'peft_type',
+      'peft_version',
+      'r',
+      'revision',
+      'target_modules',
+      'task_type',
       'use_cayley_neumann',
     ]);
     expect(files.config).toMatchObject({
-      peft_type: 'OFT', r: 0, oft_block_size: 32, target_modules: ['down_proj', 'q_proj'], use_cayley_neumann: true,
-      num_cayley_neumann_terms: 5, peft_version: '0.18.0', coft: false, eps: 6e-5, block_share: false, module_dropout: 0,
-      inference_mode: true, task_type: 'CAUSAL_LM', base_model_name_or_path: 'stories260K', bias: 'none',
+      peft_type: 'OFT',
+      r: 0,
+      oft_block_size: 32,
+      target_modules: ['down_proj', 'q_proj'],
+      use_cayley_neumann: true,
+      num_cayley_neumann_terms: 5,
+      peft_version: '0.18.0',
+      coft: false,
+      eps: 6e-5,
+      block_share: false,
+      module_dropout: 0,
+      inference_mode: true,
+      task_type: 'CAUSAL_LM',
+      base_model_name_or_path: 'stories260K',
+      bias: 'none',
     });
     m.detach();
 
@@ -199,8 +243,23 @@ describe('oft', () => {
 
   it('options register in the schema; a validated YAML config attaches with LLaMA-Factory defaults', async () => {
     registerOptions('oft', oftOptions);
-    const c = validateConfig({ model_name_or_path: 'stories260K', output_dir: 'out', dataset: 'd.jsonl', finetuning_type: 'oft', oft_target: 'q_proj,v_proj', coft: true });
-    expect(c).toMatchObject({ oft_rank: 0, oft_block_size: 32, oft_target: ['q_proj', 'v_proj'], coft: true, coft_eps: 6e-5, use_cayley_neumann: true, num_cayley_neumann_terms: 5 });
+    const c = validateConfig({
+      model_name_or_path: 'stories260K',
+      output_dir: 'out',
+      dataset: 'd.jsonl',
+      finetuning_type: 'oft',
+      oft_target: 'q_proj,v_proj',
+      coft: true,
+    });
+    expect(c).toMatchObject({
+      oft_rank: 0,
+      oft_block_size: 32,
+      oft_target: ['q_proj', 'v_proj'],
+      coft: true,
+      coft_eps: 6e-5,
+      use_cayley_neumann: true,
+      num_cayley_neumann_terms: 5,
+    });
     const e = await gpuEngine();
     const model = await loadStories(e);
     const m = oft.attach({ e, model, config: c, random: seededRandom(1) });
@@ -213,7 +272,9 @@ describe('oft', () => {
   it('rejects both or neither of oft_rank / oft_block_size with a fix', async () => {
     const e = await gpuEngine();
     const model = tinyModel(e);
-    expect(() => oft.attach({ e, model, config: { oft_rank: 4, oft_block_size: 32 }, random: seededRandom(1) })).toThrow(/set oft_block_size: 0 to use oft_rank/);
+    expect(() => oft.attach({ e, model, config: { oft_rank: 4, oft_block_size: 32 }, random: seededRandom(1) })).toThrow(
+      /set oft_block_size: 0 to use oft_rank/,
+    );
     const m = oft.attach({ e, model, config: { oft_rank: 4, oft_block_size: 0, oft_target: ['q_proj'] }, random: seededRandom(1) });
     expect(m.trainable()[0].tensor.shape).toEqual([4, 6]);
     m.detach();

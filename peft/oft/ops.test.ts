@@ -3,7 +3,15 @@ import { describe, it, expect } from 'vitest';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { checkOp, maxAbsDiff, randn, rng } from '../../tests/helpers/check-op';
 import {
-  blockRotate, blockRotateCpu, cayleyNeumannCoefficients, coftProject, coftProjectCpu, oftBlockParams, oftRotation, oftRotationCpu, skewCpu,
+  blockRotate,
+  blockRotateCpu,
+  cayleyNeumannCoefficients,
+  coftProject,
+  coftProjectCpu,
+  oftBlockParams,
+  oftRotation,
+  oftRotationCpu,
+  skewCpu,
 } from './ops';
 import wgsl from './oft.wgsl?raw';
 
@@ -67,9 +75,19 @@ describe('oft ops', () => {
 
   // [T, F, b, shared, trans]
   const rotateCases: [number, number, number, boolean, boolean][] = [
-    [5, 8, 4, false, false], [3, 12, 3, true, false], [1, 6, 6, false, false], [7, 10, 5, false, true], [4, 9, 3, true, true], [130, 4, 2, false, false],
+    [5, 8, 4, false, false],
+    [3, 12, 3, true, false],
+    [1, 6, 6, false, false],
+    [7, 10, 5, false, true],
+    [4, 9, 3, true, true],
+    [130, 4, 2, false, false],
     // vec4 tiles (b % 4 == 0); T not a multiple of 4
-    [6, 16, 8, false, false], [5, 24, 8, true, false], [3, 16, 4, false, true], [9, 32, 8, true, true], [1, 8, 8, false, false], [131, 12, 4, false, false],
+    [6, 16, 8, false, false],
+    [5, 24, 8, true, false],
+    [3, 16, 4, false, true],
+    [9, 32, 8, true, true],
+    [1, 8, 8, false, false],
+    [131, 12, 4, false, false],
   ];
   for (const [T, F, b, shared, trans] of rotateCases) {
     it(`blockRotate T${T} F${F} b${b}${shared ? ' shared' : ''}${trans ? ' transposed' : ''}`, async () => {
@@ -93,7 +111,12 @@ describe('oft ops', () => {
     it(`θ → R → rotated input, end to end (${coeffs ? 'neumann' : 'exact'}, shared and per-block)`, async () => {
       const e = await gpuEngine();
       for (const shared of [false, true]) {
-        const T = 6, b = 4, r = 3, F = r * b, nb = shared ? 1 : r, m = oftBlockParams(b);
+        const T = 6,
+          b = 4,
+          r = 3,
+          F = r * b,
+          nb = shared ? 1 : r,
+          m = oftBlockParams(b);
         const g = rng(shared ? 5 : 6);
         await checkOp(e, {
           name: 'oft rotate',
@@ -112,12 +135,15 @@ describe('oft ops', () => {
   it('exact Cayley R is orthogonal; Neumann R(θ) ≈ exact R(−θ) = exact R(θ)ᵀ for small θ', async () => {
     const e = await gpuEngine();
     e.beginScope();
-    const nb = 2, b = 6, m = oftBlockParams(b);
+    const nb = 2,
+      b = 6,
+      m = oftBlockParams(b);
     const th = randn(nb * m, rng(12), 0.02);
     const t = e.upload(th, [nb, m]);
     const Rx = await e.read(oftRotation(e, t, { b, coeffs: null }));
     const Rn = await e.read(oftRotation(e, t, { b, coeffs: cayleyNeumannCoefficients(5, '0.17') }));
-    let orth = 0, diff = 0;
+    let orth = 0,
+      diff = 0;
     for (let k = 0; k < nb; k++) {
       for (let i = 0; i < b; i++) {
         for (let j = 0; j < b; j++) {
@@ -137,7 +163,9 @@ describe('oft ops', () => {
   it('coftProject scales blocks outside the Frobenius ball onto it and leaves the others', async () => {
     const e = await gpuEngine();
     e.beginScope();
-    const nb = 4, b = 5, m = oftBlockParams(b);
+    const nb = 4,
+      b = 5,
+      m = oftBlockParams(b);
     const th = randn(nb * m, rng(3), 0.01);
     for (let p = 0; p < m; p++) th[m + p] *= 1e-4; // block 1 inside the ball
     const eps = 6e-3;

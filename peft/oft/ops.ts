@@ -70,10 +70,19 @@ function skewDims(theta: Tensor, b: number): { nb: number; m: number } {
 }
 
 /** C = alpha · op(A) op(B) + beta · C + diag · I per b×b block (op(B) = I when B is null). */
-function bmm(e: Engine, C: Tensor, A: Tensor, B: Tensor | null, nb: number, b: number, o: { transA?: boolean; transB?: boolean; alpha?: number; beta?: number; diag?: number }) {
+function bmm(
+  e: Engine,
+  C: Tensor,
+  A: Tensor,
+  B: Tensor | null,
+  nb: number,
+  b: number,
+  o: { transA?: boolean; transB?: boolean; alpha?: number; beta?: number; diag?: number },
+) {
   const vec4 = B !== null && b % 4 === 0;
   e.dispatch(
-    code, vec4 ? 'bmm4' : 'bmm',
+    code,
+    vec4 ? 'bmm4' : 'bmm',
     params(nb, b, o.transA ? 1 : 0, o.transB ? 1 : 0, B ? 0 : 1, 0, 0, 0, { f: o.alpha ?? 1 }, { f: o.beta ?? 0 }, { f: o.diag ?? 0 }, 0),
     [{ tensor: A }, { tensor: B ?? A }, { tensor: C, write: true }],
     grid1d(e, vec4 ? nb * (b / 4) * (b / 4) : nb * b * b, WG),
@@ -95,8 +104,13 @@ export function oftRotation(e: Engine, theta: Tensor, opts: OftRotationOptions):
   if (opts.coeffs === null) {
     const work = e.empty([nb, b, b], 'oft.cayley_work');
     const M = e.empty([nb, b, b], 'oft.cayley_inv');
-    e.dispatch(code, 'cayley_forward', params(nb, b, m, 0),
-      [{ tensor: theta }, { tensor: work, write: true }, { tensor: M, write: true }, { tensor: R, write: true }], grid1d(e, nb, WG));
+    e.dispatch(
+      code,
+      'cayley_forward',
+      params(nb, b, m, 0),
+      [{ tensor: theta }, { tensor: work, write: true }, { tensor: M, write: true }, { tensor: R, write: true }],
+      grid1d(e, nb, WG),
+    );
     work.dispose();
     if (!track) {
       M.dispose();
@@ -176,7 +190,8 @@ export interface BlockRotateOptions {
 function rotateDims(x: Tensor, R: Tensor): { T: number; F: number; b: number; nR: number } {
   const F = x.shape[x.shape.length - 1];
   if (R.shape.length !== 3 || R.shape[1] !== R.shape[2]) throw new Error(`blockRotate: R has shape [${R.shape}], expected [blocks, b, b]`);
-  const b = R.shape[1], nR = R.shape[0];
+  const b = R.shape[1],
+    nR = R.shape[0];
   if (F % b !== 0) throw new Error(`blockRotate: ${F} features do not split into blocks of ${b}`);
   if (nR !== 1 && nR !== F / b) throw new Error(`blockRotate: ${nR} rotation blocks for ${F / b} feature blocks (need ${F / b}, or 1 shared)`);
   return { T: x.size / F, F, b, nR };
@@ -189,9 +204,14 @@ export function blockRotate(e: Engine, x: Tensor, R: Tensor, opts: BlockRotateOp
   const y = opts.out ?? e.empty(x.shape, opts.name ?? 'oft.rotated');
   // 4×4 tiles when blocks split into vec4s (then F does too), else one thread per element.
   const vec4 = b % 4 === 0;
-  const rotate = (src: Tensor, dst: Tensor, tr: number, acc: number) => e.dispatch(
-    code, vec4 ? 'rotate_forward4' : 'rotate_forward', params(T, F, b, nR, tr, acc, 0, 0),
-    [{ tensor: src }, { tensor: R }, { tensor: dst, write: true }], grid1d(e, vec4 ? Math.ceil(T / 4) * (F / 4) : T * F, WG));
+  const rotate = (src: Tensor, dst: Tensor, tr: number, acc: number) =>
+    e.dispatch(
+      code,
+      vec4 ? 'rotate_forward4' : 'rotate_forward',
+      params(T, F, b, nR, tr, acc, 0, 0),
+      [{ tensor: src }, { tensor: R }, { tensor: dst, write: true }],
+      grid1d(e, vec4 ? Math.ceil(T / 4) * (F / 4) : T * F, WG),
+    );
   rotate(x, y, trans, 0);
   if (e.tape && (x.requiresGrad || R.requiresGrad)) {
     y.requiresGrad = true;
@@ -200,8 +220,13 @@ export function blockRotate(e: Engine, x: Tensor, R: Tensor, opts: BlockRotateOp
       if (!dy) return;
       if (x.requiresGrad) rotate(dy, x.gradOrZeros(), 1 - trans, 1);
       if (R.requiresGrad) {
-        e.dispatch(code, vec4 ? 'rotate_backward_r4' : 'rotate_backward_r', params(T, F, b, nR, trans, 0, 0, 0),
-          [{ tensor: x }, { tensor: dy }, { tensor: R.gradOrZeros(), write: true }], grid1d(e, vec4 ? nR * (b / 4) * (b / 4) : nR * b * b, WG));
+        e.dispatch(
+          code,
+          vec4 ? 'rotate_backward_r4' : 'rotate_backward_r',
+          params(T, F, b, nR, trans, 0, 0, 0),
+          [{ tensor: x }, { tensor: dy }, { tensor: R.gradOrZeros(), write: true }],
+          grid1d(e, vec4 ? nR * (b / 4) * (b / 4) : nR * b * b, WG),
+        );
       }
     });
   }
@@ -285,7 +310,8 @@ export function oftRotationCpu(theta: ArrayLike<number>, nb: number, b: number, 
   for (let k = 0; k < nb; k++) {
     const o = k * b * b;
     if (coeffs === null) {
-      const ImQ = new Float64Array(b * b), IpQ = new Float64Array(b * b);
+      const ImQ = new Float64Array(b * b),
+        IpQ = new Float64Array(b * b);
       for (let i = 0; i < b * b; i++) {
         const d = i % (b + 1) === 0 ? 1 : 0;
         ImQ[i] = d - Q[o + i];

@@ -105,7 +105,15 @@ describe('p-tuning-v2', () => {
     expect([...files.tensors.keys()]).toEqual(['prompt_embeddings']);
     expect(files.tensors.get('prompt_embeddings')!.shape).toEqual([4, 320]);
     expect(Array.from(files.tensors.get('prompt_embeddings')!.data)).toEqual(Array.from(await e.read(m.trainable()[0].tensor)));
-    expect(files.config).toMatchObject({ peft_type: 'PREFIX_TUNING', prefix_projection: false, token_dim: 32, num_attention_heads: 4, num_layers: 5, num_virtual_tokens: 4, encoder_hidden_size: 32 });
+    expect(files.config).toMatchObject({
+      peft_type: 'PREFIX_TUNING',
+      prefix_projection: false,
+      token_dim: 32,
+      num_attention_heads: 4,
+      num_layers: 5,
+      num_virtual_tokens: 4,
+      encoder_hidden_size: 32,
+    });
     const r = await checkFreshProcessReload(e, model, m);
     m.detach();
     const { method, config } = methodForAdapter(files.config);

@@ -108,7 +108,8 @@ function stackRows(e: Engine, rows: Tensor[], W: number): Tensor {
   while (parts.length > 1) {
     const next: Tensor[] = [];
     for (let i = 0; i + 1 < parts.length; i += 2) {
-      const a = parts[i], b = parts[i + 1];
+      const a = parts[i],
+        b = parts[i + 1];
       next.push(concatSeq(e, a, b, 1, a.shape[1], b.shape[1], W));
     }
     if (parts.length % 2) next.push(parts.at(-1)!);
@@ -129,7 +130,10 @@ function lstmDirection(e: Engine, x: Tensor, Wih: Tensor, Whh: Tensor, bih: Tens
     const t = reverse ? n - 1 - s : s;
     const z = add(e, row(e, G, n, t, 4 * H), matmul(e, h, Whh, { transB: true, bias: bhh, name: 'lstm.h_proj' }));
     const gate = (k: number, act: string) => activation(e, row(e, z, 4, k, H), act);
-    const i = gate(0, 'sigmoid'), f = gate(1, 'sigmoid'), g = gate(2, 'tanh'), o = gate(3, 'sigmoid');
+    const i = gate(0, 'sigmoid'),
+      f = gate(1, 'sigmoid'),
+      g = gate(2, 'tanh'),
+      o = gate(3, 'sigmoid');
     const ig = mul(e, i, g);
     c = c ? add(e, mul(e, f, c), ig) : ig;
     h = mul(e, o, activation(e, c, 'tanh'));
@@ -143,7 +147,8 @@ function lstmDirection(e: Engine, x: Tensor, Wih: Tensor, Whh: Tensor, bih: Tens
  * inter-layer dropout, layer l with seed dropoutSeed + l.
  */
 export function encodePrompt(e: Engine, s: EncoderSpec, w: (name: string) => Tensor, dropoutSeed?: number): Tensor {
-  const lin = (x: Tensor, i: number) => matmul(e, x, w(`mlp_head.${i}.weight`), { transB: true, bias: w(`mlp_head.${i}.bias`), name: `prompt_encoder.mlp_head.${i}` });
+  const lin = (x: Tensor, i: number) =>
+    matmul(e, x, w(`mlp_head.${i}.weight`), { transB: true, bias: w(`mlp_head.${i}.bias`), name: `prompt_encoder.mlp_head.${i}` });
   let x = w('embedding.weight');
   if (s.kind === 'MLP') {
     x = activation(e, lin(x, 0), 'relu');
@@ -153,8 +158,18 @@ export function encodePrompt(e: Engine, s: EncoderSpec, w: (name: string) => Ten
   const { nV, H } = s;
   for (let l = 0; l < s.layers; l++) {
     const dir = (sfx: string, reverse: boolean) =>
-      lstmDirection(e, x, w(`lstm_head.weight_ih_l${l}${sfx}`), w(`lstm_head.weight_hh_l${l}${sfx}`), w(`lstm_head.bias_ih_l${l}${sfx}`), w(`lstm_head.bias_hh_l${l}${sfx}`), H, reverse);
-    const fwd = dir('', false), rev = dir('_reverse', true);
+      lstmDirection(
+        e,
+        x,
+        w(`lstm_head.weight_ih_l${l}${sfx}`),
+        w(`lstm_head.weight_hh_l${l}${sfx}`),
+        w(`lstm_head.bias_ih_l${l}${sfx}`),
+        w(`lstm_head.bias_hh_l${l}${sfx}`),
+        H,
+        reverse,
+      );
+    const fwd = dir('', false),
+      rev = dir('_reverse', true);
     // Per token [h_fwd | h_rev]: [n_v, 2, H] = [n_v, 2H].
     x = concatSeq(e, fwd.reshape([nV, 1, H]), rev.reshape([nV, 1, H]), nV, 1, 1, H).reshape([nV, 2 * H]);
     if (l < s.layers - 1 && s.dropout > 0 && dropoutSeed !== undefined) x = dropout(e, x, s.dropout, dropoutSeed + l);
@@ -187,17 +202,26 @@ export function encodePromptCpu(s: EncoderSpec, w: (name: string) => ArrayLike<n
   let inF = d;
   for (let l = 0; l < s.layers; l++) {
     const out = new Float64Array(nV * 2 * H);
-    for (const [dirIdx, sfx] of [[0, ''], [1, '_reverse']] as const) {
+    for (const [dirIdx, sfx] of [
+      [0, ''],
+      [1, '_reverse'],
+    ] as const) {
       const G = linearCpu(x, nV, inF, w(`lstm_head.weight_ih_l${l}${sfx}`), w(`lstm_head.bias_ih_l${l}${sfx}`), 4 * H);
-      const Whh = w(`lstm_head.weight_hh_l${l}${sfx}`), bhh = w(`lstm_head.bias_hh_l${l}${sfx}`);
-      let h = new Float64Array(H), c = new Float64Array(H);
+      const Whh = w(`lstm_head.weight_hh_l${l}${sfx}`),
+        bhh = w(`lstm_head.bias_hh_l${l}${sfx}`);
+      let h = new Float64Array(H),
+        c = new Float64Array(H);
       for (let st = 0; st < nV; st++) {
         const t = dirIdx ? nV - 1 - st : st;
         const z = linearCpu(h, 1, H, Whh, bhh, 4 * H);
         for (let j = 0; j < 4 * H; j++) z[j] += G[t * 4 * H + j];
-        const hn = new Float64Array(H), cn = new Float64Array(H);
+        const hn = new Float64Array(H),
+          cn = new Float64Array(H);
         for (let j = 0; j < H; j++) {
-          const i = sigmoid(z[j]), f = sigmoid(z[H + j]), g = Math.tanh(z[2 * H + j]), o = sigmoid(z[3 * H + j]);
+          const i = sigmoid(z[j]),
+            f = sigmoid(z[H + j]),
+            g = Math.tanh(z[2 * H + j]),
+            o = sigmoid(z[3 * H + j]);
           cn[j] = f * c[j] + i * g;
           hn[j] = o * Math.tanh(cn[j]);
         }

@@ -18,7 +18,13 @@ import type { Tensor } from 'peft-studio/engine/tensor';
 import { encoderHiddenSize, numVirtualTokens, readOptions } from 'peft-studio/methods/options';
 import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
 import {
-  adapterTensor, adapterVirtualTokens, broadcastBatch, prependPrompt, PROMPT_FAMILY, promptAdapterConfig, requireVirtualTokens,
+  adapterTensor,
+  adapterVirtualTokens,
+  broadcastBatch,
+  prependPrompt,
+  PROMPT_FAMILY,
+  promptAdapterConfig,
+  requireVirtualTokens,
 } from '../prompt-tuning/prompt';
 import { pTuningOptions } from './config';
 
@@ -138,7 +144,13 @@ export const pTuning: PeftMethod = {
         return { config: promptAdapterConfig(model, config, 'P_TUNING', nV, extra), tensors: new Map([['prompt_embeddings', { shape: [nV, d], data: P }]]) };
       },
       importAdapter(files: AdapterFiles): void {
-        const data = adapterTensor(files, 'prompt_embeddings', [nV, d], 'p-tuning', 'set num_virtual_tokens as in its adapter_config.json, on the same base model.');
+        const data = adapterTensor(
+          files,
+          'prompt_embeddings',
+          [nV, d],
+          'p-tuning',
+          'set num_virtual_tokens as in its adapter_config.json, on the same base model.',
+        );
         table ??= e.persist(e.empty([nV, d], 'prompt_embeddings'));
         e.write(table, data);
         table.requiresGrad = true;

@@ -3,7 +3,14 @@ import { describe, it, expect } from 'vitest';
 import { baseFlops, probe } from '../../tests/helpers/flops-probe';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { loadStories, smollmConfig, tinyModel } from '../../tests/helpers/models';
-import { checkCachedGeneration, checkFreshProcessReload, checkMethodGradients, checkTrajectory, fixedBatch, trajectoryOptions } from '../../tests/helpers/method-check';
+import {
+  checkCachedGeneration,
+  checkFreshProcessReload,
+  checkMethodGradients,
+  checkTrajectory,
+  fixedBatch,
+  trajectoryOptions,
+} from '../../tests/helpers/method-check';
 import { randn, rng } from '../../tests/helpers/check-op';
 import { Tape } from '../../src/engine/tape';
 import type { Engine } from '../../src/engine/engine';
@@ -69,10 +76,14 @@ describe('p-tuning', () => {
     const attach = (config: Record<string, unknown>) => pTuning.attach({ e, model, config, random: seededRandom(1) });
     expect(() => attach({})).toThrow(ConfigError);
     expect(() => attach({})).toThrow(/num_virtual_tokens: p-tuning needs it and it is unset/);
-    expect(() => attach({ num_virtual_tokens: 3, encoder_reparameterization_type: 'GRU' })).toThrow(/encoder_reparameterization_type: 'GRU' is not one of MLP, LSTM/);
+    expect(() => attach({ num_virtual_tokens: 3, encoder_reparameterization_type: 'GRU' })).toThrow(
+      /encoder_reparameterization_type: 'GRU' is not one of MLP, LSTM/,
+    );
     expect(() => attach({ num_virtual_tokens: 3, encoder_dropout: 1 })).toThrow(/encoder_dropout: 1 is out of range; it must be ≥ 0 and < 1/);
     expect(() => attach({ num_virtual_tokens: 3, encoder_hidden_size: 0 })).toThrow(/encoder_hidden_size: 0 is out of range; it must be ≥ 1/);
-    expect(() => attach({ num_virtual_tokens: 3, encoder_reparameterization_type: 'LSTM', encoder_num_layers: -1 })).toThrow(/encoder_num_layers: -1 is out of range/);
+    expect(() => attach({ num_virtual_tokens: 3, encoder_reparameterization_type: 'LSTM', encoder_num_layers: -1 })).toThrow(
+      /encoder_num_layers: -1 is out of range/,
+    );
     model.dispose();
   });
 
@@ -89,7 +100,12 @@ describe('p-tuning', () => {
       expect(maxDiff(P, ref), `${spec.kind} layers ${spec.layers}`).toBeLessThan(1e-5 * Math.max(1, maxAbs(ref)));
       if (seed !== undefined) {
         // The dropout really acts: without it the output differs.
-        expect(maxDiff(encodePromptCpu(spec, (n) => host.get(n)!), ref)).toBeGreaterThan(1e-3);
+        expect(
+          maxDiff(
+            encodePromptCpu(spec, (n) => host.get(n)!),
+            ref,
+          ),
+        ).toBeGreaterThan(1e-3);
       }
       for (const t of gpu.values()) t.dispose();
     }
@@ -135,7 +151,12 @@ describe('p-tuning', () => {
     const e = await gpuEngine();
     const model = tinyModel(e);
     for (const kind of ['MLP', 'LSTM']) {
-      const m = pTuning.attach({ e, model, config: { num_virtual_tokens: 3, encoder_reparameterization_type: kind, encoder_hidden_size: 6 }, random: seededRandom(3) });
+      const m = pTuning.attach({
+        e,
+        model,
+        config: { num_virtual_tokens: 3, encoder_reparameterization_type: kind, encoder_hidden_size: 6 },
+        random: seededRandom(3),
+      });
       const report = await checkMethodGradients(e, model, m, [1, 5, 9, 2, 30, 7], { samples: 4 });
       expect(report.length).toBe(kind === 'MLP' ? 7 : 1 + 2 * 2 * 4 + 4);
       m.detach();
@@ -148,11 +169,21 @@ describe('p-tuning', () => {
     const model = tinyModel(e);
     const ids = [1, 5, 9, 2, 30];
     for (const kind of ['MLP', 'LSTM']) {
-      const m = pTuning.attach({ e, model, config: { num_virtual_tokens: 4, encoder_reparameterization_type: kind }, random: seededRandom(2) }) as AttachedPTuning;
+      const m = pTuning.attach({
+        e,
+        model,
+        config: { num_virtual_tokens: 4, encoder_reparameterization_type: kind },
+        random: seededRandom(2),
+      }) as AttachedPTuning;
       const P = (await m.exportAdapter()).tensors.get('prompt_embeddings')!;
       const host = new Map<string, Float32Array>();
       for (const p of m.trainable()) host.set(p.name.replace('prompt_encoder.default.', ''), await e.read(p.tensor));
-      expect(maxDiff(P.data, encodePromptCpu(m.spec, (n) => host.get(n)!))).toBeLessThan(1e-5);
+      expect(
+        maxDiff(
+          P.data,
+          encodePromptCpu(m.spec, (n) => host.get(n)!),
+        ),
+      ).toBeLessThan(1e-5);
       const y = await logits(e, model, [...ids, ...ids], 2);
       m.detach();
       const pt = promptTuning.attach({ e, model, config: { num_virtual_tokens: 4, prompt_tuning_init: 'RANDOM' }, random: seededRandom(1) });
@@ -174,7 +205,8 @@ describe('p-tuning', () => {
     };
     expect(count({ num_virtual_tokens: 10 })).toBe(13120);
     // LSTM, H = d = 64, 2 layers: table + Σ_layers 2·(4H·in + 4H·H + 8H) + (2H·2H + 2H) + (2H·d + d).
-    const H = 64, d = 64;
+    const H = 64,
+      d = 64;
     const lstm = 10 * d + 2 * (4 * H * d + 4 * H * H + 8 * H) + 2 * (4 * H * 2 * H + 4 * H * H + 8 * H) + (2 * H * 2 * H + 2 * H) + (2 * H * d + d);
     expect(count({ num_virtual_tokens: 10, encoder_reparameterization_type: 'LSTM' })).toBe(lstm);
     expect(lstm).toBe(191296);
@@ -193,7 +225,12 @@ describe('p-tuning', () => {
     const r = await checkTrajectory(e, model, m, 0.5, { learningRate: 1e-3 });
     console.log(`p-tuning MLP trajectory: ${r.first.toFixed(4)} → ${r.last.toFixed(4)}, peak ${r.peak} B`);
     m.detach();
-    const l = pTuning.attach({ e, model, config: { num_virtual_tokens: 6, encoder_reparameterization_type: 'LSTM', encoder_hidden_size: 32, encoder_dropout: 0.1 }, random: seededRandom(1) });
+    const l = pTuning.attach({
+      e,
+      model,
+      config: { num_virtual_tokens: 6, encoder_reparameterization_type: 'LSTM', encoder_hidden_size: 32, encoder_dropout: 0.1 },
+      random: seededRandom(1),
+    });
     const rl = await checkTrajectory(e, model, l, 0.3, { learningRate: 3e-3, maxSteps: 20 });
     console.log(`p-tuning LSTM trajectory: ${rl.first.toFixed(4)} → ${rl.last.toFixed(4)}, peak ${rl.peak} B`);
     l.detach();
@@ -230,18 +267,45 @@ describe('p-tuning', () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
     for (const kind of ['MLP', 'LSTM']) {
-      const m = pTuning.attach({ e, model, config: { num_virtual_tokens: 5, encoder_reparameterization_type: kind, encoder_hidden_size: 16, model_name_or_path: 'stories260K' }, random: seededRandom(2) });
+      const m = pTuning.attach({
+        e,
+        model,
+        config: { num_virtual_tokens: 5, encoder_reparameterization_type: kind, encoder_hidden_size: 16, model_name_or_path: 'stories260K' },
+        random: seededRandom(2),
+      });
       await checkCachedGeneration(e, model, [1, 403, 407, 261], 4);
       const files = await m.exportAdapter();
       expect([...files.tensors].map(([k, t]) => [k, t.shape])).toEqual([['prompt_embeddings', [5, 64]]]);
       expect(Object.keys(files.config).sort()).toEqual([
-        'auto_mapping', 'base_model_name_or_path', 'encoder_dropout', 'encoder_hidden_size', 'encoder_num_layers', 'encoder_reparameterization_type',
-        'inference_mode', 'modules_to_save', 'num_attention_heads', 'num_layers', 'num_transformer_submodules', 'num_virtual_tokens',
-        'peft_type', 'peft_version', 'revision', 'task_type', 'token_dim',
+        'auto_mapping',
+        'base_model_name_or_path',
+        'encoder_dropout',
+        'encoder_hidden_size',
+        'encoder_num_layers',
+        'encoder_reparameterization_type',
+        'inference_mode',
+        'modules_to_save',
+        'num_attention_heads',
+        'num_layers',
+        'num_transformer_submodules',
+        'num_virtual_tokens',
+        'peft_type',
+        'peft_version',
+        'revision',
+        'task_type',
+        'token_dim',
       ]);
       expect(files.config).toMatchObject({
-        peft_type: 'P_TUNING', encoder_reparameterization_type: kind, encoder_hidden_size: 16, encoder_num_layers: 2, encoder_dropout: 0,
-        num_virtual_tokens: 5, token_dim: 64, num_attention_heads: 8, num_layers: 5, num_transformer_submodules: 1,
+        peft_type: 'P_TUNING',
+        encoder_reparameterization_type: kind,
+        encoder_hidden_size: 16,
+        encoder_num_layers: 2,
+        encoder_dropout: 0,
+        num_virtual_tokens: 5,
+        token_dim: 64,
+        num_attention_heads: 8,
+        num_layers: 5,
+        num_transformer_submodules: 1,
       });
       const ids = [1, 403, 407, 261, 378];
       const before = await logits(e, model, ids);

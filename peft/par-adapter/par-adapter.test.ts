@@ -9,7 +9,11 @@ import { bottleneckSuite, logits } from '../bn-adapter/bottleneck-suite';
 import par from './method';
 
 bottleneckSuite({
-  name: 'par-adapter', method: par, storiesCount: 2900, smollmCount: 1_262_520, lr: 1e-2,
+  name: 'par-adapter',
+  method: par,
+  storiesCount: 2900,
+  smollmCount: 1_262_520,
+  lr: 1e-2,
   variants: [
     {},
     { ln_before: true, ln_after: true, non_linearity: 'gelu_new', scaling: 'channel' },

@@ -135,7 +135,7 @@ export const pissa: PissaMethod = {
     const guard = model.attach({
       linear: (name, x, next) => {
         if (!initialised && e.tape && targetSet.has(name)) {
-          throw initError ?? new ConfigError('PiSSA is still computing its SVD initialisation: await the attached method\'s `ready` before training.');
+          throw initError ?? new ConfigError("PiSSA is still computing its SVD initialisation: await the attached method's `ready` before training.");
         }
         return next(x);
       },

@@ -20,8 +20,13 @@ const ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'do
 function pissaCount(cfg: Shape, r: number, targets: string[]) {
   const { hiddenSize: d, intermediateSize: f, numHeads: h, numKvHeads: kv, headDim: hd, numLayers: N } = cfg;
   const shapes: Record<string, [number, number]> = {
-    q_proj: [h * hd, d], k_proj: [kv * hd, d], v_proj: [kv * hd, d], o_proj: [d, h * hd],
-    gate_proj: [f, d], up_proj: [f, d], down_proj: [d, f],
+    q_proj: [h * hd, d],
+    k_proj: [kv * hd, d],
+    v_proj: [kv * hd, d],
+    o_proj: [d, h * hd],
+    gate_proj: [f, d],
+    up_proj: [f, d],
+    down_proj: [d, f],
   };
   return N * targets.reduce((a, t) => a + r * (shapes[t][0] + shapes[t][1]), 0);
 }
@@ -40,38 +45,45 @@ async function weights(e: Engine, model: LlamaModel, names: string[]) {
 }
 
 describe('pissa', () => {
-  it('is the registry\'s method for finetuning_type lora + pissa_init; reads pissa_iter from init_lora_weights', () => {
+  it("is the registry's method for finetuning_type lora + pissa_init; reads pissa_iter from init_lora_weights", () => {
     expect(builtinMethods.has('pissa')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'lora', pissa_init: true })).toBe(pissa);
-    expect(pissa.configFromAdapter!({ peft_type: 'LORA', init_lora_weights: 'pissa_niter_16', r: 8, lora_alpha: 16, target_modules: ['q_proj'] }))
-      .toMatchObject({ finetuning_type: 'lora', pissa_init: true, pissa_iter: 16, lora_rank: 8 });
+    expect(
+      pissa.configFromAdapter!({ peft_type: 'LORA', init_lora_weights: 'pissa_niter_16', r: 8, lora_alpha: 16, target_modules: ['q_proj'] }),
+    ).toMatchObject({ finetuning_type: 'lora', pissa_init: true, pissa_iter: 16, lora_rank: 8 });
     expect(pissa.configFromAdapter!({ peft_type: 'LORA', init_lora_weights: 'pissa', r: 4 })).toMatchObject({ pissa_iter: -1 });
     expect(pissa.configFromAdapter!({ peft_type: 'LORA', init_lora_weights: true, r: 4 })).toBeNull();
   });
 
   it('init math (float64): B = U√(S/s), A = √(S/s)Vᵀ, W_res + s·BA = W, and W_res keeps exactly the tail spectrum', () => {
-    const outF = 40, inF = 24, r = 4, s = 2;
+    const outF = 40,
+      inF = 24,
+      r = 4,
+      s = 2;
     const rand = seededRandom(3);
     const W = Float32Array.from({ length: outF * inF }, () => rand() - 0.5);
     const full = svdFull(W, outF, inF);
     const { A, B, Wres, S } = pissaInit(W, outF, inF, r, s, -1, 0);
     expect(maxAbsDiff(S, full.S.slice(0, r))).toBeLessThan(1e-12);
     // BᵀB = AAᵀ = diag(S_r / s) (orthonormal U, V).
-    for (let a = 0; a < r; a++) for (let b = 0; b < r; b++) {
-      let bb = 0, aa = 0;
-      for (let o = 0; o < outF; o++) bb += B[o * r + a] * B[o * r + b];
-      for (let i = 0; i < inF; i++) aa += A[a * inF + i] * A[b * inF + i];
-      const want = a === b ? S[a] / s : 0;
-      expect(Math.abs(bb - want)).toBeLessThan(1e-5);
-      expect(Math.abs(aa - want)).toBeLessThan(1e-5);
-    }
+    for (let a = 0; a < r; a++)
+      for (let b = 0; b < r; b++) {
+        let bb = 0,
+          aa = 0;
+        for (let o = 0; o < outF; o++) bb += B[o * r + a] * B[o * r + b];
+        for (let i = 0; i < inF; i++) aa += A[a * inF + i] * A[b * inF + i];
+        const want = a === b ? S[a] / s : 0;
+        expect(Math.abs(bb - want)).toBeLessThan(1e-5);
+        expect(Math.abs(aa - want)).toBeLessThan(1e-5);
+      }
     // W_res + s·BA = W (float32 rounding of W_res only).
     let worst = 0;
-    for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) {
-      let ba = 0;
-      for (let j = 0; j < r; j++) ba += B[o * r + j] * A[j * inF + i];
-      worst = Math.max(worst, Math.abs(Wres[o * inF + i] + s * ba - W[o * inF + i]));
-    }
+    for (let o = 0; o < outF; o++)
+      for (let i = 0; i < inF; i++) {
+        let ba = 0;
+        for (let j = 0; j < r; j++) ba += B[o * r + j] * A[j * inF + i];
+        worst = Math.max(worst, Math.abs(Wres[o * inF + i] + s * ba - W[o * inF + i]));
+      }
     expect(worst).toBeLessThan(1e-6);
     // σ(W_res) = σ_{r+1..}(W) plus r (near-)zeros: the principal part moved into BA.
     const res = svdFull(Wres, outF, inF);
@@ -82,7 +94,7 @@ describe('pissa', () => {
     expect(maxAbsDiff(fast.S, S) / S[0]).toBeLessThan(0.05);
   });
 
-  it('init is a no-op on stories260K (exact and pissa_iter 16): logits equal the base model\'s; A, B carry the top-r triplets', async () => {
+  it("init is a no-op on stories260K (exact and pissa_iter 16): logits equal the base model's; A, B carry the top-r triplets", async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
     const ids = [1, 403, 407, 261, 378, 432];
@@ -90,7 +102,12 @@ describe('pissa', () => {
     const names = model.linearNames();
     const W0 = await weights(e, model, names);
     for (const iters of [-1, 16]) {
-      const m = pissa.attach({ e, model, config: { lora_rank: 8, lora_alpha: 16, lora_target: 'all', pissa_init: true, pissa_iter: iters }, random: seededRandom(1) });
+      const m = pissa.attach({
+        e,
+        model,
+        config: { lora_rank: 8, lora_alpha: 16, lora_target: 'all', pissa_init: true, pissa_iter: iters },
+        random: seededRandom(1),
+      });
       await m.ready;
       const secs = [...m.svdSeconds.values()].reduce((a, b) => a + b, 0);
       console.log(`pissa init (pissa_iter ${iters}) on stories260K, 35 targets: CPU SVD ${(secs * 1000).toFixed(0)} ms`);
@@ -103,11 +120,12 @@ describe('pissa', () => {
       const Wres = await e.read(model.param(`${name}.weight`));
       const W = W0.get(name)!;
       let worst = 0;
-      for (let o = 0; o < 64; o++) for (let i = 0; i < 172; i++) {
-        let ba = 0;
-        for (let j = 0; j < 8; j++) ba += B[o * 8 + j] * A[j * 172 + i];
-        worst = Math.max(worst, Math.abs(Wres[o * 172 + i] + 2 * ba - W[o * 172 + i]));
-      }
+      for (let o = 0; o < 64; o++)
+        for (let i = 0; i < 172; i++) {
+          let ba = 0;
+          for (let j = 0; j < 8; j++) ba += B[o * 8 + j] * A[j * 172 + i];
+          worst = Math.max(worst, Math.abs(Wres[o * 172 + i] + 2 * ba - W[o * 172 + i]));
+        }
       expect(worst).toBeLessThan(1e-6);
       const S = svdFull(W, 64, 172).S;
       for (let j = 0; j < 8; j++) {
@@ -145,7 +163,12 @@ describe('pissa', () => {
   it('gradients of A and B match finite differences (tiny random model)', async () => {
     const e = await gpuEngine();
     const model = tinyModel(e);
-    const m = pissa.attach({ e, model, config: { lora_rank: 4, lora_alpha: 8, lora_target: ['q_proj', 'k_proj', 'down_proj'], pissa_init: true, pissa_iter: -1 }, random: seededRandom(3) });
+    const m = pissa.attach({
+      e,
+      model,
+      config: { lora_rank: 4, lora_alpha: 8, lora_target: ['q_proj', 'k_proj', 'down_proj'], pissa_init: true, pissa_iter: -1 },
+      random: seededRandom(3),
+    });
     await m.ready;
     // Both A and B are non-zero after the SVD init, so both gradients are exercised from step 0.
     const report = await checkMethodGradients(e, model, m, [1, 5, 9, 2, 30, 7, 11], { samples: 5 });
@@ -154,10 +177,13 @@ describe('pissa', () => {
     model.dispose();
   });
 
-  it('trainable parameters equal r·(in + out) per target (LoRA\'s), for stories260K and the SmolLM2-135M shape', async () => {
+  it("trainable parameters equal r·(in + out) per target (LoRA's), for stories260K and the SmolLM2-135M shape", async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    for (const [targets, want] of [[['q_proj', 'v_proj'], 8960], [ALL, 46240]] as const) {
+    for (const [targets, want] of [
+      [['q_proj', 'v_proj'], 8960],
+      [ALL, 46240],
+    ] as const) {
       const m = pissa.attach({ e, model, config: { lora_rank: 8, lora_target: [...targets], pissa_init: true }, random: seededRandom(1) });
       const count = m.trainable().reduce((a, p) => a + p.tensor.size, 0);
       expect(count).toBe(pissaCount(model.config, 8, [...targets]));
@@ -174,7 +200,12 @@ describe('pissa', () => {
   it('trajectory: 30 steps on a fixed batch, loss falls by half, memory flat', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    const m = pissa.attach({ e, model, config: { lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], pissa_init: true, pissa_iter: 16 }, random: seededRandom(1) });
+    const m = pissa.attach({
+      e,
+      model,
+      config: { lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], pissa_init: true, pissa_iter: 16 },
+      random: seededRandom(1),
+    });
     await m.ready;
     const r = await checkTrajectory(e, model, m, 0.5);
     console.log(`pissa trajectory: ${r.first.toFixed(4)} → ${r.last.toFixed(4)}, peak ${r.peak} B`);
@@ -189,14 +220,25 @@ describe('pissa', () => {
     const base = await logits(e, model, ids);
     const names = model.linearNames();
     const W0 = await weights(e, model, names);
-    const config = { lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj', 'down_proj'], pissa_init: true, pissa_iter: 16, pissa_convert: true, model_name_or_path: 'stories260K' };
+    const config = {
+      lora_rank: 8,
+      lora_alpha: 16,
+      lora_target: ['q_proj', 'v_proj', 'down_proj'],
+      pissa_init: true,
+      pissa_iter: 16,
+      pissa_convert: true,
+      model_name_or_path: 'stories260K',
+    };
     const m = pissa.attach({ e, model, config, random: seededRandom(1) });
     await m.ready;
     // "Train": move A and B away from their initial values.
     const rand = seededRandom(5);
     for (const p of m.trainable()) {
       const v = await e.read(p.tensor);
-      e.write(p.tensor, v.map((x) => x + 0.05 * (rand() - 0.5)));
+      e.write(
+        p.tensor,
+        v.map((x) => x + 0.05 * (rand() - 0.5)),
+      );
     }
     const trained = await logits(e, model, ids);
     expect(maxAbsDiff(trained, base)).toBeGreaterThan(1e-3);
@@ -204,14 +246,25 @@ describe('pissa', () => {
     const native = await m.exportAdapter();
     const want = new Map<string, number[]>();
     for (let l = 0; l < 5; l++) {
-      for (const [mod, out, inF] of [['self_attn.q_proj', 64, 64], ['self_attn.v_proj', 32, 64], ['mlp.down_proj', 64, 172]] as const) {
+      for (const [mod, out, inF] of [
+        ['self_attn.q_proj', 64, 64],
+        ['self_attn.v_proj', 32, 64],
+        ['mlp.down_proj', 64, 172],
+      ] as const) {
         want.set(`base_model.model.model.layers.${l}.${mod}.lora_A.weight`, [8, inF]);
         want.set(`base_model.model.model.layers.${l}.${mod}.lora_B.weight`, [out, 8]);
       }
     }
     expect([...native.tensors.keys()].sort()).toEqual([...want.keys()].sort());
     for (const [k, shape] of want) expect(native.tensors.get(k)!.shape, k).toEqual(shape);
-    expect(native.config).toMatchObject({ peft_type: 'LORA', init_lora_weights: 'pissa_niter_16', r: 8, lora_alpha: 16, use_dora: false, target_modules: ['down_proj', 'q_proj', 'v_proj'] });
+    expect(native.config).toMatchObject({
+      peft_type: 'LORA',
+      init_lora_weights: 'pissa_niter_16',
+      r: 8,
+      lora_alpha: 16,
+      use_dora: false,
+      target_modules: ['down_proj', 'q_proj', 'v_proj'],
+    });
 
     const converted = await m.exportConverted();
     expect(converted.config).toMatchObject({ peft_type: 'LORA', init_lora_weights: true, r: 16, lora_alpha: 32 });

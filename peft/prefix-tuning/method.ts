@@ -39,7 +39,18 @@ import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import type { ModelConfig } from 'peft-studio/model/config';
 import { encoderHiddenSize, numVirtualTokens, readOptions } from 'peft-studio/methods/options';
-import { normal, uniform, type AdapterFiles, type AttachedMethod, type FlopsContext, type HostTensor, type MethodContext, type MethodFlops, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  normal,
+  uniform,
+  type AdapterFiles,
+  type AttachedMethod,
+  type FlopsContext,
+  type HostTensor,
+  type MethodContext,
+  type MethodFlops,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 import { PROMPT_FAMILY, requireVirtualTokens } from '../prompt-tuning/prompt';
 import { prefixOptions } from './config';
 
@@ -199,15 +210,25 @@ export function attachPrefix(ctx: MethodContext, flavour: PrefixFlavour): Attach
     },
     importAdapter(files: AdapterFiles): void {
       const c = files.config;
-      for (const [key, want] of [['token_dim', D], ['num_layers', dims.layers], ['num_attention_heads', kvHeads], ['num_virtual_tokens', nv]] as const) {
+      for (const [key, want] of [
+        ['token_dim', D],
+        ['num_layers', dims.layers],
+        ['num_attention_heads', kvHeads],
+        ['num_virtual_tokens', nv],
+      ] as const) {
         if (c[key] !== undefined && c[key] !== null && Number(c[key]) !== want) {
-          throw new ConfigError(`The adapter's ${key} is ${c[key]} but this model needs ${want} (prefix tuning with num_virtual_tokens ${nv} on n_kv·head_dim = ${D}, ${dims.layers} layers); was it trained on another model?`);
+          throw new ConfigError(
+            `The adapter's ${key} is ${c[key]} but this model needs ${want} (prefix tuning with num_virtual_tokens ${nv} on n_kv·head_dim = ${D}, ${dims.layers} layers); was it trained on another model?`,
+          );
         }
       }
       const src = files.tensors.get('prompt_embeddings');
-      if (!src) throw new ConfigError(`The adapter has no tensor prompt_embeddings; a PREFIX_TUNING adapter stores its prefix matrix Z [${nv}, ${F}] under that key.`);
+      if (!src)
+        throw new ConfigError(`The adapter has no tensor prompt_embeddings; a PREFIX_TUNING adapter stores its prefix matrix Z [${nv}, ${F}] under that key.`);
       if (src.shape.join() !== [nv, F].join()) {
-        throw new ConfigError(`Adapter tensor prompt_embeddings has shape [${src.shape}], expected [${nv}, ${F}] (num_virtual_tokens × 2·layers·n_kv·head_dim).`);
+        throw new ConfigError(
+          `Adapter tensor prompt_embeddings has shape [${src.shape}], expected [${nv}, ${F}] (num_virtual_tokens × 2·layers·n_kv·head_dim).`,
+        );
       }
       if (proj) {
         // As PEFT in inference mode: the exported Z becomes a plain table and the MLP is dropped.

@@ -39,14 +39,16 @@ const count = (m: AttachedMethod) => m.trainable().reduce((a, p) => a + p.tensor
  */
 async function zFromCache(e: Engine, model: LlamaModel, ids: number[], P: number): Promise<Float32Array> {
   const { numLayers: N, numKvHeads: Hkv, headDim: hd } = model.config;
-  const W = Hkv * hd, F = N * 2 * W;
+  const W = Hkv * hd,
+    F = N * 2 * W;
   const cache = model.newCache(1, P);
   e.beginScope();
   model.forward(Int32Array.from(ids.slice(0, P)), 1, { cache });
   e.endScope();
   const Z = new Float32Array(P * F);
   for (let l = 0; l < N; l++) {
-    const k = await e.read(cache.k[l]), v = await e.read(cache.v[l]);
+    const k = await e.read(cache.k[l]),
+      v = await e.read(cache.v[l]);
     for (let j = 0; j < P; j++) {
       Z.set(k.subarray(j * W, (j + 1) * W), j * F + 2 * l * W);
       Z.set(v.subarray(j * W, (j + 1) * W), j * F + (2 * l + 1) * W);
@@ -60,7 +62,13 @@ describe('prefix-tuning', () => {
   it("is the registry's method for finetuning_type prefix-tuning and loads every PREFIX_TUNING adapter as a plain table", () => {
     expect(builtinMethods.has('prefix-tuning')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'prefix-tuning' })).toBe(prefixTuning);
-    const { method, config } = methodForAdapter({ peft_type: 'PREFIX_TUNING', num_virtual_tokens: 32, prefix_projection: true, encoder_hidden_size: 512, token_dim: 192 });
+    const { method, config } = methodForAdapter({
+      peft_type: 'PREFIX_TUNING',
+      num_virtual_tokens: 32,
+      prefix_projection: true,
+      encoder_hidden_size: 512,
+      token_dim: 192,
+    });
     expect(method).toBe(prefixTuning);
     expect(config).toEqual({ finetuning_type: 'prefix-tuning', num_virtual_tokens: 32, prefix_projection: false, encoder_hidden_size: 512 });
     // The option joins the schema with its default; the shared keys come from prompt-tuning.
@@ -93,7 +101,8 @@ describe('prefix-tuning', () => {
     const model = tinyModel(e);
     const m = prefixTuning.attach({ e, model, config: { num_virtual_tokens: 2 }, random: seededRandom(4) });
     const [z] = m.trainable();
-    const a = [1, 5, 9, 2], b = [3, 30, 7, 11];
+    const a = [1, 5, 9, 2],
+      b = [3, 30, 7, 11];
     const V = model.config.vocabSize;
     const R = randn(2 * a.length * V, rng(2));
     const grad = async (ids: number[], B: number, Rp: Float32Array) => {
@@ -109,11 +118,18 @@ describe('prefix-tuning', () => {
       return g;
     };
     const both = await logits(e, model, [...a, ...b], 2);
-    const la = await logits(e, model, a), lb = await logits(e, model, b);
+    const la = await logits(e, model, a),
+      lb = await logits(e, model, b);
     expect(maxAbsDiff(both, [...la, ...lb])).toBeLessThan(1e-5);
     const g2 = await grad([...a, ...b], 2, R);
-    const ga = await grad(a, 1, R.slice(0, a.length * V)), gb = await grad(b, 1, R.slice(a.length * V));
-    expect(maxAbsDiff(g2, ga.map((x, i) => x + gb[i]))).toBeLessThan(1e-4);
+    const ga = await grad(a, 1, R.slice(0, a.length * V)),
+      gb = await grad(b, 1, R.slice(a.length * V));
+    expect(
+      maxAbsDiff(
+        g2,
+        ga.map((x, i) => x + gb[i]),
+      ),
+    ).toBeLessThan(1e-4);
     m.detach();
     model.dispose();
   });
@@ -127,7 +143,10 @@ describe('prefix-tuning', () => {
     expect(count(plain)).toBe(3200);
     expect(plain.trainable()[0].tensor.shape).toEqual([10, 320]);
     plain.detach();
-    for (const [H, want] of [[null, 10 * 32 + 32 * 32 + 32 + 32 * 320 + 320], [512, 10 * 32 + 32 * 512 + 512 + 512 * 320 + 320]] as const) {
+    for (const [H, want] of [
+      [null, 10 * 32 + 32 * 32 + 32 + 32 * 320 + 320],
+      [512, 10 * 32 + 32 * 512 + 512 + 512 * 320 + 320],
+    ] as const) {
       const m = prefixTuning.attach({ e, model, config: { num_virtual_tokens: 10, prefix_projection: true, encoder_hidden_size: H }, random: seededRandom(1) });
       expect(count(m)).toBe(want);
       expect(count(m)).toBe(prefixParamCount(prefixDims(model.config, 10, H), true));
@@ -146,13 +165,17 @@ describe('prefix-tuning', () => {
   it('a prefix equal to the cached K/V of the first P tokens, imported as Z, gives the full-sequence logits and generation', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    const P = 3, V = model.config.vocabSize;
+    const P = 3,
+      V = model.config.vocabSize;
     const full = await logits(e, model, IDS);
     const wantGen = await generate(model, IDS, { maxNewTokens: 8 });
     const Z = await zFromCache(e, model, IDS, P);
     // Into a projected method: the import replaces the MLP by the plain table Z.
     const m = prefixTuning.attach({ e, model, config: { num_virtual_tokens: P, prefix_projection: true, encoder_hidden_size: 16 }, random: seededRandom(1) });
-    m.importAdapter({ config: { peft_type: 'PREFIX_TUNING', num_virtual_tokens: P, token_dim: 32, num_layers: 5, num_attention_heads: 4 }, tensors: new Map([['prompt_embeddings', { shape: [P, 320], data: Z }]]) });
+    m.importAdapter({
+      config: { peft_type: 'PREFIX_TUNING', num_virtual_tokens: P, token_dim: 32, num_layers: 5, num_attention_heads: 4 },
+      tensors: new Map([['prompt_embeddings', { shape: [P, 320], data: Z }]]),
+    });
     expect(m.trainable().map((p) => p.tensor.shape)).toEqual([[P, 320]]);
     const got = await logits(e, model, IDS.slice(P));
     expect(got.length).toBe((IDS.length - P) * V);
@@ -181,7 +204,10 @@ describe('prefix-tuning', () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
     const m = prefixTuning.attach({ e, model, config: { num_virtual_tokens: 3, prefix_projection: true, encoder_hidden_size: 16 }, random: seededRandom(8) });
-    const prompts = [[1, 403, 407, 261, 378], [1, 338, 401]];
+    const prompts = [
+      [1, 403, 407, 261, 378],
+      [1, 338, 401],
+    ];
     const batched = await generateBatch(model, prompts, { maxNewTokens: 6, padId: 0 });
     const alone = [];
     for (const p of prompts) alone.push(await generate(model, p, { maxNewTokens: 6 }));
@@ -210,14 +236,38 @@ describe('prefix-tuning', () => {
     expect([...files.tensors.keys()]).toEqual(['prompt_embeddings']);
     expect(files.tensors.get('prompt_embeddings')!.shape).toEqual([6, 320]);
     expect(Object.keys(files.config).sort()).toEqual([
-      'auto_mapping', 'base_model_name_or_path', 'encoder_hidden_size', 'inference_mode', 'modules_to_save', 'num_attention_heads',
-      'num_layers', 'num_transformer_submodules', 'num_virtual_tokens', 'peft_type', 'peft_version', 'prefix_projection', 'revision',
-      'task_type', 'token_dim',
+      'auto_mapping',
+      'base_model_name_or_path',
+      'encoder_hidden_size',
+      'inference_mode',
+      'modules_to_save',
+      'num_attention_heads',
+      'num_layers',
+      'num_transformer_submodules',
+      'num_virtual_tokens',
+      'peft_type',
+      'peft_version',
+      'prefix_projection',
+      'revision',
+      'task_type',
+      'token_dim',
     ]);
     expect(files.config).toEqual({
-      auto_mapping: null, base_model_name_or_path: 'stories260K', encoder_hidden_size: 48, inference_mode: true, modules_to_save: null,
-      num_attention_heads: 4, num_layers: 5, num_transformer_submodules: 1, num_virtual_tokens: 6, peft_type: 'PREFIX_TUNING',
-      peft_version: '0.17.1', prefix_projection: true, revision: null, task_type: 'CAUSAL_LM', token_dim: 32,
+      auto_mapping: null,
+      base_model_name_or_path: 'stories260K',
+      encoder_hidden_size: 48,
+      inference_mode: true,
+      modules_to_save: null,
+      num_attention_heads: 4,
+      num_layers: 5,
+      num_transformer_submodules: 1,
+      num_virtual_tokens: 6,
+      peft_type: 'PREFIX_TUNING',
+      peft_version: '0.17.1',
+      prefix_projection: true,
+      revision: null,
+      task_type: 'CAUSAL_LM',
+      token_dim: 32,
     });
     // Z really is the MLP output: not the table, and the rows differ.
     const Z = files.tensors.get('prompt_embeddings')!.data;
@@ -245,16 +295,18 @@ describe('prefix-tuning', () => {
     expect(() => attach({})).toThrow(ConfigError);
     expect(() => attach({ num_virtual_tokens: null })).toThrow(/num_virtual_tokens: prefix-tuning needs it and it is unset.*32 for prefix tuning/);
     expect(() => attach({ num_virtual_tokens: 2.5 })).toThrow(/num_virtual_tokens: expected an integer or null, got the number 2.5/);
-    expect(() => attach({ num_virtual_tokens: 4, prefix_projection: true, encoder_hidden_size: 0 })).toThrow(/encoder_hidden_size: 0 is out of range; it must be ≥ 1/);
+    expect(() => attach({ num_virtual_tokens: 4, prefix_projection: true, encoder_hidden_size: 0 })).toThrow(
+      /encoder_hidden_size: 0 is out of range; it must be ≥ 1/,
+    );
     const m = attach({ num_virtual_tokens: 2 });
     const F = 2 * 2 * 2 * 4; // N·2·n_kv·h_d of the tiny model
     expect(() => m.importAdapter({ config: {}, tensors: new Map() })).toThrow(/no tensor prompt_embeddings/);
     expect(() => m.importAdapter({ config: {}, tensors: new Map([['prompt_embeddings', { shape: [3, F], data: new Float32Array(3 * F) }]]) })).toThrow(
       new RegExp(`shape \\[3,${F}\\], expected \\[2, ${F}\\]`),
     );
-    expect(() => m.importAdapter({ config: { token_dim: 64 }, tensors: new Map([['prompt_embeddings', { shape: [2, F], data: new Float32Array(2 * F) }]]) })).toThrow(
-      /token_dim is 64 but this model needs 8/,
-    );
+    expect(() =>
+      m.importAdapter({ config: { token_dim: 64 }, tensors: new Map([['prompt_embeddings', { shape: [2, F], data: new Float32Array(2 * F) }]]) }),
+    ).toThrow(/token_dim is 64 but this model needs 8/);
     m.detach();
     model.dispose();
   });

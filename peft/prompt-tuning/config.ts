@@ -20,11 +20,20 @@ export type PromptTuningInit = (typeof promptTuningInits)[number];
 
 export const promptOptions = [
   {
-    key: 'prompt_tuning_init', type: 'enum', default: null, nullable: true, choices: promptTuningInits, group: 'prompt-tuning',
+    key: 'prompt_tuning_init',
+    type: 'enum',
+    default: null,
+    nullable: true,
+    choices: promptTuningInits,
+    group: 'prompt-tuning',
     help: "Initial prompt (prompt-tuning, mtp): RANDOM N(0,1); TEXT the embeddings of prompt_tuning_init_text's tokens (with BOS), repeated or cut to n_v; SAMPLE_VOCAB the embeddings of n_v uniform vocabulary ids; vocab5000 the embeddings of n_v distinct random ids below 5000. Unset: vocab5000 for prompt-tuning (what PEFT-Factory does to every prompt-tuning run), RANDOM for mtp.",
   },
   {
-    key: 'prompt_tuning_init_text', type: 'string', default: null, nullable: true, group: 'prompt-tuning',
+    key: 'prompt_tuning_init_text',
+    type: 'string',
+    default: null,
+    nullable: true,
+    group: 'prompt-tuning',
     help: 'Text whose token embeddings initialise the prompt when prompt_tuning_init is TEXT.',
   },
 ] as const satisfies readonly OptionSpec[];

@@ -18,8 +18,16 @@ import { numVirtualTokens } from 'peft-studio/methods/options';
 import type { AdapterFiles, AttachedMethod, MethodContext, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
 import { promptOptions } from './config';
 import {
-  adapterTensor, adapterVirtualTokens, broadcastBatch, initPromptTable, prependPrompt, promptAdapterConfig,
-  promptInitMode, PROMPT_FAMILY, promptTuningConfigKeys, requireVirtualTokens,
+  adapterTensor,
+  adapterVirtualTokens,
+  broadcastBatch,
+  initPromptTable,
+  prependPrompt,
+  promptAdapterConfig,
+  promptInitMode,
+  PROMPT_FAMILY,
+  promptTuningConfigKeys,
+  requireVirtualTokens,
 } from './prompt';
 
 export const promptTuning: PeftMethod = {
@@ -62,7 +70,10 @@ export const promptTuning: PeftMethod = {
         return { config: promptAdapterConfig(model, config, 'PROMPT_TUNING', nV, promptTuningConfigKeys(config, mode)), tensors };
       },
       importAdapter(files: AdapterFiles): void {
-        e.write(P, adapterTensor(files, 'prompt_embeddings', [nV, d], 'prompt-tuning', 'set num_virtual_tokens as in its adapter_config.json, on the same base model.'));
+        e.write(
+          P,
+          adapterTensor(files, 'prompt_embeddings', [nV, d], 'prompt-tuning', 'set num_virtual_tokens as in its adapter_config.json, on the same base model.'),
+        );
       },
       detach(): void {
         detachHooks();

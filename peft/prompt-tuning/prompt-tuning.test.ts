@@ -46,13 +46,24 @@ describe('prompt-tuning', () => {
   });
 
   it('the schema accepts the prompt options; bad values fail with errors naming the key and the fix', async () => {
-    const c = validateConfig({ model_name_or_path: 'x', output_dir: 'o', dataset: 'd.jsonl', finetuning_type: 'prompt-tuning', num_virtual_tokens: 4, prompt_tuning_init: 'TEXT', prompt_tuning_init_text: 'hi' });
+    const c = validateConfig({
+      model_name_or_path: 'x',
+      output_dir: 'o',
+      dataset: 'd.jsonl',
+      finetuning_type: 'prompt-tuning',
+      num_virtual_tokens: 4,
+      prompt_tuning_init: 'TEXT',
+      prompt_tuning_init_text: 'hi',
+    });
     expect(c.num_virtual_tokens).toBe(4);
     expect(() => validateConfig({ model_name_or_path: 'x', output_dir: 'o', dataset: 'd.jsonl', num_virtual_tokens: 0 })).toThrow(/num_virtual_tokens/);
-    expect(() => validateConfig({ model_name_or_path: 'x', output_dir: 'o', dataset: 'd.jsonl', prompt_tuning_init: 'TXT' })).toThrow(/prompt_tuning_init.*TEXT/);
+    expect(() => validateConfig({ model_name_or_path: 'x', output_dir: 'o', dataset: 'd.jsonl', prompt_tuning_init: 'TXT' })).toThrow(
+      /prompt_tuning_init.*TEXT/,
+    );
     const e = await gpuEngine();
     const model = tinyModel(e);
-    const attach = (config: Record<string, unknown>, tokenizer?: { encode(t: string): number[] }) => promptTuning.attach({ e, model, config, random: seededRandom(1), tokenizer });
+    const attach = (config: Record<string, unknown>, tokenizer?: { encode(t: string): number[] }) =>
+      promptTuning.attach({ e, model, config, random: seededRandom(1), tokenizer });
     expect(() => attach({})).toThrow(ConfigError);
     expect(() => attach({})).toThrow(/num_virtual_tokens: prompt-tuning needs it and it is unset.*100 for prompt tuning/);
     expect(() => attach({ num_virtual_tokens: 2.5 })).toThrow(/num_virtual_tokens: expected an integer or null, got the number 2.5/);
@@ -64,12 +75,19 @@ describe('prompt-tuning', () => {
     model.dispose();
   });
 
-  it('prompt P made of the embeddings of ids t gives the base model\'s logits on [t, x] (insertion identity, positions 0 … n_v−1)', async () => {
+  it("prompt P made of the embeddings of ids t gives the base model's logits on [t, x] (insertion identity, positions 0 … n_v−1)", async () => {
     const e = await gpuEngine();
     const model = tinyModel(e);
-    const prompt = [5, 9, 2], x = [1, 30, 7, 11, 4];
+    const prompt = [5, 9, 2],
+      x = [1, 30, 7, 11, 4];
     // TEXT init with a tokenizer that returns `prompt`: P = E[prompt].
-    const m = promptTuning.attach({ e, model, config: { num_virtual_tokens: 3, prompt_tuning_init: 'TEXT', prompt_tuning_init_text: 'any' }, random: seededRandom(1), tokenizer: { encode: () => prompt } });
+    const m = promptTuning.attach({
+      e,
+      model,
+      config: { num_virtual_tokens: 3, prompt_tuning_init: 'TEXT', prompt_tuning_init_text: 'any' },
+      random: seededRandom(1),
+      tokenizer: { encode: () => prompt },
+    });
     const withPrompt = await logits(e, model, x);
     m.detach();
     const V = model.config.vocabSize;
@@ -88,7 +106,13 @@ describe('prompt-tuning', () => {
     expect(textInitIds([4, 5, 6], 7)).toEqual([4, 5, 6, 4, 5, 6, 4]);
     expect(textInitIds([4, 5, 6], 2)).toEqual([4, 5]);
     for (const nV of [ids.length + 3, ids.length - 2]) {
-      const m = promptTuning.attach({ e, model, config: { num_virtual_tokens: nV, prompt_tuning_init: 'TEXT', prompt_tuning_init_text: text }, random: seededRandom(1), tokenizer: tokenizer! });
+      const m = promptTuning.attach({
+        e,
+        model,
+        config: { num_virtual_tokens: nV, prompt_tuning_init: 'TEXT', prompt_tuning_init_text: text },
+        random: seededRandom(1),
+        tokenizer: tokenizer!,
+      });
       const P = await e.read(m.trainable()[0].tensor);
       const rows = await embedRows(e, model, textInitIds(ids, nV));
       const d = model.config.hiddenSize;
@@ -101,12 +125,14 @@ describe('prompt-tuning', () => {
   it('vocab5000 (default) = rows of n_v distinct ids below min(5000, V); SAMPLE_VOCAB = rows of E; RANDOM ~ N(0, 1)', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    const d = model.config.hiddenSize, V = model.config.vocabSize;
+    const d = model.config.hiddenSize,
+      V = model.config.vocabSize;
     const E = await e.read(model.param('model.embed_tokens.weight'));
-    const rowIds = (P: Float32Array, nV: number) => Array.from({ length: nV }, (_, i) => {
-      for (let v = 0; v < V; v++) if (E.subarray(v * d, (v + 1) * d).every((x, c) => x === P[i * d + c])) return v;
-      return -1;
-    });
+    const rowIds = (P: Float32Array, nV: number) =>
+      Array.from({ length: nV }, (_, i) => {
+        for (let v = 0; v < V; v++) if (E.subarray(v * d, (v + 1) * d).every((x, c) => x === P[i * d + c])) return v;
+        return -1;
+      });
     const m = promptTuning.attach({ e, model, config: { num_virtual_tokens: 64 }, random: seededRandom(3) });
     const ids = rowIds(await e.read(m.trainable()[0].tensor), 64);
     expect(ids.every((v) => v >= 0 && v < Math.min(5000, V))).toBe(true);
@@ -132,7 +158,10 @@ describe('prompt-tuning', () => {
     await checkMethodGradients(e, model, m, [1, 5, 9, 2, 30, 7, 11]);
     // B = 2: ∂L/∂P = Σ_b ∂L_b/∂P (the broadcast's backward).
     const P = m.trainable()[0].tensor;
-    const seqs = [[1, 5, 9, 2], [1, 30, 7, 11]];
+    const seqs = [
+      [1, 5, 9, 2],
+      [1, 30, 7, 11],
+    ];
     const V = model.config.vocabSize;
     const R = randn(2 * 4 * V, rng(5));
     const gradOf = async (ids: number[], B: number, seed: Float32Array) => {
@@ -179,18 +208,45 @@ describe('prompt-tuning', () => {
   it('export: prompt_embeddings [n_v, d] and the PEFT 0.17 PROMPT_TUNING config; import restores P (no re-init); cached generation; fresh process', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    const m = promptTuning.attach({ e, model, config: { num_virtual_tokens: 5, prompt_tuning_init: 'RANDOM', model_name_or_path: 'stories260K' }, random: seededRandom(2) });
+    const m = promptTuning.attach({
+      e,
+      model,
+      config: { num_virtual_tokens: 5, prompt_tuning_init: 'RANDOM', model_name_or_path: 'stories260K' },
+      random: seededRandom(2),
+    });
     const files = await m.exportAdapter();
     expect([...files.tensors.keys()]).toEqual(['prompt_embeddings']);
     expect(files.tensors.get('prompt_embeddings')!.shape).toEqual([5, 64]);
     expect(Object.keys(files.config).sort()).toEqual([
-      'auto_mapping', 'base_model_name_or_path', 'inference_mode', 'modules_to_save', 'num_attention_heads', 'num_layers',
-      'num_transformer_submodules', 'num_virtual_tokens', 'peft_type', 'peft_version', 'prompt_tuning_init', 'prompt_tuning_init_text',
-      'revision', 'task_type', 'token_dim', 'tokenizer_kwargs', 'tokenizer_name_or_path',
+      'auto_mapping',
+      'base_model_name_or_path',
+      'inference_mode',
+      'modules_to_save',
+      'num_attention_heads',
+      'num_layers',
+      'num_transformer_submodules',
+      'num_virtual_tokens',
+      'peft_type',
+      'peft_version',
+      'prompt_tuning_init',
+      'prompt_tuning_init_text',
+      'revision',
+      'task_type',
+      'token_dim',
+      'tokenizer_kwargs',
+      'tokenizer_name_or_path',
     ]);
     expect(files.config).toMatchObject({
-      peft_type: 'PROMPT_TUNING', task_type: 'CAUSAL_LM', num_virtual_tokens: 5, token_dim: 64, num_attention_heads: 8, num_layers: 5,
-      num_transformer_submodules: 1, inference_mode: true, prompt_tuning_init: 'RANDOM', base_model_name_or_path: 'stories260K',
+      peft_type: 'PROMPT_TUNING',
+      task_type: 'CAUSAL_LM',
+      num_virtual_tokens: 5,
+      token_dim: 64,
+      num_attention_heads: 8,
+      num_layers: 5,
+      num_transformer_submodules: 1,
+      inference_mode: true,
+      prompt_tuning_init: 'RANDOM',
+      base_model_name_or_path: 'stories260K',
     });
     const ids = [1, 403, 407, 261, 378];
     const before = await logits(e, model, ids);

@@ -64,10 +64,14 @@ export function promptInitIds(ctx: MethodContext, nV: number, mode: PromptTuning
     case 'TEXT': {
       const text = ctx.config.prompt_tuning_init_text;
       if (typeof text !== 'string' || text === '') {
-        throw new ConfigError("prompt_tuning_init is TEXT but prompt_tuning_init_text is not set; give the text whose token embeddings start the prompt, or use prompt_tuning_init: RANDOM.");
+        throw new ConfigError(
+          'prompt_tuning_init is TEXT but prompt_tuning_init_text is not set; give the text whose token embeddings start the prompt, or use prompt_tuning_init: RANDOM.',
+        );
       }
       if (!ctx.tokenizer) {
-        throw new ConfigError('prompt_tuning_init TEXT needs the model tokenizer, and none was given to the method here (a model folder without tokenizer.json?); use RANDOM or vocab5000.');
+        throw new ConfigError(
+          'prompt_tuning_init TEXT needs the model tokenizer, and none was given to the method here (a model folder without tokenizer.json?); use RANDOM or vocab5000.',
+        );
       }
       return textInitIds(ctx.tokenizer.encode(text), nV);
     }
@@ -75,7 +79,10 @@ export function promptInitIds(ctx: MethodContext, nV: number, mode: PromptTuning
       return Array.from({ length: nV }, () => Math.min(V - 1, Math.floor(ctx.random() * V)));
     case 'vocab5000': {
       const M = Math.min(5000, V);
-      if (nV > M) throw new ConfigError(`prompt_tuning_init vocab5000 draws ${nV} distinct ids below ${M} (min(5000, vocab size)), which is impossible; lower num_virtual_tokens or use RANDOM.`);
+      if (nV > M)
+        throw new ConfigError(
+          `prompt_tuning_init vocab5000 draws ${nV} distinct ids below ${M} (min(5000, vocab size)), which is impossible; lower num_virtual_tokens or use RANDOM.`,
+        );
       // Partial Fisher–Yates: the first n_v entries of a uniform permutation.
       const perm = Int32Array.from({ length: M }, (_, i) => i);
       for (let i = 0; i < nV; i++) {
@@ -131,7 +138,13 @@ export function prependPrompt(e: Engine, prompts: Tensor, embeds: Tensor): { emb
  * set, METHODS.md Part C): token_dim = d, num_attention_heads = n_h,
  * num_layers = N, one transformer sub-module (causal LM); plus `extra`.
  */
-export function promptAdapterConfig(model: LlamaModel, config: Record<string, unknown>, peftType: string, nV: number, extra: Record<string, unknown>): Record<string, unknown> {
+export function promptAdapterConfig(
+  model: LlamaModel,
+  config: Record<string, unknown>,
+  peftType: string,
+  nV: number,
+  extra: Record<string, unknown>,
+): Record<string, unknown> {
   return {
     auto_mapping: null,
     base_model_name_or_path: config.model_name_or_path ?? null,
@@ -174,7 +187,10 @@ export function promptTuningConfigKeys(config: Record<string, unknown>, mode: Pr
 /** An exported tensor, checked for presence and shape. */
 export function adapterTensor(files: AdapterFiles, key: string, shape: number[], method: string, fix: string): Float32Array {
   const t = files.tensors.get(key);
-  if (!t) throw new ConfigError(`The ${method} adapter has no tensor '${key}' (it has ${[...files.tensors.keys()].join(', ') || 'none'}); is it an adapter of this method?`);
+  if (!t)
+    throw new ConfigError(
+      `The ${method} adapter has no tensor '${key}' (it has ${[...files.tensors.keys()].join(', ') || 'none'}); is it an adapter of this method?`,
+    );
   if (t.shape.join() !== shape.join()) throw new ConfigError(`Adapter tensor '${key}' has shape [${t.shape}], expected [${shape}]; ${fix}`);
   return t.data;
 }

@@ -6,7 +6,16 @@
  */
 import type { OptionSpec } from 'peft-studio/config/schema';
 
-export const quantizationBit = { key: 'quantization_bit', type: 'int', default: null, nullable: true, min: 4, max: 4, group: 'qlora', help: 'Quantize the frozen base linears to this many bits (only 4: NF4, QLoRA). Unset: no quantization. With finetuning_type lora, selects QLoRA.' } as const satisfies OptionSpec;
+export const quantizationBit = {
+  key: 'quantization_bit',
+  type: 'int',
+  default: null,
+  nullable: true,
+  min: 4,
+  max: 4,
+  group: 'qlora',
+  help: 'Quantize the frozen base linears to this many bits (only 4: NF4, QLoRA). Unset: no quantization. With finetuning_type lora, selects QLoRA.',
+} as const satisfies OptionSpec;
 
 export const quantizationOptions = [
   quantizationBit,

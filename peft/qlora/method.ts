@@ -62,7 +62,7 @@ export function attachQlora(ctx: MethodContext): QloraAttached {
       if (!baseNames.has(name)) return inner(x);
       const q = quantized.get(name);
       if (!q) {
-        throw initError ?? new ConfigError('QLoRA is still quantizing the base weights: await the attached method\'s `ready` before running the model.');
+        throw initError ?? new ConfigError("QLoRA is still quantizing the base weights: await the attached method's `ready` before running the model.");
       }
       return nf4Linear(e, x, q, { bias: model.params.get(`${name}.bias`) ?? null, name });
     },
@@ -130,7 +130,9 @@ export const qlora: PeftMethod = {
   configProblems(c) {
     const bits = c.quantization_bit;
     if (bits === null || bits === undefined || c.finetuning_type === 'lora') return [];
-    return [`quantization_bit: a quantized base model trains only with QLoRA (finetuning_type lora), not '${String(c.finetuning_type)}'; unset quantization_bit.`];
+    return [
+      `quantization_bit: a quantized base model trains only with QLoRA (finetuning_type lora), not '${String(c.finetuning_type)}'; unset quantization_bit.`,
+    ];
   },
   // NF4 dequantization happens inside the base matmuls and is not counted.
   flops: (ctx) => ({ flops: loraFlops(ctx, 'qlora') }),

@@ -7,9 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import { gpuEngine } from '../../tests/helpers/gpu';
 import { checkOp, randn, rng } from '../../tests/helpers/check-op';
-import {
-  NF4_CODE, dequantizeNf4Cpu, dynamicCode8, nf4BnbTensors, nf4Layout, nf4Linear, nf4LinearCpu, nf4Upload, quantizeNf4, quantizeNf4Cpu,
-} from './ops';
+import { NF4_CODE, dequantizeNf4Cpu, dynamicCode8, nf4BnbTensors, nf4Layout, nf4Linear, nf4LinearCpu, nf4Upload, quantizeNf4, quantizeNf4Cpu } from './ops';
 
 const f32 = Math.fround;
 
@@ -17,7 +15,7 @@ const f32 = Math.fround;
 function Phi(x: number): number {
   const z = Math.abs(x) / Math.SQRT2;
   const t = 1 / (1 + 0.3275911 * z);
-  const erf = 1 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-z * z);
+  const erf = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-z * z);
   return x >= 0 ? 0.5 * (1 + erf) : 0.5 * (1 - erf);
 }
 const phi = (x: number) => Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
@@ -34,14 +32,17 @@ function expectedNf4Mse(): number {
   const inner = (a: number) => {
     let s = 0;
     for (let k = 0; k < 16; k++) {
-      const l = k === 0 ? -a : a * mids[k - 1], h = k === 15 ? a : a * mids[k], mu = a * NF4_CODE[k];
+      const l = k === 0 ? -a : a * mids[k - 1],
+        h = k === 15 ? a : a * mids[k],
+        mu = a * NF4_CODE[k];
       const F = (w: number) => Phi(w) - w * phi(w) + 2 * mu * phi(w) + mu * mu * Phi(w);
       s += F(h) - F(l);
     }
     return s; // = E[err² ; |w| < a] · P(|w| < a)
   };
   // (63/64) E_a[ inner(a) / (2Φ(a)−1) ] with the density of a: Simpson on [0, 8].
-  const steps = 4000, hA = 8 / steps;
+  const steps = 4000,
+    hA = 8 / steps;
   let total = 0;
   for (let i = 0; i <= steps; i++) {
     const a = i * hA;
@@ -51,7 +52,7 @@ function expectedNf4Mse(): number {
     const dens = 64 * 2 * phi(a) * p ** 63;
     total += wgt * dens * (inner(a) / p);
   }
-  return (63 / 64) * total * hA / 3;
+  return ((63 / 64) * total * hA) / 3;
 }
 
 describe('nf4 tables', () => {
@@ -76,7 +77,7 @@ describe('nf4 quantizer (CPU reference)', () => {
     // Block 0: absmax 1, so u = w. mid(7,8) = (0 + 0.0795…)/2 exactly is a tie → index 7.
     const tie = f32((NF4_CODE[7] + NF4_CODE[8]) / 2);
     const w = new Float32Array(70);
-    w.set([1, -1, tie, f32(tie + 1e-6), 0.3, -0.3, 0.7229568362236023, -0.0910500]);
+    w.set([1, -1, tie, f32(tie + 1e-6), 0.3, -0.3, 0.7229568362236023, -0.09105]);
     const st = quantizeNf4Cpu(w, false);
     const { codes, absmax: a } = nf4BnbTensors(st, w.length, false);
     const absmax = a!;
@@ -133,8 +134,11 @@ describe('nf4 quantizer (CPU reference)', () => {
       for (let i = 0; i < n; i++) s += (w[i] - d[i]) ** 2;
       return s / n;
     };
-    const single = mse(false), double = mse(true);
-    console.log(`nf4 round trip on N(0,1): expected MSE ${want.toFixed(6)} (RMS ${Math.sqrt(want).toFixed(4)}); measured ${single.toFixed(6)} single, ${double.toFixed(6)} with double quantization`);
+    const single = mse(false),
+      double = mse(true);
+    console.log(
+      `nf4 round trip on N(0,1): expected MSE ${want.toFixed(6)} (RMS ${Math.sqrt(want).toFixed(4)}); measured ${single.toFixed(6)} single, ${double.toFixed(6)} with double quantization`,
+    );
     expect(Math.abs(single / want - 1)).toBeLessThan(0.01);
     // Double quantization perturbs each absmax by < 0.4 %: the error grows by well under 1 %.
     expect(double / single).toBeGreaterThan(0.999);
@@ -143,7 +147,15 @@ describe('nf4 quantizer (CPU reference)', () => {
 });
 
 describe('nf4 on the GPU', () => {
-  for (const [n, double, zeroBlock] of [[1, true, false], [7, false, false], [64, true, false], [130, true, true], [17680, true, false], [16899, false, true], [300 * 64 + 5, true, false]] as const) {
+  for (const [n, double, zeroBlock] of [
+    [1, true, false],
+    [7, false, false],
+    [64, true, false],
+    [130, true, true],
+    [17680, true, false],
+    [16899, false, true],
+    [300 * 64 + 5, true, false],
+  ] as const) {
     it(`GPU quantizer equals the CPU reference word for word: n ${n}, double ${double}${zeroBlock ? ', a zero block' : ''}`, async () => {
       const e = await gpuEngine();
       const w = randn(n, rng(n + 3), 0.05);
@@ -163,7 +175,12 @@ describe('nf4 on the GPU', () => {
 
   it('the kernels decode exactly the CPU dequantization (X = I)', async () => {
     const e = await gpuEngine();
-    for (const [N, K] of [[24, 16], [10, 12], [9, 13]]) { // k8, k4, element-wise
+    for (const [N, K] of [
+      [24, 16],
+      [10, 12],
+      [9, 13],
+    ]) {
+      // k8, k4, element-wise
       const w = randn(N * K, rng(N), 0.2);
       const st = quantizeNf4Cpu(w, true);
       const deq = dequantizeNf4Cpu(st, N * K, true);
@@ -184,10 +201,23 @@ describe('nf4 on the GPU', () => {
   // (K % 8 == 0, N % 4 == 0), k4 (K % 4 == 0, N % 4 == 0), any. Rows that straddle 64-blocks,
   // partial 8×8 and 4×4 tiles, more than 256 blocks (several absmax2 values).
   const shapes: [number, number, number, boolean][] = [
-    [1, 1, 1, true], [3, 5, 7, true], [5, 13, 70, false], [6, 129, 131, true], // any / any
-    [7, 9, 64, true], [13, 17, 136, true], [2, 3, 8, false], [9, 130, 136, true], // k8 / any
-    [5, 172, 64, true], [12, 20, 16, true], [17, 36, 72, false], [10, 300, 128, true], [1, 8, 8, true], // k8 / k8
-    [4, 64, 172, true], [3, 8, 12, true], [11, 20, 20, false], [9, 300, 100, true], // k4 / k4
+    [1, 1, 1, true],
+    [3, 5, 7, true],
+    [5, 13, 70, false],
+    [6, 129, 131, true], // any / any
+    [7, 9, 64, true],
+    [13, 17, 136, true],
+    [2, 3, 8, false],
+    [9, 130, 136, true], // k8 / any
+    [5, 172, 64, true],
+    [12, 20, 16, true],
+    [17, 36, 72, false],
+    [10, 300, 128, true],
+    [1, 8, 8, true], // k8 / k8
+    [4, 64, 172, true],
+    [3, 8, 12, true],
+    [11, 20, 20, false],
+    [9, 300, 100, true], // k4 / k4
     [6, 9, 20, false], // k4 / any
   ];
   for (const [M, N, K, double] of shapes) {
@@ -215,7 +245,10 @@ describe('nf4 on the GPU', () => {
   it('bias, alpha and accumulation into the output; 3-D input', async () => {
     const e = await gpuEngine();
     const r = rng(77);
-    for (const [B, T, N, K] of [[2, 3, 20, 16], [2, 5, 7, 22]]) {
+    for (const [B, T, N, K] of [
+      [2, 3, 20, 16],
+      [2, 5, 7, 22],
+    ]) {
       const M = B * T;
       const st = quantizeNf4Cpu(randn(N * K, r, 0.5), true);
       const deq = dequantizeNf4Cpu(st, N * K, true);

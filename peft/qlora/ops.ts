@@ -27,10 +27,22 @@ import type { Tensor } from 'peft-studio/engine/tensor';
 
 /** The 16 NF4 code values (bitsandbytes), index 0…15. */
 export const NF4_CODE = Float32Array.of(
-  -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-  -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-  0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-  0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+  -1.0,
+  -0.6961928009986877,
+  -0.5250730514526367,
+  -0.39491748809814453,
+  -0.28444138169288635,
+  -0.18477343022823334,
+  -0.09105003625154495,
+  0.0,
+  0.07958029955625534,
+  0.16093020141124725,
+  0.24611230194568634,
+  0.33791524171829224,
+  0.44070982933044434,
+  0.5626170039176941,
+  0.7229568362236023,
+  1.0,
 );
 
 export const NF4_BLOCK = 64;
@@ -40,7 +52,8 @@ const f32 = Math.fround;
 
 /** torch.linspace(start, end, steps) in float32 (METHODS.md Appendix B). */
 function linspaceF32(start: number, end: number, steps: number): Float32Array {
-  const s = f32(start), e = f32(end);
+  const s = f32(start),
+    e = f32(end);
   const step = f32(f32(e - s) / (steps - 1));
   const out = new Float32Array(steps);
   const half = Math.floor(steps / 2);
@@ -76,7 +89,8 @@ export function dynamicCode8(): Float32Array {
 
 /** Nearest code of a sorted table: the number of midpoints (c_k + c_{k+1})/2 strictly below u (ties → lower index). */
 function nearestIndex(mids: Float32Array, u: number): number {
-  let lo = 0, hi = mids.length;
+  let lo = 0,
+    hi = mids.length;
   while (lo < hi) {
     const m = (lo + hi) >> 1;
     if (mids[m] < u) lo = m + 1;
@@ -116,7 +130,9 @@ export interface Nf4Layout {
 }
 
 export function nf4Layout(n: number, double: boolean): Nf4Layout {
-  const nb = Math.ceil(n / NF4_BLOCK), nw = Math.ceil(n / 8), qa = nw;
+  const nb = Math.ceil(n / NF4_BLOCK),
+    nw = Math.ceil(n / 8),
+    qa = nw;
   if (!double) return { n, nb, nw, double, qa, a2: 0, nb2: 0, off: 0, words: nw + nb };
   const nb2 = Math.ceil(nb / DQ_BLOCK);
   const a2 = qa + Math.ceil(nb / 4);
@@ -157,7 +173,8 @@ export function quantizeNf4Cpu(w: ArrayLike<number>, double = true): Uint32Array
   for (let j = 0; j < L.nb; j++) sum = f32(sum + absmax[j]);
   const offset = f32(sum / L.nb);
   sf[L.off] = offset;
-  const D = dynamicCode8(), dMids = midpoints(D);
+  const D = dynamicCode8(),
+    dMids = midpoints(D);
   for (let k = 0; k < L.nb2; k++) {
     let m = 0;
     for (let j = k * DQ_BLOCK; j < Math.min(L.nb, (k + 1) * DQ_BLOCK); j++) m = Math.max(m, Math.abs(f32(absmax[j] - offset)));
@@ -280,25 +297,47 @@ export function quantizeNf4(e: Engine, w: Tensor, double = true, name = 'nf4'): 
 }
 
 /** Y = alpha · X Ŵᵀ (+ bias) (+ Y when accumulate) for X [..., K]. Raw kernel, no autograd. */
-export function nf4ForwardKernel(e: Engine, Y: Tensor, X: Tensor, w: Nf4Weight, M: number, o: { alpha?: number; accumulate?: boolean; bias?: Tensor | null } = {}): void {
-  const N = w.outF, K = w.inF;
+export function nf4ForwardKernel(
+  e: Engine,
+  Y: Tensor,
+  X: Tensor,
+  w: Nf4Weight,
+  M: number,
+  o: { alpha?: number; accumulate?: boolean; bias?: Tensor | null } = {},
+): void {
+  const N = w.outF,
+    K = w.inF;
   // 8×8 blocks in steps of a word (K % 8 == 0) or a half-word (K % 4 == 0); else element-wise 4×4.
   const entry = K % 8 === 0 ? 'nf4_forward_k8' : K % 4 === 0 ? 'nf4_forward_k4' : 'nf4_forward_any';
   const block = K % 4 === 0 ? 8 : 4;
   const bindings = [{ tensor: X }, { tensor: w.state }, { tensor: dynamicCodeTensor(e) }, { tensor: o.bias ?? X }, { tensor: Y, write: true }];
-  e.dispatch(code, entry, layoutParams(w.layout, M, N, K, { beta: o.accumulate, bias: !!o.bias, alpha: o.alpha }),
-    bindings, grid1d(e, Math.ceil(M / block) * Math.ceil(N / block), 64), { DQ: w.layout.double ? 1 : 0 });
+  e.dispatch(
+    code,
+    entry,
+    layoutParams(w.layout, M, N, K, { beta: o.accumulate, bias: !!o.bias, alpha: o.alpha }),
+    bindings,
+    grid1d(e, Math.ceil(M / block) * Math.ceil(N / block), 64),
+    { DQ: w.layout.double ? 1 : 0 },
+  );
 }
 
 /** dX = alpha · dY Ŵ (+ dX when accumulate) for dY [M, N]. Raw kernel. */
 export function nf4BackwardKernel(e: Engine, dX: Tensor, dY: Tensor, w: Nf4Weight, M: number, o: { alpha?: number; accumulate?: boolean } = {}): void {
-  const N = w.outF, K = w.inF;
+  const N = w.outF,
+    K = w.inF;
   // 8 rows × a code word (or half-word), 4 n per step (vec4 rows of dY); else element-wise 4×4.
   const vec = N % 4 === 0;
   const entry = vec && K % 8 === 0 ? 'nf4_backward_k8' : vec && K % 4 === 0 ? 'nf4_backward_k4' : 'nf4_backward_any';
-  const threads = entry === 'nf4_backward_k8' ? Math.ceil(M / 8) * (K / 8) : entry === 'nf4_backward_k4' ? Math.ceil(M / 8) * (K / 4) : Math.ceil(M / 4) * Math.ceil(K / 4);
-  e.dispatch(code, entry, layoutParams(w.layout, M, N, K, { beta: o.accumulate, alpha: o.alpha }),
-    [{ tensor: dY }, { tensor: w.state }, { tensor: dynamicCodeTensor(e) }, { tensor: dX, write: true }], grid1d(e, threads, 64), { DQ: w.layout.double ? 1 : 0 });
+  const threads =
+    entry === 'nf4_backward_k8' ? Math.ceil(M / 8) * (K / 8) : entry === 'nf4_backward_k4' ? Math.ceil(M / 8) * (K / 4) : Math.ceil(M / 4) * Math.ceil(K / 4);
+  e.dispatch(
+    code,
+    entry,
+    layoutParams(w.layout, M, N, K, { beta: o.accumulate, alpha: o.alpha }),
+    [{ tensor: dY }, { tensor: w.state }, { tensor: dynamicCodeTensor(e) }, { tensor: dX, write: true }],
+    grid1d(e, threads, 64),
+    { DQ: w.layout.double ? 1 : 0 },
+  );
 }
 
 export interface Nf4LinearOptions {

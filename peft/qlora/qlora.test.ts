@@ -50,7 +50,7 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>) {
 }
 
 describe('qlora', () => {
-  it('is the registry\'s method for finetuning_type lora with quantization_bit 4', () => {
+  it("is the registry's method for finetuning_type lora with quantization_bit 4", () => {
     expect(builtinMethods.has('qlora')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'lora', quantization_bit: 4 })).toBe(qlora);
     expect(qlora.peftType).toBe('LORA');
@@ -86,9 +86,19 @@ describe('qlora', () => {
     // for dX of gate/up (N = 22). The layer-0 adapters' gradients flow back through the NF4
     // backward of every later linear (o, gate, up, down of layer 0, all 7 of layer 1).
     const model = tinyModel(e);
-    const m = qlora.attach({ e, model, config: { quantization_bit: 4, lora_rank: 4, lora_alpha: 8, lora_target: ['q_proj', 'v_proj', 'down_proj'] }, random: seededRandom(3) });
+    const m = qlora.attach({
+      e,
+      model,
+      config: { quantization_bit: 4, lora_rank: 4, lora_alpha: 8, lora_target: ['q_proj', 'v_proj', 'down_proj'] },
+      random: seededRandom(3),
+    });
     await m.ready;
-    for (const p of m.trainable()) if (p.name.includes('lora_B')) e.write(p.tensor, Float32Array.from({ length: p.tensor.size }, (_, i) => Math.sin(i) * 0.3));
+    for (const p of m.trainable())
+      if (p.name.includes('lora_B'))
+        e.write(
+          p.tensor,
+          Float32Array.from({ length: p.tensor.size }, (_, i) => Math.sin(i) * 0.3),
+        );
     const report = await checkMethodGradients(e, model, m, [1, 5, 9, 2, 30, 7, 11]);
     expect(report.length).toBe(2 * 3 * 2);
     m.detach();
@@ -112,8 +122,13 @@ describe('qlora', () => {
       expect(() => model.param(`${name}.weight`)).toThrow(/no longer held in f32/);
       expect(model.weightShape(`${name}.weight`)).toEqual([m.quantized.get(name)!.outF, m.quantized.get(name)!.inF]);
     }
-    expect([...model.params.keys()].sort()).toEqual(['model.embed_tokens.weight', 'model.norm.weight',
-      ...Array.from({ length: 5 }, (_, l) => [`model.layers.${l}.input_layernorm.weight`, `model.layers.${l}.post_attention_layernorm.weight`]).flat()].sort());
+    expect([...model.params.keys()].sort()).toEqual(
+      [
+        'model.embed_tokens.weight',
+        'model.norm.weight',
+        ...Array.from({ length: 5 }, (_, l) => [`model.layers.${l}.input_layernorm.weight`, `model.layers.${l}.post_attention_layernorm.weight`]).flat(),
+      ].sort(),
+    );
     expect(m.merge).toBeUndefined(); // LLaMA-Factory refuses to merge into a quantized base
     m.detach();
     model.dispose();
@@ -121,7 +136,10 @@ describe('qlora', () => {
 
   it('trainable parameters equal r·(in + out) per target, for stories260K and the SmolLM2-135M shape', async () => {
     const e = await gpuEngine();
-    for (const [targets, want] of [[['q_proj', 'v_proj'], 8960], [ALL, 46240]] as const) {
+    for (const [targets, want] of [
+      [['q_proj', 'v_proj'], 8960],
+      [ALL, 46240],
+    ] as const) {
       const model = await loadStories(e);
       const m = qlora.attach({ e, model, config: { quantization_bit: 4, lora_rank: 8, lora_target: [...targets] }, random: seededRandom(1) });
       await m.ready;
@@ -133,7 +151,7 @@ describe('qlora', () => {
     }
     // SmolLM2-135M: d 576, d_ff 1536, 9 heads, 3 kv heads of 64, 30 layers.
     expect(qloraCount(smollmConfig(), 8, ['q_proj', 'v_proj'])).toBe(30 * 8 * (576 + 576 + 576 + 192));
-    expect(qloraCount(smollmConfig(), 8, ALL)).toBe(30 * 8 * ((576 + 576) + 2 * (576 + 192) + (576 + 576) + 3 * (576 + 1536)));
+    expect(qloraCount(smollmConfig(), 8, ALL)).toBe(30 * 8 * (576 + 576 + 2 * (576 + 192) + (576 + 576) + 3 * (576 + 1536)));
     expect(qloraCount(smollmConfig(), 8, ALL)).toBe(2_442_240);
   });
 
@@ -145,7 +163,12 @@ describe('qlora', () => {
     const base = await logits(e, f32Model);
     for (const double of [true, false]) {
       const model = modelFromWeights(e, cfg, host);
-      const m = attachQlora({ e, model, config: { quantization_bit: 4, double_quantization: double, lora_rank: 8, lora_target: 'all' }, random: seededRandom(1) });
+      const m = attachQlora({
+        e,
+        model,
+        config: { quantization_bit: 4, double_quantization: double, lora_rank: 8, lora_target: 'all' },
+        random: seededRandom(1),
+      });
       await m.ready;
       const got = await logits(e, model);
       // The reference model: every linear replaced by the CPU dequantization of the GPU state.
@@ -158,7 +181,9 @@ describe('qlora', () => {
       const want = await logits(e, refModel);
       const d = maxDiff(got, want);
       const scale = base.reduce((a, v) => Math.max(a, Math.abs(v)), 0);
-      console.log(`qlora B=0 (double ${double}): max |logits − dequantized base| ${d.toExponential(2)}; vs the f32 base ${maxDiff(got, base).toFixed(4)} (max |logit| ${scale.toFixed(2)})`);
+      console.log(
+        `qlora B=0 (double ${double}): max |logits − dequantized base| ${d.toExponential(2)}; vs the f32 base ${maxDiff(got, base).toFixed(4)} (max |logit| ${scale.toFixed(2)})`,
+      );
       expect(d).toBeLessThan(1e-4);
       refModel.dispose();
       m.detach();
@@ -193,16 +218,29 @@ describe('qlora', () => {
     };
     await measure(await loadStories(e), 'stories260K (35 linears)');
     const s = smollmConfig();
-    await measure(tinyModel(e, {
-      hidden_size: s.hiddenSize, intermediate_size: s.intermediateSize, num_attention_heads: s.numHeads, num_key_value_heads: s.numKvHeads,
-      head_dim: s.headDim, num_hidden_layers: 1, vocab_size: 64,
-    }), 'SmolLM2-135M-shaped layer (7 linears)');
+    await measure(
+      tinyModel(e, {
+        hidden_size: s.hiddenSize,
+        intermediate_size: s.intermediateSize,
+        num_attention_heads: s.numHeads,
+        num_key_value_heads: s.numKvHeads,
+        head_dim: s.headDim,
+        num_hidden_layers: 1,
+        vocab_size: 64,
+      }),
+      'SmolLM2-135M-shaped layer (7 linears)',
+    );
   });
 
   it('trajectory: 30 steps on a fixed batch, loss falls by half, memory flat', async () => {
     const e = await gpuEngine();
     const model = await loadStories(e);
-    const m = qlora.attach({ e, model, config: { quantization_bit: 4, lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'] }, random: seededRandom(1) });
+    const m = qlora.attach({
+      e,
+      model,
+      config: { quantization_bit: 4, lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'] },
+      random: seededRandom(1),
+    });
     const r = await checkTrajectory(e, model, m, 0.5);
     console.log(`qlora trajectory: ${r.first.toFixed(4)} → ${r.last.toFixed(4)}, peak ${r.peak} B`);
     m.detach();
@@ -215,7 +253,12 @@ describe('qlora', () => {
     const model = await loadStories(e);
     const m = qlora.attach({ e, model, config, random: seededRandom(1) });
     await m.ready;
-    for (const p of m.trainable()) if (p.name.includes('lora_B')) e.write(p.tensor, Float32Array.from({ length: p.tensor.size }, (_, i) => 0.05 * Math.cos(i)));
+    for (const p of m.trainable())
+      if (p.name.includes('lora_B'))
+        e.write(
+          p.tensor,
+          Float32Array.from({ length: p.tensor.size }, (_, i) => 0.05 * Math.cos(i)),
+        );
     const trained = await logits(e, model);
     const files = await m.exportAdapter();
 
@@ -223,8 +266,34 @@ describe('qlora', () => {
     // gate/up A 8×64 B 172×8; down A 8×172 B 64×8.
     const want = new Map<string, number[]>();
     const shapes: Record<string, [number[], number[]]> = {
-      'self_attn.q_proj': [[8, 64], [64, 8]], 'self_attn.k_proj': [[8, 64], [32, 8]], 'self_attn.v_proj': [[8, 64], [32, 8]],
-      'self_attn.o_proj': [[8, 64], [64, 8]], 'mlp.gate_proj': [[8, 64], [172, 8]], 'mlp.up_proj': [[8, 64], [172, 8]], 'mlp.down_proj': [[8, 172], [64, 8]],
+      'self_attn.q_proj': [
+        [8, 64],
+        [64, 8],
+      ],
+      'self_attn.k_proj': [
+        [8, 64],
+        [32, 8],
+      ],
+      'self_attn.v_proj': [
+        [8, 64],
+        [32, 8],
+      ],
+      'self_attn.o_proj': [
+        [8, 64],
+        [64, 8],
+      ],
+      'mlp.gate_proj': [
+        [8, 64],
+        [172, 8],
+      ],
+      'mlp.up_proj': [
+        [8, 64],
+        [172, 8],
+      ],
+      'mlp.down_proj': [
+        [8, 172],
+        [64, 8],
+      ],
     };
     for (let l = 0; l < 5; l++) {
       for (const [mod, [a, b]] of Object.entries(shapes)) {
@@ -238,10 +307,39 @@ describe('qlora', () => {
     expect(files.config).toEqual(loraAdapterConfig(config, 8, 16, 0, [...ALL].sort()));
     expect(files.config.peft_type).toBe('LORA');
     expect(Object.keys(files.config).sort()).toEqual([
-      'alpha_pattern', 'auto_mapping', 'base_model_name_or_path', 'bias', 'corda_config', 'eva_config', 'exclude_modules', 'fan_in_fan_out',
-      'inference_mode', 'init_lora_weights', 'layer_replication', 'layers_pattern', 'layers_to_transform', 'loftq_config', 'lora_alpha',
-      'lora_bias', 'lora_dropout', 'megatron_config', 'megatron_core', 'modules_to_save', 'peft_type', 'peft_version', 'qalora_group_size', 'r',
-      'rank_pattern', 'revision', 'target_modules', 'target_parameters', 'task_type', 'trainable_token_indices', 'use_dora', 'use_qalora', 'use_rslora',
+      'alpha_pattern',
+      'auto_mapping',
+      'base_model_name_or_path',
+      'bias',
+      'corda_config',
+      'eva_config',
+      'exclude_modules',
+      'fan_in_fan_out',
+      'inference_mode',
+      'init_lora_weights',
+      'layer_replication',
+      'layers_pattern',
+      'layers_to_transform',
+      'loftq_config',
+      'lora_alpha',
+      'lora_bias',
+      'lora_dropout',
+      'megatron_config',
+      'megatron_core',
+      'modules_to_save',
+      'peft_type',
+      'peft_version',
+      'qalora_group_size',
+      'r',
+      'rank_pattern',
+      'revision',
+      'target_modules',
+      'target_parameters',
+      'task_type',
+      'trainable_token_indices',
+      'use_dora',
+      'use_qalora',
+      'use_rslora',
     ]);
     m.detach();
     model.dispose();

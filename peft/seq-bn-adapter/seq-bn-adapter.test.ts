@@ -11,7 +11,11 @@ import bn from '../bn-adapter/method';
 import seq from './method';
 
 bottleneckSuite({
-  name: 'seq-bn-adapter', method: seq, storiesCount: 2900, smollmCount: 1_262_520, lr: 1e-2,
+  name: 'seq-bn-adapter',
+  method: seq,
+  storiesCount: 2900,
+  smollmCount: 1_262_520,
+  lr: 1e-2,
   variants: [
     {},
     { ln_before: true, init_weights: 'houlsby', non_linearity: 'leakyrelu' },
@@ -38,7 +42,12 @@ describe('seq-bn-adapter', () => {
     expect(maxAbsDiff(a, b)).toBeGreaterThan(1e-3);
     hb.detach();
     // …and original_ln_before: true turns it into exactly the Pfeiffer adapter.
-    const same = bn.attach({ e, model, config: { reduction_factor: 4, mh_adapter: false, non_linearity: 'relu', original_ln_before: true }, random: seededRandom(1) });
+    const same = bn.attach({
+      e,
+      model,
+      config: { reduction_factor: 4, mh_adapter: false, non_linearity: 'relu', original_ln_before: true },
+      random: seededRandom(1),
+    });
     same.importAdapter(files);
     expect(Array.from(await logits(e, model, ids))).toEqual(Array.from(a));
     same.detach();

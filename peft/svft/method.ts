@@ -24,7 +24,16 @@ import { ConfigError } from 'peft-studio/errors';
 import { flopsTargets } from 'peft-studio/eval/flops';
 import { readOptions, targetModules } from 'peft-studio/methods/options';
 import { svdFull, svdTopR } from 'peft-studio/methods/svd';
-import { gaussian, matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  gaussian,
+  matchTargets,
+  type AdapterFiles,
+  type AttachedMethod,
+  type HostTensor,
+  type MethodContext,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 import { SPECTRAL_FAMILY } from '../oft/method';
 import { svftOptions } from './config';
 
@@ -79,7 +88,8 @@ export function svftTargetCount(n: number, d: number): number {
 
 /** Positions (i, j) of the pattern, before de-duplication and sorting (svftPattern does both). */
 export function svftPositions(n: number, d: number, pattern: SvftPatternName, s: ArrayLike<number>, random: () => number): { rows: number[]; cols: number[] } {
-  const rows: number[] = [], cols: number[] = [];
+  const rows: number[] = [],
+    cols: number[] = [];
   if (pattern === 'banded') {
     for (let i = 0; i < n; i++) {
       for (let j = Math.max(0, i - d); j <= Math.min(n - 1, i + d); j++) {
@@ -128,7 +138,8 @@ export function svftPositions(n: number, d: number, pattern: SvftPatternName, s:
       heap[0] = last;
       let c = 0;
       for (;;) {
-        const l = 2 * c + 1, r = l + 1;
+        const l = 2 * c + 1,
+          r = l + 1;
         let m = c;
         if (l < heap.length && less(heap[l], heap[m])) m = l;
         if (r < heap.length && less(heap[r], heap[m])) m = r;
@@ -145,7 +156,10 @@ export function svftPositions(n: number, d: number, pattern: SvftPatternName, s:
     const [, i, j] = pop();
     rows.push(order[i]);
     cols.push(order[j]);
-    for (const [ii, jj] of [[i + 1, j], [i, j + 1]]) {
+    for (const [ii, jj] of [
+      [i + 1, j],
+      [i, j + 1],
+    ]) {
       if (ii < n && jj < n && !seen.has(ii * n + jj)) {
         seen.add(ii * n + jj);
         push([val(ii, jj), ii, jj]);
@@ -162,7 +176,6 @@ export function svftPatternSize(n: number, d: number, pattern: SvftPatternName):
   for (let i = 0; i < n; i++) k += Math.min(n - 1, i + d) - Math.max(0, i - d) + 1;
   return k;
 }
-
 
 /**
  * `cols` orthonormal vectors of length `len` (torch.nn.init.orthogonal_ of a
@@ -204,7 +217,9 @@ export function svftBasis(W: Float32Array, outF: number, inF: number, set: SvftS
   const n = svftSize(outF, inF, set.rank, set.fillOrthonormal);
   const svd = keep === nMax ? svdFull(W, outF, inF) : svdTopR(W, outF, inF, keep, -1);
   const k = svd.k;
-  const U = new Float32Array(outF * n), V = new Float32Array(n * inF), s = new Float32Array(n);
+  const U = new Float32Array(outF * n),
+    V = new Float32Array(n * inF),
+    s = new Float32Array(n);
   for (let j = 0; j < keep; j++) {
     s[j] = svd.S[j];
     for (let o = 0; o < outF; o++) U[o * n + j] = svd.U[o * k + j];
@@ -275,10 +290,16 @@ export const svft: PeftMethod = {
       const k = svftPatternSize(n, set.offDiag, set.pattern);
       const t = (shape: number[], what: string) => e.persist(e.zeros(shape, `${name}.svft.${what}`));
       const l: SvftLayer = {
-        outF, inF, n,
-        U: t([outF, n], 'u'), V: t([n, inF], 'v'), s: t([n], 's_base'),
-        delta: t([k], 'delta'), gate: t([1], 'gate'),
-        pattern: null, patT: null,
+        outF,
+        inF,
+        n,
+        U: t([outF, n], 'u'),
+        V: t([n, inF], 'v'),
+        s: t([n], 's_base'),
+        delta: t([k], 'delta'),
+        gate: t([1], 'gate'),
+        pattern: null,
+        patT: null,
       };
       l.delta.requiresGrad = l.gate.requiresGrad = true;
       layers.set(name, l);
@@ -367,7 +388,9 @@ export const svft: PeftMethod = {
               const src = files.tensors.get(`${p}.${k}`);
               if (!src) throw new ConfigError(`The adapter has no tensor ${p}.${k}; was it trained with the same target_modules and model?`);
               if (src.shape.join() !== shape.join()) {
-                throw new ConfigError(`Adapter tensor ${p}.${k} has shape [${src.shape}], expected [${shape}]; set rank, off_diag, pattern and fill_orthonormal as in its adapter_config.json.`);
+                throw new ConfigError(
+                  `Adapter tensor ${p}.${k} has shape [${src.shape}], expected [${shape}]; set rank, off_diag, pattern and fill_orthonormal as in its adapter_config.json.`,
+                );
               }
               return src.data;
             };

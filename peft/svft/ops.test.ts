@@ -6,14 +6,16 @@ import { svftPattern, svftScaleRows, svftSpectral, svftSpectralCpu, sigmoid, upl
 import wgsl from './svft.wgsl?raw';
 
 function band(n: number, d: number) {
-  const rows: number[] = [], cols: number[] = [];
-  for (let i = 0; i < n; i++) for (let j = Math.max(0, i - d); j <= Math.min(n - 1, i + d); j++) rows.push(i), cols.push(j);
+  const rows: number[] = [],
+    cols: number[] = [];
+  for (let i = 0; i < n; i++) for (let j = Math.max(0, i - d); j <= Math.min(n - 1, i + d); j++) (rows.push(i), cols.push(j));
   return { rows, cols };
 }
 
 function randomPositions(n: number, k: number, r: () => number) {
-  const rows: number[] = [], cols: number[] = [];
-  for (let q = 0; q < k; q++) rows.push(Math.floor(r() * n)), cols.push(Math.floor(r() * n));
+  const rows: number[] = [],
+    cols: number[] = [];
+  for (let q = 0; q < k; q++) (rows.push(Math.floor(r() * n)), cols.push(Math.floor(r() * n)));
   return { rows, cols };
 }
 
@@ -65,10 +67,14 @@ describe('svft ops', () => {
   it('merge rows: (diag(s) + σ(g) M) V', async () => {
     const e = await gpuEngine();
     e.beginScope();
-    const n = 6, C = 5;
+    const n = 6,
+      C = 5;
     const pat = svftPattern(n, band(n, 1).rows, band(n, 1).cols);
     const r = rng(21);
-    const V = randn(n * C, r), s = randn(n, r), d = randn(pat.k, r), g = 0.7;
+    const V = randn(n * C, r),
+      s = randn(n, r),
+      d = randn(pat.k, r),
+      g = 0.7;
     const got = await e.read(svftScaleRows(e, e.upload(V, [n, C]), e.upload(s, [n]), e.upload(d, [pat.k]), e.upload([g], [1]), pat, uploadSvftPattern(e, pat)));
     const want = new Float64Array(n * C);
     for (let i = 0; i < n; i++) for (let c = 0; c < C; c++) want[i * C + c] = s[i] * V[i * C + c];

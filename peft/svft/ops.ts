@@ -35,7 +35,8 @@ export function svftPattern(n: number, rows: ArrayLike<number>, cols: ArrayLike<
   if (rows.length !== cols.length) throw new Error(`svftPattern: ${rows.length} rows but ${cols.length} cols`);
   const flat = new Float64Array(rows.length);
   for (let q = 0; q < rows.length; q++) {
-    const i = rows[q], j = cols[q];
+    const i = rows[q],
+      j = cols[q];
     if (!(Number.isInteger(i) && Number.isInteger(j) && i >= 0 && j >= 0 && i < n && j < n)) {
       throw new Error(`svftPattern: position (${i}, ${j}) is outside the ${n}×${n} matrix`);
     }
@@ -45,7 +46,8 @@ export function svftPattern(n: number, rows: ArrayLike<number>, cols: ArrayLike<
   const uniq: number[] = [];
   for (let q = 0; q < flat.length; q++) if (q === 0 || flat[q] !== flat[q - 1]) uniq.push(flat[q]);
   const k = uniq.length;
-  const R = new Int32Array(k), C = new Int32Array(k);
+  const R = new Int32Array(k),
+    C = new Int32Array(k);
   uniq.forEach((f, q) => {
     R[q] = Math.floor(f / n);
     C[q] = f % n;
@@ -86,25 +88,39 @@ export function svftSpectral(e: Engine, z: Tensor, s: Tensor, delta: Tensor, gat
   const { T, n, k } = dims(z, pat, delta);
   const u = params(T, n, k, 0);
   const out = e.empty(z.shape, name);
-  e.dispatch(code, 'svft_forward', u,
-    [{ tensor: z }, { tensor: s }, { tensor: delta }, { tensor: gate }, { tensor: patT }, { tensor: out, write: true }], grid1d(e, T * n, WG));
+  e.dispatch(
+    code,
+    'svft_forward',
+    u,
+    [{ tensor: z }, { tensor: s }, { tensor: delta }, { tensor: gate }, { tensor: patT }, { tensor: out, write: true }],
+    grid1d(e, T * n, WG),
+  );
   if (e.tape && (z.requiresGrad || delta.requiresGrad || gate.requiresGrad)) {
     out.requiresGrad = true;
     e.tape.record('svft', () => {
       const dy = out.grad;
       if (!dy) return;
       if (z.requiresGrad) {
-        e.dispatch(code, 'svft_backward_z', u,
-          [{ tensor: dy }, { tensor: s }, { tensor: delta }, { tensor: gate }, { tensor: patT }, { tensor: z.gradOrZeros(), write: true }], grid1d(e, T * n, WG));
+        e.dispatch(
+          code,
+          'svft_backward_z',
+          u,
+          [{ tensor: dy }, { tensor: s }, { tensor: delta }, { tensor: gate }, { tensor: patT }, { tensor: z.gradOrZeros(), write: true }],
+          grid1d(e, T * n, WG),
+        );
       }
       if (delta.requiresGrad || gate.requiresGrad) {
         const prod = e.empty([k], 'svft.prod');
         const dDelta = delta.requiresGrad ? delta.gradOrZeros() : e.empty([k], 'svft.ddelta_unused');
-        e.dispatch(code, 'svft_backward_delta', u,
-          [{ tensor: dy }, { tensor: z }, { tensor: gate }, { tensor: patT }, { tensor: prod, write: true }, { tensor: dDelta, write: true }], grid1d(e, k, WG));
+        e.dispatch(
+          code,
+          'svft_backward_delta',
+          u,
+          [{ tensor: dy }, { tensor: z }, { tensor: gate }, { tensor: patT }, { tensor: prod, write: true }, { tensor: dDelta, write: true }],
+          grid1d(e, k, WG),
+        );
         if (gate.requiresGrad) {
-          e.dispatch(code, 'svft_backward_gate', u,
-            [{ tensor: delta }, { tensor: gate }, { tensor: prod }, { tensor: gate.gradOrZeros(), write: true }], [1]);
+          e.dispatch(code, 'svft_backward_gate', u, [{ tensor: delta }, { tensor: gate }, { tensor: prod }, { tensor: gate.gradOrZeros(), write: true }], [1]);
         }
         prod.dispose();
         if (!delta.requiresGrad) dDelta.dispose();
@@ -119,8 +135,13 @@ export function svftScaleRows(e: Engine, V: Tensor, s: Tensor, delta: Tensor, ga
   const [n, C] = V.shape;
   if (n !== pat.n || V.shape.length !== 2) throw new Error(`svftScaleRows: V [${V.shape}] does not have ${pat.n} rows`);
   const out = e.empty([n, C], 'svft.scaled_v');
-  e.dispatch(code, 'svft_merge_rows', params(C, n, pat.k, 0),
-    [{ tensor: V }, { tensor: s }, { tensor: delta }, { tensor: gate }, { tensor: patT }, { tensor: out, write: true }], grid1d(e, n * C, WG));
+  e.dispatch(
+    code,
+    'svft_merge_rows',
+    params(C, n, pat.k, 0),
+    [{ tensor: V }, { tensor: s }, { tensor: delta }, { tensor: gate }, { tensor: patT }, { tensor: out, write: true }],
+    grid1d(e, n * C, WG),
+  );
   return out;
 }
 
@@ -132,7 +153,9 @@ export function sigmoid(g: number): number {
 
 /** out = z (diag(s) + σ(g) M)ᵀ, float64. */
 export function svftSpectralCpu(z: ArrayLike<number>, s: ArrayLike<number>, delta: ArrayLike<number>, gate: number, pat: SvftPattern): Float64Array {
-  const n = pat.n, T = z.length / n, sg = sigmoid(gate);
+  const n = pat.n,
+    T = z.length / n,
+    sg = sigmoid(gate);
   const out = new Float64Array(z.length);
   for (let t = 0; t < T; t++) {
     for (let i = 0; i < n; i++) out[t * n + i] = s[i] * z[t * n + i];

@@ -22,7 +22,13 @@ import svft, { svftBasis, svftPatternSize, svftPositions, svftSettings, svftSize
 function svftCount(cfg: ModelConfig, targets: string[], d = 1, rank: number | null = null) {
   const { hiddenSize: dm, intermediateSize: f, numHeads: h, numKvHeads: kv, headDim: hd, numLayers: N } = cfg;
   const shapes: Record<string, [number, number]> = {
-    q_proj: [h * hd, dm], k_proj: [kv * hd, dm], v_proj: [kv * hd, dm], o_proj: [dm, h * hd], gate_proj: [f, dm], up_proj: [f, dm], down_proj: [dm, f],
+    q_proj: [h * hd, dm],
+    k_proj: [kv * hd, dm],
+    v_proj: [kv * hd, dm],
+    o_proj: [dm, h * hd],
+    gate_proj: [f, dm],
+    up_proj: [f, dm],
+    down_proj: [dm, f],
   };
   return N * targets.reduce((a, t) => a + svftPatternSize(svftSize(...shapes[t], rank, false), d, 'banded') + 1, 0);
 }
@@ -46,7 +52,14 @@ describe('svft', () => {
   it("is the registry's method for finetuning_type svft and for peft_type SVFT adapters", () => {
     expect(builtinMethods.has('svft')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'svft' })).toBe(svft);
-    const { method, config } = methodForAdapter({ peft_type: 'SVFT', target_modules: ['q_proj'], rank: null, off_diag: 2, pattern: 'top_k', fill_orthonormal: false });
+    const { method, config } = methodForAdapter({
+      peft_type: 'SVFT',
+      target_modules: ['q_proj'],
+      rank: null,
+      off_diag: 2,
+      pattern: 'top_k',
+      fill_orthonormal: false,
+    });
     expect(method).toBe(svft);
     expect(config).toEqual({ finetuning_type: 'svft', target_modules: ['q_proj'], rank: null, off_diag: 2, pattern: 'top_k', fill_orthonormal: false });
   });
@@ -99,7 +112,8 @@ describe('svft', () => {
     expect(Array.from(fill.s.subarray(2))).toEqual([0, 0, 0]);
     for (let a = 2; a < 5; a++) {
       for (let c = 2; c < 5; c++) {
-        let du = 0, dv = 0;
+        let du = 0,
+          dv = 0;
         for (let o = 0; o < out; o++) du += fill.U[o * 5 + a] * fill.U[o * 5 + c];
         for (let i = 0; i < inF; i++) dv += fill.V[a * inF + i] * fill.V[c * inF + i];
         expect(Math.abs(du - (a === c ? 1 : 0))).toBeLessThan(1e-6);
@@ -201,12 +215,23 @@ describe('svft', () => {
     expect(files.tensors.size).toBe(5 * 2 * 7);
     const shapes = Object.fromEntries([...files.tensors].filter(([k]) => k.startsWith(p0)).map(([k, t]) => [k.slice(p0.length + 1), t.shape]));
     expect(shapes).toEqual({
-      'q_proj.svft_layers.u': [64, 64], 'q_proj.svft_layers.v': [64, 64], 'q_proj.svft_layers.s_base': [64],
-      'q_proj.svft_layers.row_idx': [190], 'q_proj.svft_layers.col_idx': [190], 'q_proj.svft_layers.delta': [190], 'q_proj.svft_layers.gate': [],
-      'k_proj.svft_layers.u': [32, 32], 'k_proj.svft_layers.v': [32, 64], 'k_proj.svft_layers.s_base': [32],
-      'k_proj.svft_layers.row_idx': [94], 'k_proj.svft_layers.col_idx': [94], 'k_proj.svft_layers.delta': [94], 'k_proj.svft_layers.gate': [],
+      'q_proj.svft_layers.u': [64, 64],
+      'q_proj.svft_layers.v': [64, 64],
+      'q_proj.svft_layers.s_base': [64],
+      'q_proj.svft_layers.row_idx': [190],
+      'q_proj.svft_layers.col_idx': [190],
+      'q_proj.svft_layers.delta': [190],
+      'q_proj.svft_layers.gate': [],
+      'k_proj.svft_layers.u': [32, 32],
+      'k_proj.svft_layers.v': [32, 64],
+      'k_proj.svft_layers.s_base': [32],
+      'k_proj.svft_layers.row_idx': [94],
+      'k_proj.svft_layers.col_idx': [94],
+      'k_proj.svft_layers.delta': [94],
+      'k_proj.svft_layers.gate': [],
     });
-    const rows = files.tensors.get(`${p0}.q_proj.svft_layers.row_idx`)!.data, cols = files.tensors.get(`${p0}.q_proj.svft_layers.col_idx`)!.data;
+    const rows = files.tensors.get(`${p0}.q_proj.svft_layers.row_idx`)!.data,
+      cols = files.tensors.get(`${p0}.q_proj.svft_layers.col_idx`)!.data;
     for (let q = 1; q < rows.length; q++) expect(rows[q] * 64 + cols[q]).toBeGreaterThan(rows[q - 1] * 64 + cols[q - 1]);
     // Index buffers are I64, as PEFT-Factory's plug-in stores them, and survive the file round trip.
     expect(files.tensors.get(`${p0}.q_proj.svft_layers.row_idx`)!.dtype).toBe('I64');
@@ -214,8 +239,18 @@ describe('svft', () => {
     expect(written.tensors.get(`${p0}.q_proj.svft_layers.col_idx`)!.dtype).toBe('I64');
     expect(Array.from(written.tensors.get(`${p0}.q_proj.svft_layers.col_idx`)!.data)).toEqual(Array.from(cols));
     expect(files.config).toEqual({
-      auto_mapping: null, base_model_name_or_path: 'stories260K', fill_orthonormal: false, inference_mode: true, off_diag: 1,
-      pattern: 'random', peft_type: 'SVFT', peft_version: '0.17.1', rank: null, revision: null, target_modules: ['k_proj', 'q_proj'], task_type: 'CAUSAL_LM',
+      auto_mapping: null,
+      base_model_name_or_path: 'stories260K',
+      fill_orthonormal: false,
+      inference_mode: true,
+      off_diag: 1,
+      pattern: 'random',
+      peft_type: 'SVFT',
+      peft_version: '0.17.1',
+      rank: null,
+      revision: null,
+      target_modules: ['k_proj', 'q_proj'],
+      task_type: 'CAUSAL_LM',
     });
 
     // A fresh attachment from the adapter's config (another seed: a different random pattern until the import).

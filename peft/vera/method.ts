@@ -36,7 +36,15 @@ import { seededRandom } from 'peft-studio/model/generate';
 import { flopsTargets } from 'peft-studio/eval/flops';
 import { readOptions } from 'peft-studio/methods/options';
 import { veraOptions } from './config';
-import { matchTargets, type AdapterFiles, type AttachedMethod, type HostTensor, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  matchTargets,
+  type AdapterFiles,
+  type AttachedMethod,
+  type HostTensor,
+  type MethodContext,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 
 /** HF PEFT's llama default (TRANSFORMERS_MODELS_TO_VERA_TARGET_MODULES_MAPPING). */
 export const VERA_DEFAULT_TARGET = ['q_proj', 'v_proj'];
@@ -88,11 +96,15 @@ function veraKeysFromAdapter(c: Record<string, unknown>): Record<string, unknown
     throw new ConfigError(`This VeRA adapter also trains biases (bias: ${JSON.stringify(c.bias)}); PEFT Studio's vera loads bias: "none" adapters only.`);
   }
   if (c.layers_to_transform !== undefined && c.layers_to_transform !== null) {
-    throw new ConfigError(`This VeRA adapter adapts only some layers (layers_to_transform ${JSON.stringify(c.layers_to_transform)}); PEFT Studio's vera adapts every layer.`);
+    throw new ConfigError(
+      `This VeRA adapter adapts only some layers (layers_to_transform ${JSON.stringify(c.layers_to_transform)}); PEFT Studio's vera adapts every layer.`,
+    );
   }
   const t = c.target_modules;
   if (typeof t === 'string' && /[\^$*+?()[\]{}|\\]/.test(t)) {
-    throw new ConfigError(`This VeRA adapter selects modules with the regular expression ${JSON.stringify(t)}; give target_modules as a list of names (q_proj, v_proj, ...).`);
+    throw new ConfigError(
+      `This VeRA adapter selects modules with the regular expression ${JSON.stringify(t)}; give target_modules as a list of names (q_proj, v_proj, ...).`,
+    );
   }
   return {
     finetuning_type: 'vera',
@@ -223,13 +235,17 @@ export const vera: PeftMethod = {
         const fb = files.tensors.get('base_model.vera_B');
         if (fa && fb) {
           if (fa.shape.join() !== `${r},${inMax}` || fb.shape.join() !== `${outMax},${r}`) {
-            throw new ConfigError(`The adapter's vera_A [${fa.shape}] / vera_B [${fb.shape}] do not fit this model and rank: expected [${r}, ${inMax}] / [${outMax}, ${r}].`);
+            throw new ConfigError(
+              `The adapter's vera_A [${fa.shape}] / vera_B [${fb.shape}] do not fit this model and rank: expected [${r}, ${inMax}] / [${outMax}, ${r}].`,
+            );
           }
           A = Float32Array.from(fa.data);
           B = Float32Array.from(fb.data);
           uploadProjections();
         } else if (saveProjection) {
-          throw new ConfigError('The adapter says save_projection: true but has no base_model.vera_A / base_model.vera_B tensors; the projections cannot be restored.');
+          throw new ConfigError(
+            'The adapter says save_projection: true but has no base_model.vera_A / base_model.vera_B tensors; the projections cannot be restored.',
+          );
         }
       },
       async merge(): Promise<void> {
@@ -259,7 +275,15 @@ export const vera: PeftMethod = {
 };
 
 /** adapter_config.json with the PEFT 0.17 VeraConfig key set. */
-export function veraAdapterConfig(config: Record<string, unknown>, r: number, p: number, dInit: number, key: number, saveProjection: boolean, modules: string[]): Record<string, unknown> {
+export function veraAdapterConfig(
+  config: Record<string, unknown>,
+  r: number,
+  p: number,
+  dInit: number,
+  key: number,
+  saveProjection: boolean,
+  modules: string[],
+): Record<string, unknown> {
   return {
     auto_mapping: null,
     base_model_name_or_path: config.model_name_or_path ?? null,

@@ -52,11 +52,23 @@ describe('vera', () => {
   it("is the registry's method for finetuning_type vera and for peft_type VERA adapters", () => {
     expect(builtinMethods.has('vera')).toBe(true);
     expect(resolveMethod({ finetuning_type: 'vera' })).toBe(vera);
-    const { method, config } = methodForAdapter({ peft_type: 'VERA', r: 64, target_modules: ['q_proj', 'k_proj'], d_initial: 0.2, projection_prng_key: 7, save_projection: false });
+    const { method, config } = methodForAdapter({
+      peft_type: 'VERA',
+      r: 64,
+      target_modules: ['q_proj', 'k_proj'],
+      d_initial: 0.2,
+      projection_prng_key: 7,
+      save_projection: false,
+    });
     expect(method).toBe(vera);
     expect(config).toEqual({
-      finetuning_type: 'vera', vera_rank: 64, vera_target: ['q_proj', 'k_proj'], vera_dropout: 0, vera_d_initial: 0.2,
-      vera_projection_prng_key: 7, vera_save_projection: false,
+      finetuning_type: 'vera',
+      vera_rank: 64,
+      vera_target: ['q_proj', 'k_proj'],
+      vera_dropout: 0,
+      vera_d_initial: 0.2,
+      vera_projection_prng_key: 7,
+      vera_save_projection: false,
     });
     expect(() => methodForAdapter({ peft_type: 'VERA', r: 8, bias: 'all' })).toThrow(/bias/);
     expect(() => methodForAdapter({ peft_type: 'VERA', r: 8, target_modules: '.*\\.(q|v)_proj' })).toThrow(/regular expression/);
@@ -66,8 +78,13 @@ describe('vera', () => {
     const { A, B } = veraProjections(16, 172, 64, 0);
     expect(A.length).toBe(16 * 172);
     expect(B.length).toBe(64 * 16);
-    const stats = (x: Float32Array) => ({ max: Math.max(...x.map(Math.abs)), mean: x.reduce((a, v) => a + v, 0) / x.length, ms: x.reduce((a, v) => a + v * v, 0) / x.length });
-    const a = stats(A), b = stats(B);
+    const stats = (x: Float32Array) => ({
+      max: Math.max(...x.map(Math.abs)),
+      mean: x.reduce((a, v) => a + v, 0) / x.length,
+      ms: x.reduce((a, v) => a + v * v, 0) / x.length,
+    });
+    const a = stats(A),
+      b = stats(B);
     // Uniform(−c, c): max |x| → c, E x² = c²/3.
     expect(a.max).toBeLessThanOrEqual(Math.sqrt(6 / 172));
     expect(a.max).toBeGreaterThan(0.99 * Math.sqrt(6 / 172));
@@ -81,12 +98,14 @@ describe('vera', () => {
     // The attached method draws them from the key, not from ctx.random (the run's seed).
     const e = await gpuEngine();
     const model = tinyModel(e);
-    const files = await Promise.all([1, 2].map(async (seed) => {
-      const m = vera.attach({ e, model, config: { vera_rank: 4, vera_target: 'all' }, random: seededRandom(seed) });
-      const f = await m.exportAdapter();
-      m.detach();
-      return f;
-    }));
+    const files = await Promise.all(
+      [1, 2].map(async (seed) => {
+        const m = vera.attach({ e, model, config: { vera_rank: 4, vera_target: 'all' }, random: seededRandom(seed) });
+        const f = await m.exportAdapter();
+        m.detach();
+        return f;
+      }),
+    );
     expect(files[0].tensors.get('base_model.vera_A')!.shape).toEqual([4, 22]);
     expect(files[0].tensors.get('base_model.vera_B')!.shape).toEqual([22, 4]);
     expect(Array.from(files[0].tensors.get('base_model.vera_A')!.data)).toEqual(Array.from(files[1].tensors.get('base_model.vera_A')!.data));
@@ -120,7 +139,8 @@ describe('vera', () => {
     const [rA, inMax] = files.tensors.get('base_model.vera_A')!.shape;
     const [outMax] = files.tensors.get('base_model.vera_B')!.shape;
     expect([rA, inMax, outMax]).toEqual([6, 22, 22]);
-    const A = files.tensors.get('base_model.vera_A')!.data, B = files.tensors.get('base_model.vera_B')!.data;
+    const A = files.tensors.get('base_model.vera_A')!.data,
+      B = files.tensors.get('base_model.vera_B')!.data;
     for (const name of model.linearNames().filter((n) => /k_proj|down_proj|gate_proj/.test(n))) {
       const W = model.param(`${name}.weight`);
       const [out, inF] = W.shape;
@@ -193,7 +213,10 @@ describe('vera', () => {
     const files = await m.exportAdapter();
     const keys = [...files.tensors.keys()].sort();
     expect(keys.length).toBe(5 * 2 * 2 + 2);
-    expect(keys.slice(0, 2)).toEqual(['base_model.model.model.layers.0.mlp.down_proj.vera_lambda_b', 'base_model.model.model.layers.0.mlp.down_proj.vera_lambda_d']);
+    expect(keys.slice(0, 2)).toEqual([
+      'base_model.model.model.layers.0.mlp.down_proj.vera_lambda_b',
+      'base_model.model.model.layers.0.mlp.down_proj.vera_lambda_d',
+    ]);
     for (const k of keys) expect(k).toMatch(/^base_model\.(model\.model\.layers\.\d\.(self_attn\.q_proj|mlp\.down_proj)\.vera_lambda_[bd]|vera_A|vera_B)$/);
     expect(files.tensors.get('base_model.model.model.layers.3.mlp.down_proj.vera_lambda_b')!.shape).toEqual([64]);
     expect(files.tensors.get('base_model.model.model.layers.3.self_attn.q_proj.vera_lambda_d')!.shape).toEqual([32]);
@@ -201,13 +224,38 @@ describe('vera', () => {
     expect(files.tensors.get('base_model.vera_A')!.shape).toEqual([32, 172]);
     expect(files.tensors.get('base_model.vera_B')!.shape).toEqual([64, 32]);
     expect(Object.keys(files.config).sort()).toEqual([
-      'auto_mapping', 'base_model_name_or_path', 'bias', 'd_initial', 'fan_in_fan_out', 'inference_mode', 'init_weights',
-      'layers_pattern', 'layers_to_transform', 'modules_to_save', 'peft_type', 'peft_version', 'projection_prng_key', 'r',
-      'revision', 'save_projection', 'target_modules', 'task_type', 'vera_dropout',
+      'auto_mapping',
+      'base_model_name_or_path',
+      'bias',
+      'd_initial',
+      'fan_in_fan_out',
+      'inference_mode',
+      'init_weights',
+      'layers_pattern',
+      'layers_to_transform',
+      'modules_to_save',
+      'peft_type',
+      'peft_version',
+      'projection_prng_key',
+      'r',
+      'revision',
+      'save_projection',
+      'target_modules',
+      'task_type',
+      'vera_dropout',
     ]);
     expect(files.config).toMatchObject({
-      peft_type: 'VERA', r: 32, target_modules: ['down_proj', 'q_proj'], d_initial: 0.1, projection_prng_key: 3, save_projection: true,
-      vera_dropout: 0, bias: 'none', task_type: 'CAUSAL_LM', inference_mode: true, base_model_name_or_path: 'stories260K',
+      peft_type: 'VERA',
+      r: 32,
+      target_modules: ['down_proj', 'q_proj'],
+      d_initial: 0.1,
+      projection_prng_key: 3,
+      save_projection: true,
+      vera_dropout: 0,
+      bias: 'none',
+      task_type: 'CAUSAL_LM',
+      inference_mode: true,
+      base_model_name_or_path: 'stories260K',
     });
     m.detach();
 
@@ -268,7 +316,9 @@ describe('vera', () => {
     const e = await gpuEngine();
     const model = tinyModel(e);
     expect(() => vera.attach({ e, model, config: { vera_target: ['qproj'] }, random: seededRandom(1) })).toThrow(ConfigError);
-    expect(() => vera.attach({ e, model, config: { vera_target: ['qproj'] }, random: seededRandom(1) })).toThrow(/vera_target \["qproj"\] matches no linear layer/);
+    expect(() => vera.attach({ e, model, config: { vera_target: ['qproj'] }, random: seededRandom(1) })).toThrow(
+      /vera_target \["qproj"\] matches no linear layer/,
+    );
     model.dispose();
   });
 

@@ -116,7 +116,16 @@ interface StepOptions {
  * `noWarmup`): ms, tokens/s, the pool's peak GPU bytes, the studio's estimate
  * of it (src/ui/memory.ts) and the process RSS.
  */
-async function trainStep(e: Engine, model: LlamaModel, ids: Int32Array, B: number, T: number, steps: number, config: Record<string, unknown>, so: StepOptions = {}) {
+async function trainStep(
+  e: Engine,
+  model: LlamaModel,
+  ids: Int32Array,
+  B: number,
+  T: number,
+  steps: number,
+  config: Record<string, unknown>,
+  so: StepOptions = {},
+) {
   const attached = resolveMethod(config).attach({ e, model, config: { seed: 1, ...config }, random: seededRandom(1) });
   await attached.ready;
   await e.sync();
@@ -127,23 +136,54 @@ async function trainStep(e: Engine, model: LlamaModel, ids: Int32Array, B: numbe
   const residentBytes = e.pool.inUse;
   const stamps: number[] = [];
   const warm = so.noWarmup ? 0 : 1;
-  const trainer = new Trainer(e, model, attached, examples, [], {
-    batchSize: B, gradAccum: 1, learningRate: 1e-4, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, epochs: 1,
-    maxSteps: steps + warm, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1000, saveSteps: 0, evalSteps: 0,
-    maxGradNorm: 1, seed: 1, padId: 0, gradientCheckpointing: so.gradientCheckpointing,
-  }, new MemoryRunStore());
+  const trainer = new Trainer(
+    e,
+    model,
+    attached,
+    examples,
+    [],
+    {
+      batchSize: B,
+      gradAccum: 1,
+      learningRate: 1e-4,
+      weightDecay: 0,
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
+      epochs: 1,
+      maxSteps: steps + warm,
+      scheduler: 'constant',
+      warmupRatio: 0,
+      warmupSteps: 0,
+      loggingSteps: 1000,
+      saveSteps: 0,
+      evalSteps: 0,
+      maxGradNorm: 1,
+      seed: 1,
+      padId: 0,
+      gradientCheckpointing: so.gradientCheckpointing,
+    },
+    new MemoryRunStore(),
+  );
   const estimate = estimateTrainingBytes(summaryOf(model), {
-    trainable: trainer.trainableCount(), batch: B, seq: T, recompute: so.gradientCheckpointing, residentBytes,
+    trainable: trainer.trainableCount(),
+    batch: B,
+    seq: T,
+    recompute: so.gradientCheckpointing,
+    residentBytes,
   });
   e.pool.resetPeak();
   stamps.push(performance.now());
   const { peak: rssPeak } = await withRssPeak(() => trainer.run({ onStep: () => stamps.push(performance.now()) }));
   const ms = (stamps[stamps.length - 1] - stamps[warm]) / Math.max(1, stamps.length - 1 - warm);
   const out = {
-    ms_per_step: +ms.toFixed(2), tokens_per_s: +((B * T * 1000) / ms).toFixed(1),
-    peak_gpu_bytes: e.pool.peak, estimated_gpu_bytes: estimate.total,
+    ms_per_step: +ms.toFixed(2),
+    tokens_per_s: +((B * T * 1000) / ms).toFixed(1),
+    peak_gpu_bytes: e.pool.peak,
+    estimated_gpu_bytes: estimate.total,
     estimate_over_peak: +(estimate.total / e.pool.peak).toFixed(3),
-    host_peak_rss_bytes: rssPeak, trainable_params: trainer.trainableCount(),
+    host_peak_rss_bytes: rssPeak,
+    trainable_params: trainer.trainableCount(),
     ...(so.gradientCheckpointing ? { gradient_checkpointing: true } : {}),
   };
   trainer.dispose();
@@ -163,11 +203,35 @@ async function encodedStepPeak(e: Engine, model: LlamaModel, ids: Int32Array, B:
     return { inputIds: x, labels: x };
   });
   // The trainer's constructor allocates the AdamW moments, as in a real step.
-  const trainer = new Trainer(e, model, attached, examples, [], {
-    batchSize: B, gradAccum: 1, learningRate: 1e-4, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, epochs: 1,
-    maxSteps: 1, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1000, saveSteps: 0, evalSteps: 0,
-    maxGradNorm: 1, seed: 1, padId: 0, gradientCheckpointing: gc,
-  }, new MemoryRunStore());
+  const trainer = new Trainer(
+    e,
+    model,
+    attached,
+    examples,
+    [],
+    {
+      batchSize: B,
+      gradAccum: 1,
+      learningRate: 1e-4,
+      weightDecay: 0,
+      beta1: 0.9,
+      beta2: 0.999,
+      eps: 1e-8,
+      epochs: 1,
+      maxSteps: 1,
+      scheduler: 'constant',
+      warmupRatio: 0,
+      warmupSteps: 0,
+      loggingSteps: 1000,
+      saveSteps: 0,
+      evalSteps: 0,
+      maxGradNorm: 1,
+      seed: 1,
+      padId: 0,
+      gradientCheckpointing: gc,
+    },
+    new MemoryRunStore(),
+  );
   const estimate = estimateTrainingBytes(summaryOf(model), { trainable: trainer.trainableCount(), batch: B, seq: T, recompute: gc, residentBytes });
   e.pool.resetPeak();
   const mb = collateShifted(examples, 0);
@@ -181,8 +245,12 @@ async function encodedStepPeak(e: Engine, model: LlamaModel, ids: Int32Array, B:
   e.flush();
   const peak = e.pool.peak;
   return {
-    peak_gpu_bytes_encoded: peak, estimated_gpu_bytes: estimate.total, estimate_over_peak: +(estimate.total / peak).toFixed(3),
-    resident_gpu_bytes: residentBytes, trainable_params: trainer.trainableCount(), host_rss_bytes: rss(),
+    peak_gpu_bytes_encoded: peak,
+    estimated_gpu_bytes: estimate.total,
+    estimate_over_peak: +(estimate.total / peak).toFixed(3),
+    resident_gpu_bytes: residentBytes,
+    trainable_params: trainer.trainableCount(),
+    host_rss_bytes: rss(),
     note: 'memory only: the pool peak of one encoded micro-batch (forward, loss, backward); the GPU execution was not awaited',
   };
 }
@@ -191,9 +259,19 @@ async function encodedStepPeak(e: Engine, model: LlamaModel, ids: Int32Array, B:
 function summaryOf(model: LlamaModel): ModelSummary {
   const c = model.config;
   return {
-    repo: '', revision: '', modelType: c.modelType, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads,
-    numKvHeads: c.numKvHeads, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize, headDim: c.headDim,
-    maxPositionEmbeddings: c.maxPositionEmbeddings, numParams: model.numParams(), loadMs: 0,
+    repo: '',
+    revision: '',
+    modelType: c.modelType,
+    hiddenSize: c.hiddenSize,
+    numLayers: c.numLayers,
+    numHeads: c.numHeads,
+    numKvHeads: c.numKvHeads,
+    intermediateSize: c.intermediateSize,
+    vocabSize: c.vocabSize,
+    headDim: c.headDim,
+    maxPositionEmbeddings: c.maxPositionEmbeddings,
+    numParams: model.numParams(),
+    loadMs: 0,
   };
 }
 
@@ -266,7 +344,13 @@ function writeRandomCheckpoint(dir: string, configText: string, cfg: ModelConfig
   json += ' '.repeat((8 - (json.length % 8)) % 8);
   const file = path.join(dir, 'model.safetensors');
   const size = 8 + json.length + offset;
-  if (existsSync(file) && statSync(file).size === size && existsSync(path.join(dir, 'config.json')) && readFileSync(path.join(dir, 'config.json'), 'utf8') === configText) return;
+  if (
+    existsSync(file) &&
+    statSync(file).size === size &&
+    existsSync(path.join(dir, 'config.json')) &&
+    readFileSync(path.join(dir, 'config.json'), 'utf8') === configText
+  )
+    return;
   mkdirSync(dir, { recursive: true });
   const fd = openSync(file + '.tmp', 'w');
   try {
@@ -393,7 +477,11 @@ async function benchModel(e: Engine, spec: BenchSpec, name: string, model: Llama
 function svdTiming() {
   const out: Record<string, { pissa_iter_16_ms: number; exact_ms: number }> = {};
   let s = 7;
-  for (const [name, rows, cols] of [['q_proj 576x576', 576, 576], ['k_proj 192x576', 192, 576], ['up_proj 1536x576', 1536, 576]] as const) {
+  for (const [name, rows, cols] of [
+    ['q_proj 576x576', 576, 576],
+    ['k_proj 192x576', 192, 576],
+    ['up_proj 1536x576', 1536, 576],
+  ] as const) {
     const W = new Float32Array(rows * cols);
     for (let i = 0; i < W.length; i++) {
       s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
@@ -418,29 +506,46 @@ function svdTiming() {
  * by an unreported warm-up on a one-layer model of the same family first.
  */
 async function benchShapeFile(
-  e: Engine, spec: BenchSpec, name: string, configText: string, cfg: ModelConfig, shape: ShapeSpec, log: (s: string) => void,
+  e: Engine,
+  spec: BenchSpec,
+  name: string,
+  configText: string,
+  cfg: ModelConfig,
+  shape: ShapeSpec,
+  log: (s: string) => void,
   onStep: (partial: Record<string, unknown>) => Promise<void>,
   memoryOnlyStep?: number,
 ) {
   const torchDtype = String((JSON.parse(configText) as { torch_dtype?: unknown }).torch_dtype ?? 'float32');
-  if (!['float32', 'float16', 'bfloat16'].includes(torchDtype)) throw new ConfigError(`bench/${name}.config.json: torch_dtype ${torchDtype} is not float32, float16 or bfloat16.`);
+  if (!['float32', 'float16', 'bfloat16'].includes(torchDtype))
+    throw new ConfigError(`bench/${name}.config.json: torch_dtype ${torchDtype} is not float32, float16 or bfloat16.`);
   const dtype = torchDtype === 'bfloat16' ? 'BF16' : torchDtype === 'float16' ? 'F16' : 'F32';
   const dir = path.resolve('.cache', 'bench', `${name}-${dtype.toLowerCase()}`);
   const tw = performance.now();
   writeRandomCheckpoint(dir, configText, cfg, dtype);
   const fileBytes = statSync(path.join(dir, 'model.safetensors')).size;
-  log(`bench: ${name} shape, random weights, ${dtype} file ${dir} (${(fileBytes / 2 ** 30).toFixed(2)} GiB, ready in ${((performance.now() - tw) / 1000).toFixed(1)} s)`);
+  log(
+    `bench: ${name} shape, random weights, ${dtype} file ${dir} (${(fileBytes / 2 ** 30).toFixed(2)} GiB, ready in ${((performance.now() - tw) / 1000).toFixed(1)} s)`,
+  );
   const { batch: B, seq: T } = shape;
   const ids = new Int32Array(B * T);
   for (let i = 0; i < ids.length; i++) ids[i] = (i * 7919 + 3) % cfg.vocabSize;
   // Warm-up, not reported: the same steps on a one-layer model of the same
   // family (head size, biases, RoPE scaling, packed dtype), so that pipeline
   // compilation (tens of seconds on SwiftShader) is not in the timed steps.
-  const tiny = parseModelConfig({
-    ...(JSON.parse(configText) as Record<string, unknown>),
-    hidden_size: 2 * cfg.headDim, head_dim: cfg.headDim, num_attention_heads: 2, num_key_value_heads: 1,
-    intermediate_size: 256, num_hidden_layers: 1, vocab_size: 512,
-  }, `bench/${name}.config.json (warm-up)`);
+  const tiny = parseModelConfig(
+    {
+      ...(JSON.parse(configText) as Record<string, unknown>),
+      hidden_size: 2 * cfg.headDim,
+      head_dim: cfg.headDim,
+      num_attention_heads: 2,
+      num_key_value_heads: 1,
+      intermediate_size: 256,
+      num_hidden_layers: 1,
+      vocab_size: 512,
+    },
+    `bench/${name}.config.json (warm-up)`,
+  );
   const tinyIds = ids.map((x) => x % 512);
   const memoryOnly = memoryOnlyStep !== undefined;
   for (const [method, gc] of memoryOnly ? [] : shape.steps) {
@@ -464,8 +569,11 @@ async function benchShapeFile(
     const { value: loaded, peak } = await withRssPeak(() => loadModel(e, new LocalFolderSource(dir), { tokenizer: false }));
     await e.sync();
     const load = {
-      load_ms: Math.round(performance.now() - t0), host_rss_baseline_bytes: baseline, host_peak_rss_bytes: peak,
-      host_rss_above_baseline_bytes: peak - baseline, gpu_bytes_after_load: e.pool.inUse,
+      load_ms: Math.round(performance.now() - t0),
+      host_rss_baseline_bytes: baseline,
+      host_peak_rss_bytes: peak,
+      host_rss_above_baseline_bytes: peak - baseline,
+      gpu_bytes_after_load: e.pool.inUse,
       // On a CPU adapter the GPU's buffers are host memory too: what the load held beyond them.
       host_rss_above_baseline_less_gpu_bytes: peak - baseline - e.pool.current,
     };
@@ -475,11 +583,21 @@ async function benchShapeFile(
       if (memoryOnly) {
         const r = await encodedStepPeak(e, loaded.model, ids, B, T, config, gc);
         steps.push({ method, gradient_checkpointing: gc, ...r, ...load });
-        return { model: `${name}-shape (random weights, ${dtype} file)`, params, batch: B, seq: T, file_dtype: dtype, file_bytes: fileBytes, train_steps: steps };
+        return {
+          model: `${name}-shape (random weights, ${dtype} file)`,
+          params,
+          batch: B,
+          seq: T,
+          file_dtype: dtype,
+          file_bytes: fileBytes,
+          train_steps: steps,
+        };
       }
       const r = await trainStep(e, loaded.model, ids, B, T, 1, config, { gradientCheckpointing: gc, noWarmup: true });
       steps.push({ method, gradient_checkpointing: gc, ...r, ...load });
-      log(`bench: ${name} ${method}${gc ? ' + gradient_checkpointing' : ''}: ${r.ms_per_step} ms, peak ${r.peak_gpu_bytes} B, estimate ${r.estimated_gpu_bytes} B`);
+      log(
+        `bench: ${name} ${method}${gc ? ' + gradient_checkpointing' : ''}: ${r.ms_per_step} ms, peak ${r.peak_gpu_bytes} B, estimate ${r.estimated_gpu_bytes} B`,
+      );
     } catch (err) {
       steps.push({ method, gradient_checkpointing: gc, error: (err as Error).message, ...load });
       log(`bench: ${name} ${method}: ${(err as Error).message}`);
@@ -487,7 +605,15 @@ async function benchShapeFile(
       loaded.model.dispose();
       e.pool.trim();
     }
-    await onStep({ model: `${name}-shape (random weights, ${dtype} file)`, params, batch: B, seq: T, file_dtype: dtype, file_bytes: fileBytes, train_steps: steps });
+    await onStep({
+      model: `${name}-shape (random weights, ${dtype} file)`,
+      params,
+      batch: B,
+      seq: T,
+      file_dtype: dtype,
+      file_bytes: fileBytes,
+      train_steps: steps,
+    });
   }
   return { model: `${name}-shape (random weights, ${dtype} file)`, params, batch: B, seq: T, file_dtype: dtype, file_bytes: fileBytes, train_steps: steps };
 }
@@ -497,7 +623,15 @@ async function benchShapeFile(
  * (rounded to nearest even), alternating f32, BF16, f32, BF16 so that both
  * see the same machine load; the best of each pair, and their ratio.
  */
-async function packedVsF32(e: Engine, spec: BenchSpec, cfg: ModelConfig, host: Map<string, { shape: number[]; data: Float32Array }>, B: number, T: number, steps: number) {
+async function packedVsF32(
+  e: Engine,
+  spec: BenchSpec,
+  cfg: ModelConfig,
+  host: Map<string, { shape: number[]; data: Float32Array }>,
+  B: number,
+  T: number,
+  steps: number,
+) {
   const ids = new Int32Array(B * T);
   for (let i = 0; i < ids.length; i++) ids[i] = (i * 7919 + 3) % cfg.vocabSize;
   const best: Record<'float32' | 'bfloat16', Awaited<ReturnType<typeof trainStep>> | null> = { float32: null, bfloat16: null };
@@ -525,9 +659,13 @@ async function packedVsF32(e: Engine, spec: BenchSpec, cfg: ModelConfig, host: M
 async function autotuneTable(e: Engine) {
   const tuner = new MatmulTuner(adapterKey(e.ctx.adapterInfo), null, { budgetMs: 200 });
   const shapes: [string, number, number, number][] = [
-    ['stories260K q_proj 512x64x64', 512, 64, 64], ['stories260K up_proj 512x172x64', 512, 172, 64],
-    ['stories260K down_proj 512x64x172', 512, 64, 172], ['stories260K lora_A 512x8x64', 512, 8, 64],
-    ['smollm2 q_proj 256x576x576', 256, 576, 576], ['smollm2 up_proj 256x1536x576', 256, 1536, 576], ['smollm2 down_proj 256x576x1536', 256, 576, 1536],
+    ['stories260K q_proj 512x64x64', 512, 64, 64],
+    ['stories260K up_proj 512x172x64', 512, 172, 64],
+    ['stories260K down_proj 512x64x172', 512, 64, 172],
+    ['stories260K lora_A 512x8x64', 512, 8, 64],
+    ['smollm2 q_proj 256x576x576', 256, 576, 576],
+    ['smollm2 up_proj 256x1536x576', 256, 1536, 576],
+    ['smollm2 down_proj 256x576x1536', 256, 576, 1536],
   ];
   const out: Record<string, TuneEntry | null> = {};
   for (const [name, M, N, K] of shapes) {
@@ -541,7 +679,10 @@ export async function runBench(e: Engine, opts: BenchOptions) {
   const spec = readSpec();
   const known = ['stories260K', 'autotune', ...Object.keys(spec.shapes)];
   for (const n of opts.only ?? []) {
-    if (!known.includes(n)) throw new ConfigError(`bench --only: no model shape '${n}'. Known: ${known.join(', ')} (a shape is bench/<name>.config.json, listed under "shapes" in bench/bench.json).`);
+    if (!known.includes(n))
+      throw new ConfigError(
+        `bench --only: no model shape '${n}'. Known: ${known.join(', ')} (a shape is bench/<name>.config.json, listed under "shapes" in bench/bench.json).`,
+      );
   }
   const wanted = (n: string, byDefault: boolean) => (opts.only ? opts.only.includes(n) : byDefault);
   const results: Record<string, unknown>[] = [];

@@ -53,7 +53,12 @@ export async function gridCommand(e: Engine, file: string, overrides: string[]):
     }
     const results = JSON.parse(await fs.readFile(resultsFile, 'utf8')) as Record<string, unknown>;
     const train = existsSync(path.join(cell.dir, 'all_results.json')) ? JSON.parse(await fs.readFile(path.join(cell.dir, 'all_results.json'), 'utf8')) : {};
-    done.push({ method: cell.method, dataset: cell.dataset, seed: cell.seed, results: { ...results, train_runtime: train.train_runtime, train_loss: train.train_loss } });
+    done.push({
+      method: cell.method,
+      dataset: cell.dataset,
+      seed: cell.seed,
+      results: { ...results, train_runtime: train.train_runtime, train_loss: train.train_loss },
+    });
     await writeTables();
   }
   const wall = (performance.now() - t0) / 1000;

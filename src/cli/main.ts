@@ -123,11 +123,16 @@ export async function main(argvIn: string[]): Promise<number> {
   const plugins: PluginScan = await loadPlugins(peftDir !== undefined ? { peftDir } : {});
   if (plugins.dirs.length) {
     const names = plugins.installed.map((m) => m.name);
-    process.stderr.write(`peft-studio: plug-in folders loaded: ${plugins.dirs.join(path.delimiter)} (${names.length ? `methods: ${names.join(', ')}` : 'no plug-ins in them'})\n`);
+    process.stderr.write(
+      `peft-studio: plug-in folders loaded: ${plugins.dirs.join(path.delimiter)} (${names.length ? `methods: ${names.join(', ')}` : 'no plug-ins in them'})\n`,
+    );
   }
   if (cmd === 'train' || cmd === 'export' || cmd === 'grid') {
     const [file, ...overrides] = rest;
-    if (!file) throw new ConfigError(`${cmd}: give a ${cmd === 'grid' ? 'grid' : 'config'} file: peft-studio ${cmd} <${cmd === 'grid' ? 'grid' : 'config'}.yaml> [key=value ...]`);
+    if (!file)
+      throw new ConfigError(
+        `${cmd}: give a ${cmd === 'grid' ? 'grid' : 'config'} file: peft-studio ${cmd} <${cmd === 'grid' ? 'grid' : 'config'}.yaml> [key=value ...]`,
+      );
     const e = await engineForCli();
     if (cmd === 'train') process.stdout.write(JSON.stringify(await trainCommand(e, file, overrides), null, 2) + '\n');
     else if (cmd === 'grid') process.stdout.write(JSON.stringify(await gridCommand(e, file, overrides), null, 2) + '\n');
@@ -253,7 +258,7 @@ export async function run(argv: string[]): Promise<void> {
   try {
     process.exitCode = await main(argv);
   } catch (err) {
-    if (err instanceof PeftStudioError || (err as Error)?.name === 'TypeError' && String((err as Error).message).includes('parseArgs')) {
+    if (err instanceof PeftStudioError || ((err as Error)?.name === 'TypeError' && String((err as Error).message).includes('parseArgs'))) {
       process.stderr.write(`peft-studio: ${(err as Error).message}\n`);
     } else if ((err as { code?: string })?.code?.startsWith?.('ERR_PARSE_ARGS')) {
       process.stderr.write(`peft-studio: ${(err as Error).message}\n${USAGE}`);

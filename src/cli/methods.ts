@@ -45,7 +45,9 @@ export async function methodCounts(e: Engine, base: Record<string, unknown>): Pr
 
 export function formatCounts(counts: MethodCounts): string {
   const rows = Object.entries(counts).map(([name, c]) =>
-    'error' in c ? [name, '-', '-', c.error.split('\n').filter(Boolean).at(-1)!.trim()] : [name, String(c.trainable), String(c.total), `${((100 * c.trainable) / c.total).toFixed(3)}%`],
+    'error' in c
+      ? [name, '-', '-', c.error.split('\n').filter(Boolean).at(-1)!.trim()]
+      : [name, String(c.trainable), String(c.total), `${((100 * c.trainable) / c.total).toFixed(3)}%`],
   );
   const head = ['method', 'trainable', 'total', 'share'];
   const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));

@@ -36,7 +36,12 @@ export function loadConfigFile(file: string, overrides: string[]): ExperimentCon
 export type { Prepared } from '../run/experiment';
 
 /** Model + tokenizer + the configured method (with adapter_name_or_path loaded). */
-export async function prepare(e: Engine, config: ExperimentConfig, log: (s: string) => void, onProgress?: (p: { file: string; loaded: number; total: number }) => void): Promise<Prepared> {
+export async function prepare(
+  e: Engine,
+  config: ExperimentConfig,
+  log: (s: string) => void,
+  onProgress?: (p: { file: string; loaded: number; total: number }) => void,
+): Promise<Prepared> {
   const endpoint = config.endpoint ?? undefined;
   const adapter = config.adapter_name_or_path ? sourceFor(String(config.adapter_name_or_path), { endpoint }) : undefined;
   return prepareExperiment(e, config, { model: sourceFor(String(config.model_name_or_path), { endpoint }), adapter }, { log, onProgress });
@@ -55,7 +60,8 @@ function progress(total: number, log: (s: string) => void): { onStep: (s: number
     },
     onLog: (l) => {
       const parts = [`step ${l.current_steps}/${l.total_steps}`];
-      if (l.loss !== undefined) parts.push(`loss ${l.loss.toFixed(4)}`, `lr ${l.lr?.toExponential(2)}`, `grad_norm ${l.grad_norm?.toFixed(3)}`, `${l.tokens_per_s} tok/s`);
+      if (l.loss !== undefined)
+        parts.push(`loss ${l.loss.toFixed(4)}`, `lr ${l.lr?.toExponential(2)}`, `grad_norm ${l.grad_norm?.toFixed(3)}`, `${l.tokens_per_s} tok/s`);
       if (l.eval_loss !== undefined) parts.push(`eval_loss ${l.eval_loss.toFixed(4)}`);
       last = parts.slice(1).join(' ');
       if (!tty) process.stderr.write(parts.join(' ') + '\n');
@@ -73,7 +79,11 @@ export async function trainCommand(e: Engine, file: string, overrides: string[])
  * predict_results.json. predict_results.json is written last: a grid treats
  * its presence as "this cell is done".
  */
-export async function runConfig(e: Engine, configIn: ExperimentConfig, log: (s: string) => void = (s) => process.stderr.write(s + '\n')): Promise<Record<string, unknown>> {
+export async function runConfig(
+  e: Engine,
+  configIn: ExperimentConfig,
+  log: (s: string) => void = (s) => process.stderr.write(s + '\n'),
+): Promise<Record<string, unknown>> {
   let config = configIn;
   const out = String(config.output_dir);
   if (!config.do_train && !config.do_predict) throw new ConfigError('Nothing to do: set do_train and/or do_predict to true.');
@@ -101,7 +111,13 @@ export async function runConfig(e: Engine, configIn: ExperimentConfig, log: (s: 
   }
 }
 
-async function runLocked(e: Engine, config: ExperimentConfig, record: AdapterRecord | null, out: string, log: (s: string) => void): Promise<Record<string, unknown>> {
+async function runLocked(
+  e: Engine,
+  config: ExperimentConfig,
+  record: AdapterRecord | null,
+  out: string,
+  log: (s: string) => void,
+): Promise<Record<string, unknown>> {
   const store = new FolderRunStore(out, { keep: config.save_total_limit ?? null });
   const swept = await store.sweep();
   if (swept.length) log(`removed ${swept.length} unfinished write(s) of an interrupted run: ${swept.join(', ')}`);
@@ -112,9 +128,12 @@ async function runLocked(e: Engine, config: ExperimentConfig, record: AdapterRec
     // Registry keys (sst2, sst2,cola, key[split], dataset_info entries) or an Alpaca .jsonl file.
     const data = await loadExperimentData(tokenizer, config, padIdOf(tokenizer));
     for (const line of data.lines) log(line);
-    const resume = config.resume_from_checkpoint === true ? true : typeof config.resume_from_checkpoint === 'string' ? path.basename(config.resume_from_checkpoint) : false;
+    const resume =
+      config.resume_from_checkpoint === true ? true : typeof config.resume_from_checkpoint === 'string' ? path.basename(config.resume_from_checkpoint) : false;
     const trainer = createTrainer(e, { model, tokenizer, method }, data, config, store, resume);
-    log(`${resolveMethod(config).name}: ${trainer.trainableCount().toLocaleString()} trainable of ${model.numParams().toLocaleString()} parameters; ${trainer.totalSteps} steps`);
+    log(
+      `${resolveMethod(config).name}: ${trainer.trainableCount().toLocaleString()} trainable of ${model.numParams().toLocaleString()} parameters; ${trainer.totalSteps} steps`,
+    );
     await trainer.run(progress(trainer.totalSteps, log));
     const results = await finishTraining(trainer, method, store, baseSource(config), e.pool.peak);
     summary = { ...results };
@@ -130,7 +149,13 @@ async function runLocked(e: Engine, config: ExperimentConfig, record: AdapterRec
       if (record?.peakBytes) {
         costs = { ...costs, peakBytes: record.peakBytes, trainTokensPerSecond: record.trainTokensPerSecond, peakSource: `training (${record.peakFile})` };
       } else {
-        costs = { ...costs, peakBytes: e.pool.peak, peakSource: config.adapter_name_or_path ? 'prediction (no training peak recorded with the adapter: all_results.json has no peak_gpu_bytes)' : 'prediction (no training)' };
+        costs = {
+          ...costs,
+          peakBytes: e.pool.peak,
+          peakSource: config.adapter_name_or_path
+            ? 'prediction (no training peak recorded with the adapter: all_results.json has no peak_gpu_bytes)'
+            : 'prediction (no training)',
+        };
       }
       log(`PSCP memory term: ${(costs.peakBytes / 1e9).toFixed(6)} GB, peak of ${costs.peakSource}`);
     }
@@ -173,7 +198,8 @@ export async function adapterRecord(config: ExperimentConfig, log: (s: string) =
     `adapter ${dir}: method ${method.name} and its options from adapter_config.json` +
       (changed.length ? ` (${changed.map(([k, v]) => `${k} ${JSON.stringify(config[k])} → ${JSON.stringify(v)}`).join(', ')})` : ' (as configured)'),
   );
-  let peakBytes: number | null = null, trainTokensPerSecond: number | null = null;
+  let peakBytes: number | null = null,
+    trainTokensPerSecond: number | null = null;
   const peakFile = `${dir.replace(/\/+$/, '')}/all_results.json`;
   if (await source.has('all_results.json')) {
     try {
@@ -181,7 +207,9 @@ export async function adapterRecord(config: ExperimentConfig, log: (s: string) =
       if (typeof r.peak_gpu_bytes === 'number' && r.peak_gpu_bytes > 0) peakBytes = r.peak_gpu_bytes;
       if (typeof r.train_tokens_per_s === 'number') trainTokensPerSecond = r.train_tokens_per_s;
     } catch (err) {
-      throw new ConfigError(`${peakFile} is not JSON (${(err as Error).message}); it should be the all_results.json that training wrote beside the adapter, or be removed.`);
+      throw new ConfigError(
+        `${peakFile} is not JSON (${(err as Error).message}); it should be the all_results.json that training wrote beside the adapter, or be removed.`,
+      );
     }
   }
   return { config: merged, peakBytes, peakFile, trainTokensPerSecond };
@@ -201,7 +229,8 @@ export async function exportCommand(e: Engine, file: string, overrides: string[]
   await exportMerged(model, method, config, log);
 }
 
-const exportDirOf = (config: ExperimentConfig): string => String(config.export_dir ?? path.join(String(config.output_dir), config.export_format === 'onnx' ? 'onnx' : 'merged'));
+const exportDirOf = (config: ExperimentConfig): string =>
+  String(config.export_dir ?? path.join(String(config.output_dir), config.export_format === 'onnx' ? 'onnx' : 'merged'));
 
 /** The merged model as an HF folder (safetensors) or as the transformers.js ONNX folder (export_format: onnx). */
 async function exportMerged(model: LlamaModel, method: AttachedMethod, config: ExperimentConfig, log: (s: string) => void): Promise<void> {

@@ -24,7 +24,9 @@ function toJs(doc: ReturnType<typeof parseDocument>, what: string): unknown {
     return doc.toJS({ maxAliasCount: 100 });
   } catch (e) {
     if (/alias/i.test((e as Error).message)) {
-      throw new ConfigError(`${what}: its YAML aliases (*name) expand to too many values (${(e as Error).message.toLowerCase()}). Write the values out instead of nesting aliases.`);
+      throw new ConfigError(
+        `${what}: its YAML aliases (*name) expand to too many values (${(e as Error).message.toLowerCase()}). Write the values out instead of nesting aliases.`,
+      );
     }
     throw new ConfigError(`${what}: the YAML cannot be read: ${(e as Error).message}`);
   }
@@ -57,7 +59,9 @@ export function parseConfigText(text: string, overrides: string[], source: strin
   if (doc.contents !== null) {
     if (!isMap(doc.contents)) {
       const line = doc.contents.range ? lineOf(text, doc.contents.range[0]) : 1;
-      throw new ConfigError(`${source}, line ${line}: the top level must be a mapping of "key: value" lines, not a ${Array.isArray(toJs(doc, source)) ? 'list' : 'single value'}.`);
+      throw new ConfigError(
+        `${source}, line ${line}: the top level must be a mapping of "key: value" lines, not a ${Array.isArray(toJs(doc, source)) ? 'list' : 'single value'}.`,
+      );
     }
     raw = toJs(doc, source) as Record<string, unknown>;
   }
@@ -147,7 +151,9 @@ export function toYaml(config: Record<string, unknown>, opts: ToYamlOptions = {}
     if (write) byGroup.get(spec.group)!.push(`${spec.key}: ${formatValue(spec, v)}`);
   }
   const known = new Set(specs.map((s) => s.key));
-  const other = Object.keys(config).filter((k) => !known.has(k)).map((k) => `${k}: ${formatValue(undefined, config[k])}`);
+  const other = Object.keys(config)
+    .filter((k) => !known.has(k))
+    .map((k) => `${k}: ${formatValue(undefined, config[k])}`);
   if (other.length) byGroup.set('other', other);
   const blocks = [...byGroup].filter(([, lines]) => lines.length).map(([g, lines]) => `### ${g}\n${lines.join('\n')}\n`);
   return blocks.join('\n');

@@ -51,7 +51,12 @@ export function emptyReport(): TruncationReport {
 }
 
 export function addReports(a: TruncationReport, b: TruncationReport): TruncationReport {
-  return { examples: a.examples + b.examples, promptTruncated: a.promptTruncated + b.promptTruncated, responseTruncated: a.responseTruncated + b.responseTruncated, dropped: a.dropped + b.dropped };
+  return {
+    examples: a.examples + b.examples,
+    promptTruncated: a.promptTruncated + b.promptTruncated,
+    responseTruncated: a.responseTruncated + b.responseTruncated,
+    dropped: a.dropped + b.dropped,
+  };
 }
 
 /** One line for logs: "120 examples; 3 prompts truncated to cutoff_len 256; 1 dropped (response longer than cutoff_len)". */
@@ -89,7 +94,12 @@ export function encodeRendered(tok: Tokenizer, entry: DatasetEntry, r: Rendered,
 }
 
 /** Encodes many examples of one entry, tagging each with taskId, and counts what cutoff_len did. */
-export function encodeMany(tok: Tokenizer, entry: DatasetEntry, rendered: readonly Rendered[], opts: EncodeOptions & { taskId?: number }): { examples: EncodedExample[]; report: TruncationReport } {
+export function encodeMany(
+  tok: Tokenizer,
+  entry: DatasetEntry,
+  rendered: readonly Rendered[],
+  opts: EncodeOptions & { taskId?: number },
+): { examples: EncodedExample[]; report: TruncationReport } {
   const report = emptyReport();
   const examples: EncodedExample[] = [];
   for (const r of rendered) {
@@ -166,7 +176,8 @@ export function encodeTrainingSet(tok: Tokenizer, parts: readonly TrainingPart[]
     items = packed.blocks.map((b) => ({ ...b, taskId }));
     packingDropped = packed.dropped;
   }
-  if (items.length === 0) throw new ConfigError(`No training examples left (${describeReport(report, opts.cutoffLen)}). Check dataset, max_samples and cutoff_len.`);
+  if (items.length === 0)
+    throw new ConfigError(`No training examples left (${describeReport(report, opts.cutoffLen)}). Check dataset, max_samples and cutoff_len.`);
   const { train, val } = splitTrainVal(items.length, opts.valSize, opts.seed);
   return { train: train.map((i) => items[i]), val: val.map((i) => items[i]), report, reports, packingDropped };
 }
@@ -188,7 +199,12 @@ export interface PredictExample {
  * LLaMA-Factory does for prediction (inferSeqlen against the reference
  * answer's ids, sft.ts encodePrompt).
  */
-export function encodeForPrediction(tok: Tokenizer, entry: DatasetEntry, rendered: readonly Rendered[], opts: Omit<EncodeOptions, 'trainOnPrompt'> & { taskId?: number }): { examples: PredictExample[]; truncated: number } {
+export function encodeForPrediction(
+  tok: Tokenizer,
+  entry: DatasetEntry,
+  rendered: readonly Rendered[],
+  opts: Omit<EncodeOptions, 'trainOnPrompt'> & { taskId?: number },
+): { examples: PredictExample[]; truncated: number } {
   let truncated = 0;
   const examples = rendered.map((r) => {
     const full = encodeTurn(tok, { prompt: r.user, response: r.response, system: r.system }, opts.template, opts.addBos ?? true);
@@ -207,7 +223,11 @@ export function encodeForPrediction(tok: Tokenizer, entry: DatasetEntry, rendere
  * without its [split], then by base name, so "sst2:1" (or sst2 at position
  * i) also covers sst2_eval; keys not named get 0.
  */
-export function taskIdLookup(datasetKeys: readonly string[], otherKeys: readonly string[], spec: readonly string[] | null | undefined): (key: string) => number {
+export function taskIdLookup(
+  datasetKeys: readonly string[],
+  otherKeys: readonly string[],
+  spec: readonly string[] | null | undefined,
+): (key: string) => number {
   const base = (k: string) => k.replace(/\[.*\]$/, '').replace(/_(eval|test)$/, '');
   const parseId = (s: string, what: string): number => {
     const n = Number(s);
@@ -218,7 +238,9 @@ export function taskIdLookup(datasetKeys: readonly string[], otherKeys: readonly
   if (spec && spec.length) {
     if (spec.every((s) => !s.includes(':'))) {
       if (spec.length !== datasetKeys.length) {
-        throw new ConfigError(`dataset_task_ids: ${spec.length} ids for ${datasetKeys.length} datasets (${datasetKeys.join(', ')}); give one id per dataset, or key:id pairs.`);
+        throw new ConfigError(
+          `dataset_task_ids: ${spec.length} ids for ${datasetKeys.length} datasets (${datasetKeys.join(', ')}); give one id per dataset, or key:id pairs.`,
+        );
       }
       datasetKeys.forEach((k, i) => {
         const id = parseId(spec[i], `the id of ${k}`);

@@ -108,8 +108,40 @@ export interface DatasetEntry {
   description?: string;
 }
 
-const ENTRY_FIELDS = ['key', 'name', 'task', 'metric', 'instruction', 'split', 'formatter', 'columns', 'labelColumn', 'labelNames', 'labelWords', 'expand', 'sources', 'description'];
-const SOURCE_FIELDS = ['type', 'splits', 'formatter', 'columns', 'note', 'repo', 'revision', 'config', 'dir', 'format', 'header', 'quote', 'adapter', 'rename', 'map', 'numeric'];
+const ENTRY_FIELDS = [
+  'key',
+  'name',
+  'task',
+  'metric',
+  'instruction',
+  'split',
+  'formatter',
+  'columns',
+  'labelColumn',
+  'labelNames',
+  'labelWords',
+  'expand',
+  'sources',
+  'description',
+];
+const SOURCE_FIELDS = [
+  'type',
+  'splits',
+  'formatter',
+  'columns',
+  'note',
+  'repo',
+  'revision',
+  'config',
+  'dir',
+  'format',
+  'header',
+  'quote',
+  'adapter',
+  'rename',
+  'map',
+  'numeric',
+];
 const COLUMN_FIELDS = ['prompt', 'query', 'response', 'system'];
 
 /** The base name of a key: "sst2_eval" → "sst2". */
@@ -148,7 +180,8 @@ function checkColumns(v: unknown, where: string, p: Problems): void {
     return;
   }
   unknownFields(v, COLUMN_FIELDS, `${where}.columns`, p);
-  for (const k of ['prompt', 'response']) if (typeof v[k] !== 'string' || v[k] === '') p.push(`${where}.columns: "${k}" must name a column (a non-empty string).`);
+  for (const k of ['prompt', 'response'])
+    if (typeof v[k] !== 'string' || v[k] === '') p.push(`${where}.columns: "${k}" must name a column (a non-empty string).`);
   for (const k of ['query', 'system']) if (v[k] !== undefined && typeof v[k] !== 'string') p.push(`${where}.columns: "${k}" must be a column name (a string).`);
 }
 
@@ -158,7 +191,8 @@ function checkSource(s: unknown, where: string, p: Problems, formatters: readonl
     return;
   }
   unknownFields(s, SOURCE_FIELDS, where, p);
-  if (s.type !== 'hub' && s.type !== 'file') p.push(`${where}: "type" must be "hub" (a Hub dataset repo) or "file" (local files), got ${JSON.stringify(s.type)}.`);
+  if (s.type !== 'hub' && s.type !== 'file')
+    p.push(`${where}: "type" must be "hub" (a Hub dataset repo) or "file" (local files), got ${JSON.stringify(s.type)}.`);
   if (s.type === 'hub' && (typeof s.repo !== 'string' || !/^[A-Za-z0-9][\w.-]*(\/[A-Za-z0-9][\w.-]*)?$/.test(s.repo))) {
     p.push(`${where}: "repo" must be a Hub dataset repo id such as "nyu-mll/glue", got ${JSON.stringify(s.repo)}.`);
   }
@@ -171,14 +205,21 @@ function checkSource(s: unknown, where: string, p: Problems, formatters: readonl
       if (!stringList(files) || files.length === 0 || files.some((f) => f === '')) p.push(`${where}.splits.${split}: must be a non-empty list of file paths.`);
     }
   }
-  if (s.format !== undefined && !FILE_FORMATS.includes(s.format as never)) p.push(`${where}: "format" must be one of ${FILE_FORMATS.join(', ')}, got ${JSON.stringify(s.format)}.`);
-  if (s.header !== undefined && typeof s.header !== 'boolean' && !stringList(s.header)) p.push(`${where}: "header" must be true, false or a list of column names.`);
-  if (s.quote !== undefined && s.quote !== null && (typeof s.quote !== 'string' || s.quote.length !== 1)) p.push(`${where}: "quote" must be one character or null (no quoting).`);
-  if (s.adapter !== undefined && !(typeof s.adapter === 'string' && s.adapter in ADAPTERS)) p.push(`${where}: "adapter" must be one of ${Object.keys(ADAPTERS).join(', ')}, got ${JSON.stringify(s.adapter)}.`);
-  if (s.rename !== undefined && !(isObj(s.rename) && Object.values(s.rename).every((x) => typeof x === 'string'))) p.push(`${where}: "rename" must map source column names to column names (strings).`);
-  if (s.map !== undefined && !(isObj(s.map) && Object.values(s.map).every(isObj))) p.push(`${where}: "map" must map a column to {value: replacement}, e.g. {"label": {"0": "negative", "1": "positive"}}.`);
+  if (s.format !== undefined && !FILE_FORMATS.includes(s.format as never))
+    p.push(`${where}: "format" must be one of ${FILE_FORMATS.join(', ')}, got ${JSON.stringify(s.format)}.`);
+  if (s.header !== undefined && typeof s.header !== 'boolean' && !stringList(s.header))
+    p.push(`${where}: "header" must be true, false or a list of column names.`);
+  if (s.quote !== undefined && s.quote !== null && (typeof s.quote !== 'string' || s.quote.length !== 1))
+    p.push(`${where}: "quote" must be one character or null (no quoting).`);
+  if (s.adapter !== undefined && !(typeof s.adapter === 'string' && s.adapter in ADAPTERS))
+    p.push(`${where}: "adapter" must be one of ${Object.keys(ADAPTERS).join(', ')}, got ${JSON.stringify(s.adapter)}.`);
+  if (s.rename !== undefined && !(isObj(s.rename) && Object.values(s.rename).every((x) => typeof x === 'string')))
+    p.push(`${where}: "rename" must map source column names to column names (strings).`);
+  if (s.map !== undefined && !(isObj(s.map) && Object.values(s.map).every(isObj)))
+    p.push(`${where}: "map" must map a column to {value: replacement}, e.g. {"label": {"0": "negative", "1": "positive"}}.`);
   if (s.numeric !== undefined && !stringList(s.numeric)) p.push(`${where}: "numeric" must be a list of column names.`);
-  if (s.formatter !== undefined && !formatters.includes(s.formatter as string)) p.push(`${where}: unknown formatter ${JSON.stringify(s.formatter)}; known: ${formatters.join(', ')}.`);
+  if (s.formatter !== undefined && !formatters.includes(s.formatter as string))
+    p.push(`${where}: unknown formatter ${JSON.stringify(s.formatter)}; known: ${formatters.join(', ')}.`);
   if (s.columns !== undefined) checkColumns(s.columns, where, p);
 }
 
@@ -192,14 +233,18 @@ export function validateEntry(raw: unknown, key: string, formatters: readonly st
   if (!isObj(raw)) throw new ConfigError(`${where}: must be a JSON object with task, metric, instruction, split, formatter and sources.`);
   const p: Problems = [];
   unknownFields(raw, ENTRY_FIELDS, where, p);
-  if (raw.key !== undefined && raw.key !== key) p.push(`${where}: "key" is ${JSON.stringify(raw.key)} but the entry is stored under "${key}"; remove "key" or make them equal.`);
+  if (raw.key !== undefined && raw.key !== key)
+    p.push(`${where}: "key" is ${JSON.stringify(raw.key)} but the entry is stored under "${key}"; remove "key" or make them equal.`);
   if (!/^[A-Za-z0-9][\w.-]*$/.test(key)) p.push(`${where}: a key is letters, digits, "_", "-" and "." (no spaces, commas or brackets).`);
   if (!TASK_KINDS.includes(raw.task as TaskKind)) p.push(`${where}: "task" must be one of ${TASK_KINDS.join(', ')}, got ${JSON.stringify(raw.task)}.`);
-  if (!METRIC_FAMILIES.includes(raw.metric as MetricFamily)) p.push(`${where}: "metric" must be one of ${METRIC_FAMILIES.join(', ')}, got ${JSON.stringify(raw.metric)}.`);
+  if (!METRIC_FAMILIES.includes(raw.metric as MetricFamily))
+    p.push(`${where}: "metric" must be one of ${METRIC_FAMILIES.join(', ')}, got ${JSON.stringify(raw.metric)}.`);
   if (typeof raw.instruction !== 'string') p.push(`${where}: "instruction" must be a string (use "" for none).`);
   if (typeof raw.split !== 'string' || raw.split === '') p.push(`${where}: "split" must name a split of the sources, e.g. "train".`);
   if (typeof raw.formatter !== 'string' || !formatters.includes(raw.formatter)) {
-    p.push(`${where}: "formatter" must be one of ${formatters.join(', ')}, got ${JSON.stringify(raw.formatter)}. Use "columns" with a "columns" mapping for your own data.`);
+    p.push(
+      `${where}: "formatter" must be one of ${formatters.join(', ')}, got ${JSON.stringify(raw.formatter)}. Use "columns" with a "columns" mapping for your own data.`,
+    );
   }
   if (raw.formatter === 'columns' && raw.columns === undefined) p.push(`${where}: the "columns" formatter needs "columns": {"prompt": ..., "response": ...}.`);
   if (raw.columns !== undefined) checkColumns(raw.columns, where, p);

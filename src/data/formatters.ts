@@ -78,7 +78,9 @@ export type Formatter = (row: TableRow, ctx: FormatContext) => Formatted;
 
 function field(row: TableRow, name: string, ctx: FormatContext): unknown {
   if (!Object.hasOwn(row, name)) {
-    throw new ConfigError(`${ctx.where}: the row has no column "${name}" (columns: ${Object.keys(row).join(', ')}). The "${ctx.entry.formatter}" formatter of "${ctx.entry.key}" needs it; check the source or the columns mapping.`);
+    throw new ConfigError(
+      `${ctx.where}: the row has no column "${name}" (columns: ${Object.keys(row).join(', ')}). The "${ctx.entry.formatter}" formatter of "${ctx.entry.key}" needs it; check the source or the columns mapping.`,
+    );
   }
   return row[name];
 }
@@ -144,7 +146,10 @@ export function markSpan(textIn: string, span: string, index: number, mark: stri
 export function gsm8kAnswer(answer: string): string | null {
   const i = answer.lastIndexOf('####');
   if (i < 0) return null;
-  const n = answer.slice(i + 4).trim().replace(/,/g, '');
+  const n = answer
+    .slice(i + 4)
+    .trim()
+    .replace(/,/g, '');
   return n === '' ? null : n;
 }
 
@@ -251,7 +256,10 @@ export const FORMATTERS: Record<string, Formatter> = {
   },
 
   svamp: (row, ctx) => {
-    const q = 'question_concat' in row && row.question_concat ? text(row, 'question_concat', ctx) : `${text(row, 'Body', ctx).trim()} ${text(row, 'Question', ctx).trim()}`;
+    const q =
+      'question_concat' in row && row.question_concat
+        ? text(row, 'question_concat', ctx)
+        : `${text(row, 'Body', ctx).trim()} ${text(row, 'Question', ctx).trim()}`;
     const a = field(row, 'Answer', ctx);
     const ans = a === null || a === undefined || a === '' ? null : floatText(Number(a));
     return { prompt: `Question: ${q}`, response: ans === null ? null : `${text(row, 'Equation', ctx).trim()} = ${ans}`, label: ans };
@@ -318,8 +326,12 @@ export function labelWordOf(entry: DatasetEntry, value: unknown, where: string):
   const words = entry.labelWords ?? names;
   if (typeof value === 'number') {
     if (value === -1) return null;
-    if (!names) throw new ConfigError(`${where}: the label is the id ${value}, but "${entry.key}" has no labelNames to read it and the file carries no ClassLabel names. Add "labelNames" to the entry.`);
-    if (!Number.isInteger(value) || value < 0 || value >= names.length) throw new ConfigError(`${where}: label id ${value} is not a class of "${entry.key}" (0..${names.length - 1}: ${names.join(', ')}).`);
+    if (!names)
+      throw new ConfigError(
+        `${where}: the label is the id ${value}, but "${entry.key}" has no labelNames to read it and the file carries no ClassLabel names. Add "labelNames" to the entry.`,
+      );
+    if (!Number.isInteger(value) || value < 0 || value >= names.length)
+      throw new ConfigError(`${where}: label id ${value} is not a class of "${entry.key}" (0..${names.length - 1}: ${names.join(', ')}).`);
     return words![value];
   }
   const s = String(value);
@@ -328,7 +340,9 @@ export function labelWordOf(entry: DatasetEntry, value: unknown, where: string):
     if (i >= 0) return words![i];
   }
   if (words?.includes(s)) return s;
-  throw new ConfigError(`${where}: the label ${JSON.stringify(value)} is not a class of "${entry.key}" (${(names ?? words ?? []).join(', ')}). Map it with the source's "map", or fix labelNames.`);
+  throw new ConfigError(
+    `${where}: the label ${JSON.stringify(value)} is not a class of "${entry.key}" (${(names ?? words ?? []).join(', ')}). Map it with the source's "map", or fix labelNames.`,
+  );
 }
 
 /** Formats a row with the entry's (or the source's) formatter; `where` names the row in errors. */

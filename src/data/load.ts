@@ -24,7 +24,15 @@ export type SourceResolver = (spec: SourceSpec, entry: DatasetEntry) => FileSour
 export function hubResolver(opts: { endpoint?: string; cache?: FileCache; fetch?: typeof fetch; token?: string; files?: FileSource } = {}): SourceResolver {
   return (spec) =>
     spec.type === 'hub'
-      ? new HubSource({ endpoint: opts.endpoint, repo: spec.repo, revision: spec.revision, kind: 'dataset', cache: opts.cache, fetch: opts.fetch, token: opts.token })
+      ? new HubSource({
+          endpoint: opts.endpoint,
+          repo: spec.repo,
+          revision: spec.revision,
+          kind: 'dataset',
+          cache: opts.cache,
+          fetch: opts.fetch,
+          token: opts.token,
+        })
       : (opts.files ?? null);
 }
 

@@ -77,7 +77,16 @@ export function nodeResolver(opts: NodeDataOptions = {}): SourceResolver {
   const token = opts.token ?? hubToken(endpoint);
   return (spec: SourceSpec, entry: DatasetEntry): FileSource | null => {
     if (spec.type === 'hub') {
-      const hub = new HubSource({ endpoint, repo: spec.repo, revision: spec.revision, kind: 'dataset', cache, fetch: opts.fetch, token, stallTimeoutMs: hubStallTimeoutMs() });
+      const hub = new HubSource({
+        endpoint,
+        repo: spec.repo,
+        revision: spec.revision,
+        kind: 'dataset',
+        cache,
+        fetch: opts.fetch,
+        token,
+        stallTimeoutMs: hubStallTimeoutMs(),
+      });
       const local = opts.datasetDir ? path.join(opts.datasetDir, ...spec.repo.split('/')) : null;
       return local && isDir(local) ? new FallbackSource(new LocalFolderSource(local), hub) : hub;
     }
@@ -99,7 +108,10 @@ function looksLikeLlamaFactory(text: string): boolean {
   try {
     const v = JSON.parse(text) as Record<string, unknown>;
     const items = v && typeof v === 'object' && !Array.isArray(v) ? Object.values(v) : [];
-    return items.length > 0 && items.every((x) => !!x && typeof x === 'object' && ['file_name', 'hf_hub_url', 'ms_hub_url', 'script_url', 'om_hub_url'].some((k) => k in (x as object)));
+    return (
+      items.length > 0 &&
+      items.every((x) => !!x && typeof x === 'object' && ['file_name', 'hf_hub_url', 'ms_hub_url', 'script_url', 'om_hub_url'].some((k) => k in (x as object)))
+    );
   } catch {
     return false;
   }
@@ -110,7 +122,11 @@ function looksLikeLlamaFactory(text: string): boolean {
  * <dataset_dir>/dataset_info.json when it exists); returns the folder their
  * relative file paths start from, and a function that unregisters them.
  */
-export function registerConfiguredDatasets(config: Pick<ExperimentConfig, 'dataset_info' | 'dataset_dir'>): { customDir: string | null; keys: string[]; unregister: () => void } {
+export function registerConfiguredDatasets(config: Pick<ExperimentConfig, 'dataset_info' | 'dataset_dir'>): {
+  customDir: string | null;
+  keys: string[];
+  unregister: () => void;
+} {
   const none = { customDir: null, keys: [], unregister: () => {} };
   let file = config.dataset_info;
   let text: string;
@@ -118,7 +134,9 @@ export function registerConfiguredDatasets(config: Pick<ExperimentConfig, 'datas
     if (!existsSync(file)) throw new ConfigError(`dataset_info: the file ${file} does not exist. Give the path of a JSON file of dataset entries.`);
     text = readTextFile(file, TEXT_FILE_LIMITS.datasetInfo, 'dataset_info');
     if (looksLikeLlamaFactory(text)) {
-      throw new ConfigError(`dataset_info: ${file} is a LLaMA-Factory / PEFT-Factory dataset_info.json (file_name / hf_hub_url entries). PEFT Studio's entries name their sources and formatter (README, Datasets); PEFT-Factory's 27 datasets are built in under the same keys.`);
+      throw new ConfigError(
+        `dataset_info: ${file} is a LLaMA-Factory / PEFT-Factory dataset_info.json (file_name / hf_hub_url entries). PEFT Studio's entries name their sources and formatter (README, Datasets); PEFT-Factory's 27 datasets are built in under the same keys.`,
+      );
     }
   } else {
     // LLaMA-Factory keeps its own dataset_info.json in dataset_dir: that one is not ours and is skipped.
@@ -146,7 +164,13 @@ function isAlpacaFile(spec: string): boolean {
  */
 export function alpacaFileEntry(file: string, key: string): DatasetEntry {
   return {
-    key, name: key, task: 'generation', metric: 'generation', instruction: '', split: 'train', formatter: 'alpaca',
+    key,
+    name: key,
+    task: 'generation',
+    metric: 'generation',
+    instruction: '',
+    split: 'train',
+    formatter: 'alpaca',
     sources: [{ type: 'file', dir: path.dirname(path.resolve(file)), format: 'jsonl', splits: { train: [path.basename(file)] } }],
     description: `Alpaca rows of ${file}`,
   };
@@ -160,7 +184,9 @@ export function alpacaFileEntry(file: string, key: string): DatasetEntry {
  * or a step trained: an unknown key or a missing file is a ConfigError that
  * names it.
  */
-export function registerRunDatasets<C extends Pick<ExperimentConfig, 'dataset' | 'eval_dataset' | 'dataset_info' | 'dataset_dir'>>(config: C): { config: C; customDir: string | null; unregister: () => void } {
+export function registerRunDatasets<C extends Pick<ExperimentConfig, 'dataset' | 'eval_dataset' | 'dataset_info' | 'dataset_dir'>>(
+  config: C,
+): { config: C; customDir: string | null; unregister: () => void } {
   const reg = registerConfiguredDatasets(config);
   const added: string[] = [];
   const unregister = () => {
@@ -171,9 +197,15 @@ export function registerRunDatasets<C extends Pick<ExperimentConfig, 'dataset' |
     const evalKeys = datasetKeys(config.eval_dataset).map((spec) => {
       if (!/\.jsonl$/i.test(spec) || hasDataset(spec)) return spec;
       if (!existsSync(spec)) {
-        throw new ConfigError(`eval_dataset '${spec}': the file does not exist. Give an Alpaca-format .jsonl file ({"instruction", "input", "output"} per line) or a registry key such as sst2_eval.`);
+        throw new ConfigError(
+          `eval_dataset '${spec}': the file does not exist. Give an Alpaca-format .jsonl file ({"instruction", "input", "output"} per line) or a registry key such as sst2_eval.`,
+        );
       }
-      let key = path.basename(spec).replace(/[^\w.-]/g, '_').replace(/^[^A-Za-z0-9]+/, '') || 'eval.jsonl';
+      let key =
+        path
+          .basename(spec)
+          .replace(/[^\w.-]/g, '_')
+          .replace(/^[^A-Za-z0-9]+/, '') || 'eval.jsonl';
       for (let i = 2; hasDataset(key); i++) key = `${path.basename(spec, path.extname(spec))}-${i}.jsonl`.replace(/[^\w.-]/g, '_');
       registerDatasets([alpacaFileEntry(spec, key)]);
       added.push(key);
@@ -213,15 +245,25 @@ export interface ExperimentData extends SftDatasets {
  * encoded as the validation set (LLaMA-Factory). The rules are
  * src/data/pipeline.ts's, shared with the studio; this adds the Node sources.
  */
-export async function loadExperimentData(tok: Tokenizer, config: DataConfig, padId: number, opts: NodeDataOptions & { log?: (s: string) => void } = {}): Promise<ExperimentData> {
+export async function loadExperimentData(
+  tok: Tokenizer,
+  config: DataConfig,
+  padId: number,
+  opts: NodeDataOptions & { log?: (s: string) => void } = {},
+): Promise<ExperimentData> {
   const spec = String(config.dataset ?? '').trim();
   if (!spec) throw new ConfigError('dataset: give a registry key (e.g. sst2, or sst2,cola) or an Alpaca-format .jsonl file.');
   const lines: string[] = [];
   if (isAlpacaFile(spec)) {
-    if (!existsSync(spec)) throw new ConfigError(`dataset '${spec}': the file does not exist. Give an Alpaca-format .jsonl file ({"instruction", "input", "output"} per line) or a registry key such as sst2.`);
+    if (!existsSync(spec))
+      throw new ConfigError(
+        `dataset '${spec}': the file does not exist. Give an Alpaca-format .jsonl file ({"instruction", "input", "output"} per line) or a registry key such as sst2.`,
+      );
     const rows = readAlpacaJsonl(readTextFile(spec, TEXT_FILE_LIMITS.dataset, 'dataset'), spec).map(alpacaToExample);
     const d = buildSftDatasets(tok, rows, config, padId);
-    lines.push(`data: ${d.train.length} train, ${d.val.length} val examples${d.truncated ? `, ${d.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${d.dropped ? `, ${d.dropped} dropped by packing` : ''}`);
+    lines.push(
+      `data: ${d.train.length} train, ${d.val.length} val examples${d.truncated ? `, ${d.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${d.dropped ? `, ${d.dropped} dropped by packing` : ''}`,
+    );
     return { ...d, report: null, lines };
   }
   if (/\.(json|csv|tsv|parquet|txt)$/i.test(spec) && !hasDataset(spec)) {
@@ -243,7 +285,11 @@ export async function loadExperimentData(tok: Tokenizer, config: DataConfig, pad
  * `_eval` entry of each `dataset` key (sst2 → sst2_eval). max_samples and
  * shuffle_samples apply per dataset.
  */
-export async function loadPredictionData(tok: Tokenizer, config: DataConfig, opts: NodeDataOptions & { log?: (s: string) => void } = {}): Promise<{ sets: PredictionSet[]; lines: string[] }> {
+export async function loadPredictionData(
+  tok: Tokenizer,
+  config: DataConfig,
+  opts: NodeDataOptions & { log?: (s: string) => void } = {},
+): Promise<{ sets: PredictionSet[]; lines: string[] }> {
   const lines: string[] = [];
   const reg = registerRunDatasets(config);
   try {
@@ -257,6 +303,11 @@ export async function loadPredictionData(tok: Tokenizer, config: DataConfig, opt
 
 /** The Node sources of a config: dataset_dir first, then the Hub (config.endpoint) through the file cache. */
 function nodeSources(config: DataConfig, opts: NodeDataOptions, customDir: string | null, lines: string[]): DataSources {
-  const resolver = nodeResolver({ ...opts, endpoint: opts.endpoint ?? config.endpoint, datasetDir: opts.datasetDir ?? config.dataset_dir, customDir: opts.customDir ?? customDir });
+  const resolver = nodeResolver({
+    ...opts,
+    endpoint: opts.endpoint ?? config.endpoint,
+    datasetDir: opts.datasetDir ?? config.dataset_dir,
+    customDir: opts.customDir ?? customDir,
+  });
   return { resolver, log: (s) => lines.push(s) };
 }

@@ -114,7 +114,10 @@ function decodeValue(f: Feature | undefined, v: unknown, where: string): unknown
     for (const [k, x] of Object.entries(v as Record<string, unknown>)) {
       const sub = (f as Record<string, Feature>)[k];
       // A struct of lists (Sequence of a dict) holds arrays of the sub-feature's values.
-      out[k] = Array.isArray(x) && sub && !Array.isArray(sub) && (sub as { _type?: string })._type !== 'Sequence' ? x.map((y) => decodeValue(sub, y, where)) : decodeValue(sub, x, where);
+      out[k] =
+        Array.isArray(x) && sub && !Array.isArray(sub) && (sub as { _type?: string })._type !== 'Sequence'
+          ? x.map((y) => decodeValue(sub, y, where))
+          : decodeValue(sub, x, where);
     }
     return out;
   }

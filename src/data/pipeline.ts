@@ -18,7 +18,22 @@ import type { EncodedExample } from './sft';
 
 export type DataConfig = Pick<
   ExperimentConfig,
-  'dataset' | 'eval_dataset' | 'max_predict_samples' | 'dataset_dir' | 'dataset_info' | 'dataset_task_ids' | 'shuffle_samples' | 'cutoff_len' | 'template' | 'template_bos' | 'train_on_prompt' | 'packing' | 'max_samples' | 'val_size' | 'seed' | 'endpoint'
+  | 'dataset'
+  | 'eval_dataset'
+  | 'max_predict_samples'
+  | 'dataset_dir'
+  | 'dataset_info'
+  | 'dataset_task_ids'
+  | 'shuffle_samples'
+  | 'cutoff_len'
+  | 'template'
+  | 'template_bos'
+  | 'train_on_prompt'
+  | 'packing'
+  | 'max_samples'
+  | 'val_size'
+  | 'seed'
+  | 'endpoint'
 >;
 
 /** Where rows come from, and where the summary lines go. */
@@ -37,7 +52,10 @@ export interface RenderedSet {
 
 /** Comma-separated keys of a config value. */
 export function datasetKeys(value: string | null | undefined): string[] {
-  return (value ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  return (value ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
 }
 
 /** Loads and renders one key (max_samples and shuffle_samples applied). */
@@ -45,10 +63,15 @@ export async function renderedSet(key: string, config: DataConfig, src: DataSour
   const entry = datasetEntry(key);
   const shuffle = config.shuffle_samples && config.max_samples !== null;
   // Without shuffling only the first max_samples rows are needed (expansion only adds examples).
-  const loaded = await loadDatasetRows(entry, src.resolver, { maxRows: shuffle || config.max_samples === null ? undefined : config.max_samples, onProgress: src.onProgress });
+  const loaded = await loadDatasetRows(entry, src.resolver, {
+    maxRows: shuffle || config.max_samples === null ? undefined : config.max_samples,
+    onProgress: src.onProgress,
+  });
   const all = renderRows(loaded, { training });
   const rendered = sampleExamples(all, config.max_samples, shuffle ? config.seed : null);
-  src.log(`data: ${key} (${loaded.split}) from ${loaded.origin}: ${rendered.length} examples${rendered.length < all.length ? ` of ${all.length}` : ''}${taskId ? `, task id ${taskId}` : ''}`);
+  src.log(
+    `data: ${key} (${loaded.split}) from ${loaded.origin}: ${rendered.length} examples${rendered.length < all.length ? ` of ${all.length}` : ''}${taskId ? `, task id ${taskId}` : ''}`,
+  );
   return { entry, rendered, origin: loaded.origin, taskId };
 }
 
@@ -72,7 +95,15 @@ export async function registryTrainingData(tok: Tokenizer, config: DataConfig, p
   const taskId = taskIdLookup(keys, evalKeys, config.dataset_task_ids);
   const parts: RenderedSet[] = [];
   for (const k of keys) parts.push(await renderedSet(k, config, src, true, taskId(k)));
-  const encodeOpts = { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false, trainOnPrompt: config.train_on_prompt, packing: config.packing, seed: config.seed, padId };
+  const encodeOpts = {
+    cutoffLen: config.cutoff_len,
+    template: config.template,
+    addBos: config.template_bos !== false,
+    trainOnPrompt: config.train_on_prompt,
+    packing: config.packing,
+    seed: config.seed,
+    padId,
+  };
   const set = encodeTrainingSet(tok, parts, { ...encodeOpts, valSize: evalKeys.length ? 0 : config.val_size });
   src.log(`data: ${describeReport(set.report, config.cutoff_len)}`);
   let val = set.val;
@@ -105,7 +136,9 @@ export async function registryPredictionSets(tok: Tokenizer, config: DataConfig,
     keys = trainKeys.map((k) => `${k.replace(/\[.*\]$/, '')}_eval`);
     const missing = keys.filter((k) => !hasDataset(k));
     if (!keys.length || missing.length) {
-      throw new ConfigError(`Prediction needs eval_dataset (registry keys such as sst2_eval)${missing.length ? `; ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not in the registry` : ''}.`);
+      throw new ConfigError(
+        `Prediction needs eval_dataset (registry keys such as sst2_eval)${missing.length ? `; ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} not in the registry` : ''}.`,
+      );
     }
   }
   const taskId = taskIdLookup(trainKeys, keys, config.dataset_task_ids);
@@ -113,11 +146,20 @@ export async function registryPredictionSets(tok: Tokenizer, config: DataConfig,
   // first N of max_samples' (shuffled) order is the same as taking the first min(N, max_samples) of it.
   const cap = config.max_predict_samples ?? null;
   const readConfig =
-    cap === null ? config : config.max_samples === null ? { ...config, max_samples: cap, shuffle_samples: false } : { ...config, max_samples: Math.min(config.max_samples, cap) };
+    cap === null
+      ? config
+      : config.max_samples === null
+        ? { ...config, max_samples: cap, shuffle_samples: false }
+        : { ...config, max_samples: Math.min(config.max_samples, cap) };
   const sets: PredictionSet[] = [];
   for (const k of keys) {
     const r = await renderedSet(k, readConfig, src, false, taskId(k));
-    const p = encodeForPrediction(tok, r.entry, r.rendered, { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false, taskId: r.taskId });
+    const p = encodeForPrediction(tok, r.entry, r.rendered, {
+      cutoffLen: config.cutoff_len,
+      template: config.template,
+      addBos: config.template_bos !== false,
+      taskId: r.taskId,
+    });
     if (p.truncated) src.log(`predict data: ${k}: ${p.truncated} prompts truncated to cutoff_len ${config.cutoff_len}`);
     sets.push({ entry: r.entry, examples: p.examples, origin: r.origin });
   }

@@ -78,7 +78,9 @@ const labelLines: Adapter = (files, where) => {
   for (let k = 0; k < files.length; k += 2) {
     const [data, labels] = [files[k], files[k + 1]];
     if (data.rows.length !== labels.rows.length) {
-      throw new ConfigError(`${where}: ${data.path} has ${data.rows.length} rows but ${labels.path} has ${labels.rows.length} labels; they must be line-aligned.`);
+      throw new ConfigError(
+        `${where}: ${data.path} has ${data.rows.length} rows but ${labels.path} has ${labels.rows.length} labels; they must be line-aligned.`,
+      );
     }
     data.rows.forEach((r, i) => out.push({ ...r, label: labels.rows[i].text }));
   }
@@ -124,7 +126,12 @@ const openbookqaTsv: Adapter = (files, where) =>
         label.push(m[1]);
         text.push(choices.slice(m.index! + m[0].length, end).trim());
       });
-      return { id: str(r.ID), question_stem: str(need(r, 'Question Stem', where)), choices: { text, label }, answerKey: str(need(r, 'Answer Key', where)).trim() };
+      return {
+        id: str(r.ID),
+        question_stem: str(need(r, 'Question Stem', where)),
+        choices: { text, label },
+        answerKey: str(need(r, 'Answer Key', where)).trim(),
+      };
     }),
   );
 
@@ -133,7 +140,10 @@ const superglueMultirc: Adapter = (files, where) => {
   const out: TableRow[] = [];
   for (const f of files) {
     for (const r of f.rows) {
-      const passage = need(r, 'passage', where) as { text: string; questions: { question: string; idx: number; answers: { text: string; idx: number; label?: number }[] }[] };
+      const passage = need(r, 'passage', where) as {
+        text: string;
+        questions: { question: string; idx: number; answers: { text: string; idx: number; label?: number }[] }[];
+      };
       for (const q of passage.questions) {
         for (const a of q.answers) {
           out.push({
@@ -191,7 +201,10 @@ const superglueWsc: Adapter = (files, where) =>
         if (text.includes(span)) return span;
         if (span === 'Kamenev and Zinoviev' || span === 'Kamenev, Zinoviev, and Stalin') return span;
         const word = text.split(/\s+/).filter(Boolean)[index] ?? '';
-        let s = word && word[0] === word[0].toLowerCase() && word[0] !== word[0].toUpperCase() ? span[0].toLowerCase() + span.slice(1) : span[0].toUpperCase() + span.slice(1);
+        let s =
+          word && word[0] === word[0].toLowerCase() && word[0] !== word[0].toUpperCase()
+            ? span[0].toLowerCase() + span.slice(1)
+            : span[0].toUpperCase() + span.slice(1);
         s = s.replace(/\.+$/, '').replace(/\n/g, ' ');
         return s;
       };
@@ -249,7 +262,9 @@ export function canonicalRows(files: ParsedFile[], opts: TableOptions, where: st
       const v = out[col];
       const key = v === null || v === undefined ? 'null' : String(v).trim();
       if (!Object.hasOwn(values, key)) {
-        throw new ConfigError(`${where}, row ${i}: column "${col}" has the value ${JSON.stringify(v)}, which the source's map does not know (known: ${Object.keys(values).join(', ')}).`);
+        throw new ConfigError(
+          `${where}, row ${i}: column "${col}" has the value ${JSON.stringify(v)}, which the source's map does not know (known: ${Object.keys(values).join(', ')}).`,
+        );
       }
       out[col] = values[key];
     }

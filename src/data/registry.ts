@@ -76,7 +76,10 @@ export function datasetNames(): string[] {
  */
 export function parseDatasetKey(spec: string): { key: string; split?: string; rowSlice?: { start?: number; end?: number } } {
   const m = /^\s*([^[\]\s]+)\s*(?:\[\s*([^[\]\s:]+)\s*(?:\[\s*(\d*)\s*:\s*(\d*)\s*\])?\s*\])?\s*$/.exec(spec);
-  if (!m) throw new ConfigError(`"${spec}" is not a dataset key. Use a registry key such as sst2, key[split] such as sst2[validation], or key[split[start:end]] such as svamp_eval[test[:700]].`);
+  if (!m)
+    throw new ConfigError(
+      `"${spec}" is not a dataset key. Use a registry key such as sst2, key[split] such as sst2[validation], or key[split[start:end]] such as svamp_eval[test[:700]].`,
+    );
   if (!m[2]) return { key: m[1] };
   if (m[3] === undefined) return { key: m[1], split: m[2] };
   const rowSlice = { ...(m[3] ? { start: Number(m[3]) } : {}), ...(m[4] ? { end: Number(m[4]) } : {}) };

@@ -60,7 +60,13 @@ export function readAlpacaJsonl(text: string, source: string): AlpacaRecord[] {
     const obj = row as Record<string, unknown>;
     for (const field of ['instruction', 'output']) {
       if (!Object.hasOwn(obj, field) || obj[field] === null) {
-        throw new ConfigError(`${where}: missing field "${field}". Alpaca rows need "instruction" and "output" (and optionally "input", "system"); found ${Object.keys(obj).map((k) => `"${k}"`).join(', ') || 'no fields'}.`);
+        throw new ConfigError(
+          `${where}: missing field "${field}". Alpaca rows need "instruction" and "output" (and optionally "input", "system"); found ${
+            Object.keys(obj)
+              .map((k) => `"${k}"`)
+              .join(', ') || 'no fields'
+          }.`,
+        );
       }
     }
     const rec: AlpacaRecord = { instruction: optionalString(obj, 'instruction', where)!, output: optionalString(obj, 'output', where)! };
@@ -428,7 +434,10 @@ export function splitTrainVal(n: number, valSize: number, seed: number): { train
 // ---------------------------------------------------------------------------
 // The whole pipeline
 
-export type SftDataConfig = Pick<ExperimentConfig, 'cutoff_len' | 'template' | 'template_bos' | 'train_on_prompt' | 'packing' | 'max_samples' | 'val_size' | 'seed'>;
+export type SftDataConfig = Pick<
+  ExperimentConfig,
+  'cutoff_len' | 'template' | 'template_bos' | 'train_on_prompt' | 'packing' | 'max_samples' | 'val_size' | 'seed'
+>;
 
 export interface SftDatasets {
   train: EncodedExample[];

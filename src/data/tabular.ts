@@ -42,7 +42,8 @@ export function parseDelimitedRecords(text: string, opts: DelimitedOptions, sour
   const d = opts.delimiter;
   const q = opts.quote === undefined ? '"' : opts.quote;
   if (d.length !== 1) throw new ConfigError(`${source}: the delimiter must be one character, got ${JSON.stringify(d)}.`);
-  if (q !== null && (q.length !== 1 || q === d)) throw new ConfigError(`${source}: the quote must be one character other than the delimiter, got ${JSON.stringify(q)}.`);
+  if (q !== null && (q.length !== 1 || q === d))
+    throw new ConfigError(`${source}: the quote must be one character other than the delimiter, got ${JSON.stringify(q)}.`);
   text = text.replace(/^\uFEFF/, '');
   const out: { fields: string[]; line: number }[] = [];
   let line = 1;
@@ -58,7 +59,10 @@ export function parseDelimitedRecords(text: string, opts: DelimitedOptions, sour
         const open = line;
         i++;
         for (;;) {
-          if (i >= n) throw new ConfigError(`${source}, line ${open}: a quoted field is never closed (no matching ${q}). Close the quote or double the quotes inside the field.`);
+          if (i >= n)
+            throw new ConfigError(
+              `${source}, line ${open}: a quoted field is never closed (no matching ${q}). Close the quote or double the quotes inside the field.`,
+            );
           const c = text[i];
           if (c === q) {
             if (text[i + 1] === q) {
@@ -75,7 +79,9 @@ export function parseDelimitedRecords(text: string, opts: DelimitedOptions, sour
         }
         const next = text[i];
         if (i < n && next !== d && next !== '\n' && !(next === '\r' && text[i + 1] === '\n')) {
-          throw new ConfigError(`${source}, line ${line}: unexpected ${JSON.stringify(next)} after a closing quote. A quoted field must end at a ${d === '\t' ? 'tab' : JSON.stringify(d)} or the line end; write a quote inside a quoted field as ${q}${q}.`);
+          throw new ConfigError(
+            `${source}, line ${line}: unexpected ${JSON.stringify(next)} after a closing quote. A quoted field must end at a ${d === '\t' ? 'tab' : JSON.stringify(d)} or the line end; write a quote inside a quoted field as ${q}${q}.`,
+          );
         }
       } else {
         let j = i;
@@ -166,13 +172,18 @@ export function parseJsonArray(text: string, source: string): TableRow[] {
   try {
     v = JSON.parse(text.replace(/^\uFEFF/, ''));
   } catch (e) {
-    throw new ConfigError(`${source}: not valid JSON (${(e as Error).message}). A .json dataset must be one array of objects; use .jsonl for one object per line.`);
+    throw new ConfigError(
+      `${source}: not valid JSON (${(e as Error).message}). A .json dataset must be one array of objects; use .jsonl for one object per line.`,
+    );
   }
   if (!Array.isArray(v)) {
-    throw new ConfigError(`${source}: expected a JSON array of objects ([{...}, {...}]), got ${v === null ? 'null' : typeof v === 'object' ? 'an object' : typeof v}.`);
+    throw new ConfigError(
+      `${source}: expected a JSON array of objects ([{...}, {...}]), got ${v === null ? 'null' : typeof v === 'object' ? 'an object' : typeof v}.`,
+    );
   }
   v.forEach((r, k) => {
-    if (r === null || typeof r !== 'object' || Array.isArray(r)) throw new ConfigError(`${source}: item ${k} of the array is ${describeJson(r)}, not an object.`);
+    if (r === null || typeof r !== 'object' || Array.isArray(r))
+      throw new ConfigError(`${source}: item ${k} of the array is ${describeJson(r)}, not an object.`);
   });
   return v as TableRow[];
 }

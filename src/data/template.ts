@@ -124,7 +124,9 @@ export function specialPrefix(tok: Tokenizer): number[] {
 
 function requireEos(tok: Tokenizer, template: string): number {
   if (tok.eosTokenId === null) {
-    throw new ConfigError(`Template '${template}' needs an EOS token, but the tokenizer has none (no eos_token in tokenizer_config.json). Use a tokenizer with an eos_token.`);
+    throw new ConfigError(
+      `Template '${template}' needs an EOS token, but the tokenizer has none (no eos_token in tokenizer_config.json). Use a tokenizer with an eos_token.`,
+    );
   }
   return tok.eosTokenId;
 }
@@ -165,7 +167,9 @@ export function encodeTurn(tok: Tokenizer, turn: Turn, template: string | null |
 
 function encodeChatTurn(tok: Tokenizer, turn: Turn): TurnIds {
   if (!tok.chatTemplate) {
-    throw new ConfigError("template: 'chat' needs a tokenizer with a chat template, and this model has none. Use template: default (or alpaca) for a base model.");
+    throw new ConfigError(
+      "template: 'chat' needs a tokenizer with a chat template, and this model has none. Use template: default (or alpaca) for a base model.",
+    );
   }
   const messages = [...(turn.system ? [{ role: 'system', content: turn.system }] : []), { role: 'user', content: turn.prompt }];
   let promptText: string;
@@ -174,7 +178,9 @@ function encodeChatTurn(tok: Tokenizer, turn: Turn): TurnIds {
     promptText = tok.applyChatTemplate(messages, { addGenerationPrompt: true, tokenize: false });
     fullText = tok.applyChatTemplate([...messages, { role: 'assistant', content: turn.response }], { tokenize: false });
   } catch (e) {
-    throw new ConfigError(`The model's chat template failed to render an example (${(e as Error).message}).${turn.system ? ' It may not accept a system message: remove the system field.' : ''}`);
+    throw new ConfigError(
+      `The model's chat template failed to render an example (${(e as Error).message}).${turn.system ? ' It may not accept a system message: remove the system field.' : ''}`,
+    );
   }
   if (!fullText.startsWith(promptText)) {
     throw new ConfigError(

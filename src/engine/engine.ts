@@ -161,7 +161,7 @@ export class Engine {
   }
 
   private writeBytes(t: Tensor, arr: Uint8Array): void {
-    if (arr.byteLength > (1 << 20) || arr.byteLength === 0) {
+    if (arr.byteLength > 1 << 20 || arr.byteLength === 0) {
       this.flush();
       this.device.queue.writeBuffer(t.buffer, 0, arr.buffer, arr.byteOffset, arr.byteLength);
       return;
@@ -233,7 +233,8 @@ export class Engine {
   /** Copy `n` elements from src[srcOffset..] to dst[dstOffset..] (offsets in elements). */
   copyRegion(dst: Tensor, dstOffset: number, src: Tensor, srcOffset: number, n: number): void {
     if (n === 0) return;
-    if (dst.packed || src.packed) throw new GpuError(`copyRegion: '${(dst.packed ? dst : src).name}' is stored as packed ${(dst.packed ? dst : src).dtype}; copy f32 tensors only`);
+    if (dst.packed || src.packed)
+      throw new GpuError(`copyRegion: '${(dst.packed ? dst : src).name}' is stored as packed ${(dst.packed ? dst : src).dtype}; copy f32 tensors only`);
     this.endPass();
     this.enc().copyBufferToBuffer(src.buffer, srcOffset * 4, dst.buffer, dstOffset * 4, n * 4);
   }
@@ -277,7 +278,12 @@ export class Engine {
   private module(code: string, label: string): GPUShaderModule {
     let m = this.modules.get(code);
     if (!m) {
-      m = scoped(this.device, `compiling ${label}`, () => this.device.createShaderModule({ code, label }), (err) => (this.asyncError ??= err));
+      m = scoped(
+        this.device,
+        `compiling ${label}`,
+        () => this.device.createShaderModule({ code, label }),
+        (err) => (this.asyncError ??= err),
+      );
       this.modules.set(code, m);
       // Compiler messages carry line numbers; surface them instead of a bare validation error.
       m.getCompilationInfo?.().then((info) => {
@@ -296,9 +302,7 @@ export class Engine {
   private layout(key: string): { bgl: GPUBindGroupLayout; pl: GPUPipelineLayout } {
     let l = this.layouts.get(key);
     if (!l) {
-      const entries: GPUBindGroupLayoutEntry[] = [
-        { binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } },
-      ];
+      const entries: GPUBindGroupLayoutEntry[] = [{ binding: 0, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'uniform' } }];
       for (let i = 0; i < key.length; i++) {
         entries.push({
           binding: i + 1,
@@ -318,11 +322,17 @@ export class Engine {
     let p = this.pipelines.get(key);
     if (!p) {
       const module = this.module(code, entry);
-      p = scoped(this.device, `creating pipeline '${entry}'`, () => this.device.createComputePipeline({
-        label: entry,
-        layout: this.layout(layoutKey).pl,
-        compute: { module, entryPoint: entry, constants },
-      }), (err) => (this.asyncError ??= err));
+      p = scoped(
+        this.device,
+        `creating pipeline '${entry}'`,
+        () =>
+          this.device.createComputePipeline({
+            label: entry,
+            layout: this.layout(layoutKey).pl,
+            compute: { module, entryPoint: entry, constants },
+          }),
+        (err) => (this.asyncError ??= err),
+      );
       this.pipelines.set(key, p);
     }
     return p;
@@ -337,9 +347,7 @@ export class Engine {
     const info = await m.getCompilationInfo();
     const errors = info.messages.filter((x) => x.type === 'error');
     if (errors.length) {
-      throw new ShaderCompileError(
-        `WGSL in ${label} does not compile:\n` + errors.map((e) => `  line ${e.lineNum}:${e.linePos}: ${e.message}`).join('\n'),
-      );
+      throw new ShaderCompileError(`WGSL in ${label} does not compile:\n` + errors.map((e) => `  line ${e.lineNum}:${e.linePos}: ${e.message}`).join('\n'));
     }
   }
 
@@ -366,10 +374,14 @@ export class Engine {
     const maxBinding = this.ctx.limits.maxStorageBufferBindingSize;
     for (const b of bindings) {
       if (b.tensor.packed && !b.packed) {
-        throw new GpuError(`${entry}: '${b.tensor.name}' is stored as packed ${b.tensor.dtype} but this kernel reads f32; take the weight as f32 first (model.param unpacks a base weight)`);
+        throw new GpuError(
+          `${entry}: '${b.tensor.name}' is stored as packed ${b.tensor.dtype} but this kernel reads f32; take the weight as f32 first (model.param unpacks a base weight)`,
+        );
       }
       if (b.tensor.byteSize > maxBinding) {
-        throw new GpuError(`${entry}: '${b.tensor.name}' [${b.tensor.shape}] takes ${b.tensor.byteSize} bytes, above this adapter's maxStorageBufferBindingSize ${maxBinding}: use a smaller batch or sequence length.`);
+        throw new GpuError(
+          `${entry}: '${b.tensor.name}' [${b.tensor.shape}] takes ${b.tensor.byteSize} bytes, above this adapter's maxStorageBufferBindingSize ${maxBinding}: use a smaller batch or sequence length.`,
+        );
       }
     }
     const layoutKey = bindings.map((b) => (b.write ? 'w' : 'r')).join('');

@@ -58,7 +58,11 @@ export function shapeClass(M: number, N: number, K: number, o: MatmulKernelOptio
 }
 
 interface Pending {
-  M: number; N: number; K: number; o: MatmulKernelOptions; variants: MatmulVariant[];
+  M: number;
+  N: number;
+  K: number;
+  o: MatmulKernelOptions;
+  variants: MatmulVariant[];
 }
 
 export interface TunerOptions {
@@ -72,7 +76,11 @@ export class MatmulTuner implements MatmulChooser {
   private readonly budgetMs: number;
   private readonly maxBytes: number;
 
-  constructor(readonly adapter: string, private store: TuneStore | null = null, opts: TunerOptions = {}) {
+  constructor(
+    readonly adapter: string,
+    private store: TuneStore | null = null,
+    opts: TunerOptions = {},
+  ) {
     this.budgetMs = opts.budgetMs ?? 30;
     this.maxBytes = opts.maxBytes ?? 256 * 2 ** 20;
   }
@@ -90,7 +98,8 @@ export class MatmulTuner implements MatmulChooser {
     const key = shapeClass(M, N, K, o, variants);
     const hit = this.table.get(key);
     if (hit) return variants.includes(hit.variant) ? hit.variant : undefined;
-    if (!this.pending.has(key)) this.pending.set(key, { M, N, K, o: { transA: o.transA, transB: o.transB, batch: o.batch, strideA: o.strideA, strideB: o.strideB }, variants });
+    if (!this.pending.has(key))
+      this.pending.set(key, { M, N, K, o: { transA: o.transA, transB: o.transB, batch: o.batch, strideA: o.strideA, strideB: o.strideB }, variants });
     return undefined;
   }
 
@@ -114,11 +123,15 @@ export class MatmulTuner implements MatmulChooser {
   async time(e: Engine, p: Pending): Promise<TuneEntry | null> {
     const { M, N, K } = p;
     const batch = p.o.batch ?? 1;
-    const aSize = batch * (p.o.strideA ?? M * K), bSize = batch * (p.o.strideB ?? K * N), cSize = batch * M * N;
+    const aSize = batch * (p.o.strideA ?? M * K),
+      bSize = batch * (p.o.strideB ?? K * N),
+      cSize = batch * M * N;
     if (4 * (aSize + bSize + cSize) > this.maxBytes) return null;
     e.beginScope();
     try {
-      const A = e.zeros([aSize], 'tune.A'), B = e.zeros([bSize], 'tune.B'), C = e.zeros([cSize], 'tune.C');
+      const A = e.zeros([aSize], 'tune.A'),
+        B = e.zeros([bSize], 'tune.B'),
+        C = e.zeros([cSize], 'tune.C');
       const ms: Partial<Record<MatmulVariant, number>> = {};
       for (const variant of p.variants) {
         const run = () => matmulKernel(e, C, A, B, M, N, K, { ...p.o, variant });

@@ -46,7 +46,9 @@ export class Tensor {
 
   get buffer(): GPUBuffer {
     if (!this.buf) {
-      throw new Error(`${this.name || 'tensor'} [${this.shape}] is split into ${this.blocks?.length ?? 0} row blocks (larger than one storage binding); this op does not take split tensors`);
+      throw new Error(
+        `${this.name || 'tensor'} [${this.shape}] is split into ${this.blocks?.length ?? 0} row blocks (larger than one storage binding); this op does not take split tensors`,
+      );
     }
     return this.buf;
   }
@@ -78,7 +80,9 @@ export class Tensor {
   gradOrZeros(): Tensor {
     if (this.base) return this.base.gradOrZeros();
     if (this.packed || this.blocks) {
-      throw new Error(`${this.name || 'tensor'} is a frozen base weight stored ${this.packed ? `as packed ${this.dtype}` : 'in row blocks'} and gets no gradient; a method that trains it must take it as f32 (model.param) first`);
+      throw new Error(
+        `${this.name || 'tensor'} is a frozen base weight stored ${this.packed ? `as packed ${this.dtype}` : 'in row blocks'} and gets no gradient; a method that trains it must take it as f32 (model.param) first`,
+      );
     }
     if (!this.ownGrad) {
       // The gradient lives as long as its tensor (disposed with it), not as long as

@@ -41,7 +41,8 @@ export function labelWordTokens(tokenizer: Pick<Tokenizer, 'encode'>, words: rea
 
 /** The bounded defaults for evaluating these entries (several eval datasets: the largest need of any). */
 export function evalBudget(entries: readonly DatasetEntry[], tokenizer: Pick<Tokenizer, 'encode'>): EvalBudget {
-  let maxNewTokens = 1, maxPredictSamples = 1;
+  let maxNewTokens = 1,
+    maxPredictSamples = 1;
   const reasons: string[] = [];
   for (const e of entries) {
     const b = EVAL_BUDGET[e.metric];

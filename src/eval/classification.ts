@@ -58,14 +58,18 @@ export function f1FromCounts(tp: number, fp: number, fn: number): number {
 /** The normalised label words, checked to be distinct and non-empty. */
 export function normalizedLabelWords(labelWords: readonly string[]): string[] {
   if (labelWords.length < 2) {
-    throw new ConfigError(`Classification needs at least two label words, got ${JSON.stringify(labelWords)}. Give the dataset's label words (e.g. negative, positive).`);
+    throw new ConfigError(
+      `Classification needs at least two label words, got ${JSON.stringify(labelWords)}. Give the dataset's label words (e.g. negative, positive).`,
+    );
   }
   const words = labelWords.map(normalizeAnswer);
   words.forEach((w, i) => {
     if (!w) throw new ConfigError(`Label word ${i} (${JSON.stringify(labelWords[i])}) is empty after normalisation. Remove it from the label words.`);
     const j = words.indexOf(w);
     if (j !== i) {
-      throw new ConfigError(`Label words ${JSON.stringify(labelWords[j])} and ${JSON.stringify(labelWords[i])} are the same after lower-casing and stripping; make them distinct.`);
+      throw new ConfigError(
+        `Label words ${JSON.stringify(labelWords[j])} and ${JSON.stringify(labelWords[i])} are the same after lower-casing and stripping; make them distinct.`,
+      );
     }
   });
   return words;

@@ -70,7 +70,8 @@ export interface LinearLayer {
 
 /** The seven projections of every decoder layer, as LlamaModel.linearNames() orders them. */
 export function linearLayers(c: ModelConfig): LinearLayer[] {
-  const q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim;
+  const q = c.numHeads * c.headDim,
+    kv = c.numKvHeads * c.headDim;
   const shapes: [string, number, number][] = [
     ['self_attn.q_proj', c.hiddenSize, q],
     ['self_attn.k_proj', c.hiddenSize, kv],
@@ -100,9 +101,15 @@ function baseParts(c: ModelConfig, linears: LinearLayer[], B: number, T: number,
  * an empty match is the same error the method's attach raises.
  */
 export function flopsTargets(linears: LinearLayer[], target: unknown, key: string, method: string): LinearLayer[] {
-  const names = new Set(matchTargets(linears.map((l) => l.name), target));
+  const names = new Set(
+    matchTargets(
+      linears.map((l) => l.name),
+      target,
+    ),
+  );
   const out = linears.filter((l) => names.has(l.name));
-  if (out.length === 0) throw new ConfigError(`${key} ${JSON.stringify(target)} matches no linear layer, so ${method} adapts nothing; use names such as q_proj, v_proj or 'all'.`);
+  if (out.length === 0)
+    throw new ConfigError(`${key} ${JSON.stringify(target)} matches no linear layer, so ${method} adapts nothing; use names such as q_proj, v_proj or 'all'.`);
   return out;
 }
 
@@ -111,7 +118,10 @@ const sum = (p: object): number => Object.values(p).reduce((s: number, v) => s +
 export function forwardFlops(config: ModelConfig, options: FlopsOptions): ForwardFlops {
   const B = options.batch ?? PSCP_PROBE.batch;
   const T = options.seq ?? PSCP_PROBE.seq;
-  for (const [k, v] of [['batch', B], ['seq', T]] as const) {
+  for (const [k, v] of [
+    ['batch', B],
+    ['seq', T],
+  ] as const) {
     if (!(Number.isInteger(v) && v >= 1)) throw new ConfigError(`forwardFlops: ${k} must be a positive integer, got ${v}.`);
   }
   const linears = linearLayers(config);

@@ -68,7 +68,7 @@ export function pyRound4(x: number): number {
   if (/^50*$/.test(tail)) {
     const digits = exact.slice(0, dot) + exact.slice(dot + 1, dot + 5);
     const kept = BigInt(digits) + (Number(digits.at(-1)) % 2 === 1 ? 1n : 0n);
-    return Math.sign(x) * Number(kept) / 1e4;
+    return (Math.sign(x) * Number(kept)) / 1e4;
   }
   return Number(x.toFixed(4));
 }
@@ -116,12 +116,15 @@ export function rougeL(pred: readonly string[], ref: readonly string[]): PRF {
 
 /** Sentence BLEU-4 with NLTK's smoothing method 3 (see the file comment), in [0, 1]. */
 export function bleu4(pred: readonly string[], ref: readonly string[]): number {
-  const c = pred.length, r = ref.length;
-  const nums: number[] = [], dens: number[] = [];
+  const c = pred.length,
+    r = ref.length;
+  const nums: number[] = [],
+    dens: number[] = [];
   for (let n = 1; n <= 4; n++) {
     const hyp = ngramCounts(pred, n);
     const rc = ngramCounts(ref, n);
-    let num = 0, total = 0;
+    let num = 0,
+      total = 0;
     for (const [g, k] of hyp) {
       num += Math.min(k, rc.get(g) ?? 0);
       total += k;
@@ -131,7 +134,8 @@ export function bleu4(pred: readonly string[], ref: readonly string[]): number {
   }
   if (nums[0] === 0) return 0;
   const bp = c > r ? 1 : Math.exp(1 - r / c);
-  let k = 1, logSum = 0;
+  let k = 1,
+    logSum = 0;
   for (let n = 0; n < 4; n++) {
     const p = nums[n] > 0 ? nums[n] / dens[n] : 1 / (2 ** k++ * dens[n]);
     logSum += 0.25 * Math.log(p);
@@ -141,8 +145,10 @@ export function bleu4(pred: readonly string[], ref: readonly string[]): number {
 
 /** One example's scores, ×100, rounded to 4 decimals as LLaMA-Factory does. */
 export function generationScores(pred: string, ref: string): Omit<GenerationMetrics, 'count'> {
-  const p = answerText(pred), g = answerText(ref);
-  const pw = rougeWords(p), gw = rougeWords(g);
+  const p = answerText(pred),
+    g = answerText(ref);
+  const pw = rougeWords(p),
+    gw = rougeWords(g);
   const none = pw === null || gw === null;
   return {
     'rouge-1': none ? 0 : pyRound4(rougeN(pw, gw, 1).f * 100),

@@ -76,10 +76,13 @@ export function parseGrid(raw: Record<string, unknown>, source: string, loadBase
   if (Object.keys(methodsRaw).length === 0) throw new ConfigError(`${source}: 'methods' names no method.`);
   const methods = new Map<string, Record<string, unknown>>();
   for (const [name, v] of Object.entries(methodsRaw)) {
-    if (!/^[A-Za-z0-9_.-]+$/.test(name)) throw new ConfigError(`${source}: method label '${name}' must be letters, digits, '_', '-' or '.' (it names a folder).`);
+    if (!/^[A-Za-z0-9_.-]+$/.test(name))
+      throw new ConfigError(`${source}: method label '${name}' must be letters, digits, '_', '-' or '.' (it names a folder).`);
     methods.set(name, { finetuning_type: name, ...mapping(v ?? {}, `${source}: methods.${name}`) });
   }
-  const overrides = new Map(Object.entries(mapping(raw.dataset_overrides ?? {}, `${source}: dataset_overrides`)).map(([k, v]) => [k, mapping(v, `${source}: dataset_overrides.${k}`)]));
+  const overrides = new Map(
+    Object.entries(mapping(raw.dataset_overrides ?? {}, `${source}: dataset_overrides`)).map(([k, v]) => [k, mapping(v, `${source}: dataset_overrides.${k}`)]),
+  );
   for (const k of overrides.keys()) if (!datasets.includes(k)) throw new ConfigError(`${source}: dataset_overrides names '${k}', which is not in datasets.`);
   const outputDir = String(raw.output_dir ?? base.output_dir ?? '');
   if (!outputDir) throw new ConfigError(`${source}: set output_dir (where the cells and results go).`);
@@ -96,8 +99,16 @@ export function gridCells(spec: GridSpec, join: (...p: string[]) => string, eval
         const ev = evalKey(dataset);
         // A dataset override may name other keys for the data (e.g. a row slice of one split).
         const raw = {
-          ...spec.base, ...m, dataset, ...(ev ? { eval_dataset: ev } : {}), ...(spec.datasetOverrides.get(dataset) ?? {}),
-          seed, output_dir: dir, do_train: true, do_predict: true, overwrite_output_dir: true,
+          ...spec.base,
+          ...m,
+          dataset,
+          ...(ev ? { eval_dataset: ev } : {}),
+          ...(spec.datasetOverrides.get(dataset) ?? {}),
+          seed,
+          output_dir: dir,
+          do_train: true,
+          do_predict: true,
+          overwrite_output_dir: true,
         };
         cells.push({ method, dataset, seed, dir, config: validateConfig(raw, `grid cell ${method} / ${dataset} / seed ${seed}`) });
       }
@@ -135,7 +146,9 @@ export function resultsCsv(cells: CellResult[]): string {
   const head = ['method', 'dataset', 'seed', 'headline_name', 'headline', ...keys.filter((k) => k !== 'headline_metric')];
   const rows = cells.map((c) => {
     const h = headline(c.results);
-    return [c.method, c.dataset, c.seed, h?.name ?? '', h?.value ?? '', ...keys.filter((k) => k !== 'headline_metric').map((k) => c.results[k])].map(csvField).join(',');
+    return [c.method, c.dataset, c.seed, h?.name ?? '', h?.value ?? '', ...keys.filter((k) => k !== 'headline_metric').map((k) => c.results[k])]
+      .map(csvField)
+      .join(',');
   });
   return [head.join(','), ...rows].join('\n') + '\n';
 }
@@ -152,7 +165,10 @@ export function resultsMarkdown(cells: CellResult[], spec: Pick<GridSpec, 'datas
     const mine = cells.filter((c) => c.method === method);
     const params = mine.map((c) => c.results.trainable_params).find((v) => typeof v === 'number') as number | undefined;
     const perDataset = spec.datasets.map((d) => {
-      const xs = mine.filter((c) => c.dataset === d).map((c) => headline(c.results)?.value).filter((v): v is number => v !== undefined);
+      const xs = mine
+        .filter((c) => c.dataset === d)
+        .map((c) => headline(c.results)?.value)
+        .filter((v): v is number => v !== undefined);
       if (!xs.length) return { text: '–', mean: NaN };
       const { mean, std } = meanStd(xs);
       return { text: `${pct(mean)} ± ${pct(std)}${xs.length < spec.seeds.length ? ` (${xs.length}/${spec.seeds.length})` : ''}`, mean };

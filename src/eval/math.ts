@@ -62,10 +62,12 @@ export function gsm8kAnswer(text: string): number | null {
 
 export function computeGsm8kMetrics(preds: readonly string[], labels: readonly string[]): Gsm8kMetrics {
   checkPairs(preds, labels, 'GSM8K metrics');
-  let correct = 0, invalid = 0;
+  let correct = 0,
+    invalid = 0;
   labels.forEach((l, i) => {
     const gold = gsm8kAnswer(l);
-    if (gold === null) throw new ConfigError(`Gold answer ${i} has no number after '####' (${JSON.stringify(l.slice(-80))}). GSM8K responses end with '#### <number>'.`);
+    if (gold === null)
+      throw new ConfigError(`Gold answer ${i} has no number after '####' (${JSON.stringify(l.slice(-80))}). GSM8K responses end with '#### <number>'.`);
     const p = gsm8kAnswer(answerText(preds[i]));
     if (p === null) invalid++;
     else if (Math.abs(p - gold) < TOLERANCE) correct++;
@@ -82,7 +84,11 @@ export interface SvampPrediction {
 
 /** Reads a generated SVAMP equation (see the file comment). */
 export function parseSvampPrediction(text: string): SvampPrediction {
-  const line = answerText(text).split('\n').map((s) => s.trim()).find((s) => s.length > 0) ?? '';
+  const line =
+    answerText(text)
+      .split('\n')
+      .map((s) => s.trim())
+      .find((s) => s.length > 0) ?? '';
   const eq = line.indexOf('=');
   const lhs = eq < 0 ? line : line.slice(0, eq);
   const r = evaluateArithmetic(lhs);
@@ -103,10 +109,13 @@ export function svampGold(label: string): number | null {
 
 export function computeSvampMetrics(preds: readonly string[], labels: readonly string[]): SvampMetrics {
   checkPairs(preds, labels, 'SVAMP metrics');
-  let correct = 0, consistent = 0, invalid = 0;
+  let correct = 0,
+    consistent = 0,
+    invalid = 0;
   labels.forEach((l, i) => {
     const gold = svampGold(l);
-    if (gold === null) throw new ConfigError(`Gold answer ${i} (${JSON.stringify(l)}) does not end in '= <number>'. SVAMP responses are '(equation) = answer'.`);
+    if (gold === null)
+      throw new ConfigError(`Gold answer ${i} (${JSON.stringify(l)}) does not end in '= <number>'. SVAMP responses are '(equation) = answer'.`);
     const p = parseSvampPrediction(preds[i]);
     if (p.value === null) {
       invalid++;

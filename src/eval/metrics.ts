@@ -76,7 +76,8 @@ export function metricsFor(
   const kind = taskKindOf(taskKind);
   if (kind === 'qa') return flat(computeQaMetrics(preds, labels));
   const gold = labels.map((l, i) => {
-    if (typeof l !== 'string') throw new ConfigError(`Label ${i} is a list of answers; only the qa (exact_match) kind accepts several gold answers, not ${kind}.`);
+    if (typeof l !== 'string')
+      throw new ConfigError(`Label ${i} is a list of answers; only the qa (exact_match) kind accepts several gold answers, not ${kind}.`);
     return l;
   });
   switch (kind) {
@@ -101,9 +102,17 @@ export function metricsFor(
  */
 export function headlineMetric(taskKind: TaskKind | 'gsm8k' | 'svamp' | 'exact_match', metrics: Record<string, number>): { key: string; value: number } {
   const kind = taskKindOf(taskKind);
-  const key = { classification: 'macro_f1', regression: 'pearson', 'math-gsm8k': 'numeric_accuracy', 'math-svamp': 'numeric_accuracy', qa: 'f1', generation: 'rouge-l' }[kind];
+  const key = {
+    classification: 'macro_f1',
+    regression: 'pearson',
+    'math-gsm8k': 'numeric_accuracy',
+    'math-svamp': 'numeric_accuracy',
+    qa: 'f1',
+    generation: 'rouge-l',
+  }[kind];
   const v = metrics[key];
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new ConfigError(`The ${kind} metrics have no finite '${key}' (keys: ${Object.keys(metrics).join(', ')}).`);
+  if (typeof v !== 'number' || !Number.isFinite(v))
+    throw new ConfigError(`The ${kind} metrics have no finite '${key}' (keys: ${Object.keys(metrics).join(', ')}).`);
   const value = kind === 'generation' ? v / 100 : kind === 'regression' ? Math.max(0, v) : v;
   return { key, value: Math.min(1, Math.max(0, value)) };
 }

@@ -57,14 +57,13 @@ export interface PredictResult {
   msPerToken: number;
 }
 
-
 /**
  * True when `text` is a complete label word that no other label word
  * extends: generating more cannot turn it into a different valid answer.
  */
 export function labelWordComplete(text: string, labelWords: string[]): boolean {
   const t = normalizeAnswer(text);
-  if (!t || text.includes('<think>') && !text.includes('</think>')) return false;
+  if (!t || (text.includes('<think>') && !text.includes('</think>'))) return false;
   const words = labelWords.map((w) => w.trim().toLowerCase());
   return words.includes(t) && !words.some((w) => w !== t && w.startsWith(t));
 }
@@ -77,7 +76,8 @@ export async function predict(model: LlamaModel, tokenizer: Tokenizer, examples:
   const stopSet = new Set(stopIds);
   const padId = tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0;
   const t0 = performance.now();
-  let generated = 0, done = 0;
+  let generated = 0,
+    done = 0;
   // Time spent in onProgress (the host's other work) is not prediction time: latency stays the model's.
   let elsewhere = 0;
   const progress = async (n: number) => {
@@ -90,14 +90,18 @@ export async function predict(model: LlamaModel, tokenizer: Tokenizer, examples:
     if (opts.signal?.aborted) break;
     const idx = order.slice(i, i + opts.batchSize);
     const labels = opts.labelWords;
-    const ids = await generateBatch(model, idx.map((k) => examples[k].promptIds), {
-      maxNewTokens: opts.maxNewTokens,
-      padId,
-      stopIds,
-      taskIds: Int32Array.from(idx.map((k) => examples[k].taskId ?? 0)),
-      shouldStop: labels?.length ? (_, toks) => labelWordComplete(tokenizer.decode(toks, { skipSpecialTokens: true }), labels) : undefined,
-      signal: opts.signal,
-    });
+    const ids = await generateBatch(
+      model,
+      idx.map((k) => examples[k].promptIds),
+      {
+        maxNewTokens: opts.maxNewTokens,
+        padId,
+        stopIds,
+        taskIds: Int32Array.from(idx.map((k) => examples[k].taskId ?? 0)),
+        shouldStop: labels?.length ? (_, toks) => labelWordComplete(tokenizer.decode(toks, { skipSpecialTokens: true }), labels) : undefined,
+        signal: opts.signal,
+      },
+    );
     idx.forEach((k, j) => {
       generated += ids[j].length;
       // The stop token is not part of the answer text.
@@ -108,7 +112,12 @@ export async function predict(model: LlamaModel, tokenizer: Tokenizer, examples:
     await progress(done);
   }
   const seconds = (performance.now() - t0 - elsewhere) / 1000;
-  const rows = examples.map((x, i): PredictionRow => ({ prompt: x.prompt, predict: out[i] ?? '', label: x.label, ...(x.answers ? { answers: x.answers } : {}) }));
+  const rows = examples.map((x, i): PredictionRow => ({
+    prompt: x.prompt,
+    predict: out[i] ?? '',
+    label: x.label,
+    ...(x.answers ? { answers: x.answers } : {}),
+  }));
   return { rows, generatedTokens: generated, seconds, msPerToken: generated ? (seconds * 1000) / generated : 0 };
 }
 
@@ -119,5 +128,8 @@ export async function predict(model: LlamaModel, tokenizer: Tokenizer, examples:
  * gold answers (ReCoRD) go under `answers`, a key its script does not read.
  */
 export function predictionsJsonl(rows: PredictionRow[]): string {
-  return rows.map((r) => JSON.stringify({ prompt: r.prompt, predict: r.predict, label: r.label, ...(r.answers ? { answers: r.answers } : {}) })).join('\n') + (rows.length ? '\n' : '');
+  return (
+    rows.map((r) => JSON.stringify({ prompt: r.prompt, predict: r.predict, label: r.label, ...(r.answers ? { answers: r.answers } : {}) })).join('\n') +
+    (rows.length ? '\n' : '')
+  );
 }

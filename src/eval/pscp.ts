@@ -42,7 +42,14 @@ export function pscpConstantsFrom(config: Record<string, unknown>): PscpConstant
     return v;
   };
   const d = DEFAULT_PSCP_CONSTANTS;
-  return { cp: get('pscp_cp', d.cp), cf: get('pscp_cf', d.cf), cm: get('pscp_cm', d.cm), bp: get('pscp_bp', d.bp), bf: get('pscp_bf', d.bf), bm: get('pscp_bm', d.bm) };
+  return {
+    cp: get('pscp_cp', d.cp),
+    cf: get('pscp_cf', d.cf),
+    cm: get('pscp_cm', d.cm),
+    bp: get('pscp_bp', d.bp),
+    bf: get('pscp_bf', d.bf),
+    bm: get('pscp_bm', d.bm),
+  };
 }
 
 export interface PscpInputs {
@@ -89,14 +96,27 @@ export function pscpScore(P: number, params: number, tflops: number, gb: number,
 
 export function computePscp(inputs: PscpInputs, constants: PscpConstants = DEFAULT_PSCP_CONSTANTS): PscpReport {
   const { performance: P } = inputs;
-  if (!(P >= 0 && P <= 1)) throw new ConfigError(`PSCP: performance ${P} (${inputs.performanceMetric}) is not in [0, 1]; pass a fraction, e.g. macro-F1, or ROUGE-L / 100.`);
-  for (const [k, v] of [['cp', constants.cp], ['cf', constants.cf], ['cm', constants.cm]] as const) {
+  if (!(P >= 0 && P <= 1))
+    throw new ConfigError(`PSCP: performance ${P} (${inputs.performanceMetric}) is not in [0, 1]; pass a fraction, e.g. macro-F1, or ROUGE-L / 100.`);
+  for (const [k, v] of [
+    ['cp', constants.cp],
+    ['cf', constants.cf],
+    ['cm', constants.cm],
+  ] as const) {
     if (!(v > 0 && Number.isFinite(v))) throw new ConfigError(`pscp_${k}: ${v} must be a positive number.`);
   }
-  for (const [k, v] of [['bp', constants.bp], ['bf', constants.bf], ['bm', constants.bm]] as const) {
+  for (const [k, v] of [
+    ['bp', constants.bp],
+    ['bf', constants.bf],
+    ['bm', constants.bm],
+  ] as const) {
     if (!(v >= 0 && Number.isFinite(v))) throw new ConfigError(`pscp_${k}: ${v} must be a number ≥ 0.`);
   }
-  const nonNegative: [string, number][] = [['trainableParams', inputs.trainableParams], ['flopsTotal', inputs.flopsTotal], ['peakMemoryBytes', inputs.peakMemoryBytes]];
+  const nonNegative: [string, number][] = [
+    ['trainableParams', inputs.trainableParams],
+    ['flopsTotal', inputs.flopsTotal],
+    ['peakMemoryBytes', inputs.peakMemoryBytes],
+  ];
   for (const [k, v] of nonNegative) {
     if (!(v >= 0 && Number.isFinite(v))) throw new ConfigError(`PSCP: ${k} ${v} must be a finite number ≥ 0.`);
   }

@@ -47,14 +47,16 @@ export function qaF1(pred: string, gold: string): number {
     }
   }
   if (overlap === 0) return 0;
-  const precision = overlap / p.length, recall = overlap / g.length;
+  const precision = overlap / p.length,
+    recall = overlap / g.length;
   return (2 * precision * recall) / (precision + recall);
 }
 
 /** labels[i]: the gold answer, or every accepted answer of example i. */
 export function computeQaMetrics(preds: readonly string[], labels: readonly (string | readonly string[])[]): QaMetrics {
   checkPairs(preds, labels, 'QA metrics');
-  let em = 0, f1 = 0;
+  let em = 0,
+    f1 = 0;
   preds.forEach((raw, i) => {
     const pred = answerText(raw);
     const golds = typeof labels[i] === 'string' ? [labels[i] as string] : (labels[i] as readonly string[]);

@@ -62,7 +62,10 @@ export interface PredictionOutput {
 /** One or more prediction sets could not be scored; their predictions (and the other sets' files) were written. */
 export class PredictionError extends PeftStudioError {
   override name = 'PredictionError';
-  constructor(message: string, readonly output: PredictionOutput) {
+  constructor(
+    message: string,
+    readonly output: PredictionOutput,
+  ) {
     super(message);
   }
 }
@@ -110,43 +113,71 @@ export async function runPredictions(
     const entry = set.entry;
     const folder = predictionFolder(entry.key, sets.length);
     const labelWords = entryLabelWords(entry) ?? [];
-    const sampling = config.do_sample ? { temperature: Number(config.temperature ?? 1), topK: Number(config.top_k ?? 0), topP: Number(config.top_p ?? 1), seed: Number(config.seed) } : {};
-    const r = await predict(model, tokenizer, set.examples.map((x) => ({
-      prompt: tokenizer.decode(x.inputIds, { skipSpecialTokens: false }),
-      promptIds: x.inputIds,
-      // PEFT-Factory's label: the reference response, whatever the metric reads from it.
-      label: x.rendered.response,
-      ...(x.rendered.answers && x.rendered.answers.length > 1 ? { answers: x.rendered.answers } : {}),
-      taskId: x.taskId,
-    })), {
-      batchSize,
-      maxNewTokens: Number(config.max_new_tokens),
-      labelWords: entry.task === 'classification' ? labelWords : undefined,
-      signal: opts.signal,
-      onProgress: opts.onProgress && ((done) => opts.onProgress!(before + done, total)),
-      ...sampling,
-    });
+    const sampling = config.do_sample
+      ? { temperature: Number(config.temperature ?? 1), topK: Number(config.top_k ?? 0), topP: Number(config.top_p ?? 1), seed: Number(config.seed) }
+      : {};
+    const r = await predict(
+      model,
+      tokenizer,
+      set.examples.map((x) => ({
+        prompt: tokenizer.decode(x.inputIds, { skipSpecialTokens: false }),
+        promptIds: x.inputIds,
+        // PEFT-Factory's label: the reference response, whatever the metric reads from it.
+        label: x.rendered.response,
+        ...(x.rendered.answers && x.rendered.answers.length > 1 ? { answers: x.rendered.answers } : {}),
+        taskId: x.taskId,
+      })),
+      {
+        batchSize,
+        maxNewTokens: Number(config.max_new_tokens),
+        labelWords: entry.task === 'classification' ? labelWords : undefined,
+        signal: opts.signal,
+        onProgress: opts.onProgress && ((done) => opts.onProgress!(before + done, total)),
+        ...sampling,
+      },
+    );
     before += set.examples.length;
     // The predictions are kept whatever happens to the scoring below.
     await put(`${folder}generated_predictions.jsonl`, predictionsJsonl(r.rows));
     let results: Record<string, unknown>;
     try {
       const labels = set.examples.map((x) => (entry.metric === 'exact_match' && x.rendered.answers?.length ? x.rendered.answers : x.rendered.response));
-      const metrics = metricsFor(entry.metric, r.rows.map((x) => x.predict), labels, labelWords);
+      const metrics = metricsFor(
+        entry.metric,
+        r.rows.map((x) => x.predict),
+        labels,
+        labelWords,
+      );
       if (entry.metric === 'generation') {
         const encoded = set.examples.flatMap((x) => {
-          const { example } = encodeRendered(tokenizer, entry, x.rendered, { cutoffLen: Number(config.cutoff_len), template: config.template, addBos: config.template_bos !== false });
+          const { example } = encodeRendered(tokenizer, entry, x.rendered, {
+            cutoffLen: Number(config.cutoff_len),
+            template: config.template,
+            addBos: config.template_bos !== false,
+          });
           return example ? [{ ...example, taskId: x.taskId }] : [];
         });
-        const acc = await teacherForcedTokenAccuracy(model, encoded, { batchSize, padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0, signal: opts.signal });
+        const acc = await teacherForcedTokenAccuracy(model, encoded, {
+          batchSize,
+          padId: tokenizer.padTokenId ?? tokenizer.eosTokenId ?? 0,
+          signal: opts.signal,
+        });
         metrics.token_accuracy = acc.token_accuracy;
       }
       const head = headlineMetric(entry.metric, metrics);
-      const pscp = computePscp({
-        performance: head.value, performanceMetric: head.key, trainableParams: costs.trainableParams,
-        flopsTotal: flops.total, flopsExtra: flops.extra, peakMemoryBytes: costs.peakBytes,
-        latencyMsPerToken: r.msPerToken, trainTokensPerSecond: costs.trainTokensPerSecond,
-      }, constants);
+      const pscp = computePscp(
+        {
+          performance: head.value,
+          performanceMetric: head.key,
+          trainableParams: costs.trainableParams,
+          flopsTotal: flops.total,
+          flopsExtra: flops.extra,
+          peakMemoryBytes: costs.peakBytes,
+          latencyMsPerToken: r.msPerToken,
+          trainTokensPerSecond: costs.trainTokensPerSecond,
+        },
+        constants,
+      );
       results = {
         ...Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`predict_${k}`, v])),
         headline_metric: head.key,
@@ -166,7 +197,9 @@ export async function runPredictions(
         pscp_constants: pscp.constants,
         dataset: entry.key,
       };
-      opts.log?.(`predict ${entry.key}: ${head.key} ${head.value.toFixed(4)}, PSCP ${pscp.pscp_total_flops.toFixed(4)} (${r.rows.length} examples, ${r.msPerToken.toFixed(2)} ms/token)`);
+      opts.log?.(
+        `predict ${entry.key}: ${head.key} ${head.value.toFixed(4)}, PSCP ${pscp.pscp_total_flops.toFixed(4)} (${r.rows.length} examples, ${r.msPerToken.toFixed(2)} ms/token)`,
+      );
     } catch (err) {
       if (!(err instanceof PeftStudioError)) throw err;
       failed.push(`${entry.key}: ${err.message}`);
@@ -175,7 +208,9 @@ export async function runPredictions(
     }
     byKey[entry.key] = results;
     if (folder) await put(`${folder}predict_results.json`, JSON.stringify(results, null, 2) + '\n');
-    opts.log?.(`predict ${entry.key}: written to ${where(folder || 'generated_predictions.jsonl')}${folder ? ' (generated_predictions.jsonl, predict_results.json)' : ''}`);
+    opts.log?.(
+      `predict ${entry.key}: written to ${where(folder || 'generated_predictions.jsonl')}${folder ? ' (generated_predictions.jsonl, predict_results.json)' : ''}`,
+    );
   }
   const results = sets.length === 1 ? (byKey[sets[0].entry.key] ?? {}) : byKey;
   if (failed.length) {

@@ -62,7 +62,8 @@ const WORD_BLOCK = /[\u4E00-\u9FD5a-zA-Z0-9+#&._%-]+/g;
 const LATIN_RUN = /[a-zA-Z0-9]+(?:\.[0-9]+)?%?/g;
 const CJK = /[\u4E00-\u9FD5]/;
 // Python's str.isspace() (and re's \s on str patterns): ASCII 9–13, 28–31, 32 and the Unicode spaces.
-const PY_SPACE_CHARS = '\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000';
+const PY_SPACE_CHARS =
+  '\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000';
 const PY_SPACE = new RegExp(`[${PY_SPACE_CHARS}]`);
 const PY_SPACE_RUNS = new RegExp(`[${PY_SPACE_CHARS}]+`);
 const PY_TRAILING_SPACE = new RegExp(`[${PY_SPACE_CHARS}]+$`);
@@ -118,7 +119,8 @@ function cutBlock(block: string, out: string[]): void {
   const logp = new Float64Array(N + 1);
   const end = new Int32Array(N + 1);
   for (let i = N - 1; i >= 0; i--) {
-    let best = -Infinity, bestX = -1;
+    let best = -Infinity,
+      bestX = -1;
     for (const x of dag[i]) {
       const v = Math.log(freqOf(i, x + 1) || 1) - LOG_TOTAL + logp[x + 1];
       if (v > best || (v === best && x > bestX)) {
@@ -136,7 +138,7 @@ function cutBlock(block: string, out: string[]): void {
     else for (const c of buf) out.push(c);
     buf = '';
   };
-  for (let x = 0; x < N; ) {
+  for (let x = 0; x < N;) {
     const y = end[x] + 1;
     const word = ch.slice(x, y).join('');
     if (y - x === 1) buf += word;
@@ -154,7 +156,7 @@ export function jiebaCut(text: string): string[] {
   const out: string[] = [];
   const loose = (s: string) => {
     // re_skip_default "(\r\n|\s)": "\r\n" is one token, every other character one each.
-    for (let i = 0; i < s.length; ) {
+    for (let i = 0; i < s.length;) {
       if (s.startsWith('\r\n', i)) {
         out.push('\r\n');
         i += 2;

@@ -43,13 +43,17 @@ export function computeTokenAccuracy(predIds: readonly ArrayLike<number>[], labe
   if (predIds.length !== labels.length) {
     throw new PeftStudioError(`Token accuracy: ${predIds.length} prediction rows but ${labels.length} label rows; they must pair up one to one.`);
   }
-  let sum = 0, count = 0;
+  let sum = 0,
+    count = 0;
   predIds.forEach((pred, b) => {
     const lab = labels[b];
     if (pred.length !== lab.length) {
-      throw new PeftStudioError(`Token accuracy: example ${b} has ${pred.length} predicted positions but ${lab.length} labels; pass the argmax at every input position.`);
+      throw new PeftStudioError(
+        `Token accuracy: example ${b} has ${pred.length} predicted positions but ${lab.length} labels; pass the argmax at every input position.`,
+      );
     }
-    let hit = 0, valid = 0;
+    let hit = 0,
+      valid = 0;
     for (let t = 0; t + 1 < lab.length; t++) {
       if (lab[t + 1] === IGNORE_INDEX) continue;
       valid++;
@@ -68,7 +72,8 @@ export function computeTokenAccuracy(predIds: readonly ArrayLike<number>[], labe
 export function computeTokenAccuracyFromLogits(logits: ArrayLike<number>, labels: ArrayLike<number>, batch: number, seq: number, vocab: number): TokenAccuracy {
   if (labels.length !== batch * seq) throw new RangeError(`computeTokenAccuracyFromLogits: ${labels.length} labels for ${batch} × ${seq}`);
   const ids = argmaxRows(logits, batch * seq, vocab);
-  const preds: Int32Array[] = [], labs: ArrayLike<number>[] = [];
+  const preds: Int32Array[] = [],
+    labs: ArrayLike<number>[] = [];
   for (let b = 0; b < batch; b++) {
     preds.push(ids.subarray(b * seq, (b + 1) * seq));
     labs.push(Array.prototype.slice.call(labels, b * seq, (b + 1) * seq) as number[]);

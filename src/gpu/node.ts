@@ -28,7 +28,9 @@ export function nodeGpu(): GPU {
  * <PEFT_STUDIO_CACHE or ~/.cache/peft-studio>/matmul-autotune.json. Written to
  * a temporary file and renamed, so a killed run never leaves half a file.
  */
-export function nodeTuneStore(file = path.join(process.env.PEFT_STUDIO_CACHE || path.join(homedir(), '.cache', 'peft-studio'), 'matmul-autotune.json')): TuneStore {
+export function nodeTuneStore(
+  file = path.join(process.env.PEFT_STUDIO_CACHE || path.join(homedir(), '.cache', 'peft-studio'), 'matmul-autotune.json'),
+): TuneStore {
   const readAll = async (): Promise<Record<string, Record<string, TuneEntry>>> => {
     try {
       const all = JSON.parse(await readFile(file, 'utf8'));

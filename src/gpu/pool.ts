@@ -29,7 +29,10 @@ export class BufferPool {
   /** The first asynchronous allocation error (out of memory), thrown by the engine at its next sync. */
   error: GpuError | null = null;
 
-  constructor(private device: GPUDevice, private maxBufferSize: number) {}
+  constructor(
+    private device: GPUDevice,
+    private maxBufferSize: number,
+  ) {}
 
   acquire(bytes: number, label?: string): GPUBuffer {
     const size = bucketSize(bytes);
@@ -41,8 +44,12 @@ export class BufferPool {
     const list = this.free.get(size);
     let buf = list?.pop();
     if (!buf) {
-      buf = scoped(this.device, `allocating ${size} bytes for '${label ?? 'tensor'}'`, () =>
-        this.device.createBuffer({ size, usage: STORAGE, label }), (err) => (this.error ??= err));
+      buf = scoped(
+        this.device,
+        `allocating ${size} bytes for '${label ?? 'tensor'}'`,
+        () => this.device.createBuffer({ size, usage: STORAGE, label }),
+        (err) => (this.error ??= err),
+      );
       this.current += size;
     }
     this.inUse += size;

@@ -9,7 +9,11 @@ export class KernelTimer {
   private names: string[] = [];
   private capacity: number;
 
-  constructor(private device: GPUDevice, features: Set<string>, capacity = 4096) {
+  constructor(
+    private device: GPUDevice,
+    features: Set<string>,
+    capacity = 4096,
+  ) {
     this.enabled = features.has('timestamp-query');
     this.capacity = capacity;
     if (this.enabled) this.querySet = device.createQuerySet({ type: 'timestamp', count: capacity * 2 });

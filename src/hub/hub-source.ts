@@ -52,7 +52,10 @@ const TRANSIENT = new Set([408, 429, 500, 502, 503, 504]);
 
 /** One failed attempt that may be retried; `final` is the error to throw when no retry is left. */
 class Attempt extends Error {
-  constructor(readonly final: Error, readonly retryAfterMs = 0) {
+  constructor(
+    readonly final: Error,
+    readonly retryAfterMs = 0,
+  ) {
     super(final.message);
   }
 }
@@ -125,7 +128,9 @@ export class HubSource implements FileSource {
     this.retries = opts.retries ?? 3;
     this.retryDelayMs = opts.retryDelayMs ?? 500;
     if (!(this.stallTimeoutMs > 0) || !Number.isInteger(this.retries) || this.retries < 0 || !(this.retryDelayMs >= 0)) {
-      throw new ConfigError(`Hub download settings: the stall timeout must be > 0 ms (got ${this.stallTimeoutMs}) and retries a whole number ≥ 0 (got ${this.retries}).`);
+      throw new ConfigError(
+        `Hub download settings: the stall timeout must be > 0 ms (got ${this.stallTimeoutMs}) and retries a whole number ≥ 0 (got ${this.retries}).`,
+      );
     }
     this.endpoint = normalizeEndpoint(opts.endpoint ?? DEFAULT_ENDPOINT);
     this.repo = validateRepoId(opts.repo);
@@ -260,7 +265,9 @@ export class HubSource implements FileSource {
             if (start !== loaded) {
               await res.body?.cancel().catch(() => {});
               ranges = false;
-              throw new Attempt(new HubError(`The Hub answered a resumed download of ${path} with the wrong range (${res.headers.get('content-range')}) at ${url}.`, url));
+              throw new Attempt(
+                new HubError(`The Hub answered a resumed download of ${path} with the wrong range (${res.headers.get('content-range')}) at ${url}.`, url),
+              );
             }
           } else {
             // A whole body (the server ignored Range, or the file changed: If-Range).
@@ -293,7 +300,10 @@ export class HubSource implements FileSource {
                   throw new Attempt(
                     stalled
                       ? stallError()
-                      : new HubError(`Download of ${path} from ${this.repo} was interrupted (${(e as Error).message}) at ${url} after ${loaded} bytes. Check the connection and try again.`, url),
+                      : new HubError(
+                          `Download of ${path} from ${this.repo} was interrupted (${(e as Error).message}) at ${url} after ${loaded} bytes. Check the connection and try again.`,
+                          url,
+                        ),
                   );
                 }
                 if (r.done) break;
@@ -315,10 +325,18 @@ export class HubSource implements FileSource {
           clearTimeout(timer);
         }
         if (expected > 0 && loaded < expected) {
-          throw new Attempt(new HubError(`Download of ${path} from ${this.repo} is truncated: ${loaded} of ${expected} bytes (the size the server announced) from ${url}. Try again.`, url));
+          throw new Attempt(
+            new HubError(
+              `Download of ${path} from ${this.repo} is truncated: ${loaded} of ${expected} bytes (the size the server announced) from ${url}. Try again.`,
+              url,
+            ),
+          );
         }
         if (expected > 0 && loaded > expected) {
-          throw new HubError(`Download of ${path} from ${this.repo} has ${loaded} bytes where the server announced ${expected} (Content-Length / X-Linked-Size) at ${url}; it was not kept. Try again.`, url);
+          throw new HubError(
+            `Download of ${path} from ${this.repo} has ${loaded} bytes where the server announced ${expected} (Content-Length / X-Linked-Size) at ${url}; it was not kept. Try again.`,
+            url,
+          );
         }
         // The last event says "done" (loaded = total) also when the size was not announced.
         if (expected !== loaded || !streamed) onProgress?.({ file: path, loaded, total: loaded });
@@ -378,11 +396,7 @@ export class HubSource implements FileSource {
       return new HubError(`${this.repo} is gated (HTTP ${res.status}) at ${url}. Accept its license on the Hub and pass a Hub token.`, url, res.status);
     }
     if (res.status === 404) {
-      return new HubError(
-        `${what} was not found (HTTP 404) at ${url}. Check the file name and the revision.`,
-        url,
-        404,
-      );
+      return new HubError(`${what} was not found (HTTP 404) at ${url}. Check the file name and the revision.`, url, 404);
     }
     return new HubError(`Fetching ${what} failed: HTTP ${res.status} ${res.statusText} at ${url}. Try again later.`, url, res.status);
   }

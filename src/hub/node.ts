@@ -157,9 +157,7 @@ export class NodeFolderCache implements FileCache {
   /** Removes this cache's files (and stale temporaries), nothing else in the folder. */
   async clear(): Promise<void> {
     const names = await fs.readdir(this.dir).catch(() => [] as string[]);
-    await Promise.all(
-      names.filter((n) => /^[0-9a-f]{64}\.(bin|json)(\..*\.tmp)?$/.test(n)).map((n) => fs.rm(path.join(this.dir, n), { force: true })),
-    );
+    await Promise.all(names.filter((n) => /^[0-9a-f]{64}\.(bin|json)(\..*\.tmp)?$/.test(n)).map((n) => fs.rm(path.join(this.dir, n), { force: true })));
   }
 }
 
@@ -216,7 +214,8 @@ export class LocalFolderSource implements FileSource {
       fh = await fs.open(full, fsConstants.O_RDONLY);
     } catch (e) {
       const code = errno(e);
-      if (code === 'ENOENT' || code === 'ENOTDIR') throw new HubError(`${file} was not found in ${this.dir} (${full}). Check the folder and the file name.`, full, 404);
+      if (code === 'ENOENT' || code === 'ENOTDIR')
+        throw new HubError(`${file} was not found in ${this.dir} (${full}). Check the folder and the file name.`, full, 404);
       throw new HubError(`Could not read ${full}: ${(e as Error).message}. Check its permissions.`, full);
     }
     try {
@@ -239,7 +238,10 @@ export class LocalFolderSource implements FileSource {
 
   async listDirs(): Promise<string[]> {
     const entries = await fs.readdir(this.dir, { withFileTypes: true }).catch(() => []);
-    return entries.filter((d) => d.isDirectory()).map((d) => d.name).sort();
+    return entries
+      .filter((d) => d.isDirectory())
+      .map((d) => d.name)
+      .sort();
   }
 }
 
@@ -256,7 +258,9 @@ export function readTextFile(file: string, maxBytes: number, what: string): stri
   if (!st) throw new ConfigError(`${what}: ${file} does not exist.`);
   if (!st.isFile()) throw new ConfigError(`${what}: ${file} is ${st.isDirectory() ? 'a folder' : 'not a regular file'}; give a file.`);
   if (st.size > maxBytes) {
-    throw new ConfigError(`${what}: ${file} is ${st.size} bytes, above the ${maxBytes} bytes PEFT Studio reads for it; it is not a ${what} file (or split it).`);
+    throw new ConfigError(
+      `${what}: ${file} is ${st.size} bytes, above the ${maxBytes} bytes PEFT Studio reads for it; it is not a ${what} file (or split it).`,
+    );
   }
   return readFileSync(file, 'utf8');
 }
@@ -303,7 +307,8 @@ export function hubStallTimeoutMs(env: NodeJS.ProcessEnv = process.env): number 
   const v = env.HF_HUB_DOWNLOAD_TIMEOUT;
   if (v === undefined || v === '') return DEFAULT_STALL_TIMEOUT_MS;
   const s = Number(v);
-  if (!(s > 0) || !Number.isFinite(s)) throw new ConfigError(`HF_HUB_DOWNLOAD_TIMEOUT=${JSON.stringify(v)} is not a positive number of seconds (the stall timeout of Hub downloads; default 30).`);
+  if (!(s > 0) || !Number.isFinite(s))
+    throw new ConfigError(`HF_HUB_DOWNLOAD_TIMEOUT=${JSON.stringify(v)} is not a positive number of seconds (the stall timeout of Hub downloads; default 30).`);
   return s * 1000;
 }
 
@@ -352,8 +357,7 @@ export function sourceFor(arg: string, opts: SourceForOptions = {}): FileSource 
   } catch (e) {
     throw new ConfigError(`"${arg}" is neither a folder on disk nor a Hub repo id. ${(e as Error).message}`);
   }
-  const cache =
-    opts.cache === null ? undefined : (opts.cache ?? new NodeFolderCache(path.join(opts.cacheDir ?? defaultCacheDir(), 'hub')));
+  const cache = opts.cache === null ? undefined : (opts.cache ?? new NodeFolderCache(path.join(opts.cacheDir ?? defaultCacheDir(), 'hub')));
   const endpoint = opts.endpoint ?? (process.env.HF_ENDPOINT || DEFAULT_ENDPOINT);
   return new HubSource({
     endpoint,

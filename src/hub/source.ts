@@ -8,7 +8,10 @@ import { ConfigError, HubError, ModelFormatError } from '../errors';
 /** A file larger than PEFT Studio reads for its kind (GetOptions.maxBytes). */
 export class FileTooLargeError extends ModelFormatError {
   override name = 'FileTooLargeError';
-  constructor(message: string, readonly url: string) {
+  constructor(
+    message: string,
+    readonly url: string,
+  ) {
     super(message);
   }
 }
@@ -101,7 +104,9 @@ export async function getJson<T = unknown>(source: FileSource, path: string): Pr
   try {
     return JSON.parse(text) as T;
   } catch (e) {
-    throw new ConfigError(`${source.id}: ${path} is not valid JSON (${(e as Error).message}). Check the file or download it again.${await cacheHint(source, path)}`);
+    throw new ConfigError(
+      `${source.id}: ${path} is not valid JSON (${(e as Error).message}). Check the file or download it again.${await cacheHint(source, path)}`,
+    );
   }
 }
 

@@ -37,7 +37,11 @@ export function adapterFileMap(files: AdapterFiles): Record<string, Uint8Array |
 }
 
 function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.keys(o).sort().map((k) => [k, o[k]]));
+  return Object.fromEntries(
+    Object.keys(o)
+      .sort()
+      .map((k) => [k, o[k]]),
+  );
 }
 
 /**
@@ -81,7 +85,9 @@ export function pythonJson(value: unknown, opts: { indent?: number | null; float
       return `[${v.map((x) => nl + write(x, key, depth + 1)).join(sep)}${end}]`;
     }
     const o = v as Record<string, unknown>;
-    const keys = Object.keys(o).filter((k) => o[k] !== undefined).sort();
+    const keys = Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort();
     if (keys.length === 0) return '{}';
     return `{${keys.map((k) => `${nl}${str(k)}: ${write(o[k], k, depth + 1)}`).join(sep)}${end}}`;
   };

@@ -27,7 +27,9 @@ export async function readAdapter(source: FileSource): Promise<AdapterFiles> {
     throw new ConfigError(`${source.id} is not an adapter folder: ${dir}adapter_config.json is missing or not JSON (${(err as Error).message}).`);
   }
   if (config === null || typeof config !== 'object' || Array.isArray(config)) {
-    throw new ConfigError(`${source.id}/${dir}adapter_config.json is ${JSON.stringify(config)}, not a JSON object of adapter settings. Check the adapter folder.`);
+    throw new ConfigError(
+      `${source.id}/${dir}adapter_config.json is ${JSON.stringify(config)}, not a JSON object of adapter settings. Check the adapter folder.`,
+    );
   }
   if (isAdaptersLibraryConfig(config)) return readAdaptersLibraryFolder(source, dir, config);
   const st = parseSafetensors(await source.get(`${dir}adapter_model.safetensors`), `${source.id}/${dir}adapter_model.safetensors`);
@@ -54,7 +56,9 @@ async function adapterSubfolder(source: FileSource): Promise<string> {
   for (const n of names) if (await source.has(`${n}/adapter_config.json`)) found.push(n);
   if (found.length === 1) return `${found[0]}/`;
   if (found.length > 1) {
-    throw new ConfigError(`${source.id} holds ${found.length} adapters (${found.join(', ')}); pass the folder of the one to load, e.g. ${source.id.replace(/^local:/, '')}/${found[0]}.`);
+    throw new ConfigError(
+      `${source.id} holds ${found.length} adapters (${found.join(', ')}); pass the folder of the one to load, e.g. ${source.id.replace(/^local:/, '')}/${found[0]}.`,
+    );
   }
   return '';
 }
@@ -68,7 +72,9 @@ async function readAdaptersLibraryFolder(source: FileSource, dir: string, config
     const st = parseSafetensors(await source.get(`${dir}adapter.safetensors`), `${source.id}/${dir}adapter.safetensors`);
     tensors = new Map([...st.tensors].map(([k, t]) => [k, { shape: t.shape, data: t.data }]));
   } else {
-    throw new ConfigError(`${source.id}/${dir}adapter_config.json is an Adapters-library config, but neither pytorch_adapter.bin nor adapter.safetensors is next to it.`);
+    throw new ConfigError(
+      `${source.id}/${dir}adapter_config.json is an Adapters-library config, but neither pytorch_adapter.bin nor adapter.safetensors is next to it.`,
+    );
   }
   return { config, tensors, layout: 'adapters', adapterName: typeof config.name === 'string' ? config.name : undefined };
 }
@@ -86,8 +92,9 @@ export function methodForAdapter(adapterConfig: Record<string, unknown>): { meth
   }
   if (adaptersLib) {
     const c = adapterConfig.config as Record<string, unknown>;
-    throw new ConfigError(`No method here loads this Adapters-library adapter (architecture ${JSON.stringify(c.architecture ?? null)}); bn-adapter, seq-bn-adapter and par-adapter load bottleneck adapters.`);
+    throw new ConfigError(
+      `No method here loads this Adapters-library adapter (architecture ${JSON.stringify(c.architecture ?? null)}); bn-adapter, seq-bn-adapter and par-adapter load bottleneck adapters.`,
+    );
   }
   throw new ConfigError(`No method here loads adapters of peft_type '${peftType}'.`);
 }
-

@@ -19,7 +19,11 @@ export interface TrainableCountResult {
   residentBytes: number;
 }
 
-export async function countTrainable(model: LlamaModel, config: ExperimentConfig, tokenizer?: { encode(text: string): number[] }): Promise<TrainableCountResult> {
+export async function countTrainable(
+  model: LlamaModel,
+  config: ExperimentConfig,
+  tokenizer?: { encode(text: string): number[] },
+): Promise<TrainableCountResult> {
   const name = methodNameFor(config);
   const attached = resolveMethod(config).attach({ e: model.e, model, config, random: seededRandom(Number(config.seed)), tokenizer, countOnly: true });
   try {
@@ -32,7 +36,9 @@ export async function countTrainable(model: LlamaModel, config: ExperimentConfig
     model.e.flush();
     // The next count must see the same base: a method that released base weights even when only counting is a bug in that method.
     if (model.releasedShapes.size > 0) {
-      throw new ConfigError(`${name} released base weights while only counting its trainable parameters (countOnly); reload the model. The method should skip that work when ctx.countOnly is set.`);
+      throw new ConfigError(
+        `${name} released base weights while only counting its trainable parameters (countOnly); reload the model. The method should skip that work when ctx.countOnly is set.`,
+      );
     }
   }
 }

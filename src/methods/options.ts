@@ -17,25 +17,47 @@ export const SHARED_GROUP = 'peft';
 
 /** Modules a method adapts, HF PEFT's `target_modules` (svft, ia3, bitfit, lntuning ...). */
 export const targetModules = {
-  key: 'target_modules', type: 'string-list', default: null, nullable: true, group: SHARED_GROUP,
+  key: 'target_modules',
+  type: 'string-list',
+  default: null,
+  nullable: true,
+  group: SHARED_GROUP,
   help: "Modules the method adapts (suffix match: q_proj matches every layer's q_proj; 'all' for every linear projection). Unset: the method's own default targets (see its description).",
 } as const satisfies OptionSpec;
 
 /** Virtual tokens of the soft-prompt methods (prompt, prefix, p-tuning, mtp): they require it. */
 export const numVirtualTokens = {
-  key: 'num_virtual_tokens', type: 'int', default: null, nullable: true, min: 1, max: 65536, group: SHARED_GROUP,
+  key: 'num_virtual_tokens',
+  type: 'int',
+  default: null,
+  nullable: true,
+  min: 1,
+  max: 65536,
+  group: SHARED_GROUP,
   help: 'Virtual tokens n_v of the soft prompt or of the per-layer prefix. Required by the soft-prompt methods (peftbench: 100 for prompt tuning and p-tuning, 32 for prefix tuning).',
 } as const satisfies OptionSpec;
 
 /** Hidden size of a prompt encoder (p-tuning MLP/LSTM, prefix-tuning projection). */
 export const encoderHiddenSize = {
-  key: 'encoder_hidden_size', type: 'int', default: null, nullable: true, min: 1, max: 65536, group: SHARED_GROUP,
+  key: 'encoder_hidden_size',
+  type: 'int',
+  default: null,
+  nullable: true,
+  min: 1,
+  max: 65536,
+  group: SHARED_GROUP,
   help: 'Hidden size H of the prompt encoder (p-tuning MLP/LSTM, prefix projection). Unset: the token dimension (hidden_size for p-tuning; n_kv·head_dim for prefix tuning).',
 } as const satisfies OptionSpec;
 
 /** Dropout on a method's added output while training (the Adapters library's BnConfig.dropout). */
 export const dropoutOption = {
-  key: 'dropout', type: 'float', default: 0, min: 0, max: 1, exclusiveMax: true, group: SHARED_GROUP,
+  key: 'dropout',
+  type: 'float',
+  default: 0,
+  min: 0,
+  max: 1,
+  exclusiveMax: true,
+  group: SHARED_GROUP,
   help: "Dropout on the method's added output during training (0: none).",
 } as const satisfies OptionSpec;
 

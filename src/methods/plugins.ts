@@ -26,7 +26,16 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Engine } from '../engine/engine';
 import { PluginError } from '../errors';
-import { builtinMethods, installedMethods, pluginError, pluginProblems, optionProblems, registerPlugin, type InstalledMethod, type PluginModules } from './registry';
+import {
+  builtinMethods,
+  installedMethods,
+  pluginError,
+  pluginProblems,
+  optionProblems,
+  registerPlugin,
+  type InstalledMethod,
+  type PluginModules,
+} from './registry';
 
 /**
  * The plug-in API: `peft-studio/<key>` → this module. package.json "exports"
@@ -195,7 +204,8 @@ export function pluginDirs(opts: Pick<LoadPluginsOptions, 'peftDir' | 'cwd'> = {
 function folderFiles(dir: string): { missing: string[]; kernels: { file: string; code: string }[] } {
   const has = (f: string) => existsSync(path.join(dir, f)) && statSync(path.join(dir, f)).isFile();
   const missing: string[] = [];
-  if (!has('config.ts')) missing.push(`${dir}: missing config.ts (its options: export arrays of OptionSpec; \`export const options = [] as const\` when it has none).`);
+  if (!has('config.ts'))
+    missing.push(`${dir}: missing config.ts (its options: export arrays of OptionSpec; \`export const options = [] as const\` when it has none).`);
   if (!has('method.ts')) missing.push(`${dir}: missing method.ts (\`export default\` a PeftMethod { name: '${path.basename(dir)}', attach(ctx) { ... } }).`);
   const kernels = readdirSync(dir)
     .filter((f) => f.endsWith('.wgsl'))

@@ -73,7 +73,10 @@ const builtinSpecs = new Map<string, OptionSpec[]>();
 for (const [file, mod] of Object.entries(configs)) {
   const specs = exportedSpecs(mod);
   registerSpecs(specs, file.replace('../../', ''));
-  builtinOptionKeys.set(folderOf(file), specs.map((s) => s.key));
+  builtinOptionKeys.set(
+    folderOf(file),
+    specs.map((s) => s.key),
+  );
   builtinSpecs.set(folderOf(file), specs);
 }
 
@@ -82,7 +85,8 @@ function optionListProblems(m: PeftMethod, specs: OptionSpec[], where: string, o
   const p: string[] = [];
   for (const s of specs) {
     if (!s || typeof s.key !== 'string') p.push(`${where}: options holds ${show(s)}, not an OptionSpec.`);
-    else if (!optionSpec(s.key) && !own.some((o) => o.key === s.key)) p.push(`${where}: options lists '${s.key}', which is neither in its config.ts nor a registered option (shared ones: peft-studio/methods/options).`);
+    else if (!optionSpec(s.key) && !own.some((o) => o.key === s.key))
+      p.push(`${where}: options lists '${s.key}', which is neither in its config.ts nor a registered option (shared ones: peft-studio/methods/options).`);
   }
   const keys = new Set(specs.map((s) => s.key));
   for (const k of m.required ?? []) if (!keys.has(k)) p.push(`${where}: required names '${k}', which is not one of its options.`);
@@ -93,13 +97,18 @@ function optionListProblems(m: PeftMethod, specs: OptionSpec[], where: string, o
 /** The methods bundled from the project's peft/ folder (plug-ins are in `installedMethods()`). */
 export const builtinMethods = new Map<string, PeftMethod>();
 // In list order (PeftMethod.order, then name): finetuning_type's choices and every listing follow it, the same in every build.
-const byOrder = Object.entries(modules).sort(([fa, a], [fb, b]) => (a.default?.order ?? Infinity) - (b.default?.order ?? Infinity) || folderOf(fa).localeCompare(folderOf(fb)));
+const byOrder = Object.entries(modules).sort(
+  ([fa, a], [fb, b]) => (a.default?.order ?? Infinity) - (b.default?.order ?? Infinity) || folderOf(fa).localeCompare(folderOf(fb)),
+);
 for (const [file, mod] of byOrder) {
   const folder = folderOf(file);
   if (!mod.default) throw new ConfigError(`peft/${folder}/method.ts has no default export (a PeftMethod).`);
   const method = mod.default;
   const specs = [...(method.options ?? builtinSpecs.get(folder) ?? [])];
-  const problems = [...methodShapeProblems(folder, mod as Record<string, unknown>, `peft/${folder}/method.ts`), ...optionListProblems(method, specs, `peft/${folder}/method.ts`)];
+  const problems = [
+    ...methodShapeProblems(folder, mod as Record<string, unknown>, `peft/${folder}/method.ts`),
+    ...optionListProblems(method, specs, `peft/${folder}/method.ts`),
+  ];
   if (problems.length) throw new ConfigError(problems.join('\n'));
   builtinMethods.set(folder, method);
   registerFinetuningType(folder, !!method.isDefault);
@@ -181,7 +190,21 @@ export interface PluginModules {
   config: Record<string, unknown>;
 }
 
-const SPEC_FIELDS = ['key', 'type', 'default', 'min', 'max', 'exclusiveMin', 'exclusiveMax', 'choices', 'help', 'group', 'nullable', 'acceptsBool', 'countOrRatio'];
+const SPEC_FIELDS = [
+  'key',
+  'type',
+  'default',
+  'min',
+  'max',
+  'exclusiveMin',
+  'exclusiveMax',
+  'choices',
+  'help',
+  'group',
+  'nullable',
+  'acceptsBool',
+  'countOrRatio',
+];
 const SPEC_TYPES = ['int', 'float', 'bool', 'string', 'enum', 'string-list'];
 
 function show(v: unknown): string {
@@ -202,16 +225,28 @@ export function methodShapeProblems(name: string, mod: Record<string, unknown>, 
   if (m === undefined) return [`${file} has no default export; end it with \`${example}\`.`];
   if (!m || typeof m !== 'object') return [`${file}: the default export is ${show(m)}, not a PeftMethod object ({ name, attach }).`];
   const p: string[] = [];
-  if (typeof m.name !== 'string') p.push(`${file}: the default export has no 'name' string; it must be '${name}' (the folder name, which is the finetuning_type).`);
-  else if (m.name !== name) p.push(`${file}: the method is named '${m.name}' but its folder is '${name}'; the folder name is the finetuning_type, so make them the same.`);
-  if (typeof m.attach !== 'function') p.push(`${file}: the default export has no attach(ctx) function (it creates the method's tensors and hooks and returns an AttachedMethod).`);
-  if (m.peftType !== undefined && typeof m.peftType !== 'string') p.push(`${file}: peftType is ${show(m.peftType)}; it must be a string (the adapter_config.json peft_type, e.g. 'VERA').`);
-  if (m.configFromAdapter !== undefined && typeof m.configFromAdapter !== 'function') p.push(`${file}: configFromAdapter must be a function (adapter_config.json → config keys).`);
-  if (typeof m.flops !== 'function') p.push(`${file}: the default export has no flops(ctx) function; PSCP needs the FLOPs the method adds to a forward pass (return { flops: 0 } if it adds none; see templates/method/method.ts).`);
-  if (typeof m.description !== 'string' || !m.description.trim()) p.push(`${file}: the default export has no description; write one line saying what the method trains (forms and \`peft-studio methods\` show it).`);
-  for (const f of ['label', 'family'] as const) if (m[f] !== undefined && typeof m[f] !== 'string') p.push(`${file}: ${f} is ${show(m[f])}; it must be a string.`);
-  if (m.options !== undefined && !Array.isArray(m.options)) p.push(`${file}: options is ${show(m.options)}; it must be an array of OptionSpec (its config.ts specs and shared ones).`);
-  if (m.configProblems !== undefined && typeof m.configProblems !== 'function') p.push(`${file}: configProblems must be a function (config → problem sentences).`);
+  if (typeof m.name !== 'string')
+    p.push(`${file}: the default export has no 'name' string; it must be '${name}' (the folder name, which is the finetuning_type).`);
+  else if (m.name !== name)
+    p.push(`${file}: the method is named '${m.name}' but its folder is '${name}'; the folder name is the finetuning_type, so make them the same.`);
+  if (typeof m.attach !== 'function')
+    p.push(`${file}: the default export has no attach(ctx) function (it creates the method's tensors and hooks and returns an AttachedMethod).`);
+  if (m.peftType !== undefined && typeof m.peftType !== 'string')
+    p.push(`${file}: peftType is ${show(m.peftType)}; it must be a string (the adapter_config.json peft_type, e.g. 'VERA').`);
+  if (m.configFromAdapter !== undefined && typeof m.configFromAdapter !== 'function')
+    p.push(`${file}: configFromAdapter must be a function (adapter_config.json → config keys).`);
+  if (typeof m.flops !== 'function')
+    p.push(
+      `${file}: the default export has no flops(ctx) function; PSCP needs the FLOPs the method adds to a forward pass (return { flops: 0 } if it adds none; see templates/method/method.ts).`,
+    );
+  if (typeof m.description !== 'string' || !m.description.trim())
+    p.push(`${file}: the default export has no description; write one line saying what the method trains (forms and \`peft-studio methods\` show it).`);
+  for (const f of ['label', 'family'] as const)
+    if (m[f] !== undefined && typeof m[f] !== 'string') p.push(`${file}: ${f} is ${show(m[f])}; it must be a string.`);
+  if (m.options !== undefined && !Array.isArray(m.options))
+    p.push(`${file}: options is ${show(m.options)}; it must be an array of OptionSpec (its config.ts specs and shared ones).`);
+  if (m.configProblems !== undefined && typeof m.configProblems !== 'function')
+    p.push(`${file}: configProblems must be a function (config → problem sentences).`);
   return p;
 }
 
@@ -237,7 +272,13 @@ function defaultProblem(s: OptionSpec): string | undefined {
     case 'enum':
       return typeof v === 'string' && s.choices?.includes(v) ? undefined : `default ${show(v)} is not one of its choices ${show(s.choices)}`;
     case 'string-list': {
-      const list = typeof v === 'string' ? v.split(',').map((x) => x.trim()).filter(Boolean) : v;
+      const list =
+        typeof v === 'string'
+          ? v
+              .split(',')
+              .map((x) => x.trim())
+              .filter(Boolean)
+          : v;
       return Array.isArray(list) && list.length > 0 && list.every((x) => typeof x === 'string' && x.trim() !== '')
         ? undefined
         : `default ${show(v)} is not a non-empty list of names (a comma-separated string or an array of strings)`;
@@ -248,7 +289,8 @@ function defaultProblem(s: OptionSpec): string | undefined {
 
 /** Problems with one OptionSpec of method `name` (`where` says which export and index). */
 function specProblems(name: string, spec: unknown, where: string): string[] {
-  if (!spec || typeof spec !== 'object' || Array.isArray(spec)) return [`${where} is ${show(spec)}, not an OptionSpec object ({ key, type, default, help, group }).`];
+  if (!spec || typeof spec !== 'object' || Array.isArray(spec))
+    return [`${where} is ${show(spec)}, not an OptionSpec object ({ key, type, default, help, group }).`];
   const s = spec as OptionSpec & Record<string, unknown>;
   const at = typeof s.key === 'string' ? `${where} (key '${s.key}')` : where;
   const p: string[] = [];
@@ -257,14 +299,17 @@ function specProblems(name: string, spec: unknown, where: string): string[] {
     const near = closest(f, SPEC_FIELDS);
     p.push(`${at}: unknown field '${f}'${near ? ` (did you mean '${near}'?)` : ''}; an OptionSpec has ${SPEC_FIELDS.join(', ')}.`);
   }
-  if (typeof s.key !== 'string' || !/^[a-z][a-z0-9_]*$/.test(s.key)) p.push(`${at}: key ${show(s.key)} must be a snake_case string (a-z, 0-9, _), e.g. '${name.replace(/-/g, '_')}_rank'.`);
+  if (typeof s.key !== 'string' || !/^[a-z][a-z0-9_]*$/.test(s.key))
+    p.push(`${at}: key ${show(s.key)} must be a snake_case string (a-z, 0-9, _), e.g. '${name.replace(/-/g, '_')}_rank'.`);
   if (!SPEC_TYPES.includes(s.type)) p.push(`${at}: type ${show(s.type)} is not one of ${SPEC_TYPES.join(', ')}.`);
-  if (typeof s.help !== 'string' || !s.help.trim()) p.push(`${at}: help is missing; write one sentence saying what the option does (the UI and errors show it).`);
+  if (typeof s.help !== 'string' || !s.help.trim())
+    p.push(`${at}: help is missing; write one sentence saying what the option does (the UI and errors show it).`);
   if (s.group !== name) p.push(`${at}: group is ${show(s.group)} but must be the method name '${name}' (a plug-in's options form its own group).`);
   if (s.type === 'enum' && !(Array.isArray(s.choices) && s.choices.length > 0 && s.choices.every((c) => typeof c === 'string'))) {
     p.push(`${at}: an enum needs choices, a non-empty array of strings.`);
   }
-  for (const f of ['min', 'max'] as const) if (s[f] !== undefined && (typeof s[f] !== 'number' || !Number.isFinite(s[f]))) p.push(`${at}: ${f} is ${show(s[f])}, not a number.`);
+  for (const f of ['min', 'max'] as const)
+    if (s[f] !== undefined && (typeof s[f] !== 'number' || !Number.isFinite(s[f]))) p.push(`${at}: ${f} is ${show(s[f])}, not a number.`);
   if (typeof s.min === 'number' && typeof s.max === 'number' && s.min > s.max) p.push(`${at}: min ${s.min} is above max ${s.max}.`);
   for (const f of ['nullable', 'acceptsBool', 'countOrRatio', 'exclusiveMin', 'exclusiveMax'] as const) {
     if (s[f] !== undefined && typeof s[f] !== 'boolean') p.push(`${at}: ${f} is ${show(s[f])}, not true or false.`);
@@ -323,7 +368,8 @@ export function nameProblems(name: string, dir: string, pending = new Map<string
     return [`${dir}: the folder name '${name}' is not a valid method name: use lowercase letters, digits, '-' and '_' (it becomes the finetuning_type).`];
   }
   const other = installed.get(name);
-  if (other) return [`${dir}: method '${name}' collides with the ${other.kind} method '${name}' from ${other.source}; rename the folder and the method's name.`];
+  if (other)
+    return [`${dir}: method '${name}' collides with the ${other.kind} method '${name}' from ${other.source}; rename the folder and the method's name.`];
   if (pending.has(name)) return [`${dir}: method '${name}' collides with the plug-in '${name}' from ${pending.get(name)}; rename one of them.`];
   return [];
 }
@@ -369,7 +415,14 @@ export function registerPlugin(p: PluginModules): InstalledMethod {
   }
   registerFinetuningType(p.name);
   // The registered spec of each key (a plug-in's own modules may be loaded twice: compare keys, keep one object).
-  const entry: InstalledMethod = { name: p.name, method, kind: 'plug-in', source: p.dir, options: specs.map((s) => s.key), specs: all.map((s) => optionSpec(s.key)!) };
+  const entry: InstalledMethod = {
+    name: p.name,
+    method,
+    kind: 'plug-in',
+    source: p.dir,
+    options: specs.map((s) => s.key),
+    specs: all.map((s) => optionSpec(s.key)!),
+  };
   installed.set(p.name, entry);
   return entry;
 }

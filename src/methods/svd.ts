@@ -66,7 +66,8 @@ export function svdTopR(W: Matrix, rows: number, cols: number, r: number, iters:
   checkShape(W, rows, cols);
   const kmax = Math.min(rows, cols);
   if (!Number.isInteger(r) || r < 1 || r > kmax) throw new RangeError(`svdTopR: rank r=${r} must be an integer in [1, min(rows, cols)=${kmax}].`);
-  if (!Number.isInteger(iters) || iters < -1) throw new RangeError(`svdTopR: iters=${iters} must be -1 (exact) or a non-negative integer (subspace iterations).`);
+  if (!Number.isInteger(iters) || iters < -1)
+    throw new RangeError(`svdTopR: iters=${iters} must be -1 (exact) or a non-negative integer (subspace iterations).`);
   const A = W instanceof Float64Array ? W : Float64Array.from(W);
   if (iters === -1) return exactTopR(A, rows, cols, r);
 
@@ -113,7 +114,9 @@ function exactTopR(A: Float64Array, rows: number, cols: number, r: number): SvdR
   }
   for (let a = 0; a < n; a++) for (let b = a + 1; b < n; b++) G[b * n + a] = G[a * n + b];
   const d = symmetricEigen(G, n); // G now holds eigenvectors, column j at G[j*n ..]
-  const order = Array.from({ length: n }, (_, j) => j).sort((a, b) => d[b] - d[a]).slice(0, r);
+  const order = Array.from({ length: n }, (_, j) => j)
+    .sort((a, b) => d[b] - d[a])
+    .slice(0, r);
   const top = new Float64Array(n * r);
   order.forEach((j, k) => top.set(G.subarray(j * n, j * n + n), k * n));
   // Y: an orthonormal basis of the left singular subspace (rows×r, column-major).

@@ -129,7 +129,9 @@ export function writeStoredZip(entries: [string, Uint8Array][], align = TORCH_ZI
   }
   const cdSize = central.reduce((a, c) => a + c.length, 0);
   if (offset + cdSize > 0xffffffff || entries.length > 0xffff) {
-    throw new ModelFormatError(`A torch zip of ${entries.length} entries and ${offset} bytes needs zip64, which this writer does not produce; save fewer or smaller tensors per file.`);
+    throw new ModelFormatError(
+      `A torch zip of ${entries.length} entries and ${offset} bytes needs zip64, which this writer does not produce; save fewer or smaller tensors per file.`,
+    );
   }
   const eocd = new Uint8Array(22);
   const ev = new DataView(eocd.buffer);
@@ -162,7 +164,9 @@ export interface ZipEntry {
  */
 export function readStoredZip(bytes: Uint8Array, what: string): ZipEntry[] {
   const bad = (why: string): never => {
-    throw new ModelFormatError(`${what} is not a torch zip checkpoint: ${why}. Save it with torch.save (torch ≥ 1.6, the default zip format) or use adapter.safetensors.`);
+    throw new ModelFormatError(
+      `${what} is not a torch zip checkpoint: ${why}. Save it with torch.save (torch ≥ 1.6, the default zip format) or use adapter.safetensors.`,
+    );
   };
   try {
     return readZipRecords(bytes, bad);
@@ -221,12 +225,22 @@ function readZipRecords(bytes: Uint8Array, bad: (why: string) => never): ZipEntr
     let q = p + 46 + nameLen;
     const qEnd = q + extraLen;
     while (q + 4 <= qEnd) {
-      const id = dv.getUint16(q, true), len = dv.getUint16(q + 2, true);
+      const id = dv.getUint16(q, true),
+        len = dv.getUint16(q + 2, true);
       if (id === 0x0001) {
         let r = q + 4;
-        if (size === 0xffffffff) { size = Number(dv.getBigUint64(r, true)); r += 8; }
-        if (csize === 0xffffffff) { csize = Number(dv.getBigUint64(r, true)); r += 8; }
-        if (localOffset === 0xffffffff) { localOffset = Number(dv.getBigUint64(r, true)); r += 8; }
+        if (size === 0xffffffff) {
+          size = Number(dv.getBigUint64(r, true));
+          r += 8;
+        }
+        if (csize === 0xffffffff) {
+          csize = Number(dv.getBigUint64(r, true));
+          r += 8;
+        }
+        if (localOffset === 0xffffffff) {
+          localOffset = Number(dv.getBigUint64(r, true));
+          r += 8;
+        }
       }
       q += 4 + len;
     }
@@ -245,11 +259,38 @@ function readZipRecords(bytes: Uint8Array, bad: (why: string) => never): ZipEntr
 
 /** Opcodes, by pickletools' names. */
 const OP = {
-  MARK: 0x28, STOP: 0x2e, BININT: 0x4a, BININT1: 0x4b, BININT2: 0x4d, NONE: 0x4e, BINPERSID: 0x51,
-  REDUCE: 0x52, BINUNICODE: 0x58, EMPTY_LIST: 0x5d, BUILD: 0x62, GLOBAL: 0x63, BINGET: 0x68, LONG_BINGET: 0x6a,
-  BINPUT: 0x71, LONG_BINPUT: 0x72, SETITEM: 0x73, TUPLE: 0x74, SETITEMS: 0x75, EMPTY_DICT: 0x7d, EMPTY_TUPLE: 0x29,
-  PROTO: 0x80, LONG1: 0x8a, TUPLE1: 0x85, TUPLE2: 0x86, TUPLE3: 0x87, NEWTRUE: 0x88, NEWFALSE: 0x89,
-  SHORT_BINUNICODE: 0x8c, STACK_GLOBAL: 0x93, MEMOIZE: 0x94, FRAME: 0x95,
+  MARK: 0x28,
+  STOP: 0x2e,
+  BININT: 0x4a,
+  BININT1: 0x4b,
+  BININT2: 0x4d,
+  NONE: 0x4e,
+  BINPERSID: 0x51,
+  REDUCE: 0x52,
+  BINUNICODE: 0x58,
+  EMPTY_LIST: 0x5d,
+  BUILD: 0x62,
+  GLOBAL: 0x63,
+  BINGET: 0x68,
+  LONG_BINGET: 0x6a,
+  BINPUT: 0x71,
+  LONG_BINPUT: 0x72,
+  SETITEM: 0x73,
+  TUPLE: 0x74,
+  SETITEMS: 0x75,
+  EMPTY_DICT: 0x7d,
+  EMPTY_TUPLE: 0x29,
+  PROTO: 0x80,
+  LONG1: 0x8a,
+  TUPLE1: 0x85,
+  TUPLE2: 0x86,
+  TUPLE3: 0x87,
+  NEWTRUE: 0x88,
+  NEWFALSE: 0x89,
+  SHORT_BINUNICODE: 0x8c,
+  STACK_GLOBAL: 0x93,
+  MEMOIZE: 0x94,
+  FRAME: 0x95,
 } as const;
 const OP_NAME = new Map<number, string>(Object.entries(OP).map(([k, v]) => [v, k]));
 
@@ -269,8 +310,10 @@ class PickleWriter {
     if (!Number.isSafeInteger(v)) throw new ModelFormatError(`Cannot pickle ${v}: not an integer.`);
     if (v >= 0 && v < 0x100) this.out.push(OP.BININT1, v);
     else if (v >= 0 && v < 0x10000) this.out.push(OP.BININT2, v & 0xff, v >>> 8);
-    else if (v >= -0x80000000 && v < 0x80000000) { this.byte(OP.BININT); this.u32(v | 0); }
-    else {
+    else if (v >= -0x80000000 && v < 0x80000000) {
+      this.byte(OP.BININT);
+      this.u32(v | 0);
+    } else {
       // LONG1: little-endian two's complement, minimal length.
       const bytes: number[] = [];
       let x = BigInt(v);
@@ -288,14 +331,20 @@ class PickleWriter {
     const slot = this.memo.get(key);
     if (slot !== undefined) {
       if (slot < 0x100) this.out.push(OP.BINGET, slot);
-      else { this.byte(OP.LONG_BINGET); this.u32(slot); }
+      else {
+        this.byte(OP.LONG_BINGET);
+        this.u32(slot);
+      }
       return;
     }
     emit();
     const n = this.memo.size;
     this.memo.set(key, n);
     if (n < 0x100) this.out.push(OP.BINPUT, n);
-    else { this.byte(OP.LONG_BINPUT); this.u32(n); }
+    else {
+      this.byte(OP.LONG_BINPUT);
+      this.u32(n);
+    }
   }
   str(s: string, memo = false): void {
     const emit = () => {
@@ -405,10 +454,28 @@ export function writeTorchZip(tensors: Map<string, TorchTensor> | [string, Torch
 
 // --- reader ------------------------------------------------------------------
 
-interface Global { kind: 'global'; module: string; name: string }
-interface StorageRef { kind: 'storage'; dtype: SafetensorsDtype; key: string; numel: number }
-interface TensorRec { kind: 'tensor'; storage: StorageRef; offset: number; size: number[]; stride: number[] }
-interface DictVal { kind: 'dict'; map: Map<unknown, unknown> }
+interface Global {
+  kind: 'global';
+  module: string;
+  name: string;
+}
+interface StorageRef {
+  kind: 'storage';
+  dtype: SafetensorsDtype;
+  key: string;
+  numel: number;
+}
+interface TensorRec {
+  kind: 'tensor';
+  storage: StorageRef;
+  offset: number;
+  size: number[];
+  stride: number[];
+}
+interface DictVal {
+  kind: 'dict';
+  map: Map<unknown, unknown>;
+}
 const MARK = Symbol('mark');
 type Val = null | boolean | number | string | Val[] | Global | StorageRef | TensorRec | DictVal | typeof MARK;
 
@@ -453,18 +520,49 @@ class ArgReader {
   pos = 0;
   private dv: DataView;
   private dec = new TextDecoder('utf-8', { fatal: true });
-  constructor(private bytes: Uint8Array, private what: string) {
+  constructor(
+    private bytes: Uint8Array,
+    private what: string,
+  ) {
     this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
   private need(n: number): void {
     if (this.pos + n > this.bytes.length) throw new ModelFormatError(`${this.what}: the pickle is truncated at byte ${this.pos}.`);
   }
-  u8(): number { this.need(1); return this.bytes[this.pos++]; }
-  u16(): number { this.need(2); const v = this.dv.getUint16(this.pos, true); this.pos += 2; return v; }
-  u32(): number { this.need(4); const v = this.dv.getUint32(this.pos, true); this.pos += 4; return v; }
-  i32(): number { this.need(4); const v = this.dv.getInt32(this.pos, true); this.pos += 4; return v; }
-  u64(): number { this.need(8); const v = Number(this.dv.getBigUint64(this.pos, true)); this.pos += 8; return v; }
-  utf8(n: number): string { this.need(n); const s = this.dec.decode(this.bytes.subarray(this.pos, this.pos + n)); this.pos += n; return s; }
+  u8(): number {
+    this.need(1);
+    return this.bytes[this.pos++];
+  }
+  u16(): number {
+    this.need(2);
+    const v = this.dv.getUint16(this.pos, true);
+    this.pos += 2;
+    return v;
+  }
+  u32(): number {
+    this.need(4);
+    const v = this.dv.getUint32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  i32(): number {
+    this.need(4);
+    const v = this.dv.getInt32(this.pos, true);
+    this.pos += 4;
+    return v;
+  }
+  u64(): number {
+    this.need(8);
+    const v = Number(this.dv.getBigUint64(this.pos, true));
+    this.pos += 8;
+    return v;
+  }
+  utf8(n: number): string {
+    this.need(n);
+    const s = this.dec.decode(this.bytes.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return s;
+  }
   line(): string {
     const end = this.bytes.indexOf(0x0a, this.pos);
     if (end < 0) throw new ModelFormatError(`${this.what}: a GLOBAL opcode has no newline-terminated name.`);
@@ -486,16 +584,41 @@ class ArgReader {
   }
   skipArg(op: number): void {
     switch (op) {
-      case OP.PROTO: case OP.BININT1: case OP.BINGET: case OP.BINPUT: this.u8(); break;
-      case OP.BININT2: this.u16(); break;
-      case OP.BININT: case OP.LONG_BINGET: case OP.LONG_BINPUT: this.u32(); break;
-      case OP.FRAME: this.u64(); break;
-      case OP.BINUNICODE: this.utf8(this.u32()); break;
-      case OP.SHORT_BINUNICODE: this.utf8(this.u8()); break;
-      case OP.LONG1: this.long1(); break;
-      case OP.GLOBAL: this.line(); this.line(); break;
+      case OP.PROTO:
+      case OP.BININT1:
+      case OP.BINGET:
+      case OP.BINPUT:
+        this.u8();
+        break;
+      case OP.BININT2:
+        this.u16();
+        break;
+      case OP.BININT:
+      case OP.LONG_BINGET:
+      case OP.LONG_BINPUT:
+        this.u32();
+        break;
+      case OP.FRAME:
+        this.u64();
+        break;
+      case OP.BINUNICODE:
+        this.utf8(this.u32());
+        break;
+      case OP.SHORT_BINUNICODE:
+        this.utf8(this.u8());
+        break;
+      case OP.LONG1:
+        this.long1();
+        break;
+      case OP.GLOBAL:
+        this.line();
+        this.line();
+        break;
       default:
-        if (!OP_NAME.has(op)) throw new ModelFormatError(`${this.what}: pickle opcode 0x${op.toString(16)} at byte ${this.pos - 1} is outside the tensor-dict subset this reader accepts.`);
+        if (!OP_NAME.has(op))
+          throw new ModelFormatError(
+            `${this.what}: pickle opcode 0x${op.toString(16)} at byte ${this.pos - 1} is outside the tensor-dict subset this reader accepts.`,
+          );
     }
   }
 }
@@ -563,19 +686,45 @@ export function unpickleTensorDict(bytes: Uint8Array, what = 'data.pkl'): [strin
         if (v < 2 || v > 5) fail(`pickle protocol ${v}`);
         break;
       }
-      case OP.FRAME: r.u64(); break;
-      case OP.MARK: stack.push(MARK); break;
-      case OP.EMPTY_DICT: stack.push({ kind: 'dict', map: new Map() }); break;
-      case OP.EMPTY_TUPLE: stack.push([]); break;
-      case OP.NONE: stack.push(null); break;
-      case OP.NEWTRUE: stack.push(true); break;
-      case OP.NEWFALSE: stack.push(false); break;
-      case OP.BININT1: stack.push(r.u8()); break;
-      case OP.BININT2: stack.push(r.u16()); break;
-      case OP.BININT: stack.push(r.i32()); break;
-      case OP.LONG1: stack.push(r.long1()); break;
-      case OP.BINUNICODE: stack.push(r.utf8(r.u32())); break;
-      case OP.SHORT_BINUNICODE: stack.push(r.utf8(r.u8())); break;
+      case OP.FRAME:
+        r.u64();
+        break;
+      case OP.MARK:
+        stack.push(MARK);
+        break;
+      case OP.EMPTY_DICT:
+        stack.push({ kind: 'dict', map: new Map() });
+        break;
+      case OP.EMPTY_TUPLE:
+        stack.push([]);
+        break;
+      case OP.NONE:
+        stack.push(null);
+        break;
+      case OP.NEWTRUE:
+        stack.push(true);
+        break;
+      case OP.NEWFALSE:
+        stack.push(false);
+        break;
+      case OP.BININT1:
+        stack.push(r.u8());
+        break;
+      case OP.BININT2:
+        stack.push(r.u16());
+        break;
+      case OP.BININT:
+        stack.push(r.i32());
+        break;
+      case OP.LONG1:
+        stack.push(r.long1());
+        break;
+      case OP.BINUNICODE:
+        stack.push(r.utf8(r.u32()));
+        break;
+      case OP.SHORT_BINUNICODE:
+        stack.push(r.utf8(r.u8()));
+        break;
       case OP.GLOBAL: {
         const module = r.line();
         const name = r.line();
@@ -583,36 +732,61 @@ export function unpickleTensorDict(bytes: Uint8Array, what = 'data.pkl'): [strin
         break;
       }
       case OP.STACK_GLOBAL: {
-        const name = pop(), module = pop();
+        const name = pop(),
+          module = pop();
         if (typeof module !== 'string' || typeof name !== 'string') fail('STACK_GLOBAL without two strings');
         stack.push(checkGlobal(module as string, name as string, fail));
         break;
       }
-      case OP.BINPUT: memo.set(r.u8(), top()); break;
-      case OP.LONG_BINPUT: memo.set(r.u32(), top()); break;
-      case OP.MEMOIZE: memo.set(memo.size, top()); break;
-      case OP.BINGET: case OP.LONG_BINGET: {
+      case OP.BINPUT:
+        memo.set(r.u8(), top());
+        break;
+      case OP.LONG_BINPUT:
+        memo.set(r.u32(), top());
+        break;
+      case OP.MEMOIZE:
+        memo.set(memo.size, top());
+        break;
+      case OP.BINGET:
+      case OP.LONG_BINGET: {
         const i = op === OP.BINGET ? r.u8() : r.u32();
         if (!memo.has(i)) fail(`BINGET of memo slot ${i}, which was never stored`);
         stack.push(memo.get(i)!);
         break;
       }
-      case OP.TUPLE: stack.push(popMark()); break;
-      case OP.TUPLE1: stack.push([pop()]); break;
-      case OP.TUPLE2: { const b = pop(), a = pop(); stack.push([a, b]); break; }
-      case OP.TUPLE3: { const c = pop(), b = pop(), a = pop(); stack.push([a, b, c]); break; }
+      case OP.TUPLE:
+        stack.push(popMark());
+        break;
+      case OP.TUPLE1:
+        stack.push([pop()]);
+        break;
+      case OP.TUPLE2: {
+        const b = pop(),
+          a = pop();
+        stack.push([a, b]);
+        break;
+      }
+      case OP.TUPLE3: {
+        const c = pop(),
+          b = pop(),
+          a = pop();
+        stack.push([a, b, c]);
+        break;
+      }
       case OP.BINPERSID: {
         // ("storage", <storage class>, key, location, numel)
         const pid = pop();
         if (!Array.isArray(pid) || pid.length !== 5 || pid[0] !== 'storage') fail('a persistent id that is not a torch storage');
         const [, cls, key, , numel] = pid as Val[];
-        if (!isObj(cls, 'global') || (cls as Global).module !== 'torch' || !Object.prototype.hasOwnProperty.call(STORAGE_DTYPES, (cls as Global).name)) fail('a storage of an unsupported class');
+        if (!isObj(cls, 'global') || (cls as Global).module !== 'torch' || !Object.prototype.hasOwnProperty.call(STORAGE_DTYPES, (cls as Global).name))
+          fail('a storage of an unsupported class');
         if (typeof key !== 'string' || typeof numel !== 'number') fail('a malformed storage persistent id');
         stack.push({ kind: 'storage', dtype: STORAGE_DTYPES[(cls as Global).name], key: key as string, numel: numel as number });
         break;
       }
       case OP.REDUCE: {
-        const args = pop(), fn = pop();
+        const args = pop(),
+          fn = pop();
         stack.push(call(fn, args));
         break;
       }
@@ -622,9 +796,20 @@ export function unpickleTensorDict(bytes: Uint8Array, what = 'data.pkl'): [strin
         if (!isObj(top(), 'dict') || !(state === null || isObj(state, 'dict'))) fail('BUILD on an object other than a dict');
         break;
       }
-      case OP.SETITEM: { const v = pop(), k = pop(); setItems(top(), [k, v]); break; }
-      case OP.SETITEMS: { const items = popMark(); setItems(top(), items); break; }
-      case OP.STOP: result = pop(); break;
+      case OP.SETITEM: {
+        const v = pop(),
+          k = pop();
+        setItems(top(), [k, v]);
+        break;
+      }
+      case OP.SETITEMS: {
+        const items = popMark();
+        setItems(top(), items);
+        break;
+      }
+      case OP.STOP:
+        result = pop();
+        break;
       default:
         fail(`opcode ${OP_NAME.get(op) ?? '0x' + op.toString(16)} at byte ${r.pos - 1}`);
     }
@@ -641,7 +826,10 @@ export function unpickleTensorDict(bytes: Uint8Array, what = 'data.pkl'): [strin
 }
 
 function checkGlobal(module: string, name: string, fail: (why: string) => never): Global {
-  const ok = (module === 'torch._utils' && name === '_rebuild_tensor_v2') || (module === 'collections' && name === 'OrderedDict') || (module === 'torch' && Object.hasOwn(STORAGE_DTYPES, name));
+  const ok =
+    (module === 'torch._utils' && name === '_rebuild_tensor_v2') ||
+    (module === 'collections' && name === 'OrderedDict') ||
+    (module === 'torch' && Object.hasOwn(STORAGE_DTYPES, name));
   if (!ok) fail(`it refers to ${module}.${name}`);
   return { kind: 'global', module, name };
 }

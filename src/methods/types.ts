@@ -171,7 +171,13 @@ export interface PeftMethod {
  */
 export function matchTargets(modulePaths: string[], target: unknown): string[] {
   if (target === undefined || target === null) return modulePaths.filter((p) => /\.(q_proj|v_proj)$/.test(p));
-  const list = typeof target === 'string' ? target.split(',').map((s) => s.trim()).filter(Boolean) : (target as string[]);
+  const list =
+    typeof target === 'string'
+      ? target
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean)
+      : (target as string[]);
   if (list.length === 1 && (list[0] === 'all' || list[0] === 'all-linear')) return modulePaths.filter((p) => !p.endsWith('lm_head'));
   return modulePaths.filter((p) => list.some((t) => p === t || p.endsWith('.' + t)));
 }
@@ -192,7 +198,8 @@ export function gaussian(random: () => number): () => number {
       spare = null;
       return v;
     }
-    const u = Math.max(random(), 1e-300), w = random();
+    const u = Math.max(random(), 1e-300),
+      w = random();
     const r = Math.sqrt(-2 * Math.log(u));
     spare = r * Math.sin(2 * Math.PI * w);
     return r * Math.cos(2 * Math.PI * w);

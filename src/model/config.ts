@@ -49,7 +49,10 @@ export interface ModelConfig {
   slidingWindow: number | null;
 }
 
-const DEFAULTS: Record<ModelType, { rmsNormEps: number; maxPositionEmbeddings: number; bosTokenId: number | null; eosTokenId: number | null; ropeTheta: number }> = {
+const DEFAULTS: Record<
+  ModelType,
+  { rmsNormEps: number; maxPositionEmbeddings: number; bosTokenId: number | null; eosTokenId: number | null; ropeTheta: number }
+> = {
   llama: { rmsNormEps: 1e-6, maxPositionEmbeddings: 2048, bosTokenId: 1, eosTokenId: 2, ropeTheta: 10000 },
   mistral: { rmsNormEps: 1e-6, maxPositionEmbeddings: 4096 * 32, bosTokenId: 1, eosTokenId: 2, ropeTheta: 10000 },
   qwen2: { rmsNormEps: 1e-6, maxPositionEmbeddings: 32768, bosTokenId: null, eosTokenId: null, ropeTheta: 10000 },
@@ -96,28 +99,19 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
   let modelType: ModelType | undefined;
   if (typeof c.model_type === 'string') {
     if (!own(SUPPORTED_ARCHITECTURES, c.model_type)) {
-      fail(
-        `unsupported model_type "${c.model_type}"${architectures.length ? ` (${architectures.join(', ')})` : ''}`,
-        `Supported: ${supportedList()}.`,
-      );
+      fail(`unsupported model_type "${c.model_type}"${architectures.length ? ` (${architectures.join(', ')})` : ''}`, `Supported: ${supportedList()}.`);
     }
     modelType = c.model_type as ModelType;
   } else {
     const found = Object.entries(SUPPORTED_ARCHITECTURES).find(([, a]) => architectures.includes(a));
     if (!found) {
-      fail(
-        architectures.length ? `unsupported architecture ${architectures.join(', ')}` : 'missing field "model_type"',
-        `Supported: ${supportedList()}.`,
-      );
+      fail(architectures.length ? `unsupported architecture ${architectures.join(', ')}` : 'missing field "model_type"', `Supported: ${supportedList()}.`);
     }
     modelType = found![0] as ModelType;
   }
   const type = modelType!;
   if (architectures.length > 0 && !architectures.includes(SUPPORTED_ARCHITECTURES[type])) {
-    fail(
-      `unsupported architecture ${architectures.join(', ')} for model_type "${type}" (a causal LM head is needed)`,
-      `Supported: ${supportedList()}.`,
-    );
+    fail(`unsupported architecture ${architectures.join(', ')} for model_type "${type}" (a causal LM head is needed)`, `Supported: ${supportedList()}.`);
   }
   if (c.hidden_act !== undefined && c.hidden_act !== 'silu' && c.hidden_act !== 'swish') {
     fail(`hidden_act "${String(c.hidden_act)}" is not supported (the LLaMA family uses "silu")`, 'Use a model with hidden_act "silu".');
@@ -127,14 +121,17 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
     const v = c[key];
     if (v === undefined || v === null) {
       if (fallback !== undefined) return fallback;
-      return fail(`missing field "${key}"`, 'Add it to config.json (see the model card) or use the model\'s original config.json.');
+      return fail(`missing field "${key}"`, "Add it to config.json (see the model card) or use the model's original config.json.");
     }
     if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
       return fail(`field "${key}" is ${JSON.stringify(v)}, not a positive integer`, 'Fix config.json.');
     }
     const limit = own(MODEL_LIMITS, key) ? MODEL_LIMITS[key as keyof typeof MODEL_LIMITS] : undefined;
     if (limit !== undefined && v > limit) {
-      return fail(`field "${key}" is ${v}, above PEFT Studio's limit of ${limit} (no LLaMA-family model is that large)`, 'Fix config.json; the limits are listed in the README (Models).');
+      return fail(
+        `field "${key}" is ${v}, above PEFT Studio's limit of ${limit} (no LLaMA-family model is that large)`,
+        'Fix config.json; the limits are listed in the README (Models).',
+      );
     }
     return v;
   };
@@ -202,7 +199,8 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
       ropeScaling = { ...(rs as RopeScaling) };
     }
   }
-  if (typeof ropeTheta !== 'number' || !(ropeTheta > 0) || !Number.isFinite(ropeTheta)) fail(`rope_theta is ${JSON.stringify(ropeTheta)}, not a positive number`, 'Fix config.json.');
+  if (typeof ropeTheta !== 'number' || !(ropeTheta > 0) || !Number.isFinite(ropeTheta))
+    fail(`rope_theta is ${JSON.stringify(ropeTheta)}, not a positive number`, 'Fix config.json.');
   if (ropeScaling) {
     const kind = ropeScaling.rope_type ?? ropeScaling.type;
     if (typeof kind !== 'string') {
@@ -226,8 +224,7 @@ export function parseModelConfig(json: unknown, source: string): ModelConfig {
   } else attentionBias = { qkv: false, o: false };
 
   const eosRaw = c.eos_token_id === undefined ? d.eosTokenId : c.eos_token_id;
-  const eosTokenIds =
-    eosRaw === null ? [] : Array.isArray(eosRaw) ? eosRaw.map((v, i) => tokenId(v, `eos_token_id[${i}]`)) : [tokenId(eosRaw, 'eos_token_id')];
+  const eosTokenIds = eosRaw === null ? [] : Array.isArray(eosRaw) ? eosRaw.map((v, i) => tokenId(v, `eos_token_id[${i}]`)) : [tokenId(eosRaw, 'eos_token_id')];
   const bosRaw = c.bos_token_id === undefined ? d.bosTokenId : c.bos_token_id;
   const bosTokenId = bosRaw === null ? null : tokenId(bosRaw, 'bos_token_id');
 

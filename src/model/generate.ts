@@ -22,9 +22,11 @@ export interface GenerateOptions {
 export function seededRandom(seed: number): () => number {
   let s = (seed >>> 0) ^ 0x9e3779b9 || 1;
   return () => {
-    s ^= s << 13; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
     s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
+    s ^= s << 5;
+    s >>>= 0;
     return s / 4294967296;
   };
 }
@@ -43,7 +45,8 @@ export function sampleToken(logits: Float32Array, opts: GenerateOptions, rand: (
   let z = probs.reduce((a, b) => a + b, 0);
   probs = probs.map((p) => p / z);
   if (opts.topP !== undefined && opts.topP < 1) {
-    let cum = 0, keep = 0;
+    let cum = 0,
+      keep = 0;
     while (keep < probs.length && cum < opts.topP) cum += probs[keep++];
     idx = idx.slice(0, Math.max(1, keep));
     probs = probs.slice(0, idx.length);
@@ -135,7 +138,9 @@ export async function generateBatch(model: LlamaModel, prompts: number[][], opts
   const out: number[][] = prompts.map(() => []);
   const done = new Array<boolean>(B).fill(false);
   try {
-    let input = ids, inputMask = mask, T = L;
+    let input = ids,
+      inputMask = mask,
+      T = L;
     for (let step = 0; step < opts.maxNewTokens && done.includes(false); step++) {
       if (opts.signal?.aborted) break;
       e.beginScope();

@@ -154,7 +154,9 @@ export class LlamaModel {
           (missing.includes('lm_head.weight') ? ' (set tie_word_embeddings: true in config.json if the head is tied)' : ''),
       );
     }
-    this.invFreq = e.persist(e.upload(Float32Array.from(ropeInvFreq(config.headDim, config.ropeTheta, config.ropeScaling)), [config.headDim / 2], 'rope.inv_freq'));
+    this.invFreq = e.persist(
+      e.upload(Float32Array.from(ropeInvFreq(config.headDim, config.ropeTheta, config.ropeScaling)), [config.headDim / 2], 'rope.inv_freq'),
+    );
   }
 
   /** Attach a set of hooks (a PEFT method). Hooks of later attachments wrap earlier ones. */
@@ -294,7 +296,8 @@ export class LlamaModel {
   newCache(B: number, capacity: number): KVCache {
     const { numLayers, numKvHeads, headDim } = this.config;
     capacity += this.virtualTokens();
-    const k: Tensor[] = [], v: Tensor[] = [];
+    const k: Tensor[] = [],
+      v: Tensor[] = [];
     for (let l = 0; l < numLayers; l++) {
       k.push(this.e.persist(this.e.zeros([B, capacity, numKvHeads, headDim], `cache.k.${l}`)));
       v.push(this.e.persist(this.e.zeros([B, capacity, numKvHeads, headDim], `cache.v.${l}`)));
@@ -305,11 +308,11 @@ export class LlamaModel {
   linear(name: string, x: Tensor, ctx: HookContext): Tensor {
     // The base weight is looked up only when the innermost function runs, so a
     // hook that replaces the base path (QLoRA) works after releaseWeight().
-    let f: LinearFn = (xx) =>
-      matmul(this.e, xx, this.stored(`${name}.weight`), { transB: true, bias: this.params.get(`${name}.bias`) ?? null, name });
+    let f: LinearFn = (xx) => matmul(this.e, xx, this.stored(`${name}.weight`), { transB: true, bias: this.params.get(`${name}.bias`) ?? null, name });
     for (const h of this.hookList) {
       if (!h.linear) continue;
-      const inner = f, hook = h.linear;
+      const inner = f,
+        hook = h.linear;
       f = (xx) => hook(name, xx, inner, ctx);
     }
     return f(x);
@@ -327,10 +330,14 @@ export class LlamaModel {
    * advance together (left-pad prompts of different lengths, mask 0).
    */
   forward(ids: Int32Array, B: number, opts: ForwardOptions = {}): Tensor {
-    const e = this.e, cfg = this.config;
+    const e = this.e,
+      cfg = this.config;
     const T0 = ids.length / B;
     if (!Number.isInteger(T0)) throw new Error(`forward: ${ids.length} ids do not split into batch ${B}`);
-    const C = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
+    const C = cfg.hiddenSize,
+      D = cfg.headDim,
+      Hq = cfg.numHeads,
+      Hkv = cfg.numKvHeads;
     const mask = opts.attentionMask ?? new Int32Array(ids.length).fill(1);
     const cache = opts.cache;
 
@@ -399,9 +406,13 @@ export class LlamaModel {
       k = rope(e, k.reshape([B, T, Hkv, D]), posT, this.invFreq);
       v = v.reshape([B, T, Hkv, D]);
 
-      let keys = k, values = v, keyLen = T, prefixLen = 0;
+      let keys = k,
+        values = v,
+        keyLen = T,
+        prefixLen = 0;
       if (cache) {
-        const cap = cache.capacity, row = Hkv * D;
+        const cap = cache.capacity,
+          row = Hkv * D;
         for (let b = 0; b < B; b++) {
           e.copyRegion(cache.k[l], (b * cap + past) * row, k, b * T * row, T * row);
           e.copyRegion(cache.v[l], (b * cap + past) * row, v, b * T * row, T * row);

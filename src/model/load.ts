@@ -25,7 +25,14 @@ import { ConfigError, ModelFormatError } from '../errors';
 import { cacheHint, getCapped, jsonLimit, type FileSource } from '../hub/source';
 import { parseModelConfig, type ModelConfig } from './config';
 import { LlamaModel } from './llama';
-import { decodeTensorData, parseSafetensors, parseSafetensorsHeader, safetensorsHeaderSize, type SafetensorsDtype, type SafetensorsHeader } from './safetensors';
+import {
+  decodeTensorData,
+  parseSafetensors,
+  parseSafetensorsHeader,
+  safetensorsHeaderSize,
+  type SafetensorsDtype,
+  type SafetensorsHeader,
+} from './safetensors';
 import { loadTokenizer, type Tokenizer } from './tokenizer';
 import { checkWeights, ignoredWarning, type WeightsCheck } from './weights';
 
@@ -50,9 +57,7 @@ export interface LoadOptions {
 }
 
 /** One tensor on its way to the GPU: its file bytes in its file dtype, or f32 values. */
-export type HostWeight =
-  | { name: string; shape: number[]; dtype: SafetensorsDtype; bytes: Uint8Array }
-  | { name: string; shape: number[]; data: Float32Array };
+export type HostWeight = { name: string; shape: number[]; dtype: SafetensorsDtype; bytes: Uint8Array } | { name: string; shape: number[]; data: Float32Array };
 
 const defaultWarn = (m: string) => console.warn(`peft-studio: ${m}`);
 
@@ -108,7 +113,8 @@ async function weightFiles(source: FileSource): Promise<string[]> {
   }
   const files = Object.values(map as Record<string, unknown>);
   const bad = files.find((f) => typeof f !== 'string' || !f.endsWith('.safetensors'));
-  if (bad !== undefined) throw new ModelFormatError(`${source.id}/${index} names ${JSON.stringify(bad)} as a shard; shards are .safetensors files. Download the index again.`);
+  if (bad !== undefined)
+    throw new ModelFormatError(`${source.id}/${index} names ${JSON.stringify(bad)} as a shard; shards are .safetensors files. Download the index again.`);
   if (!files.length) throw new ModelFormatError(`${source.id}/${index} has an empty "weight_map". Download it again.`);
   return [...new Set(files as string[])];
 }
@@ -221,7 +227,9 @@ export async function* streamWeights(
         const [begin, end] = info.dataOffsets;
         const { bytes } = await read(files[i], h.dataStart + begin, h.dataStart + end);
         if (bytes.byteLength !== end - begin) {
-          throw new ModelFormatError(`${source.id}/${files[i]}: tensor "${key}" was cut short (${bytes.byteLength} of ${end - begin} bytes); the file changed while loading or is truncated. Download it again.`);
+          throw new ModelFormatError(
+            `${source.id}/${files[i]}: tensor "${key}" was cut short (${bytes.byteLength} of ${end - begin} bytes); the file changed while loading or is truncated. Download it again.`,
+          );
         }
         opts.onProgress?.({ file: files[i], loaded: h.dataStart + end, total });
         yield { name: key, shape: info.shape, dtype: info.dtype, bytes };
@@ -309,7 +317,10 @@ function skipWeight(config: ModelConfig, name: string): boolean {
  * and dropped before the next is taken.
  */
 export async function modelFromStream(
-  e: Engine, config: ModelConfig, weights: AsyncIterable<HostWeight> | Iterable<HostWeight>, opts: { baseDtype?: BaseDtype } = {},
+  e: Engine,
+  config: ModelConfig,
+  weights: AsyncIterable<HostWeight> | Iterable<HostWeight>,
+  opts: { baseDtype?: BaseDtype } = {},
 ): Promise<LlamaModel> {
   const base = opts.baseDtype ?? 'auto';
   const out = new Map<string, Tensor>();
@@ -325,7 +336,11 @@ export async function modelFromStream(
   }
 }
 
-export async function loadModel(e: Engine, source: FileSource, opts: LoadOptions = {}): Promise<{ model: LlamaModel; tokenizer: Tokenizer | null; config: ModelConfig }> {
+export async function loadModel(
+  e: Engine,
+  source: FileSource,
+  opts: LoadOptions = {},
+): Promise<{ model: LlamaModel; tokenizer: Tokenizer | null; config: ModelConfig }> {
   const config = await readConfig(source);
   const weights = streamWeights(source, config, { onProgress: opts.onProgress, warn: opts.warn });
   const model = await modelFromStream(e, config, weights, { baseDtype: opts.baseDtype });

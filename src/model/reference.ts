@@ -22,8 +22,12 @@ export interface ReferenceHooks {
 
 /** Logits [T, V] for one unpadded sequence. */
 export function referenceForward(cfg: ModelConfig, w: WeightMap, ids: number[], hooks: ReferenceHooks = {}): Float64Array[] {
-  const C = cfg.hiddenSize, D = cfg.headDim, Hq = cfg.numHeads, Hkv = cfg.numKvHeads;
-  const T = ids.length, V = cfg.vocabSize;
+  const C = cfg.hiddenSize,
+    D = cfg.headDim,
+    Hq = cfg.numHeads,
+    Hkv = cfg.numKvHeads;
+  const T = ids.length,
+    V = cfg.vocabSize;
   const get = (n: string) => {
     const t = w.get(n);
     if (!t) throw new Error(`reference: missing weight ${n}`);
@@ -39,7 +43,8 @@ export function referenceForward(cfg: ModelConfig, w: WeightMap, ids: number[], 
     return v.map((a, i) => a * r * g[i]);
   };
   const linear = (name: string, v: Float64Array, outF: number) => {
-    const W = get(`${name}.weight`), b = w.get(`${name}.bias`);
+    const W = get(`${name}.weight`),
+      b = w.get(`${name}.bias`);
     const inF = v.length;
     const out = new Float64Array(outF);
     for (let o = 0; o < outF; o++) {
@@ -55,8 +60,10 @@ export function referenceForward(cfg: ModelConfig, w: WeightMap, ids: number[], 
     for (let h = 0; h < heads; h++) {
       for (let i = 0; i < D / 2; i++) {
         const a = pos * invFreq[i];
-        const c = Math.cos(a), s = Math.sin(a);
-        const x1 = v[h * D + i], x2 = v[h * D + i + D / 2];
+        const c = Math.cos(a),
+          s = Math.sin(a);
+        const x1 = v[h * D + i],
+          x2 = v[h * D + i + D / 2];
         out[h * D + i] = x1 * c - x2 * s;
         out[h * D + i + D / 2] = x2 * c + x1 * s;
       }
@@ -66,7 +73,9 @@ export function referenceForward(cfg: ModelConfig, w: WeightMap, ids: number[], 
 
   for (let l = 0; l < cfg.numLayers; l++) {
     const p = `model.layers.${l}`;
-    const q: Float64Array[] = [], k: Float64Array[] = [], v: Float64Array[] = [];
+    const q: Float64Array[] = [],
+      k: Float64Array[] = [],
+      v: Float64Array[] = [];
     for (let t = 0; t < T; t++) {
       const h = rms(x[t], get(`${p}.input_layernorm.weight`));
       q.push(rope(linear(`${p}.self_attn.q_proj`, h, Hq * D), Hq, t));
@@ -87,7 +96,7 @@ export function referenceForward(cfg: ModelConfig, w: WeightMap, ids: number[], 
           mx = Math.max(mx, scores[s]);
         }
         let z = 0;
-        for (let s = 0; s <= t; s++) z += (scores[s] = Math.exp(scores[s] - mx));
+        for (let s = 0; s <= t; s++) z += scores[s] = Math.exp(scores[s] - mx);
         for (let s = 0; s <= t; s++) {
           for (let i = 0; i < D; i++) att[h * D + i] += (scores[s] / z) * v[s][kh * D + i];
         }

@@ -15,22 +15,7 @@
  */
 import { ModelFormatError } from '../errors';
 
-export type SafetensorsDtype =
-  | 'F64'
-  | 'F32'
-  | 'F16'
-  | 'BF16'
-  | 'F8_E4M3'
-  | 'F8_E5M2'
-  | 'I64'
-  | 'I32'
-  | 'I16'
-  | 'I8'
-  | 'U64'
-  | 'U32'
-  | 'U16'
-  | 'U8'
-  | 'BOOL';
+export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'F8_E4M3' | 'F8_E5M2' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
 
 /** Bytes per element of every dtype the format defines. */
 export const DTYPE_BYTES: Readonly<Record<SafetensorsDtype, number>> = {
@@ -140,11 +125,7 @@ export function safetensorsHeaderSize(prefix: Uint8Array, name: string, fileSize
  * 8 + N bytes of the file (see safetensorsHeaderSize); `fileSize` is the size
  * of the whole file, by default `bytes.byteLength` (the whole file in hand).
  */
-export function parseSafetensorsHeader(
-  bytes: Uint8Array,
-  name: string,
-  fileSize: number = bytes.byteLength,
-): SafetensorsHeader {
+export function parseSafetensorsHeader(bytes: Uint8Array, name: string, fileSize: number = bytes.byteLength): SafetensorsHeader {
   const dataStart = safetensorsHeaderSize(bytes, name, fileSize);
   const headerLength = dataStart - 8;
   if (bytes.byteLength < dataStart) {
@@ -174,7 +155,8 @@ export function parseSafetensorsHeader(
       // Strings only, as the reference crate (HashMap<String, String>): a nested value is not re-serialised (a
       // 100 MB header of nested arrays would overflow the stack in JSON.stringify).
       const bad = Object.entries(raw as Record<string, unknown>).find(([, v]) => typeof v !== 'string');
-      if (bad) fail(name, `"__metadata__" value "${bad[0]}" is ${Array.isArray(bad[1]) ? 'a list' : bad[1] === null ? 'null' : `a ${typeof bad[1]}`}, not a string`);
+      if (bad)
+        fail(name, `"__metadata__" value "${bad[0]}" is ${Array.isArray(bad[1]) ? 'a list' : bad[1] === null ? 'null' : `a ${typeof bad[1]}`}, not a string`);
       metadata = { ...(raw as Record<string, string>) };
       continue;
     }
@@ -190,25 +172,14 @@ export function parseSafetensorsHeader(
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       fail(name, `tensor "${key}" has shape ${JSON.stringify(shape)}, not a list of non-negative integers`);
     }
-    if (
-      !Array.isArray(offsets) ||
-      offsets.length !== 2 ||
-      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
-      offsets[0] > offsets[1]
-    ) {
-      fail(
-        name,
-        `tensor "${key}" has data_offsets ${JSON.stringify(offsets)} out of range (need [begin, end], 0 <= begin <= end)`,
-      );
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]) {
+      fail(name, `tensor "${key}" has data_offsets ${JSON.stringify(offsets)} out of range (need [begin, end], 0 <= begin <= end)`);
     }
     const [begin, end] = offsets as [number, number];
     const elements = (shape as number[]).reduce((a, b) => a * b, 1);
     const expected = elements * DTYPE_BYTES[dtype];
     if (!Number.isSafeInteger(expected) || expected !== end - begin) {
-      fail(
-        name,
-        `tensor "${key}" (${dtype} ${JSON.stringify(shape)}) needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`,
-      );
+      fail(name, `tensor "${key}" (${dtype} ${JSON.stringify(shape)}) needs ${expected} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
     }
     tensors.set(key, { dtype, shape: [...(shape as number[])], dataOffsets: [begin, end] });
   }
@@ -382,9 +353,15 @@ export function decodeTensorData(raw: Uint8Array, dtype: SafetensorsDtype, copy 
       return out;
     }
     case 'I64':
-      return Float32Array.from(alignedView(raw, 8, (b, o, l) => new BigInt64Array(b, o, l)), Number);
+      return Float32Array.from(
+        alignedView(raw, 8, (b, o, l) => new BigInt64Array(b, o, l)),
+        Number,
+      );
     case 'U64':
-      return Float32Array.from(alignedView(raw, 8, (b, o, l) => new BigUint64Array(b, o, l)), Number);
+      return Float32Array.from(
+        alignedView(raw, 8, (b, o, l) => new BigUint64Array(b, o, l)),
+        Number,
+      );
     case 'I32':
       return Float32Array.from(alignedView(raw, 4, (b, o, l) => new Int32Array(b, o, l)));
     case 'U32':
@@ -416,10 +393,7 @@ export interface TensorToWrite {
  * padded with spaces so the data section starts on an 8-byte boundary.
  * `metadata` goes to "__metadata__" (HF PEFT writes {"format": "pt"}).
  */
-export function serializeSafetensors(
-  tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>,
-  metadata?: Record<string, string>,
-): Uint8Array {
+export function serializeSafetensors(tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>, metadata?: Record<string, string>): Uint8Array {
   const entries = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
   const header: Record<string, unknown> = {};
   if (metadata && Object.keys(metadata).length > 0) {

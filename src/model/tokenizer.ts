@@ -92,10 +92,7 @@ function defaultTemplate(t: unknown): string | null {
 const id = (x: number | null | undefined): number | null => (typeof x === 'number' && Number.isInteger(x) ? x : null);
 
 export async function loadTokenizer(source: FileSource): Promise<Tokenizer> {
-  const [tokenizerJson, tokenizerConfig] = await Promise.all([
-    readJson(source, 'tokenizer.json', false),
-    readJson(source, 'tokenizer_config.json', true),
-  ]);
+  const [tokenizerJson, tokenizerConfig] = await Promise.all([readJson(source, 'tokenizer.json', false), readJson(source, 'tokenizer_config.json', true)]);
   const config: Record<string, unknown> = { ...(tokenizerConfig ?? {}) };
 
   // Newer repos keep the template in its own file.
@@ -122,9 +119,7 @@ export async function loadTokenizer(source: FileSource): Promise<Tokenizer> {
   try {
     tok = new cls(tokenizerJson!, config);
   } catch (e) {
-    throw new ModelFormatError(
-      `${source.id}/tokenizer.json could not be loaded (${(e as Error).message}). Check that it is a Hugging Face tokenizers file.`,
-    );
+    throw new ModelFormatError(`${source.id}/tokenizer.json could not be loaded (${(e as Error).message}). Check that it is a Hugging Face tokenizers file.`);
   }
 
   const vocab = tok.get_vocab();

@@ -75,7 +75,9 @@ export function checkWeights(c: ModelConfig, shapes: ReadonlyMap<string, readonl
   }
   const found = layers.size ? Math.max(...layers) + 1 : 0;
   if (found !== c.numLayers) {
-    problems.push(`config.json says num_hidden_layers ${c.numLayers} but the weights hold ${found} layer(s) (model.layers.0 … model.layers.${Math.max(found - 1, 0)})`);
+    problems.push(
+      `config.json says num_hidden_layers ${c.numLayers} but the weights hold ${found} layer(s) (model.layers.0 … model.layers.${Math.max(found - 1, 0)})`,
+    );
   }
   const missing = [...expected.keys()].filter((n) => !shapes.has(n));
   const biasesMissing = missing.filter((n) => n.endsWith('.bias'));
@@ -87,8 +89,11 @@ export function checkWeights(c: ModelConfig, shapes: ReadonlyMap<string, readonl
     );
   }
   if (biasesMissing.length) {
-    const flag = c.modelType === 'llama' ? (biasesMissing.some((n) => n.includes('.mlp.')) ? 'attention_bias / mlp_bias' : 'attention_bias') : `model_type ${c.modelType}`;
-    problems.push(`config.json declares biases (${flag}) but ${biasesMissing.length} are missing from the weights: ${list(biasesMissing)}; set the flag to false or use the weights the config belongs to`);
+    const flag =
+      c.modelType === 'llama' ? (biasesMissing.some((n) => n.includes('.mlp.')) ? 'attention_bias / mlp_bias' : 'attention_bias') : `model_type ${c.modelType}`;
+    problems.push(
+      `config.json declares biases (${flag}) but ${biasesMissing.length} are missing from the weights: ${list(biasesMissing)}; set the flag to false or use the weights the config belongs to`,
+    );
   }
   const wrong: string[] = [];
   for (const [name, want] of expected) {

@@ -87,7 +87,8 @@ export function stepsOf(value: number, total: number): number {
 
 /** Optimizer steps of a run: max_steps when > 0, else epochs × ⌈⌈train / batch⌉ / accumulation⌉. */
 export function totalStepsOf(config: ExperimentConfig, trainCount: number): number {
-  const bs = Number(config.per_device_train_batch_size), accum = Number(config.gradient_accumulation_steps);
+  const bs = Number(config.per_device_train_batch_size),
+    accum = Number(config.gradient_accumulation_steps);
   return Number(config.max_steps) > 0 ? Number(config.max_steps) : Math.ceil(Number(config.num_train_epochs) * Math.ceil(Math.ceil(trainCount / bs) / accum));
 }
 
@@ -99,30 +100,54 @@ export function totalStepsOf(config: ExperimentConfig, trainCount: number): numb
 export function evalEvery(config: ExperimentConfig, trainCount: number, total: number): number {
   if (config.eval_strategy === 'steps') return stepsOf(effectiveEvalSteps(config), total);
   if (config.eval_strategy === 'epoch') {
-    const bs = Number(config.per_device_train_batch_size), accum = Number(config.gradient_accumulation_steps);
+    const bs = Number(config.per_device_train_batch_size),
+      accum = Number(config.gradient_accumulation_steps);
     return Math.ceil(Math.ceil(trainCount / bs) / accum);
   }
   return 0;
 }
 
 /** The config's TrainingArguments as the trainer takes them. */
-export function trainOptions(config: ExperimentConfig, data: Pick<SftDatasets, 'train' | 'val'>, padId: number, resume: boolean | string = false): TrainOptions {
+export function trainOptions(
+  config: ExperimentConfig,
+  data: Pick<SftDatasets, 'train' | 'val'>,
+  padId: number,
+  resume: boolean | string = false,
+): TrainOptions {
   const total = totalStepsOf(config, data.train.length);
   return {
-    batchSize: Number(config.per_device_train_batch_size), gradAccum: Number(config.gradient_accumulation_steps),
-    learningRate: Number(config.learning_rate), weightDecay: Number(config.weight_decay),
-    beta1: Number(config.adam_beta1), beta2: Number(config.adam_beta2), eps: Number(config.adam_epsilon),
-    epochs: Number(config.num_train_epochs), maxSteps: Number(config.max_steps), scheduler: config.lr_scheduler_type,
-    warmupRatio: Number(config.warmup_ratio), warmupSteps: Number(config.warmup_steps),
-    loggingSteps: stepsOf(Number(config.logging_steps), total), saveSteps: stepsOf(Number(config.save_steps), total),
+    batchSize: Number(config.per_device_train_batch_size),
+    gradAccum: Number(config.gradient_accumulation_steps),
+    learningRate: Number(config.learning_rate),
+    weightDecay: Number(config.weight_decay),
+    beta1: Number(config.adam_beta1),
+    beta2: Number(config.adam_beta2),
+    eps: Number(config.adam_epsilon),
+    epochs: Number(config.num_train_epochs),
+    maxSteps: Number(config.max_steps),
+    scheduler: config.lr_scheduler_type,
+    warmupRatio: Number(config.warmup_ratio),
+    warmupSteps: Number(config.warmup_steps),
+    loggingSteps: stepsOf(Number(config.logging_steps), total),
+    saveSteps: stepsOf(Number(config.save_steps), total),
     evalSteps: data.val.length ? evalEvery(config, data.train.length, total) : 0,
-    maxGradNorm: Number(config.max_grad_norm), seed: Number(config.seed), padId, resume,
+    maxGradNorm: Number(config.max_grad_norm),
+    seed: Number(config.seed),
+    padId,
+    resume,
     gradientCheckpointing: config.gradient_checkpointing === true,
   };
 }
 
 /** The trainer of a prepared experiment, writing checkpoints and its log to `store`. */
-export function createTrainer(e: Engine, prepared: Prepared, data: SftDatasets, config: ExperimentConfig, store: RunStore, resume: boolean | string = false): Trainer {
+export function createTrainer(
+  e: Engine,
+  prepared: Prepared,
+  data: SftDatasets,
+  config: ExperimentConfig,
+  store: RunStore,
+  resume: boolean | string = false,
+): Trainer {
   // Shifted targets (target t = labels[t + 1]): a run where none is a label would train on nothing and log loss 0.
   const targets = data.train.reduce((a, x) => a + x.labels.slice(1).filter((l) => l !== -100).length, 0);
   if (data.train.length > 0 && targets === 0) {

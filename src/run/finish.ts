@@ -52,7 +52,9 @@ export interface TrainResults {
  * mean of the steps since the previous logged loss, so weight it by their count.
  */
 export function meanTrainLoss(log: readonly LogEntry[]): number | undefined {
-  let sum = 0, steps = 0, prev = 0;
+  let sum = 0,
+    steps = 0,
+    prev = 0;
   for (const l of log) {
     if (l.loss === undefined) continue;
     const n = l.current_steps - prev;
@@ -95,10 +97,7 @@ export function predictionCosts(method: AttachedMethod, results: Partial<TrainRe
 }
 
 /** model.safetensors and the base model's config and tokenizer files: an HF model folder. */
-export async function modelFolderFiles(
-  tensors: Map<string, { shape: number[]; data: Float32Array }>,
-  base: FileSource,
-): Promise<Record<string, Uint8Array>> {
+export async function modelFolderFiles(tensors: Map<string, { shape: number[]; data: Float32Array }>, base: FileSource): Promise<Record<string, Uint8Array>> {
   const files: Record<string, Uint8Array> = { 'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }) };
   for (const f of BASE_MODEL_FILES) if (await base.has(f)) files[f] = await base.get(f);
   // BitFit on llama: the merged biases need attention_bias / mlp_bias set.

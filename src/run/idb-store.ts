@@ -32,7 +32,9 @@ export class StorageQuotaError extends PeftStudioError {
   ) {
     const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
     const free = usage !== null && quota !== null ? ` This site uses ${mib(usage)} of its ${mib(quota)} quota.` : '';
-    super(`Browser storage is full: writing ${what} needs ${mib(neededBytes)}.${free} Delete old runs or clear the model cache (Storage), then resume from the last checkpoint.`);
+    super(
+      `Browser storage is full: writing ${what} needs ${mib(neededBytes)}.${free} Delete old runs or clear the model cache (Storage), then resume from the last checkpoint.`,
+    );
   }
 }
 
@@ -230,7 +232,11 @@ export class IdbRunStore implements RunStore {
   /** The numbers of the log's chunks, in order. */
   private async chunks(): Promise<number[]> {
     const prefix = `log:${this.runId}/`;
-    return (await this.kv.keys()).filter((k) => k.startsWith(prefix)).map((k) => Number(k.slice(prefix.length))).filter(Number.isInteger).sort((a, b) => a - b);
+    return (await this.kv.keys())
+      .filter((k) => k.startsWith(prefix))
+      .map((k) => Number(k.slice(prefix.length)))
+      .filter(Number.isInteger)
+      .sort((a, b) => a - b);
   }
 
   private async readTail(): Promise<{ n: number; lines: string[] }> {
@@ -287,7 +293,8 @@ export class RunIndex {
       const m = /^(?:ckpt|file|log):([A-Za-z0-9_-]+)/.exec(k);
       if (!m) continue;
       const v = await this.kv.get(k);
-      const n = typeof v === 'string' ? v.length : v instanceof Uint8Array ? v.byteLength : Array.isArray(v) ? v.reduce((a: number, x) => a + String(x).length, 0) : 0;
+      const n =
+        typeof v === 'string' ? v.length : v instanceof Uint8Array ? v.byteLength : Array.isArray(v) ? v.reduce((a: number, x) => a + String(x).length, 0) : 0;
       sizes.set(m[1], (sizes.get(m[1]) ?? 0) + n);
     }
     return sizes;
@@ -320,6 +327,8 @@ function ownBytes(b: Uint8Array): Uint8Array {
 
 /** A new run id: time-ordered and unique enough for one browser. */
 export function newRunId(now = Date.now()): string {
-  const rand = Math.floor(Math.random() * 36 ** 4).toString(36).padStart(4, '0');
+  const rand = Math.floor(Math.random() * 36 ** 4)
+    .toString(36)
+    .padStart(4, '0');
   return `${new Date(now).toISOString().replace(/[-:]/g, '').replace(/\..*$/, '').replace('T', '-')}-${rand}`;
 }

@@ -124,7 +124,8 @@ export interface OpenedLink {
   localFiles: { key: string; value: string }[];
 }
 
-const CORRUPT = 'This link is damaged (it was probably cut off or edited when it was copied). Ask for the link again, or copy the whole address including everything after #.';
+const CORRUPT =
+  'This link is damaged (it was probably cut off or edited when it was copied). Ask for the link again, or copy the whole address including everything after #.';
 
 /** Decode and validate link data; every failure is a ShareLinkError with a sentence for the user. */
 export function decodeShareData(data: string): OpenedLink {
@@ -139,7 +140,11 @@ export function decodeShareData(data: string): OpenedLink {
   }
   if (Number(version) < 1) throw new ShareLinkError(`${CORRUPT} (format ${version} does not exist)`, 'corrupt');
   const payload = data.slice(dot + 1);
-  if (payload.length > MAX_ENCODED) throw new ShareLinkError(`This link is ${payload.length} characters long, more than the ${MAX_ENCODED} a share link may have. Share the YAML config instead.`, 'corrupt');
+  if (payload.length > MAX_ENCODED)
+    throw new ShareLinkError(
+      `This link is ${payload.length} characters long, more than the ${MAX_ENCODED} a share link may have. Share the YAML config instead.`,
+      'corrupt',
+    );
   let raw: unknown;
   try {
     let packed = fromBase64Url(payload);
@@ -170,7 +175,10 @@ export function decodeShareData(data: string): OpenedLink {
     try {
       validateRepoId(v);
     } catch {
-      throw new ShareLinkError(`${key} in this link is '${v}', which is not a Hub repo id. A link can only name models on the Hub; a local folder must be picked on this computer.`, 'invalid');
+      throw new ShareLinkError(
+        `${key} in this link is '${v}', which is not a Hub repo id. A link can only name models on the Hub; a local folder must be picked on this computer.`,
+        'invalid',
+      );
     }
   }
   if (!/^https?:\/\/[^\s]+$/.test(String(config.endpoint))) {
@@ -184,7 +192,10 @@ export function decodeShareData(data: string): OpenedLink {
   for (const key of RELATIVE_DIRS) {
     const v = config[key];
     if (typeof v === 'string' && escapesWorkingFolder(v)) {
-      throw new ShareLinkError(`${key} in this link is '${v}': a link may name only a folder inside the working folder (a relative path without '..'), never a place elsewhere on this computer.`, 'invalid');
+      throw new ShareLinkError(
+        `${key} in this link is '${v}': a link may name only a folder inside the working folder (a relative path without '..'), never a place elsewhere on this computer.`,
+        'invalid',
+      );
     }
   }
   const localFiles: OpenedLink['localFiles'] = [];

@@ -31,7 +31,10 @@ export class FolderRunStore implements RunStore {
   /** Keep at most this many checkpoints (save_total_limit; the newest by step); null keeps all. */
   readonly keep: number | null;
 
-  constructor(readonly dir: string, opts: { keep?: number | null } = {}) {
+  constructor(
+    readonly dir: string,
+    opts: { keep?: number | null } = {},
+  ) {
     this.keep = opts.keep ?? null;
   }
 
@@ -173,7 +176,10 @@ function stepOf(name: string): number {
 }
 
 async function exists(p: string): Promise<boolean> {
-  return fs.access(p).then(() => true, () => false);
+  return fs.access(p).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Write and fsync one file, so a rename that publishes it never points at unwritten blocks. */
@@ -270,7 +276,9 @@ function describeFsError(dir: string, err: unknown): OutputDirError {
  * over. Returns the function that releases the lock.
  */
 export async function lockOutputDir(dir: string): Promise<() => Promise<void>> {
-  const st = await fs.stat(dir).catch((err) => { throw describeFsError(dir, err); });
+  const st = await fs.stat(dir).catch((err) => {
+    throw describeFsError(dir, err);
+  });
   if (!st.isDirectory()) throw describeFsError(dir, Object.assign(new Error('not a folder'), { code: 'EEXIST' }));
   const file = path.join(dir, LOCK_FILE);
   const mine: LockInfo = { pid: process.pid, host: hostname(), start: processStart(process.pid), since: new Date().toISOString() };

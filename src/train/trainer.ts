@@ -219,7 +219,11 @@ export class Trainer {
     const W = warmupSteps(this.totalSteps, o.warmupSteps, o.warmupRatio);
     const t0 = performance.now();
     // Evaluation and checkpoint writes move windowStart forward by their duration: tokens/s is training speed.
-    let windowLoss = 0, windowSteps = 0, windowTokens = 0, windowStart = performance.now(), stepStart = windowStart;
+    let windowLoss = 0,
+      windowSteps = 0,
+      windowTokens = 0,
+      windowStart = performance.now(),
+      stepStart = windowStart;
     this.e.pool.resetPeak();
     try {
       while (this.step < this.totalSteps) {
@@ -253,8 +257,15 @@ export class Trainer {
           if (!p.tensor.grad) continue;
           const decay = p.decay ?? isDecayParam(p.name);
           const u = {
-            e: this.e, grad: p.tensor.grad, clip: coef, lr: lr * (p.lrScale ?? 1), step: k + 1,
-            beta1: o.beta1, beta2: o.beta2, eps: o.eps, weightDecay: decay ? o.weightDecay : 0,
+            e: this.e,
+            grad: p.tensor.grad,
+            clip: coef,
+            lr: lr * (p.lrScale ?? 1),
+            step: k + 1,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            eps: o.eps,
+            weightDecay: decay ? o.weightDecay : 0,
           };
           if (p.update) {
             // A Promise (GaLore's projector refresh) must settle before the gradient is cleared.
@@ -309,11 +320,18 @@ export class Trainer {
         const pauseStart = performance.now();
         if (o.evalSteps > 0 && this.val.length && (this.step % o.evalSteps === 0 || last)) {
           const evalLoss = await this.evaluate(this.val, { onProgress: cb.onEvaluate });
-          await this.emit({
-            current_steps: this.step, total_steps: this.totalSteps, eval_loss: round(evalLoss),
-            epoch: round(this.step / this.stepsPerEpoch, 4), percentage: round((100 * this.step) / this.totalSteps, 2),
-            elapsed_time: round((performance.now() - t0) / 1000, 3), peak_gpu_bytes: this.e.pool.peak,
-          }, cb);
+          await this.emit(
+            {
+              current_steps: this.step,
+              total_steps: this.totalSteps,
+              eval_loss: round(evalLoss),
+              epoch: round(this.step / this.stepsPerEpoch, 4),
+              percentage: round((100 * this.step) / this.totalSteps, 2),
+              elapsed_time: round((performance.now() - t0) / 1000, 3),
+              peak_gpu_bytes: this.e.pool.peak,
+            },
+            cb,
+          );
         }
         if (o.saveSteps > 0 && this.step % o.saveSteps === 0) await this.saveCheckpoint();
         // The matmul shapes of a step are known now: an autotuner times the new ones once (src/engine/matmul-tune.ts).
@@ -342,7 +360,8 @@ export class Trainer {
     examples = this.val,
     opts: { onProgress?: (done: number, total: number) => void | Promise<void>; signal?: AbortSignal } = {},
   ): Promise<number> {
-    let total = 0, count = 0;
+    let total = 0,
+      count = 0;
     const batches = Math.ceil(examples.length / this.opts.batchSize);
     await opts.onProgress?.(0, batches);
     for (let i = 0; i < examples.length; i += this.opts.batchSize) {
@@ -377,12 +396,18 @@ export class Trainer {
       ...adapter,
       'trainable.safetensors': serializeSafetensors(weights),
       'optimizer.safetensors': serializeSafetensors(opt),
-      'trainer_state.json': JSON.stringify({
-        global_step: this.step, max_steps: this.totalSteps, epoch: this.step / this.stepsPerEpoch,
-        // Data order and dropout masks are functions of (seed, step, call site): this is the whole RNG state.
-        rng: { seed: this.opts.seed, step: this.step },
-        log_history: this.log,
-      }, null, 2),
+      'trainer_state.json': JSON.stringify(
+        {
+          global_step: this.step,
+          max_steps: this.totalSteps,
+          epoch: this.step / this.stepsPerEpoch,
+          // Data order and dropout masks are functions of (seed, step, call site): this is the whole RNG state.
+          rng: { seed: this.opts.seed, step: this.step },
+          log_history: this.log,
+        },
+        null,
+        2,
+      ),
     });
     return name;
   }
@@ -442,7 +467,8 @@ export class Trainer {
     }
     if (!state || typeof state !== 'object' || Array.isArray(state)) throw bad('trainer_state.json is not a JSON object');
     const step = state.global_step;
-    if (typeof step !== 'number' || !Number.isInteger(step) || step < 0) throw bad(`trainer_state.json has global_step ${JSON.stringify(step)}, not a whole number of steps`);
+    if (typeof step !== 'number' || !Number.isInteger(step) || step < 0)
+      throw bad(`trainer_state.json has global_step ${JSON.stringify(step)}, not a whole number of steps`);
     const named = /^checkpoint-(\d+)$/.exec(which);
     if (named && Number(named[1]) !== step) throw bad(`trainer_state.json says global_step ${step} but the folder is named for step ${named[1]}`);
     const history = state.log_history ?? [];
@@ -487,4 +513,3 @@ function round(x: number, digits = 6): number {
   const f = 10 ** digits;
   return Math.round(x * f) / f;
 }
-

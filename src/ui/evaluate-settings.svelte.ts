@@ -7,7 +7,17 @@
 import { validateValues } from './config-form';
 import type { FieldStore } from './field-store';
 
-export const EVALUATE_KEYS = ['max_predict_samples', 'max_new_tokens', 'per_device_eval_batch_size', 'pscp_cp', 'pscp_cf', 'pscp_cm', 'pscp_bp', 'pscp_bf', 'pscp_bm'];
+export const EVALUATE_KEYS = [
+  'max_predict_samples',
+  'max_new_tokens',
+  'per_device_eval_batch_size',
+  'pscp_cp',
+  'pscp_cf',
+  'pscp_cm',
+  'pscp_bp',
+  'pscp_bf',
+  'pscp_bm',
+];
 
 /** Set values only; a key left out takes the run's value, or "auto" for the two bounds. */
 export const evaluateValues: Record<string, unknown> = $state({});
@@ -29,5 +39,7 @@ export const evaluateStore: FieldStore = {
 
 /** What evaluateRun gets: the set keys (the worker fills in the bounded defaults for the rest). */
 export function evaluateOverrides(): Record<string, unknown> {
-  return Object.fromEntries(EVALUATE_KEYS.filter((k) => evaluateValues[k] !== undefined && evaluateValues[k] !== null).map((k) => [k, $state.snapshot(evaluateValues[k])]));
+  return Object.fromEntries(
+    EVALUATE_KEYS.filter((k) => evaluateValues[k] !== undefined && evaluateValues[k] !== null).map((k) => [k, $state.snapshot(evaluateValues[k])]),
+  );
 }

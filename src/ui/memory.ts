@@ -56,7 +56,11 @@ export interface MemoryInputs {
 const POOL_ROUNDING = 1 + 1 / 16;
 
 export function estimateTrainingBytes(m: ModelSummary, x: MemoryInputs): MemoryEstimate {
-  const C = m.hiddenSize, F = m.intermediateSize, L = m.numLayers, Hq = m.numHeads, Hkv = m.numKvHeads;
+  const C = m.hiddenSize,
+    F = m.intermediateSize,
+    L = m.numLayers,
+    Hq = m.numHeads,
+    Hkv = m.numKvHeads;
   const D = m.headDim ?? C / Hq;
   const layer = 6 * C + 3 * F + 3 * Hq * D + 3 * Hkv * D;
   const kept = x.recompute ? L * C + 2 * C + 2 * layer + 2 + 2 * Hq : L * (2 * layer + 2 + 2 * Hq);

@@ -29,7 +29,9 @@ function known(values: unknown): Record<string, unknown> {
 }
 
 export async function loadExperiment(): Promise<SavedExperiment | null> {
-  const saved = (await store().get(KEY).catch(() => undefined)) as { version?: number; values?: unknown; evaluate?: unknown } | undefined;
+  const saved = (await store()
+    .get(KEY)
+    .catch(() => undefined)) as { version?: number; values?: unknown; evaluate?: unknown } | undefined;
   if (!saved || saved.version !== VERSION) return null;
   return { values: known(saved.values), evaluate: known(saved.evaluate) };
 }

@@ -13,7 +13,15 @@
  */
 import type { ExperimentConfig } from '../config/schema';
 import { encodeForPrediction, encodeTrainingSet } from '../data/encode';
-import { datasetKeys, registryPredictionSets, registryTrainingData, renderedSet, type DataSources, type PredictionSet, type RenderedSet } from '../data/pipeline';
+import {
+  datasetKeys,
+  registryPredictionSets,
+  registryTrainingData,
+  renderedSet,
+  type DataSources,
+  type PredictionSet,
+  type RenderedSet,
+} from '../data/pipeline';
 import type { DatasetEntry } from '../data/entry';
 import type { Rendered } from '../data/formatters';
 import { hasDataset, hubResolver, listDatasets, parseDatasetInfo } from '../data/registry';
@@ -43,7 +51,6 @@ export interface ExperimentData extends SftDatasets {
   lines: string[];
 }
 
-
 /** The config's dataset is a picked Alpaca file (not a registry key). */
 export function isUserFile(config: ExperimentConfig, files: DataFiles): boolean {
   const spec = String(config.dataset ?? '').trim();
@@ -54,8 +61,14 @@ function checkBrowserKeys(config: ExperimentConfig, host: DataHost): void {
   const keys = [...datasetKeys(config.dataset), ...datasetKeys(config.eval_dataset)].map((k) => k.replace(/\[.*\]$/, ''));
   // dataset_info naming the studio's own entries (a picked file and its mapping) is what the export writes.
   if (config.dataset_info === USER_DATASET_INFO && keys.some((k) => host.userKeys?.has(k))) return;
-  if (config.dataset_dir) throw new ConfigError(`dataset_dir '${config.dataset_dir}' is a folder on a computer; the studio reads registry datasets from the Hub. Unset dataset_dir, or run this config with peft-studio train.`);
-  if (config.dataset_info) throw new ConfigError(`dataset_info '${config.dataset_info}' is a local file; custom registry entries run with peft-studio train. In the studio, pick a .jsonl file in Data.`);
+  if (config.dataset_dir)
+    throw new ConfigError(
+      `dataset_dir '${config.dataset_dir}' is a folder on a computer; the studio reads registry datasets from the Hub. Unset dataset_dir, or run this config with peft-studio train.`,
+    );
+  if (config.dataset_info)
+    throw new ConfigError(
+      `dataset_info '${config.dataset_info}' is a local file; custom registry entries run with peft-studio train. In the studio, pick a .jsonl file in Data.`,
+    );
 }
 
 /** Examples of a picked Alpaca .jsonl file. */
@@ -69,14 +82,20 @@ export function userExamples(name: string, files: DataFiles): SftExample[] {
     );
   }
   if (!/\.jsonl$/i.test(name)) {
-    throw new ConfigError(`${name}: a data file must be Alpaca JSON Lines (.jsonl, {"instruction", "input", "output"} per line); for other formats write a registry entry and use peft-studio train.`);
+    throw new ConfigError(
+      `${name}: a data file must be Alpaca JSON Lines (.jsonl, {"instruction", "input", "output"} per line); for other formats write a registry entry and use peft-studio train.`,
+    );
   }
   return readAlpacaJsonl(new TextDecoder().decode(bytes), name).map(alpacaToExample);
 }
 
 /** The browser's sources: the Hub through the file cache, picked files by name. */
 function browserSources(config: ExperimentConfig, host: DataHost, lines: string[]): DataSources {
-  return { resolver: hubResolver({ endpoint: String(config.endpoint), cache: host.cache, files: filesSource(host.files) }), onProgress: host.onProgress, log: (s) => lines.push(s) };
+  return {
+    resolver: hubResolver({ endpoint: String(config.endpoint), cache: host.cache, files: filesSource(host.files) }),
+    onProgress: host.onProgress,
+    log: (s) => lines.push(s),
+  };
 }
 
 /** Training and validation examples of a config (loadExperimentData's rules). */
@@ -86,7 +105,9 @@ export async function loadExperimentData(tok: Tokenizer, config: ExperimentConfi
   const lines: string[] = [];
   if (isUserFile(config, host.files) || (!hasDataset(spec) && isLocalDataFile(spec))) {
     const d = buildSftDatasets(tok, userExamples(spec, host.files), config, padId);
-    lines.push(`data: ${d.train.length} train, ${d.val.length} val examples${d.truncated ? `, ${d.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${d.dropped ? `, ${d.dropped} dropped by packing` : ''}`);
+    lines.push(
+      `data: ${d.train.length} train, ${d.val.length} val examples${d.truncated ? `, ${d.truncated} truncated to cutoff_len ${config.cutoff_len}` : ''}${d.dropped ? `, ${d.dropped} dropped by packing` : ''}`,
+    );
     return { ...d, lines };
   }
   checkBrowserKeys(config, host);
@@ -116,7 +137,10 @@ export async function loadPredictionData(tok: Tokenizer, config: ExperimentConfi
 /** The validation split of a picked file (the same max_samples and val_size split as training), as a generation task. */
 function userPredictionSet(tok: Tokenizer, config: ExperimentConfig, files: DataFiles): PredictionSet {
   const name = String(config.dataset);
-  if (config.packing) throw new ConfigError('With packing the validation split is over packed blocks, which have no single prompt: set packing: false, or eval_dataset, to evaluate.');
+  if (config.packing)
+    throw new ConfigError(
+      'With packing the validation split is over packed blocks, which have no single prompt: set packing: false, or eval_dataset, to evaluate.',
+    );
   const items = takeMaxSamples(userExamples(name, files), config.max_samples);
   const { val } = splitTrainVal(items.length, config.val_size, config.seed);
   if (!val.length) throw new ConfigError('This run has no validation split: set val_size (e.g. 4 or 0.1) in Data, or eval_dataset.');
@@ -125,7 +149,12 @@ function userPredictionSet(tok: Tokenizer, config: ExperimentConfig, files: Data
     const ex = items[i];
     return { instruction: '', prompt: ex.prompt, query: '', user: ex.prompt, response: ex.response, label: ex.response, system: ex.system };
   });
-  return { entry, examples: encodeForPrediction(tok, entry, rendered, { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false }).examples, origin: name };
+  return {
+    entry,
+    examples: encodeForPrediction(tok, entry, rendered, { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false })
+      .examples,
+    origin: name,
+  };
 }
 
 /**
@@ -134,16 +163,39 @@ function userPredictionSet(tok: Tokenizer, config: ExperimentConfig, files: Data
  * indices as long as encoding dropped none, which is checked).
  */
 async function mappedPredictionSet(tok: Tokenizer, config: ExperimentConfig, host: DataHost, keys: string[], lines: string[]): Promise<PredictionSet> {
-  if (config.packing) throw new ConfigError('With packing the validation split is over packed blocks, which have no single prompt: set packing: false, or eval_dataset, to evaluate.');
+  if (config.packing)
+    throw new ConfigError(
+      'With packing the validation split is over packed blocks, which have no single prompt: set packing: false, or eval_dataset, to evaluate.',
+    );
   const parts: RenderedSet[] = [];
   for (const k of keys) parts.push(await renderedSet(k, config, browserSources(config, host, lines), true, 0));
-  const set = encodeTrainingSet(tok, parts, { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false, trainOnPrompt: config.train_on_prompt, seed: config.seed, padId: 0, valSize: config.val_size });
-  if (set.report.dropped) throw new ConfigError(`Encoding dropped ${set.report.dropped} examples, so the validation split cannot be mapped back to rows: set eval_dataset to evaluate.`);
+  const set = encodeTrainingSet(tok, parts, {
+    cutoffLen: config.cutoff_len,
+    template: config.template,
+    addBos: config.template_bos !== false,
+    trainOnPrompt: config.train_on_prompt,
+    seed: config.seed,
+    padId: 0,
+    valSize: config.val_size,
+  });
+  if (set.report.dropped)
+    throw new ConfigError(
+      `Encoding dropped ${set.report.dropped} examples, so the validation split cannot be mapped back to rows: set eval_dataset to evaluate.`,
+    );
   const all = parts.flatMap((p) => p.rendered);
   const { val } = splitTrainVal(all.length, config.val_size, config.seed);
   if (!val.length) throw new ConfigError('This run has no validation split: set val_size (e.g. 4 or 0.1) in Data, or eval_dataset.');
   const entry = parts[0].entry;
-  return { entry, examples: encodeForPrediction(tok, entry, val.map((i) => all[i]), { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false }).examples, origin: parts[0].origin };
+  return {
+    entry,
+    examples: encodeForPrediction(
+      tok,
+      entry,
+      val.map((i) => all[i]),
+      { cutoffLen: config.cutoff_len, template: config.template, addBos: config.template_bos !== false },
+    ).examples,
+    origin: parts[0].origin,
+  };
 }
 
 /** Built-in datasets for the Data screen's list (training entries; `_eval` / `_test` ones are found by key). */
@@ -161,7 +213,8 @@ export async function previewExamples(config: ExperimentConfig, host: DataHost):
   checkBrowserKeys(config, host);
   const out: SftExample[] = [];
   for (const k of datasetKeys(config.dataset)) {
-    for (const r of (await renderedSet(k, config, browserSources(config, host, []), true, 0)).rendered) out.push({ prompt: r.user, response: r.response, system: r.system });
+    for (const r of (await renderedSet(k, config, browserSources(config, host, []), true, 0)).rendered)
+      out.push({ prompt: r.user, response: r.response, system: r.system });
   }
   return out;
 }
@@ -206,7 +259,12 @@ export async function readUserTable(name: string, files: DataFiles, maxRows?: nu
 
 /** A registry key for a file: "my data.csv" → "my_data". */
 export function userDatasetKey(name: string): string {
-  const base = name.replace(/\.[^.]+$/, '').toLowerCase().replace(/[^a-z0-9_]+/g, '_').replace(/^_+|_+$/g, '') || 'data';
+  const base =
+    name
+      .replace(/\.[^.]+$/, '')
+      .toLowerCase()
+      .replace(/[^a-z0-9_]+/g, '_')
+      .replace(/^_+|_+$/g, '') || 'data';
   return /^[a-z]/.test(base) ? base : `data_${base}`;
 }
 
@@ -214,7 +272,18 @@ export function userDatasetKey(name: string): string {
 export function userEntry(name: string, mapping: ColumnMapping): DatasetEntry {
   const key = userDatasetKey(name);
   const columns = { prompt: mapping.prompt, response: mapping.response, ...(mapping.query ? { query: mapping.query } : {}) };
-  const raw = { [key]: { task: 'generation', metric: 'generation', instruction: mapping.instruction ?? '', split: 'train', formatter: 'columns', columns, sources: [{ type: 'file', splits: { train: [name] } }], description: `${name}, picked in the studio` } };
+  const raw = {
+    [key]: {
+      task: 'generation',
+      metric: 'generation',
+      instruction: mapping.instruction ?? '',
+      split: 'train',
+      formatter: 'columns',
+      columns,
+      sources: [{ type: 'file', splits: { train: [name] } }],
+      description: `${name}, picked in the studio`,
+    },
+  };
   return parseDatasetInfo(raw, USER_DATASET_INFO)[0];
 }
 

@@ -34,15 +34,17 @@ export class Evaluation {
   }
 
   evaluate(id: string, opts: EvalOptions, onProgress?: (p: EvalProgress) => void): Promise<EvalResult> {
-    return this.device.exclusive(() => this.sessions.pinned(id, 'An evaluation', async (s) => {
-      const abort = new AbortController();
-      this.running = abort;
-      try {
-        return await this.run(s, id, opts, abort.signal, onProgress);
-      } finally {
-        if (this.running === abort) this.running = null;
-      }
-    }));
+    return this.device.exclusive(() =>
+      this.sessions.pinned(id, 'An evaluation', async (s) => {
+        const abort = new AbortController();
+        this.running = abort;
+        try {
+          return await this.run(s, id, opts, abort.signal, onProgress);
+        } finally {
+          if (this.running === abort) this.running = null;
+        }
+      }),
+    );
   }
 
   private async run(s: Session, id: string, opts: EvalOptions, signal: AbortSignal, onProgress?: (p: EvalProgress) => void): Promise<EvalResult> {
@@ -72,13 +74,19 @@ export class Evaluation {
     }
     const { sets } = await loadPredictionData(tokenizer, given, this.data.host());
     // Unset bounds take the dataset family's needs (src/eval/budget.ts), not the CLI's 1024 tokens for every example.
-    const budget = evalBudget(sets.map((x) => x.entry), tokenizer);
+    const budget = evalBudget(
+      sets.map((x) => x.entry),
+      tokenizer,
+    );
     const auto = { tokens: overrides.max_new_tokens == null, samples: overrides.max_predict_samples == null };
-    const config = validateConfig({
-      ...given,
-      max_new_tokens: auto.tokens ? budget.maxNewTokens : given.max_new_tokens,
-      max_predict_samples: auto.samples ? budget.maxPredictSamples : given.max_predict_samples,
-    }, `run ${record?.name ?? id}`);
+    const config = validateConfig(
+      {
+        ...given,
+        max_new_tokens: auto.tokens ? budget.maxNewTokens : given.max_new_tokens,
+        max_predict_samples: auto.samples ? budget.maxPredictSamples : given.max_predict_samples,
+      },
+      `run ${record?.name ?? id}`,
+    );
     settings = {
       maxNewTokens: Number(config.max_new_tokens),
       maxPredictSamples: config.max_predict_samples == null ? null : Number(config.max_predict_samples),

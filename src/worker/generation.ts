@@ -18,14 +18,19 @@ export class Generation {
     if (!(maxNewTokens >= 1)) throw new ConfigError(`Max new tokens must be at least 1, got ${opts.maxNewTokens}.`);
     if (!(opts.temperature >= 0)) throw new ConfigError(`Temperature must be 0 (greedy) or more, got ${opts.temperature}.`);
     // A template renders the prompt as a user turn, as the run's training examples were (the source side only).
-    const promptIds = opts.template === undefined ? tokenizer.encode(opts.prompt) : encodeTurn(tokenizer, { prompt: opts.prompt, response: '' }, opts.template).source;
+    const promptIds =
+      opts.template === undefined ? tokenizer.encode(opts.prompt) : encodeTurn(tokenizer, { prompt: opts.prompt, response: '' }, opts.template).source;
     if (promptIds.length === 0) throw new ConfigError('The prompt encodes to no tokens: type some text.');
     const context = model.config.maxPositionEmbeddings;
     if (promptIds.length + maxNewTokens > context) {
-      throw new ConfigError(`The prompt (${promptIds.length} tokens) plus ${maxNewTokens} new tokens exceeds the model's context of ${context}: shorten one of them.`);
+      throw new ConfigError(
+        `The prompt (${promptIds.length} tokens) plus ${maxNewTokens} new tokens exceeds the model's context of ${context}: shorten one of them.`,
+      );
     }
     // Same stop set as the CLI: llama2.c-style models end a story with BOS.
-    const stopIds = [...new Set([tokenizer.eosTokenId, model.config.bosTokenId, ...model.config.eosTokenIds])].filter((x): x is number => typeof x === 'number');
+    const stopIds = [...new Set([tokenizer.eosTokenId, model.config.bosTokenId, ...model.config.eosTokenIds])].filter(
+      (x): x is number => typeof x === 'number',
+    );
     const text = continuation(tokenizer, promptIds);
     const ids: number[] = [];
     const abort = new AbortController();
@@ -34,7 +39,13 @@ export class Generation {
     let out: number[] = ids;
     try {
       out = await generate(model, promptIds, {
-        maxNewTokens, temperature: opts.temperature, topK: opts.topK, topP: opts.topP, seed: opts.seed, stopIds, signal: abort.signal,
+        maxNewTokens,
+        temperature: opts.temperature,
+        topK: opts.topK,
+        topP: opts.topP,
+        seed: opts.seed,
+        stopIds,
+        signal: abort.signal,
         onToken: (id) => {
           ids.push(id);
           onToken?.(id, text(ids));

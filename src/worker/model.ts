@@ -54,11 +54,14 @@ export class BaseModel {
   async cacheStatus(endpoint: string, repo: string, revision: string): Promise<{ files: number; bytes: number }> {
     const cache = this.makeCache();
     const prefix = cacheKey(new HubSource({ endpoint, repo, kind: 'model' }).endpoint, repo, revision, '');
-    let files = 0, bytes = 0;
+    let files = 0,
+      bytes = 0;
     for (const key of (await cache?.list?.()) ?? []) {
       if (!key.startsWith(prefix)) continue;
       files++;
-      const m = (await hubCacheMeta().get(`meta:${key}`).catch(() => undefined)) as { size?: number } | undefined;
+      const m = (await hubCacheMeta()
+        .get(`meta:${key}`)
+        .catch(() => undefined)) as { size?: number } | undefined;
       bytes += typeof m?.size === 'number' ? m.size : 0;
     }
     return { files, bytes };
@@ -75,10 +78,21 @@ export class BaseModel {
       if (!loaded.tokenizer) throw new ConfigError(`${repo} was loaded without a tokenizer; generation needs tokenizer.json.`);
       const c = loaded.model.config;
       const summary: ModelSummary = {
-        repo, revision, modelType: c.modelType, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads, intermediateSize: c.intermediateSize, vocabSize: c.vocabSize, headDim: c.headDim,
-        maxPositionEmbeddings: c.maxPositionEmbeddings, numParams: loaded.model.numParams(), loadMs: performance.now() - t0,
-        weightDtype: loaded.model.weightDtype(), weightBytes: loaded.model.weightBytes(),
+        repo,
+        revision,
+        modelType: c.modelType,
+        hiddenSize: c.hiddenSize,
+        numLayers: c.numLayers,
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        intermediateSize: c.intermediateSize,
+        vocabSize: c.vocabSize,
+        headDim: c.headDim,
+        maxPositionEmbeddings: c.maxPositionEmbeddings,
+        numParams: loaded.model.numParams(),
+        loadMs: performance.now() - t0,
+        weightDtype: loaded.model.weightDtype(),
+        weightBytes: loaded.model.weightBytes(),
         chatTemplate: !!loaded.tokenizer.chatTemplate,
       };
       this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, summary, endpoint };
@@ -116,7 +130,11 @@ export class BaseModel {
   /** The config's tokenizer: the loaded model's when it is the same model, else read from its files. */
   async tokenizerFor(config: ExperimentConfig): Promise<Tokenizer> {
     const l = this.loaded;
-    if (l && l.summary.repo === config.model_name_or_path && (l.endpoint === 'folder' || l.endpoint === new HubSource({ endpoint: String(config.endpoint), repo: l.summary.repo, kind: 'model' }).endpoint)) {
+    if (
+      l &&
+      l.summary.repo === config.model_name_or_path &&
+      (l.endpoint === 'folder' || l.endpoint === new HubSource({ endpoint: String(config.endpoint), repo: l.summary.repo, kind: 'model' }).endpoint)
+    ) {
       return l.tokenizer;
     }
     return loadTokenizer(this.sourcesFor(config).model);

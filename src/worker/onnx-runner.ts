@@ -51,13 +51,20 @@ class ZipSource implements FileSource {
 }
 
 export class OnnxRunner implements OnnxRunnerApi {
-  private loaded: { ort: OrtModule; session: OrtSession & { release(): Promise<void> }; config: ModelConfig; tokenizer: Tokenizer; provider: OnnxProvider } | null = null;
+  private loaded: {
+    ort: OrtModule;
+    session: OrtSession & { release(): Promise<void> };
+    config: ModelConfig;
+    tokenizer: Tokenizer;
+    provider: OnnxProvider;
+  } | null = null;
   private running: AbortController | null = null;
 
   async load(zip: Uint8Array, want: 'auto' | 'wasm' = 'auto'): Promise<OnnxLoadResult> {
     const files = unzipSync(zip);
     const model = files['onnx/model.onnx'];
-    if (!model || !files['config.json']) throw new ModelFormatError('This zip is not an ONNX export: it has no onnx/model.onnx or config.json. Export it again (Export, ONNX).');
+    if (!model || !files['config.json'])
+      throw new ModelFormatError('This zip is not an ONNX export: it has no onnx/model.onnx or config.json. Export it again (Export, ONNX).');
     const config = parseModelConfig(JSON.parse(new TextDecoder().decode(files['config.json'])), 'onnx-export/config.json');
     const tokenizer = await loadTokenizer(new ZipSource(files));
     await this.loaded?.session.release();
@@ -70,7 +77,9 @@ export class OnnxRunner implements OnnxRunnerApi {
     let provider: OnnxProvider = 'wasm';
     let session: OrtSession & { release(): Promise<void> };
     // A model over 2 GiB keeps its weights in onnx/model.onnx_data[_N] (paths as model.onnx names them).
-    const externalData = Object.keys(files).filter((f) => /^onnx\/model\.onnx_data(_\d+)?$/.test(f)).map((f) => ({ path: f.slice('onnx/'.length), data: files[f] }));
+    const externalData = Object.keys(files)
+      .filter((f) => /^onnx\/model\.onnx_data(_\d+)?$/.test(f))
+      .map((f) => ({ path: f.slice('onnx/'.length), data: files[f] }));
     if (want === 'wasm') {
       note = null;
     } else if (typeof navigator !== 'undefined' && navigator.gpu) {
@@ -103,7 +112,9 @@ export class OnnxRunner implements OnnxRunnerApi {
     const streamed: number[] = [];
     try {
       const ids = await onnxGreedy(ort, session, config, promptIds, {
-        maxNewTokens: Math.floor(maxNewTokens), stopIds, signal: abort.signal,
+        maxNewTokens: Math.floor(maxNewTokens),
+        stopIds,
+        signal: abort.signal,
         onToken: (id) => {
           streamed.push(id);
           onToken?.(id, text(streamed));

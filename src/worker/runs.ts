@@ -40,8 +40,17 @@ export class Runs {
       const own = this.data.of(config);
       const now = Date.now();
       const record: RunRecord = {
-        id, name: config.run_name ?? `${methodNameFor(config)} · ${config.model_name_or_path}`, createdAt: now, updatedAt: now, status: 'running',
-        config, dataFile: own.files[0], step: 0, totalSteps: 0, trainableParams: 0, numParams: 0,
+        id,
+        name: config.run_name ?? `${methodNameFor(config)} · ${config.model_name_or_path}`,
+        createdAt: now,
+        updatedAt: now,
+        status: 'running',
+        config,
+        dataFile: own.files[0],
+        step: 0,
+        totalSteps: 0,
+        trainableParams: 0,
+        numParams: 0,
         modelFolder: this.base.folders.has(String(config.model_name_or_path)) ? String(config.model_name_or_path) : undefined,
       };
       await this.index.put(record);
@@ -87,7 +96,12 @@ export class Runs {
     // The newest complete checkpoint: weights, optimizer moments, step and log (the trainer cuts the stored log back to it).
     if (resume) await trainer.resume();
     this.sessions.current = { id, config, prepared, data, trainer, store };
-    await this.index.update(id, { step: trainer.step, totalSteps: trainer.totalSteps, trainableParams: trainer.trainableCount(), numParams: prepared.model.numParams() });
+    await this.index.update(id, {
+      step: trainer.step,
+      totalSteps: trainer.totalSteps,
+      trainableParams: trainer.trainableCount(),
+      numParams: prepared.model.numParams(),
+    });
   }
 
   pause(): void {
@@ -201,8 +215,19 @@ export class Runs {
     // A run marked running that this worker is not training was interrupted (tab closed, crash).
     const status = r.status === 'running' && !this.sessions.training(r.id) ? 'failed' : r.status;
     return {
-      id: r.id, name: r.name, createdAt: r.createdAt, updatedAt: r.updatedAt, status, config: r.config, method: methodNameFor(r.config),
-      step: r.step, totalSteps: r.totalSteps, trainableParams: r.trainableParams, numParams: r.numParams, summary: r.summary, metrics: r.metrics,
+      id: r.id,
+      name: r.name,
+      createdAt: r.createdAt,
+      updatedAt: r.updatedAt,
+      status,
+      config: r.config,
+      method: methodNameFor(r.config),
+      step: r.step,
+      totalSteps: r.totalSteps,
+      trainableParams: r.trainableParams,
+      numParams: r.numParams,
+      summary: r.summary,
+      metrics: r.metrics,
       error: status !== r.status ? 'The run was interrupted (the tab was closed or crashed) while training.' : r.error,
       checkpoints: (await store.listCheckpoints()).sort((a, b) => stepOf(a) - stepOf(b)),
       files: (await store.listFiles()).filter((f) => !f.startsWith('data/')).sort(),

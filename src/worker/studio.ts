@@ -18,8 +18,27 @@ import { IdbCache } from '../hub/index';
 import { methodInfos } from '../methods/registry';
 import { RunIndex } from '../run/idb-store';
 import type {
-  Catalogue, ColumnMapping, DataFile, DataFileInfo, DataPreview, EvalOptions, EvalProgress, EvalResult, ExportFile, GenerateOptions, GenerateResult, GpuInfo, LoadModelOptions,
-  LoadProgress, LogPoint, ModelSummary, RunInfo, StorageInfo, StudioApi, TrainCallbacks, TrainableCount,
+  Catalogue,
+  ColumnMapping,
+  DataFile,
+  DataFileInfo,
+  DataPreview,
+  EvalOptions,
+  EvalProgress,
+  EvalResult,
+  ExportFile,
+  GenerateOptions,
+  GenerateResult,
+  GpuInfo,
+  LoadModelOptions,
+  LoadProgress,
+  LogPoint,
+  ModelSummary,
+  RunInfo,
+  StorageInfo,
+  StudioApi,
+  TrainCallbacks,
+  TrainableCount,
 } from './api';
 import { datasetCatalogue } from './data';
 import { DeviceSlot } from './device';
@@ -32,7 +51,6 @@ import { Runs } from './runs';
 import { Sessions } from './session';
 import { clearStorage, storageInfo } from './storage';
 import { UserData } from './user-data';
-
 
 export class Studio implements StudioApi {
   private readonly device: DeviceSlot;

@@ -14,7 +14,17 @@ import type { Tokenizer } from '../model/tokenizer';
 import type { IdbRunStore } from '../run/idb-store';
 import { padIdOf } from '../run/experiment';
 import type { ColumnMapping, DataFile, DataFileInfo, DataPreview } from './api';
-import { isUserFile, loadExperimentData, previewExamples, readUserTable, userEntry, userExamples, USER_DATASET_INFO, type DataFiles, type DataHost } from './data';
+import {
+  isUserFile,
+  loadExperimentData,
+  previewExamples,
+  readUserTable,
+  userEntry,
+  userExamples,
+  USER_DATASET_INFO,
+  type DataFiles,
+  type DataHost,
+} from './data';
 
 export class UserData {
   readonly files: DataFiles = new Map();
@@ -33,7 +43,7 @@ export class UserData {
   async inspect(name: string): Promise<DataFileInfo> {
     const rows = await readUserTable(name, this.files);
     const columns = [...new Set(rows.slice(0, 50).flatMap((r) => Object.keys(r)))];
-    const text = (v: unknown) => (typeof v === 'string' ? v : JSON.stringify(v) ?? '').slice(0, 200);
+    const text = (v: unknown) => (typeof v === 'string' ? v : (JSON.stringify(v) ?? '')).slice(0, 200);
     const sample = rows.slice(0, 3).map((r) => Object.fromEntries(columns.map((c) => [c, text(r[c])])));
     return { name, rows: rows.length, columns, sample, alpaca: /\.jsonl$/i.test(name) && columns.includes('instruction') && columns.includes('output') };
   }
@@ -56,7 +66,9 @@ export class UserData {
 
   /** The picked files and entries the config's datasets use (kept with a run). */
   of(config: ExperimentConfig): { files: string[]; entries: DatasetEntry[] } {
-    const keys = String(config.dataset ?? '').split(',').map((k) => k.trim().replace(/\[.*\]$/, ''));
+    const keys = String(config.dataset ?? '')
+      .split(',')
+      .map((k) => k.trim().replace(/\[.*\]$/, ''));
     const entries = keys.map((k) => this.entries.get(k)).filter((e): e is DatasetEntry => !!e);
     const files = new Set(entries.flatMap((e) => e.sources.flatMap((s) => Object.values(s.splits).flat())));
     if (isUserFile(config, this.files)) files.add(String(config.dataset));
@@ -99,10 +111,23 @@ export class UserData {
       const { source, target } = encodeTurn(tok, ex, config.template);
       lengths.push(source.length + target.length);
       if (shown.length < count) {
-        shown.push({ prompt: tok.decode(source, { skipSpecialTokens: false }), response: tok.decode(target, { skipSpecialTokens: false }), promptTokens: source.length, responseTokens: target.length });
+        shown.push({
+          prompt: tok.decode(source, { skipSpecialTokens: false }),
+          response: tok.decode(target, { skipSpecialTokens: false }),
+          promptTokens: source.length,
+          responseTokens: target.length,
+        });
       }
     }
     const data = await loadExperimentData(tok, config, padIdOf(tok), this.host());
-    return { rows: examples.length, train: data.train.length, val: data.val.length, truncated: data.truncated, cutoffLen: config.cutoff_len, lengths, examples: shown };
+    return {
+      rows: examples.length,
+      train: data.train.length,
+      val: data.val.length,
+      truncated: data.truncated,
+      cutoffLen: config.cutoff_len,
+      lengths,
+      examples: shown,
+    };
   }
 }

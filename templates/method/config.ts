@@ -7,6 +7,18 @@
 import type { OptionSpec } from 'peft-studio/config/schema';
 
 export const myMethodOptions = [
-  { key: 'my_method_target', type: 'string-list', default: 'q_proj,v_proj', group: 'my-method', help: "Linear modules whose outputs get a trained per-channel scale (q_proj,v_proj,... or 'all')." },
-  { key: 'my_method_init', type: 'float', default: 0, group: 'my-method', help: 'Initial value of s in y = (W x) ⊙ (1 + s); 0 starts from the base model exactly.' },
+  {
+    key: 'my_method_target',
+    type: 'string-list',
+    default: 'q_proj,v_proj',
+    group: 'my-method',
+    help: "Linear modules whose outputs get a trained per-channel scale (q_proj,v_proj,... or 'all').",
+  },
+  {
+    key: 'my_method_init',
+    type: 'float',
+    default: 0,
+    group: 'my-method',
+    help: 'Initial value of s in y = (W x) ⊙ (1 + s); 0 starts from the base model exactly.',
+  },
 ] as const satisfies readonly OptionSpec[];

@@ -20,8 +20,10 @@ export function channelScale(e: Engine, x: Tensor, s: Tensor, name?: string): Te
     e.tape.record('channel_scale', () => {
       const dy = y.grad;
       if (!dy) return;
-      if (x.requiresGrad) e.dispatch(code, 'scale_backward_x', params(n, C), [{ tensor: dy }, { tensor: s }, { tensor: x.gradOrZeros(), write: true }], grid1d(e, n));
-      if (s.requiresGrad) e.dispatch(code, 'scale_backward_s', params(n, C), [{ tensor: dy }, { tensor: x }, { tensor: s.gradOrZeros(), write: true }], grid1d(e, C));
+      if (x.requiresGrad)
+        e.dispatch(code, 'scale_backward_x', params(n, C), [{ tensor: dy }, { tensor: s }, { tensor: x.gradOrZeros(), write: true }], grid1d(e, n));
+      if (s.requiresGrad)
+        e.dispatch(code, 'scale_backward_s', params(n, C), [{ tensor: dy }, { tensor: x }, { tensor: s.gradOrZeros(), write: true }], grid1d(e, C));
     });
   }
   return y;

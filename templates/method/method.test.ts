@@ -89,7 +89,10 @@ describe('my-method (template)', () => {
     randomize(e, m, 0.2, 5);
     const want = await logits(e, model, IDS);
     const files = await m.exportAdapter();
-    expect(files.config).toMatchObject({ peft_type: 'MY_METHOD', target_modules: ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj'] });
+    expect(files.config).toMatchObject({
+      peft_type: 'MY_METHOD',
+      target_modules: ['down_proj', 'gate_proj', 'k_proj', 'o_proj', 'q_proj', 'up_proj', 'v_proj'],
+    });
     expect(files.tensors.get('base_model.model.model.layers.0.mlp.gate_proj.my_method_scale')!.shape).toEqual([172]);
     m.detach();
     const config = myMethod.configFromAdapter!(files.config)!;

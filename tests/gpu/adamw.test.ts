@@ -26,7 +26,9 @@ describe('adamw', () => {
         const r = rng(n + weightDecay * 1000);
         e.beginScope();
         const p0 = randn(n, r);
-        const P = Float64Array.from(p0), M = new Float64Array(n), Vv = new Float64Array(n);
+        const P = Float64Array.from(p0),
+          M = new Float64Array(n),
+          Vv = new Float64Array(n);
         const param = e.upload(p0, [n]);
         const m = e.zeros([n]);
         const v = e.zeros([n]);
@@ -50,7 +52,8 @@ describe('adamw', () => {
     const e = await gpuEngine();
     const r = rng(11);
     e.beginScope();
-    const ga = randn(300, r, 2), gb = randn(77, r, 2);
+    const ga = randn(300, r, 2),
+      gb = randn(77, r, 2);
     const total = sumSquares(e, e.upload(ga, [300]));
     sumSquares(e, e.upload(gb, [77]), { out: total, accumulate: true });
     const maxNorm = 1.5;
@@ -63,10 +66,14 @@ describe('adamw', () => {
     expect((await e.read(clipCoefficient(e, total, 1e6)))[0]).toBe(1);
 
     const p0 = randn(300, r);
-    const param = e.upload(p0, [300]), m = e.zeros([300]), v = e.zeros([300]);
+    const param = e.upload(p0, [300]),
+      m = e.zeros([300]),
+      v = e.zeros([300]);
     const o: AdamWOptions = { lr: 1e-2, beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1, step: 1, gradScale: 2, gradScaleTensor: coef };
     adamwStep(e, param, e.upload(ga, [300]), m, v, o);
-    const P = Float64Array.from(p0), M = new Float64Array(300), V = new Float64Array(300);
+    const P = Float64Array.from(p0),
+      M = new Float64Array(300),
+      V = new Float64Array(300);
     adamwCpu(P, ga, M, V, { ...o, gradScaleValue: wantCoef });
     expectClose('param', await e.read(param), P);
     expectClose('m', await e.read(m), M, 1e-5);

@@ -65,7 +65,8 @@ describe('add', () => {
   it('out: into a given tensor, in place (dst += src), and a + a in place', async () => {
     const e = await gpuEngine();
     e.beginScope();
-    const ad = randn(300, rng(6)), bd = randn(300, rng(7));
+    const ad = randn(300, rng(6)),
+      bd = randn(300, rng(7));
     const a = e.upload(ad, [300]);
     const b = e.upload(bd, [300]);
     const c = e.zeros([300]);

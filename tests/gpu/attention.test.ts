@@ -7,7 +7,12 @@ import type { OpInput } from '../helpers/check-op';
 import { Tape } from '../../src/engine/tape';
 
 interface Case {
-  B: number; T: number; S: number; Hq: number; Hkv: number; D: number;
+  B: number;
+  T: number;
+  S: number;
+  Hq: number;
+  Hkv: number;
+  D: number;
   mask?: (b: number, s: number) => number;
   queryOffset?: number;
   prefixLen?: number;
@@ -49,27 +54,75 @@ describe('attention', () => {
     ['stories-like GQA causal, device budget', { B: 2, T: 5, S: 5, Hq: 4, Hkv: 2, D: 8 }],
     ['decode 3 new queries on a cache', { B: 1, T: 3, S: 21, Hq: 2, Hkv: 1, D: 8, workgroupBytes: SMALL }],
     ['long sequence, GQA', { B: 1, T: 67, S: 67, Hq: 2, Hkv: 1, D: 8, workgroupBytes: SMALL }],
-    ['odd D, multi-tile, left and right padding', {
-      B: 3, T: 41, S: 41, Hq: 2, Hkv: 2, D: 7, workgroupBytes: SMALL,
-      mask: (b, s) => (b === 1 ? +(s >= 6) : b === 2 ? +(s < 30) : 1),
-    }],
-    ['prefix keys with padding', {
-      B: 2, T: 9, S: 13, Hq: 4, Hkv: 1, D: 7, prefixLen: 4, workgroupBytes: SMALL,
-      mask: (b, s) => +(b === 0 || s < 4 || s >= 6),
-    }],
-    ['D=8 (row kernels), padding and prefix keys, GQA', {
-      B: 3, T: 11, S: 15, Hq: 4, Hkv: 2, D: 8, prefixLen: 4, workgroupBytes: SMALL,
-      mask: (b, s) => (b === 1 ? +(s >= 2) : b === 2 ? +(s < 12) : 1),
-    }],
-    ['D=4 (row kernels), left padding, 3 query heads per kv head', {
-      B: 2, T: 33, S: 33, Hq: 6, Hkv: 2, D: 4, workgroupBytes: 4096,
-      mask: (b, s) => +(b === 0 || s >= 5),
-    }],
+    [
+      'odd D, multi-tile, left and right padding',
+      {
+        B: 3,
+        T: 41,
+        S: 41,
+        Hq: 2,
+        Hkv: 2,
+        D: 7,
+        workgroupBytes: SMALL,
+        mask: (b, s) => (b === 1 ? +(s >= 6) : b === 2 ? +(s < 30) : 1),
+      },
+    ],
+    [
+      'prefix keys with padding',
+      {
+        B: 2,
+        T: 9,
+        S: 13,
+        Hq: 4,
+        Hkv: 1,
+        D: 7,
+        prefixLen: 4,
+        workgroupBytes: SMALL,
+        mask: (b, s) => +(b === 0 || s < 4 || s >= 6),
+      },
+    ],
+    [
+      'D=8 (row kernels), padding and prefix keys, GQA',
+      {
+        B: 3,
+        T: 11,
+        S: 15,
+        Hq: 4,
+        Hkv: 2,
+        D: 8,
+        prefixLen: 4,
+        workgroupBytes: SMALL,
+        mask: (b, s) => (b === 1 ? +(s >= 2) : b === 2 ? +(s < 12) : 1),
+      },
+    ],
+    [
+      'D=4 (row kernels), left padding, 3 query heads per kv head',
+      {
+        B: 2,
+        T: 33,
+        S: 33,
+        Hq: 6,
+        Hkv: 2,
+        D: 4,
+        workgroupBytes: 4096,
+        mask: (b, s) => +(b === 0 || s >= 5),
+      },
+    ],
     ['prefix keys on a decode step', { B: 1, T: 2, S: 11, Hq: 2, Hkv: 2, D: 8, prefixLen: 3, workgroupBytes: SMALL }],
-    ['rows with no visible key (queryOffset < 0) and a fully padded batch', {
-      B: 2, T: 6, S: 6, Hq: 2, Hkv: 1, D: 8, queryOffset: -2, workgroupBytes: SMALL,
-      mask: (b) => +(b === 0),
-    }],
+    [
+      'rows with no visible key (queryOffset < 0) and a fully padded batch',
+      {
+        B: 2,
+        T: 6,
+        S: 6,
+        Hq: 2,
+        Hkv: 1,
+        D: 8,
+        queryOffset: -2,
+        workgroupBytes: SMALL,
+        mask: (b) => +(b === 0),
+      },
+    ],
     ['generation T=1 on a KV cache, D=64', { B: 2, T: 1, S: 37, Hq: 3, Hkv: 1, D: 64, workgroupBytes: 4608, samples: 8 }],
     ['D=128 in 16 KiB of workgroup memory', { B: 1, T: 19, S: 23, Hq: 2, Hkv: 1, D: 128, workgroupBytes: 16384, samples: 6 }],
   ];
@@ -115,7 +168,9 @@ describe('attention', () => {
     const [B, T, S, Hq, Hkv, D] = [2, 9, 9, 4, 2, 8];
     e.beginScope();
     const r = rng(77);
-    const qd = randn(B * T * Hq * D, r), kd = randn(B * S * Hkv * D, r), vd = randn(B * S * Hkv * D, r);
+    const qd = randn(B * T * Hq * D, r),
+      kd = randn(B * S * Hkv * D, r),
+      vd = randn(B * S * Hkv * D, r);
     const grads = async (preset: number, trainQ: boolean) => {
       const q = e.upload(qd, [B, T, Hq, D]);
       const k = e.upload(kd, [B, S, Hkv, D]);
@@ -142,7 +197,9 @@ describe('attention', () => {
     const c = await grads(0, true);
     expect(a.n).toBe(3);
     for (const key of ['dq', 'dk', 'dv'] as const) {
-      const x = a[key]!, y = b[key]!, z = c[key]!;
+      const x = a[key]!,
+        y = b[key]!,
+        z = c[key]!;
       for (let i = 0; i < x.length; i++) {
         expect(y[i]).toBeCloseTo(x[i] + 0.5, 5);
         expect(z[i]).toBe(x[i]);
@@ -156,7 +213,9 @@ describe('attention', () => {
     for (const D of [1, 7, 8, 64, 100, 128]) {
       for (const budget of [16384, 32768]) {
         const t = attentionTiles(D, 512, 512, budget);
-        const f = t.forward, q = t.dq, kv = t.dkdv;
+        const f = t.forward,
+          q = t.dq,
+          kv = t.dkdv;
         expect(4 * (f.BQ * D + f.BK * D + f.BQ * f.BK + 3 * f.BQ)).toBeLessThanOrEqual(budget);
         expect(4 * (2 * q.BQ * D + q.BK * D + q.BQ * q.BK + 2 * q.BQ)).toBeLessThanOrEqual(budget);
         expect(4 * (2 * kv.BK * D + 2 * kv.BQ * D + 2 * kv.BQ * kv.BK + 2 * kv.BQ)).toBeLessThanOrEqual(budget);

@@ -23,8 +23,19 @@ const tmp = () => mkdtempSync(path.join(tmpdir(), 'ps-predict-'));
 const cli = (args: string[]) => runCli(args);
 
 const small = [
-  `model_name_or_path=${storiesDir()}`, `dataset_dir=${datasets}`, 'dataset=sst2', 'max_samples=8', 'max_steps=3', 'val_size=0', 'eval_strategy=no',
-  'save_steps=100', 'eval_steps=100', 'cutoff_len=128', 'max_new_tokens=6', 'do_sample=false', 'per_device_eval_batch_size=4',
+  `model_name_or_path=${storiesDir()}`,
+  `dataset_dir=${datasets}`,
+  'dataset=sst2',
+  'max_samples=8',
+  'max_steps=3',
+  'val_size=0',
+  'eval_strategy=no',
+  'save_steps=100',
+  'eval_steps=100',
+  'cutoff_len=128',
+  'max_new_tokens=6',
+  'do_sample=false',
+  'per_device_eval_batch_size=4',
 ];
 
 /** The sst2 LoRA run of the first test; its output folder is also the adapter the predict-only test loads. */
@@ -43,7 +54,10 @@ describe('peft-studio train with do_predict', () => {
     for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'all_results.json', 'generated_predictions.jsonl', 'predict_results.json']) {
       expect(existsSync(path.join(out, f)), f).toBe(true);
     }
-    const lines = readFileSync(path.join(out, 'generated_predictions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(path.join(out, 'generated_predictions.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.length).toBe(8);
     for (const l of lines) {
       expect(Object.keys(l)).toEqual(['prompt', 'predict', 'label']);
@@ -51,8 +65,23 @@ describe('peft-studio train with do_predict', () => {
       expect(l.prompt).toContain('Classify the following sentence into negative and positive classes.');
     }
     const res = JSON.parse(readFileSync(path.join(out, 'predict_results.json'), 'utf8'));
-    for (const k of ['predict_accuracy', 'predict_macro_f1', 'predict_binary_f1', 'predict_invalid', 'headline_metric', 'performance', 'pscp', 'pscp_extra_flops',
-      'trainable_params', 'tflops_total', 'tflops_extra', 'peak_memory_gb', 'latency_ms_per_token', 'train_tokens_per_s', 'predict_runtime']) {
+    for (const k of [
+      'predict_accuracy',
+      'predict_macro_f1',
+      'predict_binary_f1',
+      'predict_invalid',
+      'headline_metric',
+      'performance',
+      'pscp',
+      'pscp_extra_flops',
+      'trainable_params',
+      'tflops_total',
+      'tflops_extra',
+      'peak_memory_gb',
+      'latency_ms_per_token',
+      'train_tokens_per_s',
+      'predict_runtime',
+    ]) {
       expect(res, k).toHaveProperty(k);
     }
     expect(res.headline_metric).toBe('macro_f1');
@@ -68,8 +97,23 @@ describe('peft-studio train with do_predict', () => {
     const out = tmp();
     const keys = ['sst2_eval', 'stsb_eval', 'conala_eval', 'svamp_eval', 'gsm8k_eval'];
     // lora_rank / lora_target here disagree with the adapter on purpose: the adapter's own config wins.
-    const r = await cli(['train', config, `model_name_or_path=${storiesDir()}`, `dataset_dir=${datasets}`, 'do_train=false', 'do_predict=true', `adapter_name_or_path=${adapter}`,
-      'lora_rank=16', 'lora_target=all', `eval_dataset=${keys.join(',')}`, 'max_predict_samples=2', 'max_new_tokens=8', 'cutoff_len=160', 'per_device_eval_batch_size=2', `output_dir=${out}`]);
+    const r = await cli([
+      'train',
+      config,
+      `model_name_or_path=${storiesDir()}`,
+      `dataset_dir=${datasets}`,
+      'do_train=false',
+      'do_predict=true',
+      `adapter_name_or_path=${adapter}`,
+      'lora_rank=16',
+      'lora_target=all',
+      `eval_dataset=${keys.join(',')}`,
+      'max_predict_samples=2',
+      'max_new_tokens=8',
+      'cutoff_len=160',
+      'per_device_eval_batch_size=2',
+      `output_dir=${out}`,
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toContain('method lora and its options from adapter_config.json');
     expect(r.stderr).toContain('lora_rank 16 → 8');
@@ -85,14 +129,19 @@ describe('peft-studio train with do_predict', () => {
       gsm8k_eval: (l) => /\n#### -?[\d,.]+$/.test(l), // the worked answer, "#### n" last
     };
     const metricKeys: Record<string, string[]> = {
-      sst2_eval: ['predict_accuracy', 'predict_macro_f1'], stsb_eval: ['predict_pearson', 'predict_spearman'],
+      sst2_eval: ['predict_accuracy', 'predict_macro_f1'],
+      stsb_eval: ['predict_pearson', 'predict_spearman'],
       conala_eval: ['predict_rouge-1', 'predict_rouge-2', 'predict_rouge-l', 'predict_bleu-4', 'predict_token_accuracy'],
-      svamp_eval: ['predict_numeric_accuracy', 'predict_equation_consistency'], gsm8k_eval: ['predict_numeric_accuracy', 'predict_invalid'],
+      svamp_eval: ['predict_numeric_accuracy', 'predict_equation_consistency'],
+      gsm8k_eval: ['predict_numeric_accuracy', 'predict_invalid'],
     };
     for (const k of keys) {
       const dir = path.join(out, `predict_${k}`);
       expect(r.stderr, k).toContain(`predict ${k}: written to ${dir}/`);
-      const rows = readFileSync(path.join(dir, 'generated_predictions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+      const rows = readFileSync(path.join(dir, 'generated_predictions.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l));
       expect(rows.length, k).toBe(2);
       for (const row of rows) {
         expect(Object.keys(row), k).toEqual(['prompt', 'predict', 'label']);
@@ -108,20 +157,46 @@ describe('peft-studio train with do_predict', () => {
     expect(all.conala_eval.predict_token_accuracy).toBeGreaterThanOrEqual(0);
     expect(all.conala_eval.predict_token_accuracy).toBeLessThanOrEqual(1);
     // PEFT-Factory's compute_metrics reads the number after the last '####' of the label.
-    const g = readFileSync(path.join(out, 'predict_gsm8k_eval', 'generated_predictions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const g = readFileSync(path.join(out, 'predict_gsm8k_eval', 'generated_predictions.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     for (const row of g) expect(Number.isFinite(Number(row.label.split('####').at(-1).trim().replace(/,/g, '')))).toBe(true);
   });
 
-  it('a set whose metric fails keeps every other set\'s files and exits 2; an Alpaca .jsonl is an eval set; a missing one is refused before training', async () => {
+  it("a set whose metric fails keeps every other set's files and exits 2; an Alpaca .jsonl is an eval set; a missing one is refused before training", async () => {
     const dir = tmp();
     writeFileSync(path.join(dir, 'bad.jsonl'), '{"q": "1 + 1?", "a": "2"}\n{"q": "2 + 2?", "a": "4"}\n');
-    writeFileSync(path.join(dir, 'mine.jsonl'), '{"instruction": "Say hi", "input": "", "output": "hi there"}\n{"instruction": "Count", "input": "to two", "output": "one two"}\n');
-    writeFileSync(path.join(dir, 'info.json'), JSON.stringify({
-      // A math entry whose answers lack GSM8K's "#### n": its metric cannot score them.
-      bad_math: { task: 'math', metric: 'gsm8k', instruction: 'Answer.', split: 'test', formatter: 'columns', columns: { prompt: 'q', response: 'a' }, sources: [{ type: 'file', dir, splits: { test: ['bad.jsonl'] } }] },
-    }));
+    writeFileSync(
+      path.join(dir, 'mine.jsonl'),
+      '{"instruction": "Say hi", "input": "", "output": "hi there"}\n{"instruction": "Count", "input": "to two", "output": "one two"}\n',
+    );
+    writeFileSync(
+      path.join(dir, 'info.json'),
+      JSON.stringify({
+        // A math entry whose answers lack GSM8K's "#### n": its metric cannot score them.
+        bad_math: {
+          task: 'math',
+          metric: 'gsm8k',
+          instruction: 'Answer.',
+          split: 'test',
+          formatter: 'columns',
+          columns: { prompt: 'q', response: 'a' },
+          sources: [{ type: 'file', dir, splits: { test: ['bad.jsonl'] } }],
+        },
+      }),
+    );
     const out = path.join(dir, 'out');
-    const base = [`model_name_or_path=${storiesDir()}`, `dataset_dir=${datasets}`, `dataset_info=${path.join(dir, 'info.json')}`, 'do_predict=true', 'max_predict_samples=2', 'max_new_tokens=4', 'cutoff_len=128', `output_dir=${out}`];
+    const base = [
+      `model_name_or_path=${storiesDir()}`,
+      `dataset_dir=${datasets}`,
+      `dataset_info=${path.join(dir, 'info.json')}`,
+      'do_predict=true',
+      'max_predict_samples=2',
+      'max_new_tokens=4',
+      'cutoff_len=128',
+      `output_dir=${out}`,
+    ];
     const r = await cli(['train', config, ...base, 'do_train=false', `eval_dataset=sst2_eval,bad_math,${path.join(dir, 'mine.jsonl')}`]);
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toContain('could not be scored');
@@ -136,7 +211,10 @@ describe('peft-studio train with do_predict', () => {
     const mine = JSON.parse(readFileSync(path.join(out, 'predict_mine.jsonl', 'predict_results.json'), 'utf8'));
     expect(mine.headline_metric).toBe('rouge-l');
     expect(typeof mine['predict_token_accuracy']).toBe('number');
-    const rows = readFileSync(path.join(out, 'predict_mine.jsonl', 'generated_predictions.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const rows = readFileSync(path.join(out, 'predict_mine.jsonl', 'generated_predictions.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(rows.map((x) => x.label)).toEqual(['hi there', 'one two']);
     expect(rows[1].prompt).toContain('Count\nto two');
     // A missing eval file is refused before a model is loaded or a step trained.
@@ -150,11 +228,19 @@ describe('peft-studio train with do_predict', () => {
   it('a grid whose cell names a missing eval .jsonl is refused before any cell runs', async () => {
     const out = tmp();
     const grid = path.join(out, 'grid.yaml');
-    writeFileSync(grid, [
-      `base: ${config}`, `output_dir: ${path.join(out, 'cells')}`, 'seeds: [1]', 'datasets: [sst2, cola]',
-      'methods:', '  lora: { finetuning_type: lora }',
-      'dataset_overrides:', `  cola: { eval_dataset: ${path.join(out, 'missing.jsonl')} }`,
-    ].join('\n'));
+    writeFileSync(
+      grid,
+      [
+        `base: ${config}`,
+        `output_dir: ${path.join(out, 'cells')}`,
+        'seeds: [1]',
+        'datasets: [sst2, cola]',
+        'methods:',
+        '  lora: { finetuning_type: lora }',
+        'dataset_overrides:',
+        `  cola: { eval_dataset: ${path.join(out, 'missing.jsonl')} }`,
+      ].join('\n'),
+    );
     const r = await cli(['grid', grid, ...small.filter((o) => !o.startsWith('dataset='))]);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`eval_dataset '${path.join(out, 'missing.jsonl')}': the file does not exist`);
@@ -164,15 +250,18 @@ describe('peft-studio train with do_predict', () => {
   it('a grid runs its cells, writes results.csv / results.md, and skips finished cells when rerun', async () => {
     const out = tmp();
     const grid = path.join(out, 'grid.yaml');
-    writeFileSync(grid, [
-      `base: ${config}`,
-      `output_dir: ${path.join(out, 'cells')}`,
-      'seeds: [1]',
-      'datasets: [sst2]',
-      'methods:',
-      '  lora: { finetuning_type: lora, lora_rank: 4, lora_target: [q_proj, v_proj] }',
-      '  bitfit: { finetuning_type: bitfit, learning_rate: 0.01 }',
-    ].join('\n'));
+    writeFileSync(
+      grid,
+      [
+        `base: ${config}`,
+        `output_dir: ${path.join(out, 'cells')}`,
+        'seeds: [1]',
+        'datasets: [sst2]',
+        'methods:',
+        '  lora: { finetuning_type: lora, lora_rank: 4, lora_target: [q_proj, v_proj] }',
+        '  bitfit: { finetuning_type: bitfit, learning_rate: 0.01 }',
+      ].join('\n'),
+    );
     const overrides = small.filter((o) => !o.startsWith('dataset='));
     const first = await cli(['grid', grid, ...overrides]);
     expect(first.code, first.stderr).toBe(0);
@@ -181,7 +270,9 @@ describe('peft-studio train with do_predict', () => {
     expect(md).toMatch(/^\| method \| trainable params \| sst2 \| mean \| PSCP \|/);
     expect(md).toContain('| lora | 4,480 |'); // 5 layers × r 4 × ((64 + 64) + (64 + 32))
     expect(md).toContain('| bitfit | 480 |');
-    const csv = readFileSync(path.join(out, 'cells', 'results.csv'), 'utf8').trim().split('\n');
+    const csv = readFileSync(path.join(out, 'cells', 'results.csv'), 'utf8')
+      .trim()
+      .split('\n');
     expect(csv.length).toBe(3);
     expect(csv[0]).toContain('predict_macro_f1');
     const again = await cli(['grid', grid, ...overrides]);

@@ -13,7 +13,11 @@ const cli = (args: string[]) => runCli(args);
 
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'ps-train-'));
 const losses = (dir: string) =>
-  readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.loss !== undefined);
+  readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((l) => l.loss !== undefined);
 
 describe('peft-studio train', () => {
   const base = [`model_name_or_path=${storiesDir()}`, 'lr_scheduler_type=constant', 'warmup_ratio=0', 'val_size=0', 'eval_strategy=no'];
@@ -50,8 +54,11 @@ describe('peft-studio train', () => {
     const m = await cli(['logits', '--model', merged, '--text', text]);
     expect(m.code, m.stderr).toBe(0);
     const plain = await cli(['logits', '--model', storiesDir(), '--text', text]);
-    const la = JSON.parse(a.stdout).logits_last, lm = JSON.parse(m.stdout).logits_last, lp = JSON.parse(plain.stdout).logits_last;
-    let d = 0, moved = 0;
+    const la = JSON.parse(a.stdout).logits_last,
+      lm = JSON.parse(m.stdout).logits_last,
+      lp = JSON.parse(plain.stdout).logits_last;
+    let d = 0,
+      moved = 0;
     la.forEach((v: number, i: number) => {
       d = Math.max(d, Math.abs(v - lm[i]));
       moved = Math.max(moved, Math.abs(v - lp[i]));

@@ -32,7 +32,9 @@ describe('peft-studio CLI', () => {
 
   it('generate from the Hub mirror prints the greedy story', async () => {
     const cache = mkdtempSync(path.join(tmpdir(), 'ps-cache-'));
-    const r = await cli(['generate', '--model', 'stories260K', '--endpoint', hub.url, '--prompt', 'Once upon a time', '--max-new-tokens', '20', '--ids'], { PEFT_STUDIO_CACHE: cache });
+    const r = await cli(['generate', '--model', 'stories260K', '--endpoint', hub.url, '--prompt', 'Once upon a time', '--max-new-tokens', '20', '--ids'], {
+      PEFT_STUDIO_CACHE: cache,
+    });
     expect(r.code, r.stderr).toBe(0);
     const ids = JSON.parse(r.stdout.trim().split('\n').at(-1)!).ids;
     expect(ids).toEqual(reference.prompts[0].greedy_40_ids.slice(5, 25));

@@ -105,7 +105,8 @@ describe('cross_entropy', () => {
       tape.backward(loss, 2);
       return e.read(logits.grad!);
     };
-    const a = await grad(0), b = await grad(1);
+    const a = await grad(0),
+      b = await grad(1);
     for (let i = 0; i < a.length; i++) expect(b[i]).toBeCloseTo(a[i] + 1, 6);
     for (let j = 0; j < V; j++) expect(a[V + j]).toBe(0); // ignored row
     e.endScope();

@@ -18,20 +18,39 @@ const config = path.resolve('examples/stories260k_lora.yaml');
 const cli = (args: string[]) => runCli(args, { env: { ...process.env, PEFT_STUDIO_CACHE: mkdtempSync(path.join(tmpdir(), 'ps-cache-')) } });
 
 const losses = (dir: string): number[] =>
-  readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.loss !== undefined).map((l) => l.loss);
+  readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((l) => l.loss !== undefined)
+    .map((l) => l.loss);
 
 describe('peft-studio train with a registry dataset', () => {
   const hub = useHubServer();
   const args = (out: string) => [
-    'train', config, `model_name_or_path=${storiesDir()}`, `output_dir=${out}`, 'dataset=sst2', 'cutoff_len=160', 'max_samples=8',
-    'val_size=0', 'eval_strategy=no', 'max_steps=2', 'per_device_train_batch_size=4', 'lr_scheduler_type=constant', 'warmup_ratio=0', 'save_steps=100',
+    'train',
+    config,
+    `model_name_or_path=${storiesDir()}`,
+    `output_dir=${out}`,
+    'dataset=sst2',
+    'cutoff_len=160',
+    'max_samples=8',
+    'val_size=0',
+    'eval_strategy=no',
+    'max_steps=2',
+    'per_device_train_batch_size=4',
+    'lr_scheduler_type=constant',
+    'warmup_ratio=0',
+    'save_steps=100',
   ];
 
   it('trains on sst2 from the Hub and from a Hub-layout folder, with the same losses', async () => {
     const a = mkdtempSync(path.join(tmpdir(), 'ps-sst2-'));
     const r = await cli([...args(a), `endpoint=${hub.url}`]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/data: sst2 \(train\) from hub:http:\/\/127\.0\.0\.1:\d+\/datasets\/nyu-mll\/glue@main sst2\/train-00000-of-00001\.parquet: 8 examples/);
+    expect(r.stderr).toMatch(
+      /data: sst2 \(train\) from hub:http:\/\/127\.0\.0\.1:\d+\/datasets\/nyu-mll\/glue@main sst2\/train-00000-of-00001\.parquet: 8 examples/,
+    );
     expect(r.stderr).toMatch(/data: 8 train, 0 val examples/);
     expect(hub.count('/datasets/nyu-mll/glue/resolve/main/sst2/train-00000-of-00001.parquet')).toBeGreaterThan(0);
     for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'trainer_log.jsonl']) expect(existsSync(path.join(a, f)), f).toBe(true);

@@ -21,7 +21,14 @@ const configs: Record<string, unknown>[] = [
   { finetuning_type: 'lora', lora_rank: 4, lora_dropout: 0.3 },
   { finetuning_type: 'lora', use_dora: true, lora_rank: 4, lora_dropout: 0.3 },
   { finetuning_type: 'vera', vera_rank: 8, vera_dropout: 0.3 },
-  { finetuning_type: 'p-tuning', num_virtual_tokens: 3, encoder_reparameterization_type: 'LSTM', encoder_hidden_size: 8, encoder_num_layers: 2, encoder_dropout: 0.3 },
+  {
+    finetuning_type: 'p-tuning',
+    num_virtual_tokens: 3,
+    encoder_reparameterization_type: 'LSTM',
+    encoder_hidden_size: 8,
+    encoder_num_layers: 2,
+    encoder_dropout: 0.3,
+  },
   // The bottleneck adapters (sequential, parallel) share one module body and its dropout.
   { finetuning_type: 'seq-bn-adapter', dropout: 0.3 },
 ];
@@ -41,7 +48,11 @@ describe('dropout masks are a function of (seed, micro-batch, call site)', () =>
     const full = { seed: 42, model_name_or_path: 'stories260K', ...config };
     const m = resolveMethod(full).attach({ e, model, config: full, random: seededRandom(1) });
     const r = seededRandom(9);
-    for (const p of m.trainable()) e.write(p.tensor, Float32Array.from({ length: p.tensor.size }, () => (r() - 0.5) * 0.2));
+    for (const p of m.trainable())
+      e.write(
+        p.tensor,
+        Float32Array.from({ length: p.tensor.size }, () => (r() - 0.5) * 0.2),
+      );
     return m;
   };
 
@@ -77,7 +88,8 @@ describe('dropout masks are a function of (seed, micro-batch, call site)', () =>
 
   it('the stream seed separates run seed, micro-batch, call site and occurrence', () => {
     const seeds = new Set<number>();
-    for (const s of [0, 42]) for (const mb of [0, 1, 2]) for (const site of ['a.lora_dropout', 'b.lora_dropout']) for (const k of [0, 1]) seeds.add(streamSeed(s, mb, site, k));
+    for (const s of [0, 42])
+      for (const mb of [0, 1, 2]) for (const site of ['a.lora_dropout', 'b.lora_dropout']) for (const k of [0, 1]) seeds.add(streamSeed(s, mb, site, k));
     expect(seeds.size).toBe(2 * 3 * 2 * 2);
     expect(streamSeed(42, 7, 'x', 0)).toBe(streamSeed(42, 7, 'x', 0));
     const t = new Tape({ seed: 1, microBatch: 2 });

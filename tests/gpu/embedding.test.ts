@@ -17,7 +17,12 @@ describe('embedding', () => {
 
   // [ids shape, V, C]: size 1, repeated ids (V < N), odd C, N*C and U*C not multiples of 256.
   const cases: [number[], number, number][] = [
-    [[1], 1, 1], [[7], 3, 5], [[2, 3], 11, 4], [[300], 17, 5], [[40], 1000, 33], [[2, 65], 9, 1],
+    [[1], 1, 1],
+    [[7], 3, 5],
+    [[2, 3], 11, 4],
+    [[300], 17, 5],
+    [[40], 1000, 33],
+    [[2, 65], 9, 1],
   ];
   for (const [shape, V, C] of cases) {
     it(`ids [${shape}] V${V} C${C}`, async () => {

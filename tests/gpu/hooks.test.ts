@@ -104,7 +104,9 @@ describe('model insertion points (stories260K)', () => {
     e.endScope();
     detach();
     // The logits cover the real tokens only: positions P.. of the full sequence.
-    const want = referenceForward(model.config, new Map([...host].map(([k, v]) => [k, v.data])), ids).slice(P).flatMap((r) => Array.from(r));
+    const want = referenceForward(model.config, new Map([...host].map(([k, v]) => [k, v.data])), ids)
+      .slice(P)
+      .flatMap((r) => Array.from(r));
     expect(got.length).toBe(want.length);
     expect(maxDiff(got, want)).toBeLessThan(1e-4);
   });
@@ -127,7 +129,10 @@ describe('model insertion points (stories260K)', () => {
 
   it('a key/value prefix with positionShift equals the full sequence (prefix = cached K/V of its first tokens)', async () => {
     const P = 3;
-    const C = model.config.hiddenSize, Hkv = model.config.numKvHeads, D = model.config.headDim, V = model.config.vocabSize;
+    const C = model.config.hiddenSize,
+      Hkv = model.config.numKvHeads,
+      D = model.config.headDim,
+      V = model.config.vocabSize;
     // Post-RoPE keys and values of ids[0..P) at positions 0..P-1, from a cache.
     const cache = model.newCache(1, P);
     e.beginScope();
@@ -140,7 +145,9 @@ describe('model insertion points (stories260K)', () => {
     e.beginScope();
     const got = await e.read(model.forward(Int32Array.from(ids.slice(P)), 1));
     e.endScope();
-    const want = referenceForward(model.config, new Map([...host].map(([k, v]) => [k, v.data])), ids).slice(P).flatMap((r) => Array.from(r));
+    const want = referenceForward(model.config, new Map([...host].map(([k, v]) => [k, v.data])), ids)
+      .slice(P)
+      .flatMap((r) => Array.from(r));
     expect(got.length).toBe((ids.length - P) * V);
     expect(maxDiff(got, want)).toBeLessThan(1e-4);
     // And through generation with the cache: the same greedy tokens as the full prompt.
@@ -163,7 +170,12 @@ describe('model insertion points (stories260K)', () => {
       const t = w.get(n)!;
       for (let i = 0; i < t.length; i++) t[i] *= 2;
     }
-    expect(maxDiff(got, referenceForward(model.config, w, ids).flatMap((r) => Array.from(r)))).toBeLessThan(1e-4);
+    expect(
+      maxDiff(
+        got,
+        referenceForward(model.config, w, ids).flatMap((r) => Array.from(r)),
+      ),
+    ).toBeLessThan(1e-4);
   });
 
   it('batched generation (left padding, one cache) equals generating each prompt alone', async () => {
@@ -180,7 +192,8 @@ describe('model insertion points (stories260K)', () => {
 
   it('activation, adapter and parallel points are called per layer with the right shapes', async () => {
     const seen: string[] = [];
-    const C = model.config.hiddenSize, F = model.config.intermediateSize;
+    const C = model.config.hiddenSize,
+      F = model.config.intermediateSize;
     const detach = model.attach({
       scaleActivation: (l, kind, x) => {
         seen.push(`${kind}${l}:${x.size / ids.length}`);

@@ -20,20 +20,32 @@ import { cliBin, runCli } from '../helpers/cli';
 const config = path.resolve('examples/stories260k_lora.yaml');
 // 8 steps, checkpoints at 3 and 6 (8 is not one: the export kill must redo steps 7-8), eval every 3.
 const args = (out: string) => [
-  'train', config, `model_name_or_path=${storiesDir()}`, `output_dir=${out}`, 'lora_dropout=0.1',
-  'max_steps=8', 'save_steps=3', 'eval_steps=3', 'save_total_limit=1',
+  'train',
+  config,
+  `model_name_or_path=${storiesDir()}`,
+  `output_dir=${out}`,
+  'lora_dropout=0.1',
+  'max_steps=8',
+  'save_steps=3',
+  'eval_steps=3',
+  'save_total_limit=1',
 ];
 const tmp = () => mkdtempSync(path.join(tmpdir(), 'ps-kill-'));
 
 /** The log without wall-clock fields: what must repeat exactly. */
 const log = (dir: string) =>
-  readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => {
-    const { current_steps, loss, eval_loss, lr, grad_norm } = JSON.parse(l);
-    return { current_steps, loss, eval_loss, lr, grad_norm };
-  });
+  readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => {
+      const { current_steps, loss, eval_loss, lr, grad_norm } = JSON.parse(l);
+      return { current_steps, loss, eval_loss, lr, grad_norm };
+    });
 const lossLines = (dir: string) => {
   try {
-    return readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"loss"')).length;
+    return readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes('"loss"')).length;
   } catch {
     return 0;
   }
@@ -41,7 +53,10 @@ const lossLines = (dir: string) => {
 
 /** Start the CLI; `killWhen` (polled) sends SIGKILL from outside. Resolves with how it ended. */
 function train(out: string, opts: { resume?: boolean; env?: Record<string, string>; killWhen?: () => boolean } = {}) {
-  const child = spawn('node', [cliBin, ...args(out), ...(opts.resume ? ['resume_from_checkpoint=true'] : [])], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('node', [cliBin, ...args(out), ...(opts.resume ? ['resume_from_checkpoint=true'] : [])], {
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   child.stdout.resume();
@@ -60,7 +75,8 @@ function train(out: string, opts: { resume?: boolean; env?: Record<string, strin
 
 describe('kill -9 and resume (dropout on)', () => {
   it('killed during a step, then a checkpoint write, then the final export, the resumed run equals the uninterrupted one', async () => {
-    const full = tmp(), dir = tmp();
+    const full = tmp(),
+      dir = tmp();
     // The uninterrupted run goes alongside the chain of interrupted ones.
     const baseline = train(full);
 
@@ -88,7 +104,10 @@ describe('kill -9 and resume (dropout on)', () => {
     expect(k3.stderr).toMatch(/removed 1 unfinished write\(s\) of an interrupted run: \.checkpoint-6\./);
     expect(existsSync(path.join(dir, 'adapter_model.safetensors'))).toBe(true);
     expect(existsSync(path.join(dir, 'adapter_config.json'))).toBe(false);
-    expect(readdirSync(dir).filter((n) => /^checkpoint-/.test(n)), 'save_total_limit 1').toEqual(['checkpoint-6']);
+    expect(
+      readdirSync(dir).filter((n) => /^checkpoint-/.test(n)),
+      'save_total_limit 1',
+    ).toEqual(['checkpoint-6']);
 
     // 4. Resumed from checkpoint-6: steps 7-8 again, then the export.
     const done = await train(dir, { resume: true }).done;
@@ -98,8 +117,13 @@ describe('kill -9 and resume (dropout on)', () => {
     const want = log(full);
     expect(want.filter((l) => l.loss !== undefined)).toHaveLength(8);
     expect(log(dir)).toEqual(want);
-    expect(readFileSync(path.join(dir, 'adapter_model.safetensors')).equals(readFileSync(path.join(full, 'adapter_model.safetensors'))), 'adapter bytes').toBe(true);
+    expect(readFileSync(path.join(dir, 'adapter_model.safetensors')).equals(readFileSync(path.join(full, 'adapter_model.safetensors'))), 'adapter bytes').toBe(
+      true,
+    );
     expect(readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')).toBe(readFileSync(path.join(full, 'adapter_config.json'), 'utf8'));
-    expect(readdirSync(dir).filter((n) => n.startsWith('.') || /^checkpoint-/.test(n)), 'no leftovers, no lock').toEqual(['checkpoint-6']);
+    expect(
+      readdirSync(dir).filter((n) => n.startsWith('.') || /^checkpoint-/.test(n)),
+      'no leftovers, no lock',
+    ).toEqual(['checkpoint-6']);
   }, 600_000); // six CLI processes: ~25 s on an idle 2-core machine, minutes on a loaded one
 });

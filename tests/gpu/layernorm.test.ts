@@ -14,7 +14,15 @@ describe('layernorm', () => {
 
   // [rows, C]: one channel (output = bias), odd C, C above the row-thread limit
   // (workgroup kernels), and enough rows for the two-kernel dw/db reduction.
-  const shapes: [number, number][] = [[1, 1], [3, 7], [5, 33], [2, 300], [37, 19], [70, 12], [40, 260]];
+  const shapes: [number, number][] = [
+    [1, 1],
+    [3, 7],
+    [5, 33],
+    [2, 300],
+    [37, 19],
+    [70, 12],
+    [40, 260],
+  ];
   for (const [rows, C] of shapes) {
     it(`rows ${rows} C ${C}`, async () => {
       const e = await gpuEngine();
@@ -75,7 +83,8 @@ describe('layernorm', () => {
     const frozen = await run(false);
     expect(frozen.dw).toBeNull();
     expect(frozen.db).toBeNull();
-    const a = await run(true), b = await run(true);
+    const a = await run(true),
+      b = await run(true);
     expect(Array.from(a.dx)).toEqual(Array.from(frozen.dx));
     expect(Array.from(a.dw!)).toEqual(Array.from(b.dw!));
     expect(Array.from(a.db!)).toEqual(Array.from(b.db!));

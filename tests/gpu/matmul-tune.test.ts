@@ -25,7 +25,8 @@ describe('matmul autotune', () => {
       e.matmulTuner = tuner;
       const [M, N, K] = [48, 40, 36];
       const r = rng(5);
-      const Ad = randn(M * K, r), Bd = randn(N * K, r);
+      const Ad = randn(M * K, r),
+        Bd = randn(N * K, r);
       const run = async () => {
         e.beginScope();
         const y = await e.read(matmul(e, e.upload(Ad, [M, K]), e.upload(Bd, [N, K]), { transB: true }));

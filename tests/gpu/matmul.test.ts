@@ -5,9 +5,16 @@ import { matmul, matmulCpu, matmulKernel } from '../../src/engine/ops/matmul';
 
 describe('matmul', () => {
   const shapes: [number, number, number, number][] = [
-    [1, 1, 1, 1], [3, 5, 7, 1], [65, 17, 33, 1], [64, 64, 64, 1], [70, 129, 20, 2], [2, 100, 3, 3],
+    [1, 1, 1, 1],
+    [3, 5, 7, 1],
+    [65, 17, 33, 1],
+    [64, 64, 64, 1],
+    [70, 129, 20, 2],
+    [2, 100, 3, 3],
     // register-tiled kernels (K % 4 == 0, N % 4 == 0): partial 8-row and 16-column blocks, batches
-    [68, 20, 12, 2], [13, 36, 8, 1], [4, 4, 4, 3],
+    [68, 20, 12, 2],
+    [13, 36, 8, 1],
+    [4, 4, 4, 3],
   ];
   for (const [M, N, K, batch] of shapes) {
     for (const transA of [false, true]) {
@@ -18,8 +25,18 @@ describe('matmul', () => {
           const res = await checkOp(e, {
             name: 'matmul',
             inputs: [
-              { name: 'A', shape: batch > 1 ? [batch, transA ? K : M, transA ? M : K] : [transA ? K : M, transA ? M : K], data: randn(batch * M * K, r), grad: true },
-              { name: 'B', shape: batch > 1 ? [batch, transB ? N : K, transB ? K : N] : [transB ? N : K, transB ? K : N], data: randn(batch * K * N, r), grad: true },
+              {
+                name: 'A',
+                shape: batch > 1 ? [batch, transA ? K : M, transA ? M : K] : [transA ? K : M, transA ? M : K],
+                data: randn(batch * M * K, r),
+                grad: true,
+              },
+              {
+                name: 'B',
+                shape: batch > 1 ? [batch, transB ? N : K, transB ? K : N] : [transB ? N : K, transB ? K : N],
+                data: randn(batch * K * N, r),
+                grad: true,
+              },
             ],
             gpu: (e, [A, B]) => matmul(e, A, B, { transA, transB, batch, alpha: 0.5 }),
             cpu: ([A, B]) => matmulCpu(A, B, M, N, K, { transA, transB, batch, alpha: 0.5 }),
@@ -38,12 +55,21 @@ describe('matmul', () => {
       const e = await gpuEngine();
       e.beginScope();
       const r = rng(RM);
-      for (const [M, N, K, batch] of [[36, 20, 12, 2], [20, 52, 8, 1], [4, 4, 4, 1]]) {
+      for (const [M, N, K, batch] of [
+        [36, 20, 12, 2],
+        [20, 52, 8, 1],
+        [4, 4, 4, 1],
+      ]) {
         for (const transA of [false, true]) {
           for (const transB of [false, true]) {
-            const Ad = randn(batch * M * K, r), Bd = randn(batch * K * N, r), C0 = randn(batch * M * N, r), bd = randn(N, r);
-            const A = e.upload(Ad, [batch * M * K]), B = e.upload(Bd, [batch * K * N]);
-            const C = e.upload(C0, [batch * M * N]), bias = e.upload(bd, [N]);
+            const Ad = randn(batch * M * K, r),
+              Bd = randn(batch * K * N, r),
+              C0 = randn(batch * M * N, r),
+              bd = randn(N, r);
+            const A = e.upload(Ad, [batch * M * K]),
+              B = e.upload(Bd, [batch * K * N]);
+            const C = e.upload(C0, [batch * M * N]),
+              bias = e.upload(bd, [N]);
             matmulKernel(e, C, A, B, M, N, K, { transA, transB, batch, alpha: 0.5, beta: 2, bias, rowsPerThread: RM });
             const got = await e.read(C);
             const want = matmulCpu(Ad, Bd, M, N, K, { transA, transB, batch, alpha: 0.5, bias: bd });
@@ -119,15 +145,31 @@ describe('matmul v5 (workgroup tiles, 8x8 per thread) and v6 (subgroups)', () =>
       const e = await gpuEngine();
       // SwiftShader has the subgroups feature; an adapter without it cannot run v6 at all.
       if (variant === 'v6') expect(e.ctx.features.has('subgroups')).toBe(true);
-      for (const [M, N, K, batch] of [[1, 1, 1, 1], [65, 17, 33, 1], [70, 129, 20, 2], [3, 5, 7, 3], [64, 64, 64, 1]] as const) {
+      for (const [M, N, K, batch] of [
+        [1, 1, 1, 1],
+        [65, 17, 33, 1],
+        [70, 129, 20, 2],
+        [3, 5, 7, 3],
+        [64, 64, 64, 1],
+      ] as const) {
         for (const transA of [false, true]) {
           for (const transB of [false, true]) {
             const r = rng(M * 131 + N * 7 + K + (transA ? 1000 : 0) + (transB ? 2000 : 0));
             const res = await checkOp(e, {
               name: `matmul ${variant} M${M} N${N} K${K} b${batch} tA${+transA} tB${+transB}`,
               inputs: [
-                { name: 'A', shape: batch > 1 ? [batch, transA ? K : M, transA ? M : K] : [transA ? K : M, transA ? M : K], data: randn(batch * M * K, r), grad: true },
-                { name: 'B', shape: batch > 1 ? [batch, transB ? N : K, transB ? K : N] : [transB ? N : K, transB ? K : N], data: randn(batch * K * N, r), grad: true },
+                {
+                  name: 'A',
+                  shape: batch > 1 ? [batch, transA ? K : M, transA ? M : K] : [transA ? K : M, transA ? M : K],
+                  data: randn(batch * M * K, r),
+                  grad: true,
+                },
+                {
+                  name: 'B',
+                  shape: batch > 1 ? [batch, transB ? N : K, transB ? K : N] : [transB ? N : K, transB ? K : N],
+                  data: randn(batch * K * N, r),
+                  grad: true,
+                },
               ],
               gpu: (e, [A, B]) => matmul(e, A, B, { transA, transB, batch, alpha: 0.5, variant }),
               cpu: ([A, B]) => matmulCpu(A, B, M, N, K, { transA, transB, batch, alpha: 0.5 }),
@@ -143,12 +185,20 @@ describe('matmul v5 (workgroup tiles, 8x8 per thread) and v6 (subgroups)', () =>
       const e = await gpuEngine();
       e.beginScope();
       const r = rng(variant.length * 17);
-      for (const [M, N, K, batch] of [[67, 130, 19, 2], [5, 3, 70, 1]]) {
+      for (const [M, N, K, batch] of [
+        [67, 130, 19, 2],
+        [5, 3, 70, 1],
+      ]) {
         for (const transA of [false, true]) {
           for (const transB of [false, true]) {
-            const Ad = randn(batch * M * K, r), Bd = randn(batch * K * N, r), C0 = randn(batch * M * N, r), bd = randn(N, r);
-            const A = e.upload(Ad, [batch * M * K]), B = e.upload(Bd, [batch * K * N]);
-            const C = e.upload(C0, [batch * M * N]), bias = e.upload(bd, [N]);
+            const Ad = randn(batch * M * K, r),
+              Bd = randn(batch * K * N, r),
+              C0 = randn(batch * M * N, r),
+              bd = randn(N, r);
+            const A = e.upload(Ad, [batch * M * K]),
+              B = e.upload(Bd, [batch * K * N]);
+            const C = e.upload(C0, [batch * M * N]),
+              bias = e.upload(bd, [N]);
             matmulKernel(e, C, A, B, M, N, K, { transA, transB, batch, alpha: 0.5, beta: 2, bias, variant });
             const got = await e.read(C);
             const want = matmulCpu(Ad, Bd, M, N, K, { transA, transB, batch, alpha: 0.5, bias: bd });

@@ -50,7 +50,8 @@ describe('stories260K against reference.json', () => {
       const first = await e.readRegion(logits, 0, V);
       const last = await e.readRegion(logits, (ids.length - 1) * V, V);
       e.endScope();
-      const d1 = maxDiff(first, p.logits_first_position), d2 = maxDiff(last, p.logits_last_position);
+      const d1 = maxDiff(first, p.logits_first_position),
+        d2 = maxDiff(last, p.logits_last_position);
       console.log(`prompt ${i}: max |Δlogit| first ${d1.toExponential(2)}, last ${d2.toExponential(2)}`);
       expect(d1).toBeLessThan(1e-4);
       expect(d2).toBeLessThan(1e-4);
@@ -69,17 +70,44 @@ describe('stories260K against reference.json', () => {
 
 describe('random models against the float64 CPU reference', () => {
   const cases: [string, Record<string, unknown>, { qkvBias?: boolean; untied?: boolean }][] = [
-    ['qwen2 with q/k/v bias, untied head, GQA 6/2, odd sizes', {
-      architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 48, intermediate_size: 70, num_hidden_layers: 2,
-      num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 97, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: false,
-      max_position_embeddings: 128,
-    }, { qkvBias: true, untied: true }],
-    ['llama3 rope scaling, head_dim 16, tied', {
-      architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, intermediate_size: 40, num_hidden_layers: 2,
-      num_attention_heads: 4, num_key_value_heads: 1, head_dim: 16, vocab_size: 61, rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: true,
-      max_position_embeddings: 256,
-      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
-    }, {}],
+    [
+      'qwen2 with q/k/v bias, untied head, GQA 6/2, odd sizes',
+      {
+        architectures: ['Qwen2ForCausalLM'],
+        model_type: 'qwen2',
+        hidden_size: 48,
+        intermediate_size: 70,
+        num_hidden_layers: 2,
+        num_attention_heads: 6,
+        num_key_value_heads: 2,
+        vocab_size: 97,
+        rms_norm_eps: 1e-6,
+        rope_theta: 1000000,
+        tie_word_embeddings: false,
+        max_position_embeddings: 128,
+      },
+      { qkvBias: true, untied: true },
+    ],
+    [
+      'llama3 rope scaling, head_dim 16, tied',
+      {
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        hidden_size: 32,
+        intermediate_size: 40,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 1,
+        head_dim: 16,
+        vocab_size: 61,
+        rms_norm_eps: 1e-5,
+        rope_theta: 500000,
+        tie_word_embeddings: true,
+        max_position_embeddings: 256,
+        rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
+      },
+      {},
+    ],
   ];
   for (const [name, json, opts] of cases) {
     it(name, async () => {
@@ -92,7 +120,10 @@ describe('random models against the float64 CPU reference', () => {
       const logits = await e.read(model.forward(Int32Array.from(ids), 1));
       e.endScope();
       const want = referenceForward(cfg, new Map([...host].map(([k, v]) => [k, v.data])), ids);
-      const d = maxDiff(logits, want.flatMap((row) => Array.from(row)));
+      const d = maxDiff(
+        logits,
+        want.flatMap((row) => Array.from(row)),
+      );
       console.log(`${name}: max |Δlogit| ${d.toExponential(2)}`);
       expect(d).toBeLessThan(2e-4);
     });
@@ -113,7 +144,8 @@ describe('full-model gradient check (stories260K, every weight trainable)', () =
     const { Tape } = await import('../../src/engine/tape');
     const lossCpu = (w: Map<string, Float64Array>) => {
       const logits = referenceForward(config, w, ids);
-      let s = 0, n = 0;
+      let s = 0,
+        n = 0;
       logits.forEach((row, t) => {
         if (labels[t] === -100) return;
         let mx = -Infinity;
@@ -139,7 +171,8 @@ describe('full-model gradient check (stories260K, every weight trainable)', () =
 
     const r = rng(42);
     const h = 1e-4;
-    let worst = 0, checked = 0;
+    let worst = 0,
+      checked = 0;
     const report: string[] = [];
     for (const [name, t] of model.params) {
       expect(t.grad, `${name} has a gradient`).not.toBeNull();
@@ -148,7 +181,8 @@ describe('full-model gradient check (stories260K, every weight trainable)', () =
       // The largest-gradient entry plus two random ones.
       let big = 0;
       for (let i = 1; i < g.length; i++) if (Math.abs(g[i]) > Math.abs(g[big])) big = i;
-      let tensorWorst = 0, absWorst = 0;
+      let tensorWorst = 0,
+        absWorst = 0;
       for (const i of [big, Math.floor(r() * g.length), Math.floor(r() * g.length)]) {
         const orig = base[i];
         base[i] = orig + h;
@@ -164,7 +198,9 @@ describe('full-model gradient check (stories260K, every weight trainable)', () =
         checked++;
       }
       worst = Math.max(worst, tensorWorst);
-      report.push(`${tensorWorst < 2e-2 ? 'OK    ' : 'NOT OK'} ${name} max|grad| ${Math.abs(g[big]).toExponential(2)} max|Δ| ${absWorst.toExponential(1)} rel ${tensorWorst.toExponential(1)}`);
+      report.push(
+        `${tensorWorst < 2e-2 ? 'OK    ' : 'NOT OK'} ${name} max|grad| ${Math.abs(g[big]).toExponential(2)} max|Δ| ${absWorst.toExponential(1)} rel ${tensorWorst.toExponential(1)}`,
+      );
     }
     model.setTrainable(false);
     e.endScope();

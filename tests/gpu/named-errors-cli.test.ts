@@ -52,7 +52,12 @@ describe('named errors through the CLI', () => {
 
   it('a YAML alias bomb is refused by name', async () => {
     const levels = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
-    for (let i = 1; i < 8; i++) levels.push(`l${i}: &l${i} [${Array(10).fill(i === 1 ? '*a' : `*l${i - 1}`).join(',')}]`);
+    for (let i = 1; i < 8; i++)
+      levels.push(
+        `l${i}: &l${i} [${Array(10)
+          .fill(i === 1 ? '*a' : `*l${i - 1}`)
+          .join(',')}]`,
+      );
     const f = path.join(work, 'bomb.yaml');
     writeFileSync(f, levels.join('\n') + '\nmodel_name_or_path: x\noutput_dir: o\n');
     const r = await runCli(['train', f]);
@@ -74,7 +79,9 @@ describe('named errors through the CLI', () => {
     writeFileSync(path.join(dir, 'model.safetensors'), serializeSafetensors(new Map([...st.tensors].map(([k, t]) => [k, { shape: t.shape, data: t.data }]))));
     const r = await runCli(['logits', '--model', dir, '--text', 'Once upon a time']);
     noTrace(r);
-    expect(r.stderr).toMatch(/logits: the model computed \d+ NaN and \d+ infinite logit\(s\) at the last position .* The weights \(or the adapter\) hold NaN\/Inf/);
+    expect(r.stderr).toMatch(
+      /logits: the model computed \d+ NaN and \d+ infinite logit\(s\) at the last position .* The weights \(or the adapter\) hold NaN\/Inf/,
+    );
     expect(r.stdout).toBe('');
   });
 
@@ -82,7 +89,9 @@ describe('named errors through the CLI', () => {
     const e = await gpuEngine();
     const t = e.persist(e.zeros([4, 64], 'model.layers.0.self_attn.q_proj.lora_A'));
     expect(() => e.write(t, new Float32Array(8 * 64))).toThrow(ModelFormatError);
-    expect(() => e.write(t, new Float32Array(8 * 64))).toThrow(/Tensor 'model\.layers\.0\.self_attn\.q_proj\.lora_A' \[4, 64\] holds 256 values, but 512 were given to it: .*made for another shape \(rank/);
+    expect(() => e.write(t, new Float32Array(8 * 64))).toThrow(
+      /Tensor 'model\.layers\.0\.self_attn\.q_proj\.lora_A' \[4, 64\] holds 256 values, but 512 were given to it: .*made for another shape \(rank/,
+    );
     t.dispose();
   });
 });

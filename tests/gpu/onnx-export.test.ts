@@ -50,8 +50,13 @@ function writeLoraAdapter(dir: string, cfg: ModelConfig, targets: string[], r: n
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   const { hiddenSize: C, headDim: D, numHeads: Hq, numKvHeads: Hkv, intermediateSize: F } = cfg;
   const dims: Record<string, [number, number]> = {
-    q_proj: [Hq * D, C], k_proj: [Hkv * D, C], v_proj: [Hkv * D, C], o_proj: [C, Hq * D],
-    gate_proj: [F, C], up_proj: [F, C], down_proj: [C, F],
+    q_proj: [Hq * D, C],
+    k_proj: [Hkv * D, C],
+    v_proj: [Hkv * D, C],
+    o_proj: [C, Hq * D],
+    gate_proj: [F, C],
+    up_proj: [F, C],
+    down_proj: [C, F],
   };
   for (let l = 0; l < cfg.numLayers; l++) {
     for (const t of targets) {
@@ -63,10 +68,22 @@ function writeLoraAdapter(dir: string, cfg: ModelConfig, targets: string[], r: n
   }
   mkdirSync(dir, { recursive: true });
   writeFileSync(path.join(dir, 'adapter_model.safetensors'), serializeSafetensors(tensors, { format: 'pt' }));
-  writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify({
-    peft_type: 'LORA', task_type: 'CAUSAL_LM', r, lora_alpha: alpha, target_modules: targets, lora_dropout: 0,
-    bias: 'none', fan_in_fan_out: false, use_rslora: false, use_dora: false, init_lora_weights: true,
-  }));
+  writeFileSync(
+    path.join(dir, 'adapter_config.json'),
+    JSON.stringify({
+      peft_type: 'LORA',
+      task_type: 'CAUSAL_LM',
+      r,
+      lora_alpha: alpha,
+      target_modules: targets,
+      lora_dropout: 0,
+      bias: 'none',
+      fan_in_fan_out: false,
+      use_rslora: false,
+      use_dora: false,
+      init_lora_weights: true,
+    }),
+  );
 }
 
 interface Logits {
@@ -97,7 +114,10 @@ async function step(s: ort.InferenceSession, cfg: ModelConfig, ids: number[], pa
   const feeds: Record<string, ort.Tensor> = {
     input_ids: i64(ids, [1, ids.length]),
     attention_mask: i64(new Array(pastLen + ids.length).fill(1), [1, pastLen + ids.length]),
-    position_ids: i64(ids.map((_, i) => pastLen + i), [1, ids.length]),
+    position_ids: i64(
+      ids.map((_, i) => pastLen + i),
+      [1, ids.length],
+    ),
   };
   for (let l = 0; l < cfg.numLayers; l++) {
     for (const kv of ['key', 'value']) {
@@ -117,12 +137,15 @@ function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** onnxruntime-web logits vs the CLI's: the whole prompt at once, then prefill + one token at a time through the cache. */
 async function checkLogits(label: string, folder: string, cfg: ModelConfig, want: Logits): Promise<void> {
   const s = await ort.InferenceSession.create(readFileSync(path.join(folder, 'onnx/model.onnx')));
-  const ids = want.input_ids, T = ids.length, V = cfg.vocabSize;
+  const ids = want.input_ids,
+    T = ids.length,
+    V = cfg.vocabSize;
   const full = await step(s, cfg, ids, 0, null);
   const dFull = maxDiff(full.logits.subarray((T - 1) * V), want.logits_last);
   // With the cache: T-3 tokens, then 1, 1, 1.
   let { present } = await step(s, cfg, ids.slice(0, T - 3), 0, null);
-  let dRows = 0, last: ArrayLike<number> = [];
+  let dRows = 0,
+    last: ArrayLike<number> = [];
   for (let t = T - 3; t < T; t++) {
     const r = await step(s, cfg, [ids[t]], t, present);
     present = r.present;
@@ -130,7 +153,9 @@ async function checkLogits(label: string, folder: string, cfg: ModelConfig, want
     dRows = Math.max(dRows, maxDiff(r.logits, full.logits.subarray(t * V, (t + 1) * V)));
   }
   const dCached = maxDiff(last, want.logits_last);
-  console.log(`${label}: max |Δlogit| vs peft-studio logits: no cache ${dFull.toExponential(2)}, with cache ${dCached.toExponential(2)}; cached rows vs full ${dRows.toExponential(2)}`);
+  console.log(
+    `${label}: max |Δlogit| vs peft-studio logits: no cache ${dFull.toExponential(2)}, with cache ${dCached.toExponential(2)}; cached rows vs full ${dRows.toExponential(2)}`,
+  );
   expect(dFull).toBeLessThan(1e-4);
   expect(dCached).toBeLessThan(1e-4);
   expect(dRows).toBeLessThan(1e-4);
@@ -164,7 +189,11 @@ const stopIdsOf = (modelDir: string): number[] => {
 
 describe.each([
   ['stories260K', () => storiesDir(), ['q_proj', 'v_proj']],
-  ['qwen2 (q/k/v bias, untied, GQA 6/2)', (dir: string) => (writeQwen2TestModel(path.join(dir, 'qwen2')), path.join(dir, 'qwen2')), ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']],
+  [
+    'qwen2 (q/k/v bias, untied, GQA 6/2)',
+    (dir: string) => (writeQwen2TestModel(path.join(dir, 'qwen2')), path.join(dir, 'qwen2')),
+    ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'],
+  ],
 ] as const)('ONNX export of %s', (label, makeModel, targets) => {
   let work: string, modelDir: string, cfg: ModelConfig, adapter: string, plain: Logits;
   beforeAll(() => {
@@ -184,10 +213,20 @@ describe.each([
 
   it('LoRA merged by `peft-studio export export_format=onnx`: logits of the unmerged adapter within 1e-4; transformers.js greedy tokens equal peft-studio generate', async () => {
     const yaml = path.join(work, 'export.yaml');
-    writeFileSync(yaml, [
-      `model_name_or_path: ${modelDir}`, 'finetuning_type: lora', `dataset: ${DATA}`, 'lora_rank: 4', 'lora_alpha: 8',
-      `lora_target: ${targets.join(',')}`, `output_dir: ${work}`, `adapter_name_or_path: ${adapter}`, 'export_format: onnx',
-    ].join('\n'));
+    writeFileSync(
+      yaml,
+      [
+        `model_name_or_path: ${modelDir}`,
+        'finetuning_type: lora',
+        `dataset: ${DATA}`,
+        'lora_rank: 4',
+        'lora_alpha: 8',
+        `lora_target: ${targets.join(',')}`,
+        `output_dir: ${work}`,
+        `adapter_name_or_path: ${adapter}`,
+        'export_format: onnx',
+      ].join('\n'),
+    );
     const root = path.join(work, 'exported');
     const x = await runCli(['export', yaml, `export_dir=${path.join(root, 'merged')}`]);
     expect(x.code, x.stderr).toBe(0);
@@ -213,7 +252,17 @@ describe('export errors', () => {
     const work = tmp();
     const yaml = path.join(work, 'export.yaml');
     // prompt tuning adds virtual tokens: nothing to fold into the weights.
-    writeFileSync(yaml, [`model_name_or_path: ${storiesDir()}`, 'finetuning_type: prompt-tuning', 'num_virtual_tokens: 4', `dataset: ${DATA}`, `output_dir: ${work}`, 'export_format: onnx'].join('\n'));
+    writeFileSync(
+      yaml,
+      [
+        `model_name_or_path: ${storiesDir()}`,
+        'finetuning_type: prompt-tuning',
+        'num_virtual_tokens: 4',
+        `dataset: ${DATA}`,
+        `output_dir: ${work}`,
+        'export_format: onnx',
+      ].join('\n'),
+    );
     const r = await runCli(['export', yaml]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/prompt-tuning cannot be merged into the base weights.*ONNX/);

@@ -45,8 +45,17 @@ const CONFIGS: Record<string, Record<string, unknown>> = {
 };
 
 const json = {
-  architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 48, intermediate_size: 72, num_hidden_layers: 2,
-  num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 97, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: false,
+  architectures: ['Qwen2ForCausalLM'],
+  model_type: 'qwen2',
+  hidden_size: 48,
+  intermediate_size: 72,
+  num_hidden_layers: 2,
+  num_attention_heads: 6,
+  num_key_value_heads: 2,
+  vocab_size: 97,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  tie_word_embeddings: false,
   max_position_embeddings: 128,
 };
 const cfg = parseModelConfig(json, 'qwen2-tiny');
@@ -93,7 +102,8 @@ describe('every method on a BF16 base equals the f32 path of the same rounded we
       const packed = modelFromWeights(e, cfg, host, { baseDtype: 'bfloat16' });
       const ref = modelFromWeights(e, cfg, rounded);
       expect(packed.weightDtype()).toBe('bf16');
-      const a = await run(packed, config), b = await run(ref, config);
+      const a = await run(packed, config),
+        b = await run(ref, config);
       expect(Math.abs(a.value - b.value), 'loss').toBeLessThan(1e-4);
       expect(a.grads.length).toBe(b.grads.length);
       a.grads.forEach((g, i) => {

@@ -59,13 +59,32 @@ async function logitsOf(e: Engine, model: LlamaModel, ids: number[]): Promise<Fl
 }
 
 const qwen2 = {
-  architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 48, intermediate_size: 72, num_hidden_layers: 2,
-  num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 97, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: false,
+  architectures: ['Qwen2ForCausalLM'],
+  model_type: 'qwen2',
+  hidden_size: 48,
+  intermediate_size: 72,
+  num_hidden_layers: 2,
+  num_attention_heads: 6,
+  num_key_value_heads: 2,
+  vocab_size: 97,
+  rms_norm_eps: 1e-6,
+  rope_theta: 1000000,
+  tie_word_embeddings: false,
   max_position_embeddings: 128,
 };
 const llama3 = {
-  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, intermediate_size: 40, num_hidden_layers: 2,
-  num_attention_heads: 4, num_key_value_heads: 1, head_dim: 16, vocab_size: 61, rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: true,
+  architectures: ['LlamaForCausalLM'],
+  model_type: 'llama',
+  hidden_size: 32,
+  intermediate_size: 40,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 1,
+  head_dim: 16,
+  vocab_size: 61,
+  rms_norm_eps: 1e-5,
+  rope_theta: 500000,
+  tie_word_embeddings: true,
   max_position_embeddings: 256,
   rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
 };
@@ -82,7 +101,10 @@ afterEach(() => {
 describe('packed kernels', () => {
   for (const dtype of ['bf16', 'f16'] as const) {
     // [M, K] x [N, K]ᵀ: N % 4 == 0 takes the packed v4 kernel, N = 37 the unpack-first fallback.
-    for (const [M, N, K] of [[7, 24, 16], [5, 37, 12]]) {
+    for (const [M, N, K] of [
+      [7, 24, 16],
+      [5, 37, 12],
+    ]) {
       it(`x Wᵀ with W ${dtype} [${N}, ${K}], M ${M}: forward vs float64, dX vs finite differences`, async () => {
         const W = randn(N * K, rng(N), 0.5);
         const bits = roundToHalves(W, dtype);
@@ -98,7 +120,8 @@ describe('packed kernels', () => {
     }
 
     it(`embedding gather from a ${dtype} table, whole and in row blocks`, async () => {
-      const V = 41, C = 6;
+      const V = 41,
+        C = 6;
       const table = randn(V * C, rng(3));
       const ids = Int32Array.from([0, 40, 7, 7, 21, 39, 1]);
       const want = embeddingCpu(ids, roundedF32(table, dtype), C);
@@ -127,8 +150,17 @@ describe('packed kernels', () => {
 
 describe('models stored as F16 / BF16 equal the f32 model of the same rounded weights', () => {
   const cases: [string, () => Promise<{ json: Record<string, unknown>; host: Host }>][] = [
-    ['stories260K', async () => ({ json: JSON.parse(new TextDecoder().decode(await new LocalFolderSource(storiesDir()).get('config.json'))), host: await readWeights(new LocalFolderSource(storiesDir())) })],
-    ['qwen2 (q/k/v bias, untied head)', async () => ({ json: qwen2, host: randomWeights(parseModelConfig(qwen2, 'qwen2'), 7, { qkvBias: true, untied: true }) })],
+    [
+      'stories260K',
+      async () => ({
+        json: JSON.parse(new TextDecoder().decode(await new LocalFolderSource(storiesDir()).get('config.json'))),
+        host: await readWeights(new LocalFolderSource(storiesDir())),
+      }),
+    ],
+    [
+      'qwen2 (q/k/v bias, untied head)',
+      async () => ({ json: qwen2, host: randomWeights(parseModelConfig(qwen2, 'qwen2'), 7, { qkvBias: true, untied: true }) }),
+    ],
     ['llama3 rope scaling, tied', async () => ({ json: llama3, host: randomWeights(parseModelConfig(llama3, 'llama3'), 7) })],
   ];
   for (const [name, make] of cases) {
@@ -178,8 +210,10 @@ describe('training through packed base weights', () => {
     const ids = IDS.slice(0, 12);
     const packed = modelFromWeights(e, cfg, host, { baseDtype: 'bfloat16' });
     const ref = modelFromWeights(e, cfg, rounded(host, 'bf16'));
-    const a = await loraGrads(packed, ids), b = await loraGrads(ref, ids);
-    let worst = 0, scale = 0;
+    const a = await loraGrads(packed, ids),
+      b = await loraGrads(ref, ids);
+    let worst = 0,
+      scale = 0;
     for (const [k, g] of a.out) {
       worst = Math.max(worst, maxAbsDiff(g, b.out.get(k)!));
       for (const v of g) scale = Math.max(scale, Math.abs(v));
@@ -214,7 +248,8 @@ describe('tensors beyond the binding limit are split into row blocks', () => {
     const ref = await logitsOf(e, whole, ids);
     expect(maxAbsDiff(await logitsOf(e, split, ids), ref)).toBeLessThan(1e-5);
     expect(maxAbsDiff(await logitsOf(e, f32split, ids), ref)).toBeLessThan(1e-5);
-    const a = await loraGrads(whole, ids), b = await loraGrads(split, ids);
+    const a = await loraGrads(whole, ids),
+      b = await loraGrads(split, ids);
     // Blocks change only the summation order of dX through the head: f32 rounding, relative to the gradient's size.
     for (const [k, g] of a.out) {
       const scale = g.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
@@ -235,7 +270,8 @@ describe('streaming load', () => {
   it('reads one tensor at a time from a file: no read is larger than the largest tensor', async () => {
     const src = new LocalFolderSource(storiesDir());
     const stats = { maxRead: 0 };
-    let largest = 0, total = 0;
+    let largest = 0,
+      total = 0;
     for await (const w of streamWeights(src, await readConfig(src), { stats })) {
       largest = Math.max(largest, w.bytes.byteLength);
       total += w.bytes.byteLength;
@@ -254,6 +290,8 @@ describe('streaming load', () => {
     expect(baseDtypeOf(validateConfig({ ...base }))).toBe('auto');
     expect(baseDtypeOf(validateConfig({ ...base, torch_dtype: 'bfloat16' }))).toBe('bfloat16');
     expect(baseDtypeOf(validateConfig({ ...base, base_dtype: 'float32', torch_dtype: 'auto' }))).toBe('float32');
-    expect(() => validateConfig({ ...base, base_dtype: 'float16', torch_dtype: 'bfloat16' })).toThrow(/base_dtype: 'float16' and torch_dtype: 'bfloat16' disagree/);
+    expect(() => validateConfig({ ...base, base_dtype: 'float16', torch_dtype: 'bfloat16' })).toThrow(
+      /base_dtype: 'float16' and torch_dtype: 'bfloat16' disagree/,
+    );
   });
 });

@@ -19,7 +19,14 @@ import { testHubRoot } from '../helpers/hub-server';
 
 const data = path.resolve('examples/data/tiny_stories_alpaca.jsonl');
 /** do_predict on two sst2 dev rows, so PSCP (which needs the method's FLOPs) is computed. */
-const predict = { do_predict: true, eval_dataset: 'sst2_eval', dataset_dir: path.join(testHubRoot(), 'datasets'), max_predict_samples: 2, max_new_tokens: 2, do_sample: false };
+const predict = {
+  do_predict: true,
+  eval_dataset: 'sst2_eval',
+  dataset_dir: path.join(testHubRoot(), 'datasets'),
+  max_predict_samples: 2,
+  max_new_tokens: 2,
+  do_sample: false,
+};
 
 /** Run the CLI from a neutral working directory (not the repo), with PEFT_DIR when given. */
 function cli(args: string[], peftDir?: string) {
@@ -37,7 +44,10 @@ function templatePlugin(name: string, edit?: (file: string, text: string) => str
   rmSync(path.join(dir, 'method.test.ts'));
   const id = name.replace(/-/g, '_');
   for (const f of readdirSync(dir)) {
-    let text = readFileSync(path.join(dir, f), 'utf8').replaceAll("'my-method'", `'${name}'`).replaceAll('my_method_', `${id}_`).replaceAll('MY_METHOD', id.toUpperCase());
+    let text = readFileSync(path.join(dir, f), 'utf8')
+      .replaceAll("'my-method'", `'${name}'`)
+      .replaceAll('my_method_', `${id}_`)
+      .replaceAll('MY_METHOD', id.toUpperCase());
     if (edit) text = edit(f, text);
     writeFileSync(path.join(dir, f), text);
   }
@@ -45,7 +55,12 @@ function templatePlugin(name: string, edit?: (file: string, text: string) => str
 }
 
 function yaml(file: string, lines: Record<string, unknown>): string {
-  writeFileSync(file, Object.entries(lines).map(([k, v]) => `${k}: ${v}`).join('\n') + '\n');
+  writeFileSync(
+    file,
+    Object.entries(lines)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join('\n') + '\n',
+  );
   return file;
 }
 
@@ -68,9 +83,20 @@ describe('method plug-ins in the CLI', () => {
     const work = mkdtempSync(path.join(tmpdir(), 'ps-plugin-run-'));
     const out = path.join(work, 'out');
     const config = yaml(path.join(work, 'train.yaml'), {
-      model_name_or_path: storiesDir(), finetuning_type: 'scale-demo', scale_demo_target: 'q_proj,v_proj,down_proj', dataset: data,
-      template: 'default', cutoff_len: 64, output_dir: out, per_device_train_batch_size: 2, learning_rate: 0.05,
-      lr_scheduler_type: 'constant', max_steps: 2, logging_steps: 1, save_steps: 100, ...predict,
+      model_name_or_path: storiesDir(),
+      finetuning_type: 'scale-demo',
+      scale_demo_target: 'q_proj,v_proj,down_proj',
+      dataset: data,
+      template: 'default',
+      cutoff_len: 64,
+      output_dir: out,
+      per_device_train_batch_size: 2,
+      learning_rate: 0.05,
+      lr_scheduler_type: 'constant',
+      max_steps: 2,
+      logging_steps: 1,
+      save_steps: 100,
+      ...predict,
     });
     const t = await cli(['train', config], peft);
     expect(t.code, t.stderr).toBe(0);
@@ -109,8 +135,13 @@ describe('method plug-ins in the CLI', () => {
   }, 300_000);
 
   it('a kernel that does not compile stops every command with the WGSL compiler message, file and line', async () => {
-    const peft = templatePlugin('broken-kernel', (f, text) => (f === 'kernel.wgsl' ? text.replace('dst[i] = a[i] * (1.0 + b[i % p.C]);', 'dst[i] = a[i] * (1.0 + b[i % p.C]) + not_declared;') : text));
-    const line = readFileSync(path.join(peft, 'broken-kernel', 'kernel.wgsl'), 'utf8').split('\n').findIndex((l) => l.includes('not_declared')) + 1;
+    const peft = templatePlugin('broken-kernel', (f, text) =>
+      f === 'kernel.wgsl' ? text.replace('dst[i] = a[i] * (1.0 + b[i % p.C]);', 'dst[i] = a[i] * (1.0 + b[i % p.C]) + not_declared;') : text,
+    );
+    const line =
+      readFileSync(path.join(peft, 'broken-kernel', 'kernel.wgsl'), 'utf8')
+        .split('\n')
+        .findIndex((l) => l.includes('not_declared')) + 1;
     const r = await cli(['methods'], peft);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`WGSL in ${path.join(peft, 'broken-kernel', 'kernel.wgsl')} does not compile`);
@@ -156,8 +187,19 @@ describe('method plug-ins in the CLI', () => {
     const work = mkdtempSync(path.join(tmpdir(), 'ps-vera-run-'));
     const out = path.join(work, 'out');
     const config = yaml(path.join(work, 'train.yaml'), {
-      model_name_or_path: storiesDir(), finetuning_type: 'vera-plugin', veraplug_rank: 16, dataset: data, template: 'default',
-      cutoff_len: 64, output_dir: out, per_device_train_batch_size: 2, learning_rate: 0.02, max_steps: 2, logging_steps: 1, save_steps: 100, ...predict,
+      model_name_or_path: storiesDir(),
+      finetuning_type: 'vera-plugin',
+      veraplug_rank: 16,
+      dataset: data,
+      template: 'default',
+      cutoff_len: 64,
+      output_dir: out,
+      per_device_train_batch_size: 2,
+      learning_rate: 0.02,
+      max_steps: 2,
+      logging_steps: 1,
+      save_steps: 100,
+      ...predict,
     });
     const t = await cli(['train', config], peft);
     expect(t.code, t.stderr).toBe(0);
@@ -166,7 +208,11 @@ describe('method plug-ins in the CLI', () => {
     const res = JSON.parse(readFileSync(path.join(out, 'predict_results.json'), 'utf8'));
     expect(res.tflops_extra * 1e12).toBeCloseTo(512 * 5 * 2 * 16 * (128 + 96), 3);
     expect(res.pscp).toBeGreaterThanOrEqual(0);
-    expect(JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({ peft_type: 'VERA', r: 16, target_modules: ['q_proj', 'v_proj'] });
+    expect(JSON.parse(readFileSync(path.join(out, 'adapter_config.json'), 'utf8'))).toMatchObject({
+      peft_type: 'VERA',
+      r: 16,
+      target_modules: ['q_proj', 'v_proj'],
+    });
   });
 
   it('configs name installed methods only: a path or URL as finetuning_type is an error listing the installed methods; no code runs', async () => {
@@ -174,10 +220,18 @@ describe('method plug-ins in the CLI', () => {
     const evil = path.join(root, 'evil');
     cpSync(path.resolve('templates/method'), evil, { recursive: true });
     const mark = path.join(root, 'LOADED');
-    writeFileSync(path.join(evil, 'method.ts'), `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(mark)}, 'x');\nexport default { name: 'evil', attach() {} };\n`);
+    writeFileSync(
+      path.join(evil, 'method.ts'),
+      `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(mark)}, 'x');\nexport default { name: 'evil', attach() {} };\n`,
+    );
     const work = mkdtempSync(path.join(tmpdir(), 'ps-evil-run-'));
     for (const t of ['../../evil', evil, 'https://example.com/evil/method.js']) {
-      const config = yaml(path.join(work, 'c.yaml'), { model_name_or_path: storiesDir(), finetuning_type: JSON.stringify(t), dataset: data, output_dir: path.join(work, 'o') });
+      const config = yaml(path.join(work, 'c.yaml'), {
+        model_name_or_path: storiesDir(),
+        finetuning_type: JSON.stringify(t),
+        dataset: data,
+        output_dir: path.join(work, 'o'),
+      });
       const r = await cli(['train', config]);
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(/finetuning_type: '.*' is not one of lora, .*vera/);

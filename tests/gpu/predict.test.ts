@@ -44,7 +44,10 @@ describe('predict (stories260K)', () => {
     }
     expect(r.generatedTokens).toBeGreaterThan(0);
     expect(r.msPerToken).toBeGreaterThan(0);
-    const lines = predictionsJsonl(r.rows).trim().split('\n').map((l) => JSON.parse(l));
+    const lines = predictionsJsonl(r.rows)
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(Object.keys(lines[0])).toEqual(['prompt', 'predict', 'label']);
   });
 

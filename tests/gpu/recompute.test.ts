@@ -24,9 +24,24 @@ import type { Engine } from '../../src/engine/engine';
 const modelDir = path.join(testHubRoot(), 'models', 'stories260K');
 
 const opts: TrainOptions = {
-  batchSize: 2, gradAccum: 1, learningRate: 1e-2, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8,
-  epochs: 1, maxSteps: 5, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1,
-  saveSteps: 0, evalSteps: 0, maxGradNorm: 1.0, seed: 42, padId: 0,
+  batchSize: 2,
+  gradAccum: 1,
+  learningRate: 1e-2,
+  weightDecay: 0,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  epochs: 1,
+  maxSteps: 5,
+  scheduler: 'constant',
+  warmupRatio: 0,
+  warmupSteps: 0,
+  loggingSteps: 1,
+  saveSteps: 0,
+  evalSteps: 0,
+  maxGradNorm: 1.0,
+  seed: 42,
+  padId: 0,
 };
 
 const METHODS: Record<string, Record<string, unknown>> = {
@@ -43,10 +58,7 @@ describe('gradient checkpointing (stories260K)', () => {
     const r = await loadModel(e, new LocalFolderSource(modelDir));
     r.model.dispose();
     const tok = r.tokenizer!;
-    const lines = [
-      'Tom had a red ball. He liked to throw it high up in the sky every day.',
-      'The cat sat on the mat. It was warm and happy in the sun.',
-    ];
+    const lines = ['Tom had a red ball. He liked to throw it high up in the sky every day.', 'The cat sat on the mat. It was warm and happy in the sun.'];
     data = lines.map((s) => {
       const ids = tok.encode(s);
       return { inputIds: ids, labels: ids };
@@ -63,10 +75,24 @@ describe('gradient checkpointing (stories260K)', () => {
     e.pool.resetPeak();
     const t = new Trainer(e, model, m, data, [], { ...opts, gradientCheckpointing }, new MemoryRunStore());
     const c = model.config;
-    const estimate = estimateTrainingBytes({
-      repo: '', revision: '', modelType: c.modelType, hiddenSize: c.hiddenSize, numLayers: c.numLayers, numHeads: c.numHeads, numKvHeads: c.numKvHeads,
-      intermediateSize: c.intermediateSize, vocabSize: c.vocabSize, headDim: c.headDim, maxPositionEmbeddings: c.maxPositionEmbeddings, numParams: model.numParams(), loadMs: 0,
-    }, { trainable: t.trainableCount(), batch: opts.batchSize, seq: collateShifted(data, 0).T, recompute: gradientCheckpointing, residentBytes }).total;
+    const estimate = estimateTrainingBytes(
+      {
+        repo: '',
+        revision: '',
+        modelType: c.modelType,
+        hiddenSize: c.hiddenSize,
+        numLayers: c.numLayers,
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        intermediateSize: c.intermediateSize,
+        vocabSize: c.vocabSize,
+        headDim: c.headDim,
+        maxPositionEmbeddings: c.maxPositionEmbeddings,
+        numParams: model.numParams(),
+        loadMs: 0,
+      },
+      { trainable: t.trainableCount(), batch: opts.batchSize, seq: collateShifted(data, 0).T, recompute: gradientCheckpointing, residentBytes },
+    ).total;
     const { log } = await t.run();
     t.dispose();
     m.detach();
@@ -78,7 +104,9 @@ describe('gradient checkpointing (stories260K)', () => {
     it(`${label}: identical losses over 5 steps, lower peak`, async () => {
       const stored = await run(config, false);
       const recomputed = await run(config, true);
-      console.log(`${label}: losses ${stored.losses.join(' ')} | peak ${stored.peak} -> ${recomputed.peak} bytes | estimate ${stored.estimate} -> ${recomputed.estimate} (${(stored.estimate / stored.peak).toFixed(3)}, ${(recomputed.estimate / recomputed.peak).toFixed(3)})`);
+      console.log(
+        `${label}: losses ${stored.losses.join(' ')} | peak ${stored.peak} -> ${recomputed.peak} bytes | estimate ${stored.estimate} -> ${recomputed.estimate} (${(stored.estimate / stored.peak).toFixed(3)}, ${(recomputed.estimate / recomputed.peak).toFixed(3)})`,
+      );
       expect(recomputed.losses).toEqual(stored.losses);
       expect(recomputed.norms).toEqual(stored.norms);
       expect(stored.losses.at(-1)!).toBeLessThan(stored.losses[0]);

@@ -13,7 +13,17 @@ describe('rmsnorm', () => {
 
   // [rows, C]: size 1, odd C, C below / above / not a multiple of the workgroup,
   // and enough rows for the chunked (two-kernel) dw reduction.
-  const shapes: [number, number][] = [[1, 1], [1, 7], [3, 64], [5, 33], [2, 300], [37, 19], [130, 8], [9, 4], [70, 260]];
+  const shapes: [number, number][] = [
+    [1, 1],
+    [1, 7],
+    [3, 64],
+    [5, 33],
+    [2, 300],
+    [37, 19],
+    [130, 8],
+    [9, 4],
+    [70, 260],
+  ];
   for (const [rows, C] of shapes) {
     it(`rows ${rows} C ${C}`, async () => {
       const e = await gpuEngine();

@@ -6,13 +6,19 @@ import { Tape } from '../../src/engine/tape';
 import wgsl from '../../shaders/rope.wgsl?raw';
 
 const llama32: RopeScaling = {
-  rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192,
+  rope_type: 'llama3',
+  factor: 32,
+  low_freq_factor: 1,
+  high_freq_factor: 4,
+  original_max_position_embeddings: 8192,
 };
 
 /** HF _compute_llama3_parameters written out step by step, torch.where for torch.where. */
 function hfLlama3(D: number, theta: number, s: RopeScaling): number[] {
   const invFreq = Array.from({ length: D / 2 }, (_, i) => 1.0 / theta ** ((2 * i) / D));
-  const factor = s.factor!, low = s.low_freq_factor!, high = s.high_freq_factor!;
+  const factor = s.factor!,
+    low = s.low_freq_factor!,
+    high = s.high_freq_factor!;
   const oldContextLen = s.original_max_position_embeddings!;
   const lowFreqWavelen = oldContextLen / low;
   const highFreqWavelen = oldContextLen / high;
@@ -33,7 +39,13 @@ describe('rope', () => {
   });
 
   // [B, T, H, D]: size 1, odd counts, pair counts not a multiple of the workgroup.
-  const shapes: [number, number, number, number][] = [[1, 1, 1, 2], [1, 3, 2, 8], [2, 5, 3, 16], [2, 7, 3, 34], [1, 9, 5, 64]];
+  const shapes: [number, number, number, number][] = [
+    [1, 1, 1, 2],
+    [1, 3, 2, 8],
+    [2, 5, 3, 16],
+    [2, 7, 3, 34],
+    [1, 9, 5, 64],
+  ];
   for (const [B, T, H, D] of shapes) {
     for (const scaling of [null, llama32]) {
       it(`B${B} T${T} H${H} D${D} ${scaling ? 'llama3' : 'default'}`, async () => {
@@ -86,15 +98,22 @@ describe('rope', () => {
     const lin = ropeInvFreq(8, 10000, { type: 'linear', factor: 4 });
     lin.forEach((v, i) => expect(v).toBeCloseTo(def[i] / 4, 15));
 
-    const D = 64, theta = 500000;
+    const D = 64,
+      theta = 500000;
     const got = ropeInvFreq(D, theta, llama32);
     const want = hfLlama3(D, theta, llama32);
     got.forEach((v, i) => expect(v).toBeCloseTo(want[i], 15));
     // Pinned values (Python float64, same formula): i <= 14 high band (kept),
     // 15..17 smoothed, >= 18 divided by factor.
     const pinned: [number, number][] = [
-      [0, 1.0], [1, 0.6636012376960885], [14, 0.0032114459947525913], [15, 0.001290547928209264],
-      [16, 0.00042955679655936815], [17, 9.70828780262767e-5], [18, 1.9461638184831125e-5], [31, 9.418306725434909e-8],
+      [0, 1.0],
+      [1, 0.6636012376960885],
+      [14, 0.0032114459947525913],
+      [15, 0.001290547928209264],
+      [16, 0.00042955679655936815],
+      [17, 9.70828780262767e-5],
+      [18, 1.9461638184831125e-5],
+      [31, 9.418306725434909e-8],
     ];
     for (const [i, v] of pinned) expect(got[i] / v).toBeCloseTo(1, 12);
     expect(got[18]).toBeCloseTo(1 / theta ** (36 / 64) / 32, 18);

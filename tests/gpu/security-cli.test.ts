@@ -43,7 +43,10 @@ describe('security: plug-ins are opt-in', () => {
     mkdirSync(path.join(cwd, 'peft', 'evil'), { recursive: true });
     const plant = `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(mark)}, 'x');\n`;
     writeFileSync(path.join(cwd, 'peft', 'evil', 'config.ts'), plant + 'export const options = [] as const;\n');
-    writeFileSync(path.join(cwd, 'peft', 'evil', 'method.ts'), plant + "export default { name: 'evil', description: 'Plants a file.', flops() { return { flops: 0 }; }, attach() { throw new Error('x'); } };\n");
+    writeFileSync(
+      path.join(cwd, 'peft', 'evil', 'method.ts'),
+      plant + "export default { name: 'evil', description: 'Plants a file.', flops() { return { flops: 0 }; }, attach() { throw new Error('x'); } };\n",
+    );
 
     // `logits` with no --text stops at argument checking, after the plug-in scan: no GPU, no model.
     for (const args of [['logits', '--model', 'x'], ['train', 'missing.yaml'], ['nonsense']]) {
@@ -68,7 +71,17 @@ describe('security: where HF_TOKEN goes', () => {
     servers.push(hub);
     const cwd = mkdtempSync(path.join(tmpdir(), 'ps-token-'));
     const cfg = path.join(cwd, 'train.yaml');
-    writeFileSync(cfg, [`model_name_or_path: org/private-model`, `endpoint: ${hub.url}`, 'finetuning_type: lora', `dataset: ${path.resolve('examples/data/tiny_stories_alpaca.jsonl')}`, `output_dir: ${path.join(cwd, 'out')}`, 'max_steps: 1'].join('\n') + '\n');
+    writeFileSync(
+      cfg,
+      [
+        `model_name_or_path: org/private-model`,
+        `endpoint: ${hub.url}`,
+        'finetuning_type: lora',
+        `dataset: ${path.resolve('examples/data/tiny_stories_alpaca.jsonl')}`,
+        `output_dir: ${path.join(cwd, 'out')}`,
+        'max_steps: 1',
+      ].join('\n') + '\n',
+    );
 
     const fromConfig = await runCli(['train', cfg], { env: cleanEnv({ HF_TOKEN: 'hf_secret_1' }), cwd });
     expect(fromConfig.code).toBe(2);
@@ -83,7 +96,10 @@ describe('security: where HF_TOKEN goes', () => {
     expect(hub.seen.every((h) => h.authorization === 'Bearer hf_secret_2')).toBe(true);
 
     hub.seen.length = 0;
-    const viaFlag = await runCli(['logits', '--model', 'org/private-model', '--endpoint', hub.url, '--text', 'x'], { env: cleanEnv({ HF_TOKEN: 'hf_secret_3' }), cwd });
+    const viaFlag = await runCli(['logits', '--model', 'org/private-model', '--endpoint', hub.url, '--text', 'x'], {
+      env: cleanEnv({ HF_TOKEN: 'hf_secret_3' }),
+      cwd,
+    });
     expect(viaFlag.code).toBe(2);
     expect(viaFlag.stderr).toMatch(/not found or is private/);
     expect(hub.seen.length).toBeGreaterThan(0);
@@ -97,7 +113,9 @@ describe('security: where HF_TOKEN goes', () => {
     expect(tokenRefusal('https://huggingface.co', [])).toBeNull();
     expect(tokenRefusal('https://huggingface.co.evil.example', [])).toMatch(/only a config or link names it/);
     // A real request to this machine's non-loopback address: the header never arrives.
-    const ip = Object.values(networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+    const ip = Object.values(networkInterfaces())
+      .flat()
+      .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
     expect(ip, 'this test needs a non-loopback IPv4 interface').toBeTruthy();
     const hub = await headerLogger('0.0.0.0');
     servers.push(hub);

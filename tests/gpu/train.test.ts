@@ -22,9 +22,24 @@ import type { Tokenizer } from '../../src/model/tokenizer';
 const modelDir = path.join(testHubRoot(), 'models', 'stories260K');
 
 const baseOpts: TrainOptions = {
-  batchSize: 4, gradAccum: 1, learningRate: 1e-2, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8,
-  epochs: 1, maxSteps: 8, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1,
-  saveSteps: 0, evalSteps: 0, maxGradNorm: 1.0, seed: 42, padId: 0,
+  batchSize: 4,
+  gradAccum: 1,
+  learningRate: 1e-2,
+  weightDecay: 0,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  epochs: 1,
+  maxSteps: 8,
+  scheduler: 'constant',
+  warmupRatio: 0,
+  warmupSteps: 0,
+  loggingSteps: 1,
+  saveSteps: 0,
+  evalSteps: 0,
+  maxGradNorm: 1.0,
+  seed: 42,
+  padId: 0,
 };
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -61,7 +76,12 @@ describe('SFT trainer + LoRA (stories260K)', () => {
   });
 
   const attachLora = (config: Record<string, unknown>) =>
-    lora.attach({ e, model, config: { lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], model_name_or_path: 'stories260K', ...config }, random: seededRandom(1) });
+    lora.attach({
+      e,
+      model,
+      config: { lora_rank: 8, lora_alpha: 16, lora_target: ['q_proj', 'v_proj'], model_name_or_path: 'stories260K', ...config },
+      random: seededRandom(1),
+    });
 
   it('loss falls, base weights get no gradient, GPU memory is flat', async () => {
     const m = attachLora({});
@@ -126,7 +146,10 @@ describe('SFT trainer + LoRA (stories260K)', () => {
       expect(tb.step).toBe(2);
       expect(warnings.join(), what).toMatch(msg);
       expect(warnings.join()).toMatch(/Checkpoint checkpoint-4 is unusable: .* Resuming from checkpoint-2 instead\./);
-      expect(store.log.map((l) => JSON.parse(l).current_steps), 'each step once').toEqual([1, 2]);
+      expect(
+        store.log.map((l) => JSON.parse(l).current_steps),
+        'each step once',
+      ).toEqual([1, 2]);
       // Named explicitly, a damaged checkpoint is an error, not a fallback.
       await expect(tb.resume('checkpoint-4')).rejects.toThrow(CheckpointError);
       tb.dispose();
@@ -136,11 +159,16 @@ describe('SFT trainer + LoRA (stories260K)', () => {
     store.checkpoints.set('checkpoint-4', good);
     const c = attachLora({ lora_rank: 4 });
     const tc = new Trainer(e, model, c, data, [], { ...baseOpts, maxSteps: 4 }, store);
-    const err = await tc.resume().then(() => null, (x) => x);
+    const err = await tc.resume().then(
+      () => null,
+      (x) => x,
+    );
     tc.dispose();
     c.detach();
     expect(err).toBeInstanceOf(CheckpointError);
-    expect(err.message).toMatch(/^No usable checkpoint to resume from\. Checkpoint checkpoint-4 is unusable: trainable\.safetensors holds .*lora_A\.weight with shape \[8,64\], this run's is \[4,64\] .*Checkpoint checkpoint-2 is unusable/);
+    expect(err.message).toMatch(
+      /^No usable checkpoint to resume from\. Checkpoint checkpoint-4 is unusable: trainable\.safetensors holds .*lora_A\.weight with shape \[8,64\], this run's is \[4,64\] .*Checkpoint checkpoint-2 is unusable/,
+    );
   });
 
   it('a NaN loss stops the run with a named error and the last checkpoint stays intact', async () => {
@@ -148,7 +176,16 @@ describe('SFT trainer + LoRA (stories260K)', () => {
     const m = attachLora({});
     const t = new Trainer(e, model, m, data, [], { ...baseOpts, maxSteps: 4, saveSteps: 2 }, store);
     // A NaN learning rate from step 3 on poisons the weights; the guard must stop the run.
-    const err = await t.run({ onStep: (s) => { if (s === 2) t.opts.learningRate = NaN; } }).then(() => null, (x) => x);
+    const err = await t
+      .run({
+        onStep: (s) => {
+          if (s === 2) t.opts.learningRate = NaN;
+        },
+      })
+      .then(
+        () => null,
+        (x) => x,
+      );
     t.dispose();
     m.detach();
     expect(err).toBeInstanceOf(NonFiniteLossError);
@@ -188,12 +225,14 @@ describe('SFT trainer + LoRA (stories260K)', () => {
       const mod = key.slice('base_model.model.'.length, -'.lora_A.weight'.length);
       const B = files.tensors.get(key.replace('lora_A', 'lora_B'))!;
       const W = w.get(`${mod}.weight`)!;
-      const [out, r] = B.shape, inF = A.shape[1];
-      for (let o = 0; o < out; o++) for (let i = 0; i < inF; i++) {
-        let acc = 0;
-        for (let k = 0; k < r; k++) acc += B.data[o * r + k] * A.data[k * inF + i];
-        W[o * inF + i] += s * acc;
-      }
+      const [out, r] = B.shape,
+        inF = A.shape[1];
+      for (let o = 0; o < out; o++)
+        for (let i = 0; i < inF; i++) {
+          let acc = 0;
+          for (let k = 0; k < r; k++) acc += B.data[o * r + k] * A.data[k * inF + i];
+          W[o * inF + i] += s * acc;
+        }
     }
     const ref = referenceForward(model.config, w, Array.from(ids)).flatMap((row) => Array.from(row));
     expect(maxDiff(withAdapter, ref)).toBeLessThan(1e-4);

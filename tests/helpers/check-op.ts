@@ -12,9 +12,11 @@ import type { Tensor } from '../../src/engine/tensor';
 export function rng(seed: number): () => number {
   let s = seed >>> 0 || 1;
   return () => {
-    s ^= s << 13; s >>>= 0;
+    s ^= s << 13;
+    s >>>= 0;
     s ^= s >>> 17;
-    s ^= s << 5; s >>>= 0;
+    s ^= s << 5;
+    s >>>= 0;
     return s / 4294967296;
   };
 }
@@ -22,7 +24,8 @@ export function rng(seed: number): () => number {
 export function randn(n: number, r: () => number, scale = 1): Float32Array {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
-    const u = Math.max(r(), 1e-12), v = r();
+    const u = Math.max(r(), 1e-12),
+      v = r();
     out[i] = scale * Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
   }
   return out;
@@ -64,7 +67,8 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 export async function checkOp(e: Engine, spec: CheckOpSpec): Promise<{ fwdErr: number; gradErr: number }> {
   const r = rng(spec.seed ?? 1234);
-  const atol = spec.atol ?? 1e-4, rtol = spec.rtol ?? 1e-4;
+  const atol = spec.atol ?? 1e-4,
+    rtol = spec.rtol ?? 1e-4;
   e.beginScope();
   try {
     const xs = spec.inputs.map((inp) => {
@@ -106,7 +110,8 @@ export async function checkOp(e: Engine, spec: CheckOpSpec): Promise<{ fwdErr: n
         const n = g.length;
         const picks = new Set<number>();
         const want = Math.min(n, spec.samples ?? 24);
-        picks.add(0); picks.add(n - 1);
+        picks.add(0);
+        picks.add(n - 1);
         while (picks.size < want) picks.add(Math.floor(r() * n));
         let gmax = 0;
         for (const v of g) gmax = Math.max(gmax, Math.abs(v));

@@ -24,5 +24,9 @@ export async function runCli(args: string[], opts: { env?: NodeJS.ProcessEnv; cw
 
 /** The logged training steps (entries with a loss) of a run folder's trainer_log.jsonl. */
 export function trainLog(dir: string): { loss: number; [k: string]: unknown }[] {
-  return readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.loss !== undefined);
+  return readFileSync(path.join(dir, 'trainer_log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((l) => l.loss !== undefined);
 }

@@ -21,7 +21,13 @@ import { adapterFileMap } from '../../src/methods/adapter-files';
 import { storiesDir } from './models';
 
 /** Finite differences in f32 on a small model: h = 1e-2 keeps rounding below the tolerance. */
-export async function checkMethodGradients(e: Engine, model: LlamaModel, method: AttachedMethod, ids: number[], opts: { samples?: number; tol?: number; h?: number } = {}) {
+export async function checkMethodGradients(
+  e: Engine,
+  model: LlamaModel,
+  method: AttachedMethod,
+  ids: number[],
+  opts: { samples?: number; tol?: number; h?: number } = {},
+) {
   const r = rng(99);
   const V = model.config.vocabSize;
   const R = randn(ids.length * V, r);
@@ -74,9 +80,24 @@ export async function checkMethodGradients(e: Engine, model: LlamaModel, method:
 }
 
 export const trajectoryOptions: TrainOptions = {
-  batchSize: 4, gradAccum: 1, learningRate: 5e-3, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8,
-  epochs: 1, maxSteps: 30, scheduler: 'constant', warmupRatio: 0, warmupSteps: 0, loggingSteps: 1,
-  saveSteps: 0, evalSteps: 0, maxGradNorm: 1.0, seed: 42, padId: 0,
+  batchSize: 4,
+  gradAccum: 1,
+  learningRate: 5e-3,
+  weightDecay: 0,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  epochs: 1,
+  maxSteps: 30,
+  scheduler: 'constant',
+  warmupRatio: 0,
+  warmupSteps: 0,
+  loggingSteps: 1,
+  saveSteps: 0,
+  evalSteps: 0,
+  maxGradNorm: 1.0,
+  seed: 42,
+  padId: 0,
 };
 
 /** A fixed small batch: 4 sequences of stories260K token ids (prompt masked on the first 4 tokens). */

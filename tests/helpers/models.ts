@@ -18,17 +18,38 @@ export async function loadStories(e: Engine): Promise<LlamaModel> {
 
 /** A tiny llama config (GQA 4/2, odd FFN) for gradient checks. */
 export function tinyConfig(over: Record<string, unknown> = {}): ModelConfig {
-  return parseModelConfig({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 16, intermediate_size: 22, num_hidden_layers: 2,
-    num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 37, rms_norm_eps: 1e-5, rope_theta: 10000,
-    tie_word_embeddings: true, max_position_embeddings: 64, ...over,
-  }, 'tiny');
+  return parseModelConfig(
+    {
+      architectures: ['LlamaForCausalLM'],
+      model_type: 'llama',
+      hidden_size: 16,
+      intermediate_size: 22,
+      num_hidden_layers: 2,
+      num_attention_heads: 4,
+      num_key_value_heads: 2,
+      vocab_size: 37,
+      rms_norm_eps: 1e-5,
+      rope_theta: 10000,
+      tie_word_embeddings: true,
+      max_position_embeddings: 64,
+      ...over,
+    },
+    'tiny',
+  );
 }
 
 export function randomWeights(cfg: ModelConfig, seed = 7, opts: { qkvBias?: boolean; untied?: boolean } = {}) {
   const r = rng(seed);
   const w = new Map<string, { shape: number[]; data: Float32Array }>();
-  const put = (n: string, shape: number[], scale = 0.3) => w.set(n, { shape, data: randn(shape.reduce((a, b) => a * b), r, scale) });
+  const put = (n: string, shape: number[], scale = 0.3) =>
+    w.set(n, {
+      shape,
+      data: randn(
+        shape.reduce((a, b) => a * b),
+        r,
+        scale,
+      ),
+    });
   const { hiddenSize: C, headDim: D, numHeads: Hq, numKvHeads: Hkv, intermediateSize: F, vocabSize: V } = cfg;
   put('model.embed_tokens.weight', [V, C], 1);
   for (let l = 0; l < cfg.numLayers; l++) {
@@ -56,11 +77,24 @@ export function tinyModel(e: Engine, over: Record<string, unknown> = {}, seed = 
 
 /** The SmolLM2-135M shape (for parameter-count formulas; no weights). */
 export function smollmConfig(): ModelConfig {
-  return parseModelConfig({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 576, intermediate_size: 1536, num_hidden_layers: 30,
-    num_attention_heads: 9, num_key_value_heads: 3, head_dim: 64, vocab_size: 49152, max_position_embeddings: 8192,
-    rms_norm_eps: 1e-5, rope_theta: 100000, tie_word_embeddings: true,
-  }, 'smollm2-135m');
+  return parseModelConfig(
+    {
+      architectures: ['LlamaForCausalLM'],
+      model_type: 'llama',
+      hidden_size: 576,
+      intermediate_size: 1536,
+      num_hidden_layers: 30,
+      num_attention_heads: 9,
+      num_key_value_heads: 3,
+      head_dim: 64,
+      vocab_size: 49152,
+      max_position_embeddings: 8192,
+      rms_norm_eps: 1e-5,
+      rope_theta: 100000,
+      tie_word_embeddings: true,
+    },
+    'smollm2-135m',
+  );
 }
 
 /**
@@ -71,9 +105,23 @@ export function smollmConfig(): ModelConfig {
  */
 export function writeQwen2TestModel(dir: string, seed = 7): ModelConfig {
   const json = {
-    architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', hidden_size: 48, intermediate_size: 70, num_hidden_layers: 2,
-    num_attention_heads: 6, num_key_value_heads: 2, vocab_size: 512, rms_norm_eps: 1e-6, rope_theta: 1000000, tie_word_embeddings: false,
-    max_position_embeddings: 128, bos_token_id: 1, eos_token_id: 2, hidden_act: 'silu', torch_dtype: 'float32', use_sliding_window: false,
+    architectures: ['Qwen2ForCausalLM'],
+    model_type: 'qwen2',
+    hidden_size: 48,
+    intermediate_size: 70,
+    num_hidden_layers: 2,
+    num_attention_heads: 6,
+    num_key_value_heads: 2,
+    vocab_size: 512,
+    rms_norm_eps: 1e-6,
+    rope_theta: 1000000,
+    tie_word_embeddings: false,
+    max_position_embeddings: 128,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    hidden_act: 'silu',
+    torch_dtype: 'float32',
+    use_sliding_window: false,
   };
   const cfg = parseModelConfig(json, 'qwen2-test');
   mkdirSync(dir, { recursive: true });

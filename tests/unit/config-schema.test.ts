@@ -36,7 +36,12 @@ describe('validateConfig: defaults', () => {
     const c = validateConfig(base);
     // The config type is derived from the specs.
     const typed: [number, string[] | null, string | boolean | null, 'linear' | 'cosine' | 'constant' | 'constant_with_warmup', number | null, string | null] = [
-      c.cutoff_len, c.dataset_task_ids, c.resume_from_checkpoint, c.lr_scheduler_type, c.max_samples, c.finetuning_type,
+      c.cutoff_len,
+      c.dataset_task_ids,
+      c.resume_from_checkpoint,
+      c.lr_scheduler_type,
+      c.max_samples,
+      c.finetuning_type,
     ];
     expect(typed).toHaveLength(6);
     // @ts-expect-error cutoff_len is a number
@@ -136,7 +141,9 @@ describe('validateConfig: problems', () => {
     expect(t).toMatch(/^template: 'llama3' is not one of default, alpaca, empty, chat\. .*use 'chat'/);
     const [f] = problems({ ...base, finetuning_type: 'my-method' });
     // The choices are the installed method folders, in list order (PeftMethod.order).
-    expect(f).toMatch(/^finetuning_type: 'my-method' is not one of lora, qlora, dora, pissa, vera, oft, full, svft, galore, prompt-tuning, prefix-tuning, p-tuning-v2, p-tuning, mtp, bn-adapter, seq-bn-adapter, par-adapter, ia3, lntuning, bitfit\./);
+    expect(f).toMatch(
+      /^finetuning_type: 'my-method' is not one of lora, qlora, dora, pissa, vera, oft, full, svft, galore, prompt-tuning, prefix-tuning, p-tuning-v2, p-tuning, mtp, bn-adapter, seq-bn-adapter, par-adapter, ia3, lntuning, bitfit\./,
+    );
   });
 
   it('names missing required keys', () => {
@@ -171,8 +178,12 @@ describe('validateConfig: problems', () => {
     expect(problems({ ...base, dataset: null })).toEqual([expect.stringMatching(/^dataset: required when do_train is true/)]);
     expect(problems({ ...base, use_galore: true })).toEqual(["use_galore: GaLore is an optimizer for finetuning_type: full, not 'lora'."]);
     expect(validateConfig({ ...base, use_galore: true, finetuning_type: 'full' }).use_galore).toBe(true);
-    expect(problems({ ...base, quantization_bit: 4, finetuning_type: 'ia3' })[0]).toMatch(/^quantization_bit: a quantized base model trains only with QLoRA \(finetuning_type lora\), not 'ia3'/);
-    expect(problems({ ...base, quantization_bit: 4, use_dora: true })).toEqual([expect.stringMatching(/^quantization_bit: quantization_bit and use_dora each select a method \(qlora, dora\); they do not combine/)]);
+    expect(problems({ ...base, quantization_bit: 4, finetuning_type: 'ia3' })[0]).toMatch(
+      /^quantization_bit: a quantized base model trains only with QLoRA \(finetuning_type lora\), not 'ia3'/,
+    );
+    expect(problems({ ...base, quantization_bit: 4, use_dora: true })).toEqual([
+      expect.stringMatching(/^quantization_bit: quantization_bit and use_dora each select a method \(qlora, dora\); they do not combine/),
+    ]);
     expect(problems({ ...base, finetuning_type: 'prefix-tuning' })).toEqual([expect.stringMatching(/^num_virtual_tokens: required by Prefix tuning\./)]);
     expect(problems({ ...base, eval_strategy: 'steps' })[0]).toMatch(/^eval_strategy: 'steps' needs validation data/);
     expect(validateConfig({ ...base, eval_strategy: 'steps', val_size: 0.1 }).eval_strategy).toBe('steps');
@@ -180,14 +191,50 @@ describe('validateConfig: problems', () => {
 
   it('accepts the keys of a PEFT-Factory example config', () => {
     const c = validateConfig({
-      seed: 1, model_name_or_path: 'meta-llama/Meta-Llama-3-8B-Instruct', trust_remote_code: true, flash_attn: 'auto', use_cache: false,
-      stage: 'sft', do_train: true, finetuning_type: 'lora', lora_rank: 16, lora_alpha: 16, lora_dropout: 0.05, lora_target: 'k_proj,v_proj,down_proj',
-      dataset: 'sst2', template: 'chat', cutoff_len: 2048, overwrite_cache: true, preprocessing_num_workers: 8, dataloader_num_workers: 2, packing: false,
-      output_dir: 'out', logging_steps: 5, save_steps: 0.05, overwrite_output_dir: true, save_only_model: false, plot_loss: true,
-      include_num_input_tokens_seen: true, load_best_model_at_end: true, save_total_limit: 1,
-      per_device_train_batch_size: 4, learning_rate: 5e-5, num_train_epochs: 10.0, weight_decay: 1e-5, lr_scheduler_type: 'cosine', bf16: true,
-      ddp_timeout: 180000000, resume_from_checkpoint: null, warmup_ratio: 0.1, optim: 'adamw_torch', report_to: ['wandb'], run_name: 'x',
-      per_device_eval_batch_size: 4, eval_strategy: 'steps', eval_steps: 0.05, val_size: 0.1,
+      seed: 1,
+      model_name_or_path: 'meta-llama/Meta-Llama-3-8B-Instruct',
+      trust_remote_code: true,
+      flash_attn: 'auto',
+      use_cache: false,
+      stage: 'sft',
+      do_train: true,
+      finetuning_type: 'lora',
+      lora_rank: 16,
+      lora_alpha: 16,
+      lora_dropout: 0.05,
+      lora_target: 'k_proj,v_proj,down_proj',
+      dataset: 'sst2',
+      template: 'chat',
+      cutoff_len: 2048,
+      overwrite_cache: true,
+      preprocessing_num_workers: 8,
+      dataloader_num_workers: 2,
+      packing: false,
+      output_dir: 'out',
+      logging_steps: 5,
+      save_steps: 0.05,
+      overwrite_output_dir: true,
+      save_only_model: false,
+      plot_loss: true,
+      include_num_input_tokens_seen: true,
+      load_best_model_at_end: true,
+      save_total_limit: 1,
+      per_device_train_batch_size: 4,
+      learning_rate: 5e-5,
+      num_train_epochs: 10.0,
+      weight_decay: 1e-5,
+      lr_scheduler_type: 'cosine',
+      bf16: true,
+      ddp_timeout: 180000000,
+      resume_from_checkpoint: null,
+      warmup_ratio: 0.1,
+      optim: 'adamw_torch',
+      report_to: ['wandb'],
+      run_name: 'x',
+      per_device_eval_batch_size: 4,
+      eval_strategy: 'steps',
+      eval_steps: 0.05,
+      val_size: 0.1,
     });
     expect(c.lora_target).toEqual(['k_proj', 'v_proj', 'down_proj']);
     expect(c.report_to).toEqual(['wandb']);
@@ -210,13 +257,17 @@ describe('option registry', () => {
     expect(problems({ ...base, my_virtual_tokens: 0 })).toEqual(['my_virtual_tokens: 0 is out of range; it must be ≥ 1 and ≤ 1e9.']);
   });
 
-  it('lets a method folder replace its own options but not take another group\'s', () => {
+  it("lets a method folder replace its own options but not take another group's", () => {
     registerOptions('lora', loraOptions);
     expect(optionSpec('lora_dropout')!.max).toBe(1);
     expect(optionSpec('lora_dropout')!.exclusiveMax).toBe(true);
-    expect(() => registerOptions('mine', [{ key: 'learning_rate', type: 'float', default: 1, help: 'x', group: 'mine' }])).toThrow(/already defined by group 'train'/);
+    expect(() => registerOptions('mine', [{ key: 'learning_rate', type: 'float', default: 1, help: 'x', group: 'mine' }])).toThrow(
+      /already defined by group 'train'/,
+    );
     expect(() => registerOptions('mine', [{ key: 'x_y', type: 'float', default: 1, help: 'x', group: 'other' }])).toThrow(/declares group 'other'/);
-    expect(() => registerOptions('mine', [{ key: 'bad_default', type: 'int', default: 0.5, help: 'x', group: 'mine' }])).toThrow(/Default of option 'bad_default' is invalid/);
+    expect(() => registerOptions('mine', [{ key: 'bad_default', type: 'int', default: 0.5, help: 'x', group: 'mine' }])).toThrow(
+      /Default of option 'bad_default' is invalid/,
+    );
     expect(() => registerFinetuningType('Bad Name')).toThrow(ConfigError);
   });
 });
@@ -236,7 +287,11 @@ describe('numeric bounds', () => {
     const { builtinOptions } = await import('../../src/config/schema');
     const folders = import.meta.glob<Record<string, unknown>>('../../peft/*/config.ts', { eager: true });
     const { sharedOptions } = await import('../../src/methods/options');
-    const specs: OptionSpec[] = [...builtinOptions, ...sharedOptions, ...Object.values(folders).flatMap((m) => Object.values(m).filter(Array.isArray).flat() as OptionSpec[])];
+    const specs: OptionSpec[] = [
+      ...builtinOptions,
+      ...sharedOptions,
+      ...Object.values(folders).flatMap((m) => Object.values(m).filter(Array.isArray).flat() as OptionSpec[]),
+    ];
     expect(specs.length).toBeGreaterThan(100);
     const unbounded = specs.filter((s) => (s.type === 'int' || s.type === 'float') && s.max === undefined).map((s) => `${s.group}.${s.key}`);
     expect(unbounded).toEqual([]);

@@ -61,7 +61,11 @@ describe('parseConfigText', () => {
   });
 
   it('applies key=value overrides parsed as YAML scalars', () => {
-    const raw = parseConfigText(text, ['learning_rate=3e-4', 'packing=true', 'template=', 'lora_target=[k_proj, v_proj]', 'run_name=a=b', 'seed=7'], 'train.yaml');
+    const raw = parseConfigText(
+      text,
+      ['learning_rate=3e-4', 'packing=true', 'template=', 'lora_target=[k_proj, v_proj]', 'run_name=a=b', 'seed=7'],
+      'train.yaml',
+    );
     expect(raw.learning_rate).toBe(3e-4);
     expect(raw.packing).toBe(true);
     expect(raw.template).toBeNull();
@@ -72,7 +76,9 @@ describe('parseConfigText', () => {
   });
 
   it('refuses a malformed override', () => {
-    expect(errorOf(() => parseConfigText('', ['learning_rate'], 'x')).message).toBe("Override 'learning_rate' must have the form key=value (e.g. learning_rate=1e-4).");
+    expect(errorOf(() => parseConfigText('', ['learning_rate'], 'x')).message).toBe(
+      "Override 'learning_rate' must have the form key=value (e.g. learning_rate=1e-4).",
+    );
     expect(errorOf(() => parseConfigText('', ['=3'], 'x')).message).toMatch(/^Override '=3' must have the form key=value/);
     expect(errorOf(() => parseConfigText('', ['lora_target=[a, b'], 'x')).message).toMatch(/^Override 'lora_target=\[a, b': the value is not valid YAML/);
   });
@@ -87,8 +93,12 @@ describe('parseConfigText', () => {
 
   it('refuses duplicate keys and a top level that is not a mapping', () => {
     expect(errorOf(() => parseConfigText('seed: 1\nseed: 2\n', [], 'dup.yaml')).message).toMatch(/^dup\.yaml, line 2, column 1: Map keys must be unique/);
-    expect(errorOf(() => parseConfigText('- a\n- b\n', [], 'list.yaml')).message).toBe('list.yaml, line 1: the top level must be a mapping of "key: value" lines, not a list.');
-    expect(errorOf(() => parseConfigText('\n\njust text\n', [], 'scalar.yaml')).message).toBe('scalar.yaml, line 3: the top level must be a mapping of "key: value" lines, not a single value.');
+    expect(errorOf(() => parseConfigText('- a\n- b\n', [], 'list.yaml')).message).toBe(
+      'list.yaml, line 1: the top level must be a mapping of "key: value" lines, not a list.',
+    );
+    expect(errorOf(() => parseConfigText('\n\njust text\n', [], 'scalar.yaml')).message).toBe(
+      'scalar.yaml, line 3: the top level must be a mapping of "key: value" lines, not a single value.',
+    );
   });
 });
 

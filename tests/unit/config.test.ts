@@ -56,7 +56,15 @@ describe('parseModelConfig', () => {
   it('llama 3: eos list, rope_scaling kept as written', () => {
     const rs = { rope_type: 'llama3', factor: 32, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 };
     const cfg = parseModelConfig(
-      { ...base, architectures: ['LlamaForCausalLM'], model_type: 'llama', eos_token_id: [128001, 128008, 128009], bos_token_id: 128000, rope_theta: 500000, rope_scaling: rs },
+      {
+        ...base,
+        architectures: ['LlamaForCausalLM'],
+        model_type: 'llama',
+        eos_token_id: [128001, 128008, 128009],
+        bos_token_id: 128000,
+        rope_theta: 500000,
+        rope_scaling: rs,
+      },
       'llama3',
     );
     expect(cfg.eosTokenIds).toEqual([128001, 128008, 128009]);
@@ -114,7 +122,11 @@ describe('parseModelConfig', () => {
   });
 
   const bad: [string, Record<string, unknown>, (string | RegExp)[]][] = [
-    ['unsupported model_type', { ...base, model_type: 'gpt2' }, ['unsupported model_type "gpt2"', 'LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM']],
+    [
+      'unsupported model_type',
+      { ...base, model_type: 'gpt2' },
+      ['unsupported model_type "gpt2"', 'LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'],
+    ],
     ['unsupported architecture', { ...base, architectures: ['GPTNeoXForCausalLM'] }, ['unsupported architecture GPTNeoXForCausalLM', 'Qwen2ForCausalLM']],
     ['not a causal LM', { ...base, model_type: 'llama', architectures: ['LlamaForSequenceClassification'] }, ['LlamaForSequenceClassification', 'Supported']],
     ['no model_type or architectures', { ...base }, ['missing field "model_type"']],

@@ -76,7 +76,7 @@ describe('dataset formatting choices (README, Datasets)', () => {
 describe('template_bos: the plain templates with or without BOS', () => {
   const tok = () => loadTokenizer(new LocalFolderSource(storiesDir()));
 
-  it('defaults to true (BOS first); false gives LLaMA-Factory\'s default template token for token (no BOS)', async () => {
+  it("defaults to true (BOS first); false gives LLaMA-Factory's default template token for token (no BOS)", async () => {
     const base = { model_name_or_path: storiesDir(), output_dir: 'out', dataset: 'sst2' };
     expect(validateConfig(base).template_bos).toBe(true);
     expect(validateConfig({ ...base, template_bos: false }).template_bos).toBe(false);

@@ -77,7 +77,9 @@ describe('truncation to cutoff_len', () => {
     const rs = [rendered(e, { sentence: longSentence, label: 0 }), rendered(e, { sentence: 'fine', label: 1 })];
     const { report } = encodeMany(tok, e, rs, { cutoffLen: 160 });
     expect(report).toEqual({ examples: 2, promptTruncated: 1, responseTruncated: 0, dropped: 0 });
-    expect(describeReport({ ...report, dropped: 1 }, 40)).toBe('2 examples; 1 prompts truncated to cutoff_len 40; 1 dropped (the response leaves no room for the prompt within cutoff_len 40; raise cutoff_len)');
+    expect(describeReport({ ...report, dropped: 1 }, 40)).toBe(
+      '2 examples; 1 prompts truncated to cutoff_len 40; 1 dropped (the response leaves no room for the prompt within cutoff_len 40; raise cutoff_len)',
+    );
   });
 });
 
@@ -85,15 +87,38 @@ describe('training and prediction sets', () => {
   const rows = (n: number) => Array.from({ length: n }, (_, i) => rendered(sst2(), { sentence: `sentence number ${i}`, label: i % 2 }));
 
   it('encodes parts with their task ids, then splits val_size off with the seed', () => {
-    const set = encodeTrainingSet(tok, [{ entry: sst2(), rendered: rows(6), taskId: 0 }, { entry: datasetEntry('cola'), rendered: rows(4).map((r) => ({ ...r })), taskId: 1 }], { cutoffLen: 64, valSize: 2, seed: 42, padId: 0 });
+    const set = encodeTrainingSet(
+      tok,
+      [
+        { entry: sst2(), rendered: rows(6), taskId: 0 },
+        { entry: datasetEntry('cola'), rendered: rows(4).map((r) => ({ ...r })), taskId: 1 },
+      ],
+      { cutoffLen: 64, valSize: 2, seed: 42, padId: 0 },
+    );
     expect(set.train).toHaveLength(8);
     expect(set.val).toHaveLength(2);
     expect([...set.train, ...set.val].filter((e) => e.taskId === 1)).toHaveLength(4);
     expect(set.report.examples).toBe(10);
     expect(Object.keys(set.reports)).toEqual(['sst2', 'cola']);
-    const again = encodeTrainingSet(tok, [{ entry: sst2(), rendered: rows(6), taskId: 0 }, { entry: datasetEntry('cola'), rendered: rows(4), taskId: 1 }], { cutoffLen: 64, valSize: 2, seed: 42, padId: 0 });
+    const again = encodeTrainingSet(
+      tok,
+      [
+        { entry: sst2(), rendered: rows(6), taskId: 0 },
+        { entry: datasetEntry('cola'), rendered: rows(4), taskId: 1 },
+      ],
+      { cutoffLen: 64, valSize: 2, seed: 42, padId: 0 },
+    );
     expect(again.val).toEqual(set.val);
-    expect(() => encodeTrainingSet(tok, [{ entry: sst2(), rendered: rows(2), taskId: 0 }, { entry: sst2(), rendered: rows(2), taskId: 1 }], { cutoffLen: 64, valSize: 0, seed: 1, padId: 0, packing: true })).toThrow(/different MTP tasks/);
+    expect(() =>
+      encodeTrainingSet(
+        tok,
+        [
+          { entry: sst2(), rendered: rows(2), taskId: 0 },
+          { entry: sst2(), rendered: rows(2), taskId: 1 },
+        ],
+        { cutoffLen: 64, valSize: 0, seed: 1, padId: 0, packing: true },
+      ),
+    ).toThrow(/different MTP tasks/);
   });
 
   it('prediction prompts are the training source ids (the template up to the answer)', () => {
@@ -110,7 +135,8 @@ describe('training and prediction sets', () => {
     try {
       const config = JSON.parse(readFileSync(path.join(storiesDir(), 'tokenizer_config.json'), 'utf8'));
       writeFileSync(path.join(dir, 'tokenizer.json'), readFileSync(path.join(storiesDir(), 'tokenizer.json')));
-      const template = "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
+      const template =
+        "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
       writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify({ ...config, chat_template: template }));
       const chat = await loadTokenizer(new LocalFolderSource(dir));
       const r = rows(1)[0];
@@ -197,7 +223,15 @@ describe('the CLI pipeline (node.ts)', () => {
     writeFileSync(
       path.join(tmp, 'info.json'),
       JSON.stringify({
-        tiny_qa: { task: 'generation', metric: 'generation', instruction: 'Answer briefly.', split: 'train', formatter: 'columns', columns: { prompt: 'q', response: 'a' }, sources: [{ type: 'file', splits: { train: ['qa.jsonl'] } }] },
+        tiny_qa: {
+          task: 'generation',
+          metric: 'generation',
+          instruction: 'Answer briefly.',
+          split: 'train',
+          formatter: 'columns',
+          columns: { prompt: 'q', response: 'a' },
+          sources: [{ type: 'file', splits: { train: ['qa.jsonl'] } }],
+        },
       }),
     );
     const d = await loadExperimentData(tok, cfg({ dataset: 'tiny_qa', dataset_info: path.join(tmp, 'info.json') }), 0, { cacheDir: null });
@@ -207,7 +241,9 @@ describe('the CLI pipeline (node.ts)', () => {
     await expect(loadExperimentData(tok, cfg({ dataset: 'tiny_qa' }), 0, { cacheDir: null })).rejects.toThrow(/Unknown dataset "tiny_qa"/);
     // A LLaMA-Factory dataset_info.json is named for what it is.
     writeFileSync(path.join(tmp, 'lf.json'), JSON.stringify({ mine: { file_name: 'qa.jsonl' } }));
-    await expect(loadExperimentData(tok, cfg({ dataset: 'sst2', dataset_info: path.join(tmp, 'lf.json') }), 0)).rejects.toThrow(/LLaMA-Factory \/ PEFT-Factory dataset_info\.json/);
+    await expect(loadExperimentData(tok, cfg({ dataset: 'sst2', dataset_info: path.join(tmp, 'lf.json') }), 0)).rejects.toThrow(
+      /LLaMA-Factory \/ PEFT-Factory dataset_info\.json/,
+    );
   });
 
   it('still trains on an Alpaca .jsonl file', async () => {
@@ -216,7 +252,7 @@ describe('the CLI pipeline (node.ts)', () => {
     expect(d.lines[0]).toMatch(/^data: \d+ train, 2 val examples/);
   });
 
-  it('predicts on each dataset\'s _eval entry when eval_dataset is unset', async () => {
+  it("predicts on each dataset's _eval entry when eval_dataset is unset", async () => {
     const { sets, lines } = await loadPredictionData(tok, cfg({ dataset: 'sst2', do_predict: true, max_samples: 3, endpoint: hub.url }), { cacheDir: null });
     expect(sets.map((s) => s.entry.key)).toEqual(['sst2_eval']);
     expect(sets[0].examples.map((e) => e.rendered.label)).toEqual(['positive', 'negative', 'positive']);
@@ -225,17 +261,21 @@ describe('the CLI pipeline (node.ts)', () => {
 
   it('max_predict_samples reads only the examples it predicts, the same ones as slicing afterwards (with and without shuffle)', async () => {
     const ids = async (over: Record<string, unknown>) =>
-      (await loadPredictionData(tok, cfg({ dataset: 'sst2', do_predict: true, endpoint: hub.url, ...over }), { cacheDir: null })).sets[0].examples.map((e) => e.inputIds.join(' '));
+      (await loadPredictionData(tok, cfg({ dataset: 'sst2', do_predict: true, endpoint: hub.url, ...over }), { cacheDir: null })).sets[0].examples.map((e) =>
+        e.inputIds.join(' '),
+      );
     const all = await ids({ max_samples: 6 });
     expect(await ids({ max_samples: 6, max_predict_samples: 2 })).toEqual(all.slice(0, 2));
     const shuffled = await ids({ max_samples: 6, shuffle_samples: true });
     expect(await ids({ max_samples: 6, shuffle_samples: true, max_predict_samples: 2 })).toEqual(shuffled.slice(0, 2));
     // No max_samples: the first rows, never a shuffle.
-    expect(await ids({ shuffle_samples: true, max_predict_samples: 3 })).toEqual((await ids({ max_samples: 3 })));
+    expect(await ids({ shuffle_samples: true, max_predict_samples: 3 })).toEqual(await ids({ max_samples: 3 }));
   });
 
   it('asks for a registry entry for a data file that is not Alpaca .jsonl', async () => {
-    await expect(loadExperimentData(tok, cfg({ dataset: 'my_reviews.csv' }), 0)).rejects.toThrow(/needs a registry entry that says which columns are the prompt and the response/);
+    await expect(loadExperimentData(tok, cfg({ dataset: 'my_reviews.csv' }), 0)).rejects.toThrow(
+      /needs a registry entry that says which columns are the prompt and the response/,
+    );
   });
 
   it('names what it tried when the data is nowhere', async () => {

@@ -61,10 +61,14 @@ describe('csv (RFC 4180 quoting)', () => {
   });
 
   it('names the line of an unclosed quote, junk after a closing quote, or a wrong field count', () => {
-    expect(errorOf(() => csv('a,b\n1,2\n3,"never closed\n4,5\n'))).toBe('d.csv, line 3: a quoted field is never closed (no matching "). Close the quote or double the quotes inside the field.');
+    expect(errorOf(() => csv('a,b\n1,2\n3,"never closed\n4,5\n'))).toBe(
+      'd.csv, line 3: a quoted field is never closed (no matching "). Close the quote or double the quotes inside the field.',
+    );
     expect(errorOf(() => csv('a,b\n"x"y,2\n'))).toMatch(/^d\.csv, line 2: unexpected "y" after a closing quote/);
     // The record of line 2 spans two lines; the bad one starts on line 4.
-    expect(errorOf(() => csv('a,b\n"multi\nline",2\n1,2,3\n'))).toBe('d.csv, line 4: 3 fields, but the header has 2 (a, b). If the file has unbalanced quotes (GLUE .tsv files do), read it with quoting off.');
+    expect(errorOf(() => csv('a,b\n"multi\nline",2\n1,2,3\n'))).toBe(
+      'd.csv, line 4: 3 fields, but the header has 2 (a, b). If the file has unbalanced quotes (GLUE .tsv files do), read it with quoting off.',
+    );
     expect(errorOf(() => csv('a,a\n1,2\n'))).toMatch(/"a" appears twice/);
   });
 
@@ -76,7 +80,9 @@ describe('csv (RFC 4180 quoting)', () => {
 describe('tsv (GLUE: no quoting)', () => {
   it('keeps unbalanced quotes as text with quoting off, as the HF glue loader (QUOTE_NONE)', () => {
     const text = 'Quality\t#1 String\t#2 String\r\n1\tHe said "no.\t"The pie.\r\n';
-    expect(parseDelimited(text, { delimiter: '\t', quote: null }, 'dev.tsv')).toEqual([{ Quality: '1', '#1 String': 'He said "no.', '#2 String': '"The pie.' }]);
+    expect(parseDelimited(text, { delimiter: '\t', quote: null }, 'dev.tsv')).toEqual([
+      { Quality: '1', '#1 String': 'He said "no.', '#2 String': '"The pie.' },
+    ]);
     // With csv quoting the same file is broken, and the error says so.
     expect(errorOf(() => parseDelimited(text, { delimiter: '\t' }, 'dev.tsv'))).toMatch(/dev\.tsv, line 2: .*(never closed|after a closing quote)/);
   });
@@ -98,7 +104,9 @@ describe('tsv (GLUE: no quoting)', () => {
 describe('jsonl and json arrays', () => {
   it('reads JSON Lines, skipping blank lines, and names the line of an error', () => {
     expect(parseJsonl('{"a": 1}\r\n\n{"a": 2}\n', 'x.jsonl')).toEqual([{ a: 1 }, { a: 2 }]);
-    expect(errorOf(() => parseJsonl('{"a": 1}\n\n{"a": }\n', 'x.jsonl'))).toMatch(/^x\.jsonl, line 3: not valid JSON \(.*\)\. Each line of a \.jsonl file must be one JSON object\.$/);
+    expect(errorOf(() => parseJsonl('{"a": 1}\n\n{"a": }\n', 'x.jsonl'))).toMatch(
+      /^x\.jsonl, line 3: not valid JSON \(.*\)\. Each line of a \.jsonl file must be one JSON object\.$/,
+    );
     expect(errorOf(() => parseJsonl('{"a": 1}\n[1, 2]\n', 'x.jsonl'))).toBe('x.jsonl, line 2: expected a JSON object, got [1,2].');
   });
 
@@ -110,7 +118,14 @@ describe('jsonl and json arrays', () => {
   });
 
   it('tells formats by extension, or asks for one', () => {
-    expect(['a.parquet', 'a.jsonl', 'a.json', 'a.csv', 'a.tsv', 'labels.lst'].map((f) => formatOf(f, {}))).toEqual(['parquet', 'jsonl', 'json', 'csv', 'tsv', 'lines']);
+    expect(['a.parquet', 'a.jsonl', 'a.json', 'a.csv', 'a.tsv', 'labels.lst'].map((f) => formatOf(f, {}))).toEqual([
+      'parquet',
+      'jsonl',
+      'json',
+      'csv',
+      'tsv',
+      'lines',
+    ]);
     expect(errorOf(() => formatOf('data.bin', {}))).toMatch(/cannot tell the file format/);
   });
 });
@@ -150,13 +165,21 @@ describe('raw adapters and column maps', () => {
       { path: 'valid.jsonl', rows: [{ goal: 'g1' }, { goal: 'g2' }] },
       { path: 'valid-labels.lst', rows: [{ text: '1' }] },
     ];
-    expect(errorOf(() => canonicalRows(files, { adapter: 'label_lines' }, 'piqa'))).toBe('piqa: valid.jsonl has 2 rows but valid-labels.lst has 1 labels; they must be line-aligned.');
+    expect(errorOf(() => canonicalRows(files, { adapter: 'label_lines' }, 'piqa'))).toBe(
+      'piqa: valid.jsonl has 2 rows but valid-labels.lst has 1 labels; they must be line-aligned.',
+    );
   });
 
   it('renames columns, maps values by their string form, and parses numbers', () => {
-    const rows = canonicalRows([{ path: 't.tsv', rows: [{ Quality: '1', score: '4.750' }] }], { rename: { Quality: 'label' }, map: { label: { '0': 'no', '1': 'yes' } }, numeric: ['score'] }, 'w');
+    const rows = canonicalRows(
+      [{ path: 't.tsv', rows: [{ Quality: '1', score: '4.750' }] }],
+      { rename: { Quality: 'label' }, map: { label: { '0': 'no', '1': 'yes' } }, numeric: ['score'] },
+      'w',
+    );
     expect(rows).toEqual([{ label: 'yes', score: 4.75 }]);
-    expect(errorOf(() => canonicalRows([{ path: 't', rows: [{ label: '7' }] }], { map: { label: { '0': 'no' } } }, 'w'))).toMatch(/w, row 0: column "label" has the value "7", which the source's map does not know \(known: 0\)/);
+    expect(errorOf(() => canonicalRows([{ path: 't', rows: [{ label: '7' }] }], { map: { label: { '0': 'no' } } }, 'w'))).toMatch(
+      /w, row 0: column "label" has the value "7", which the source's map does not know \(known: 0\)/,
+    );
     expect(errorOf(() => canonicalRows([{ path: 't', rows: [{ label: 'x' }] }], { adapter: 'nope' }, 'w'))).toMatch(/unknown adapter "nope"/);
   });
 
@@ -176,7 +199,9 @@ describe('rendering', () => {
     expect(r.user).toBe(`${e.instruction}\nA.\nB.`);
     expect(r.response).toBe('not_entailment');
     expect(renderExample(datasetEntry('sst2'), { sentence: 'ok', label: null }).label).toBeNull();
-    expect(() => renderExample(datasetEntry('sst2'), { sentence: 'ok', label: 'great' })).toThrow(/the label "great" is not a class of "sst2" \(negative, positive\)/);
+    expect(() => renderExample(datasetEntry('sst2'), { sentence: 'ok', label: 'great' })).toThrow(
+      /the label "great" is not a class of "sst2" \(negative, positive\)/,
+    );
     expect(() => renderExample(datasetEntry('sst2'), { text: 'ok', label: 0 })).toThrow(/the row has no column "sentence"/);
   });
 });
@@ -184,10 +209,14 @@ describe('rendering', () => {
 describe('custom entries (dataset_info)', () => {
   const good = {
     reviews: {
-      task: 'classification', metric: 'classification',
+      task: 'classification',
+      metric: 'classification',
       instruction: 'Is the review negative or positive? Respond only with the class.',
-      split: 'train', formatter: 'columns', columns: { prompt: 'text', response: 'stars' },
-      labelNames: ['1', '5'], labelWords: ['negative', 'positive'],
+      split: 'train',
+      formatter: 'columns',
+      columns: { prompt: 'text', response: 'stars' },
+      labelNames: ['1', '5'],
+      labelWords: ['negative', 'positive'],
       sources: [{ type: 'file', splits: { train: ['reviews.csv'] }, numeric: [] }],
     },
   };
@@ -212,8 +241,14 @@ describe('custom entries (dataset_info)', () => {
   it('reports every problem of an entry at once, with the field and the fix', () => {
     const bad = {
       broken: {
-        task: 'classify', metric: 'classification', instruction: 3, split: 'train', formatter: 'colums',
-        columns: { promt: 'text', response: 'y' }, labelNames: ['a'], labelWords: ['x', 'y'],
+        task: 'classify',
+        metric: 'classification',
+        instruction: 3,
+        split: 'train',
+        formatter: 'colums',
+        columns: { promt: 'text', response: 'y' },
+        labelNames: ['a'],
+        labelWords: ['x', 'y'],
         sources: [{ type: 'web', splits: { train: [] }, repo: 'a b', formatt: 'x' }],
       },
     };
@@ -245,13 +280,21 @@ describe('custom entries (dataset_info)', () => {
   });
 
   it('a custom entry can point at a Hub-layout folder through a hub source', async () => {
-    const [e] = parseDatasetInfo({
-      cb_pairs: {
-        task: 'classification', metric: 'classification', instruction: '', split: 'validation', formatter: 'columns',
-        columns: { prompt: 'premise', query: 'hypothesis', response: 'label' }, labelNames: ['entailment', 'contradiction', 'neutral'],
-        sources: [{ type: 'hub', repo: 'aps/super_glue', splits: { validation: ['cb/validation-00000-of-00001.parquet'] } }],
+    const [e] = parseDatasetInfo(
+      {
+        cb_pairs: {
+          task: 'classification',
+          metric: 'classification',
+          instruction: '',
+          split: 'validation',
+          formatter: 'columns',
+          columns: { prompt: 'premise', query: 'hypothesis', response: 'label' },
+          labelNames: ['entailment', 'contradiction', 'neutral'],
+          sources: [{ type: 'hub', repo: 'aps/super_glue', splits: { validation: ['cb/validation-00000-of-00001.parquet'] } }],
+        },
       },
-    }, 'i.json');
+      'i.json',
+    );
     const l = await loadDatasetRows(e, new LocalFolderSource(path.join(testHubRoot(), 'datasets', 'aps', 'super_glue')), { maxRows: 1 });
     const r = renderRows(l)[0];
     expect(r.user.startsWith('Valence the void-brain')).toBe(true); // no instruction: the prompt starts the turn

@@ -65,22 +65,51 @@ function checkGolden(name: string, text: string): void {
 
 /** Where a loaded split came from, without the server's port. */
 function fromOf(l: LoadedRows): string {
-  return l.source.type === 'hub' ? `${l.source.repo}${l.source.revision ? `@${l.source.revision}` : ''} ${l.files.join(', ')}` : `original files ${l.files.join(', ')}`;
+  return l.source.type === 'hub'
+    ? `${l.source.repo}${l.source.revision ? `@${l.source.revision}` : ''} ${l.files.join(', ')}`
+    : `original files ${l.files.join(', ')}`;
 }
 
 // [key, folder of the original files under shared/hub/datasets, their names when they differ from the registry's]
 const REAL: [string, string, string[]?][] = [
-  ['sst2', 'sst2'], ['sst2_eval', 'sst2'], ['cola', 'cola'], ['cola_eval', 'cola'], ['mrpc', 'mrpc'], ['mrpc_eval', 'mrpc'],
-  ['stsb', 'stsb'], ['stsb_eval', 'stsb'], ['qnli_eval', 'qnli'], ['qqp_eval', 'qqp', ['dev_head9.tsv']],
-  ['rte', 'rte'], ['rte_eval', 'rte'],
-  ['record', 'record', ['train_fewglue32.jsonl']], ['multirc', 'multirc', ['train_fewglue32.jsonl']], ['multirc_eval', 'multirc'],
-  ['boolq', 'boolq', ['train_fewglue32.jsonl']], ['boolq_eval', 'boolq'], ['wic', 'wic', ['train_fewglue32.jsonl']], ['wic_eval', 'wic'],
-  ['wsc', 'wsc'], ['wsc_eval', 'wsc'], ['cb', 'cb', ['train_fewglue32.jsonl']], ['cb_eval', 'cb'],
-  ['copa', 'copa', ['train_fewglue32.jsonl']], ['copa_eval', 'copa'],
-  ['mmlu_eval', 'mmlu'], ['mmlu[dev]', 'mmlu'], ['piqa_eval', 'piqa'], ['siqa_eval', 'siqa'],
-  ['openbookqa', 'openbookqa'], ['openbookqa_eval', 'openbookqa'], ['math_qa_eval', 'mathqa'],
-  ['gsm8k', 'gsm8k'], ['gsm8k_eval', 'gsm8k'], ['svamp_eval', 'svamp'],
-  ['conala', 'conala'], ['conala_eval', 'conala'], ['codealpacapy', 'codealpaca'],
+  ['sst2', 'sst2'],
+  ['sst2_eval', 'sst2'],
+  ['cola', 'cola'],
+  ['cola_eval', 'cola'],
+  ['mrpc', 'mrpc'],
+  ['mrpc_eval', 'mrpc'],
+  ['stsb', 'stsb'],
+  ['stsb_eval', 'stsb'],
+  ['qnli_eval', 'qnli'],
+  ['qqp_eval', 'qqp', ['dev_head9.tsv']],
+  ['rte', 'rte'],
+  ['rte_eval', 'rte'],
+  ['record', 'record', ['train_fewglue32.jsonl']],
+  ['multirc', 'multirc', ['train_fewglue32.jsonl']],
+  ['multirc_eval', 'multirc'],
+  ['boolq', 'boolq', ['train_fewglue32.jsonl']],
+  ['boolq_eval', 'boolq'],
+  ['wic', 'wic', ['train_fewglue32.jsonl']],
+  ['wic_eval', 'wic'],
+  ['wsc', 'wsc'],
+  ['wsc_eval', 'wsc'],
+  ['cb', 'cb', ['train_fewglue32.jsonl']],
+  ['cb_eval', 'cb'],
+  ['copa', 'copa', ['train_fewglue32.jsonl']],
+  ['copa_eval', 'copa'],
+  ['mmlu_eval', 'mmlu'],
+  ['mmlu[dev]', 'mmlu'],
+  ['piqa_eval', 'piqa'],
+  ['siqa_eval', 'siqa'],
+  ['openbookqa', 'openbookqa'],
+  ['openbookqa_eval', 'openbookqa'],
+  ['math_qa_eval', 'mathqa'],
+  ['gsm8k', 'gsm8k'],
+  ['gsm8k_eval', 'gsm8k'],
+  ['svamp_eval', 'svamp'],
+  ['conala', 'conala'],
+  ['conala_eval', 'conala'],
+  ['codealpacapy', 'codealpaca'],
 ];
 
 const SYNTHETIC = ['mnli', 'hellaswag', 'winogrande', 'apps'];
@@ -90,8 +119,33 @@ describe('dataset registry: the 27 datasets on real rows', () => {
     const names = datasetNames();
     expect(names).toHaveLength(27);
     expect(names).toEqual([
-      'mnli', 'qqp', 'qnli', 'sst2', 'stsb', 'mrpc', 'rte', 'cola', 'record', 'multirc', 'boolq', 'wic', 'wsc', 'cb', 'copa',
-      'mmlu', 'piqa', 'siqa', 'hellaswag', 'winogrande', 'openbookqa', 'math_qa', 'gsm8k', 'svamp', 'conala', 'codealpacapy', 'apps',
+      'mnli',
+      'qqp',
+      'qnli',
+      'sst2',
+      'stsb',
+      'mrpc',
+      'rte',
+      'cola',
+      'record',
+      'multirc',
+      'boolq',
+      'wic',
+      'wsc',
+      'cb',
+      'copa',
+      'mmlu',
+      'piqa',
+      'siqa',
+      'hellaswag',
+      'winogrande',
+      'openbookqa',
+      'math_qa',
+      'gsm8k',
+      'svamp',
+      'conala',
+      'codealpacapy',
+      'apps',
     ]);
     const keys = listDatasets().map((e) => e.key);
     for (const n of names) expect(keys).toEqual(expect.arrayContaining([n, `${n}_eval`]));
@@ -101,7 +155,9 @@ describe('dataset registry: the 27 datasets on real rows', () => {
     // Spot checks of DATASETS.md's strings, including the ones PEFT-Factory drifts on.
     expect(datasetEntry('copa').instruction).toBe(datasetEntry('copa_eval').instruction);
     expect(datasetEntry('copa').instruction).toContain('from the choice pair.');
-    expect(datasetEntry('winogrande').instruction).toBe("Based on the sentence and provided options, select the best option that replaces the '_' character in the sentence. Respond only with the corresponding option1 or option2.");
+    expect(datasetEntry('winogrande').instruction).toBe(
+      "Based on the sentence and provided options, select the best option that replaces the '_' character in the sentence. Respond only with the corresponding option1 or option2.",
+    );
     expect(datasetEntry('siqa').instruction).toContain('choices A, B, and C.');
     expect(datasetEntry('mmlu').instruction).toBe(datasetEntry('openbookqa').instruction);
     expect(datasetEntry('apps').instruction).toBe('Based on the following instruction, generate a valid Python code that answers it.');
@@ -146,7 +202,12 @@ describe('dataset registry: the 27 datasets on real rows', () => {
   it('the raw-file fallback finds rte/raw (SuperGLUE jsonl), mathqa/raw and codealpaca/raw under dataset_dir as shared/hub/datasets lays them out', async () => {
     // The resolver the CLI uses, restricted to file sources: folders and file names come from the registry alone.
     const resolver = nodeResolver({ datasetDir: RAW(), cacheDir: null });
-    for (const [key, file] of [['rte', 'train.jsonl'], ['rte_eval', 'val.jsonl'], ['math_qa_eval', 'dev.json'], ['codealpacapy', 'code_alpaca_2k.json']]) {
+    for (const [key, file] of [
+      ['rte', 'train.jsonl'],
+      ['rte_eval', 'val.jsonl'],
+      ['math_qa_eval', 'dev.json'],
+      ['codealpacapy', 'code_alpaca_2k.json'],
+    ]) {
       const entry = datasetEntry(key);
       const fromRaw = await loadDatasetRows(entry, resolver, { source: 'file', maxRows: 2 });
       expect(fromRaw.files, key).toEqual([file]);
@@ -162,27 +223,74 @@ describe('dataset registry: the 27 datasets on real rows', () => {
       dir = mkdtempSync(path.join(tmpdir(), 'ps-synth-'));
       const jsonl = (rows: object[]) => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
       // nyu-mll/glue mnli: premise, hypothesis, label (ClassLabel ids 0 entailment, 1 neutral, 2 contradiction), idx.
-      writeFileSync(path.join(dir, 'mnli.jsonl'), jsonl([
-        { premise: 'SYNTHETIC: The cat sat on the warm mat all afternoon.', hypothesis: 'A cat was sitting.', label: 0, idx: 0 },
-        { premise: 'SYNTHETIC: The shop closes at noon on Sundays.', hypothesis: 'The shop is open all night on Sundays.', label: 2, idx: 1 },
-      ]));
+      writeFileSync(
+        path.join(dir, 'mnli.jsonl'),
+        jsonl([
+          { premise: 'SYNTHETIC: The cat sat on the warm mat all afternoon.', hypothesis: 'A cat was sitting.', label: 0, idx: 0 },
+          { premise: 'SYNTHETIC: The shop closes at noon on Sundays.', hypothesis: 'The shop is open all night on Sundays.', label: 2, idx: 1 },
+        ]),
+      );
       // Rowan/hellaswag: ind, activity_label, ctx_a, ctx_b, ctx, endings (list), source_id, split, split_type, label (string).
-      writeFileSync(path.join(dir, 'hellaswag.jsonl'), jsonl([
-        { ind: 0, activity_label: 'Baking', ctx_a: 'SYNTHETIC: A man cracks two eggs into a bowl.', ctx_b: 'he', ctx: 'SYNTHETIC: A man cracks two eggs into a bowl. he', endings: ['whisks them with a fork.', 'throws the bowl at a wall.', 'paints the eggs blue.', 'sings to the oven.'], source_id: 'synthetic~0', split: 'train', split_type: 'indomain', label: '0' },
-        { ind: 1, activity_label: 'Running', ctx_a: 'SYNTHETIC: A woman ties her shoes at the start line.', ctx_b: 'She', ctx: 'SYNTHETIC: A woman ties her shoes at the start line. She', endings: ['eats the shoes.', 'flies away.', 'starts running when the whistle blows.', 'falls asleep.'], source_id: 'synthetic~1', split: 'train', split_type: 'indomain', label: '2' },
-      ]));
+      writeFileSync(
+        path.join(dir, 'hellaswag.jsonl'),
+        jsonl([
+          {
+            ind: 0,
+            activity_label: 'Baking',
+            ctx_a: 'SYNTHETIC: A man cracks two eggs into a bowl.',
+            ctx_b: 'he',
+            ctx: 'SYNTHETIC: A man cracks two eggs into a bowl. he',
+            endings: ['whisks them with a fork.', 'throws the bowl at a wall.', 'paints the eggs blue.', 'sings to the oven.'],
+            source_id: 'synthetic~0',
+            split: 'train',
+            split_type: 'indomain',
+            label: '0',
+          },
+          {
+            ind: 1,
+            activity_label: 'Running',
+            ctx_a: 'SYNTHETIC: A woman ties her shoes at the start line.',
+            ctx_b: 'She',
+            ctx: 'SYNTHETIC: A woman ties her shoes at the start line. She',
+            endings: ['eats the shoes.', 'flies away.', 'starts running when the whistle blows.', 'falls asleep.'],
+            source_id: 'synthetic~1',
+            split: 'train',
+            split_type: 'indomain',
+            label: '2',
+          },
+        ]),
+      );
       // allenai/winogrande winogrande_xl: sentence (with _), option1, option2, answer ("1" / "2").
-      writeFileSync(path.join(dir, 'winogrande.jsonl'), jsonl([
-        { sentence: 'SYNTHETIC: The trophy did not fit in the suitcase because the _ was too big.', option1: 'trophy', option2: 'suitcase', answer: '1' },
-        { sentence: 'SYNTHETIC: The trophy did not fit in the suitcase because the _ was too small.', option1: 'trophy', option2: 'suitcase', answer: '2' },
-      ]));
+      writeFileSync(
+        path.join(dir, 'winogrande.jsonl'),
+        jsonl([
+          { sentence: 'SYNTHETIC: The trophy did not fit in the suitcase because the _ was too big.', option1: 'trophy', option2: 'suitcase', answer: '1' },
+          { sentence: 'SYNTHETIC: The trophy did not fit in the suitcase because the _ was too small.', option1: 'trophy', option2: 'suitcase', answer: '2' },
+        ]),
+      );
       // codeparrot/apps ships train.jsonl / test.jsonl: served in the Hub layout so the registry's own source is used.
       const apps = path.join(dir, 'hub', 'datasets', 'codeparrot', 'apps');
       mkdirSync(apps, { recursive: true });
       mkdirSync(path.join(dir, 'hub', 'models'), { recursive: true });
       const appsRows = jsonl([
-        { problem_id: 0, question: 'SYNTHETIC: Read two integers a and b and print their sum.', solutions: JSON.stringify(['a, b = map(int, input().split())\nprint(a + b)', 'print(sum(map(int, input().split())))']), input_output: '{"inputs": ["1 2\\n"], "outputs": ["3\\n"]}', difficulty: 'introductory', url: 'synthetic', starter_code: '' },
-        { problem_id: 1, question: 'SYNTHETIC: Print the word hello.', solutions: JSON.stringify(["print('hello')"]), input_output: '{"inputs": [""], "outputs": ["hello\\n"]}', difficulty: 'introductory', url: 'synthetic', starter_code: '' },
+        {
+          problem_id: 0,
+          question: 'SYNTHETIC: Read two integers a and b and print their sum.',
+          solutions: JSON.stringify(['a, b = map(int, input().split())\nprint(a + b)', 'print(sum(map(int, input().split())))']),
+          input_output: '{"inputs": ["1 2\\n"], "outputs": ["3\\n"]}',
+          difficulty: 'introductory',
+          url: 'synthetic',
+          starter_code: '',
+        },
+        {
+          problem_id: 1,
+          question: 'SYNTHETIC: Print the word hello.',
+          solutions: JSON.stringify(["print('hello')"]),
+          input_output: '{"inputs": [""], "outputs": ["hello\\n"]}',
+          difficulty: 'introductory',
+          url: 'synthetic',
+          starter_code: '',
+        },
       ]);
       writeFileSync(path.join(apps, 'train.jsonl'), appsRows);
       writeFileSync(path.join(apps, 'test.jsonl'), appsRows);
@@ -214,7 +322,11 @@ describe('dataset registry: the 27 datasets on real rows', () => {
       expect(rendered[0].answers).toHaveLength(2);
       // Training: PEFT-Factory's duplication per solution (3 examples from 2 problems); evaluation keeps one per problem.
       const train = renderRows(l, { training: true });
-      expect(train.map((r) => r.response)).toEqual(['a, b = map(int, input().split())\nprint(a + b)', 'print(sum(map(int, input().split())))', "print('hello')"]);
+      expect(train.map((r) => r.response)).toEqual([
+        'a, b = map(int, input().split())\nprint(a + b)',
+        'print(sum(map(int, input().split())))',
+        "print('hello')",
+      ]);
       const ev = renderRows(await loadDatasetRows(datasetEntry('apps_eval'), hubResolver({ endpoint: synthHub.url })), { training: true });
       expect(ev).toHaveLength(2);
     });

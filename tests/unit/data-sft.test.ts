@@ -53,13 +53,19 @@ describe('readAlpacaJsonl', () => {
 
   it('names the line of broken JSON, a missing field or a wrong type', () => {
     const ok = '{"instruction": "a", "output": "b"}';
-    expect(errorOf(() => readAlpacaJsonl(`${ok}\n{"instruction": "a", "output": }\n`, 'd.jsonl')).message).toMatch(/^d\.jsonl, line 2: not valid JSON \(.*\)\. Each line must be one JSON object\.$/);
+    expect(errorOf(() => readAlpacaJsonl(`${ok}\n{"instruction": "a", "output": }\n`, 'd.jsonl')).message).toMatch(
+      /^d\.jsonl, line 2: not valid JSON \(.*\)\. Each line must be one JSON object\.$/,
+    );
     expect(errorOf(() => readAlpacaJsonl(`${ok}\n\n{"instruction": "a", "response": "b"}`, 'd.jsonl')).message).toBe(
       'd.jsonl, line 3: missing field "output". Alpaca rows need "instruction" and "output" (and optionally "input", "system"); found "instruction", "response".',
     );
     expect(errorOf(() => readAlpacaJsonl('{"output": "b"}', 'd.jsonl')).message).toMatch(/^d\.jsonl, line 1: missing field "instruction"/);
-    expect(errorOf(() => readAlpacaJsonl('{"instruction": "a", "output": 3}', 'd.jsonl')).message).toBe('d.jsonl, line 1: field "output" must be a string, got 3.');
-    expect(errorOf(() => readAlpacaJsonl('{"instruction": "a", "input": ["x"], "output": "b"}', 'd.jsonl')).message).toBe('d.jsonl, line 1: field "input" must be a string, got ["x"].');
+    expect(errorOf(() => readAlpacaJsonl('{"instruction": "a", "output": 3}', 'd.jsonl')).message).toBe(
+      'd.jsonl, line 1: field "output" must be a string, got 3.',
+    );
+    expect(errorOf(() => readAlpacaJsonl('{"instruction": "a", "input": ["x"], "output": "b"}', 'd.jsonl')).message).toBe(
+      'd.jsonl, line 1: field "input" must be a string, got ["x"].',
+    );
     expect(errorOf(() => readAlpacaJsonl('[1, 2]', 'd.jsonl')).message).toMatch(/^d\.jsonl, line 1: expected a JSON object/);
   });
 
@@ -96,7 +102,10 @@ describe('greedyKnapsack', () => {
   it('fills each knapsack with the longest item that fits', () => {
     // sorted [2,3,5,7,9], capacity 10: [9] (nothing fits 1), [7,3], [5,2]
     expect(greedyKnapsack([5, 3, 7, 2, 9], 10)).toEqual([[9], [7, 3], [5, 2]]);
-    expect(greedyKnapsack([4, 4, 4, 4], 8)).toEqual([[4, 4], [4, 4]]);
+    expect(greedyKnapsack([4, 4, 4, 4], 8)).toEqual([
+      [4, 4],
+      [4, 4],
+    ]);
     expect(greedyKnapsack([], 8)).toEqual([]);
   });
 });
@@ -154,8 +163,12 @@ describe('SFT encoding with the stories260K tokenizer', () => {
   });
 
   it('refuses chat and unknown templates with a fix', () => {
-    expect(errorOf(() => encodeExample(tok, ex, { template: 'chat', cutoffLen: 64 })).message).toMatch(/needs a tokenizer with a chat template.*Use template: default/);
-    expect(errorOf(() => encodeExample(tok, ex, { template: 'llama3', cutoffLen: 64 })).message).toBe("Unknown template 'llama3'. Use one of: default, alpaca, empty, chat.");
+    expect(errorOf(() => encodeExample(tok, ex, { template: 'chat', cutoffLen: 64 })).message).toMatch(
+      /needs a tokenizer with a chat template.*Use template: default/,
+    );
+    expect(errorOf(() => encodeExample(tok, ex, { template: 'llama3', cutoffLen: 64 })).message).toBe(
+      "Unknown template 'llama3'. Use one of: default, alpaca, empty, chat.",
+    );
   });
 
   it('truncates by the LLaMA-Factory rule (source 24, target 7 tokens)', () => {

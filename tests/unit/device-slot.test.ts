@@ -8,13 +8,14 @@ describe('DeviceSlot queue', () => {
   it('runs calls one at a time, in call order, and goes on after a failure', async () => {
     const slot = new DeviceSlot(undefined);
     const log: string[] = [];
-    const job = (name: string, fail = false) => slot.exclusive(async () => {
-      log.push(`${name}+`);
-      await tick();
-      log.push(`${name}-`);
-      if (fail) throw new Error(name);
-      return name;
-    });
+    const job = (name: string, fail = false) =>
+      slot.exclusive(async () => {
+        log.push(`${name}+`);
+        await tick();
+        log.push(`${name}-`);
+        if (fail) throw new Error(name);
+        return name;
+      });
     const results = await Promise.allSettled([job('a'), job('b', true), job('c')]);
     expect(log).toEqual(['a+', 'a-', 'b+', 'b-', 'c+', 'c-']);
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);

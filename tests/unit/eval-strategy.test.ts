@@ -3,7 +3,16 @@ import { describe, expect, it } from 'vitest';
 import { validateConfig } from '../../src/config/schema';
 import { trainOptions } from '../../src/run/experiment';
 
-const base = { model_name_or_path: 'stories260K', dataset: 'sst2', output_dir: 'out', val_size: 0.1, per_device_train_batch_size: 4, gradient_accumulation_steps: 2, logging_steps: 5, max_steps: 100 };
+const base = {
+  model_name_or_path: 'stories260K',
+  dataset: 'sst2',
+  output_dir: 'out',
+  val_size: 0.1,
+  per_device_train_batch_size: 4,
+  gradient_accumulation_steps: 2,
+  logging_steps: 5,
+  max_steps: 100,
+};
 const data = { train: new Array(40), val: new Array(8) } as never;
 const every = (extra: Record<string, unknown>) => trainOptions(validateConfig({ ...base, ...extra }), data, 0).evalSteps;
 

@@ -24,7 +24,7 @@ const LM_HEAD = 2 * 512 * 64 * 512;
 // 512·5·90 624 + 5·67 108 864 + 33 554 432 = 231 997 440 + 335 544 320 + 33 554 432
 const BASE = 601_096_192;
 
-describe('forwardFlops: stories260K, 1×512 probe (the base model; each method\'s FLOPs are tested in its folder)', () => {
+describe("forwardFlops: stories260K, 1×512 probe (the base model; each method's FLOPs are tested in its folder)", () => {
   it('base model, hand-computed', () => {
     expect(PROJ_PER_TOKEN_LAYER).toBe(90_624);
     expect(512 * 5 * PROJ_PER_TOKEN_LAYER + 5 * ATTN_PER_LAYER + LM_HEAD).toBe(BASE);

@@ -73,12 +73,21 @@ describe('lockOutputDir', () => {
     const release = await lockOutputDir(dir);
     const held = JSON.parse(readFileSync(path.join(dir, LOCK_FILE), 'utf8'));
     expect(held).toMatchObject({ pid: process.pid, host: hostname() });
-    const err = await lockOutputDir(dir).then(() => null, (x) => x);
+    const err = await lockOutputDir(dir).then(
+      () => null,
+      (x) => x,
+    );
     expect(err).toBeInstanceOf(OutputDirError);
-    expect(err.message).toMatch(new RegExp(`output_dir .*out is in use by another run \\(process ${process.pid}, since .*\\)\\. Wait for it to finish, or choose another output_dir\\. If no such run exists, delete .*${LOCK_FILE.replace('.', '\\.')}\\.`));
+    expect(err.message).toMatch(
+      new RegExp(
+        `output_dir .*out is in use by another run \\(process ${process.pid}, since .*\\)\\. Wait for it to finish, or choose another output_dir\\. If no such run exists, delete .*${LOCK_FILE.replace('.', '\\.')}\\.`,
+      ),
+    );
     await release();
     expect(readdirSync(dir)).toEqual([]);
-    await (await lockOutputDir(dir))();
+    await (
+      await lockOutputDir(dir)
+    )();
   });
 
   it('takes over a stale lock: a dead pid, a reused pid (other start time), an unreadable lock; not another host', async () => {
@@ -105,6 +114,8 @@ describe('lockOutputDir', () => {
     writeFileSync(file, 'x');
     await expect(lockOutputDir(file)).rejects.toThrow(OutputDirError);
     await expect(lockOutputDir(file)).rejects.toThrow(/output_dir .*a-file exists and is a file, not a folder/);
-    await expect(lockOutputDir(path.join(file, 'sub'))).rejects.toThrow(/output_dir .*a-file\/sub is, or is inside, a file rather than a folder\. Choose another output_dir\./);
+    await expect(lockOutputDir(path.join(file, 'sub'))).rejects.toThrow(
+      /output_dir .*a-file\/sub is, or is inside, a file rather than a folder\. Choose another output_dir\./,
+    );
   });
 });

@@ -11,15 +11,30 @@ const noBase = () => {
 
 describe('grid files', () => {
   it('expand to method × dataset × seed cells, each a validated config with its own folder', () => {
-    const spec = parseGrid({
-      base, output_dir: 'runs/g', seeds: [1, 2], datasets: ['sst2', 'cola'],
-      methods: { lora: { lora_rank: 4, lora_target: ['q_proj', 'v_proj'] }, 'lora-r8': { finetuning_type: 'lora', lora_rank: 8 } },
-      dataset_overrides: { cola: { max_new_tokens: 8 } },
-    }, 'g.yaml', noBase);
+    const spec = parseGrid(
+      {
+        base,
+        output_dir: 'runs/g',
+        seeds: [1, 2],
+        datasets: ['sst2', 'cola'],
+        methods: { lora: { lora_rank: 4, lora_target: ['q_proj', 'v_proj'] }, 'lora-r8': { finetuning_type: 'lora', lora_rank: 8 } },
+        dataset_overrides: { cola: { max_new_tokens: 8 } },
+      },
+      'g.yaml',
+      noBase,
+    );
     const cells = gridCells(spec, path.join);
     expect(cells.length).toBe(2 * 2 * 2);
     expect(cells[0]).toMatchObject({ method: 'lora', dataset: 'sst2', seed: 1, dir: path.join('runs/g', 'lora', 'sst2', 'seed-1') });
-    expect(cells[0].config).toMatchObject({ finetuning_type: 'lora', lora_rank: 4, dataset: 'sst2', eval_dataset: 'sst2_eval', seed: 1, do_predict: true, max_steps: 5 });
+    expect(cells[0].config).toMatchObject({
+      finetuning_type: 'lora',
+      lora_rank: 4,
+      dataset: 'sst2',
+      eval_dataset: 'sst2_eval',
+      seed: 1,
+      do_predict: true,
+      max_steps: 5,
+    });
     expect(cells.find((c) => c.dataset === 'cola')!.config.max_new_tokens).toBe(8);
     expect(cells.find((c) => c.method === 'lora-r8')!.config.lora_rank).toBe(8);
   });
@@ -48,7 +63,16 @@ describe('grid files', () => {
     const csv = resultsCsv(cells).trim().split('\n');
     expect(csv[0]).toBe('method,dataset,seed,headline_name,headline,macro_f1,note,numeric_accuracy,pscp,trainable_params');
     expect(csv[4]).toBe('ia3,sst2,1,macro_f1,0.3,0.3,"a, ""b""",,,1180');
-    const md = resultsMarkdown(cells, { datasets: ['sst2', 'svamp'], methods: new Map([['lora', {}], ['ia3', {}]]), seeds: [1, 2] }).trim().split('\n');
+    const md = resultsMarkdown(cells, {
+      datasets: ['sst2', 'svamp'],
+      methods: new Map([
+        ['lora', {}],
+        ['ia3', {}],
+      ]),
+      seeds: [1, 2],
+    })
+      .trim()
+      .split('\n');
     // sst2: mean 0.6, sample std 0.1414 → 60.0 ± 14.1; svamp one of two seeds; mean of dataset means (0.6 + 0.1) / 2.
     expect(md[2]).toBe('| lora | 1,280 | 60.0 ± 14.1 | 10.0 ± 0.0 (1/2) | 35.0 | 0.3667 |');
     expect(md[3]).toBe('| ia3 | 1,180 | 30.0 ± 0.0 (1/2) | – | 30.0 | – |');

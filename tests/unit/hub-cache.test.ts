@@ -38,10 +38,22 @@ describe('NodeFolderCache', () => {
     expect(await c.get(key)).toBeUndefined();
     expect(await c.list()).toEqual([]);
     await c.put(key, bytes);
-    expect(readdirSync(dir).sort().map((f) => path.extname(f))).toEqual(['.bin', '.json']); // no temporaries left
+    expect(
+      readdirSync(dir)
+        .sort()
+        .map((f) => path.extname(f)),
+    ).toEqual(['.bin', '.json']); // no temporaries left
     expect([...(await c.get(key))!]).toEqual([...bytes]);
     expect(await c.has(key)).toBe(true);
-    const meta = JSON.parse(readFileSync(path.join(dir, readdirSync(dir).find((f) => f.endsWith('.json'))!), 'utf8'));
+    const meta = JSON.parse(
+      readFileSync(
+        path.join(
+          dir,
+          readdirSync(dir).find((f) => f.endsWith('.json'))!,
+        ),
+        'utf8',
+      ),
+    );
     expect(meta).toMatchObject({ key, size: 1000 });
     expect(meta.sha256).toMatch(/^[0-9a-f]{64}$/);
     await c.put('other', new Uint8Array(0));
@@ -59,7 +71,13 @@ describe('NodeFolderCache', () => {
     const dir = path.join(tmp, 'trunc');
     const c = new NodeFolderCache(dir);
     await c.put(key, bytes);
-    truncateSync(path.join(dir, readdirSync(dir).find((f) => f.endsWith('.bin'))!), 10);
+    truncateSync(
+      path.join(
+        dir,
+        readdirSync(dir).find((f) => f.endsWith('.bin'))!,
+      ),
+      10,
+    );
     expect(await c.has(key)).toBe(false);
     expect(await c.get(key)).toBeUndefined();
     expect(readdirSync(dir)).toEqual([]);
@@ -68,7 +86,10 @@ describe('NodeFolderCache', () => {
   it('changed bytes of the same size: a miss with sha256 verification, not with size only', async () => {
     const dir = path.join(tmp, 'flip');
     const flip = () => {
-      const bin = path.join(dir, readdirSync(dir).find((f) => f.endsWith('.bin'))!);
+      const bin = path.join(
+        dir,
+        readdirSync(dir).find((f) => f.endsWith('.bin'))!,
+      );
       const b = readFileSync(bin);
       b[0] ^= 1;
       writeFileSync(bin, b);
@@ -87,12 +108,20 @@ describe('NodeFolderCache', () => {
     const dir = path.join(tmp, 'meta');
     const c = new NodeFolderCache(dir);
     await c.put(key, bytes);
-    const meta = path.join(dir, readdirSync(dir).find((f) => f.endsWith('.json'))!);
+    const meta = path.join(
+      dir,
+      readdirSync(dir).find((f) => f.endsWith('.json'))!,
+    );
     writeFileSync(meta, '{"key": "mangled');
     expect(await c.get(key)).toBeUndefined();
     expect(existsSync(meta)).toBe(false);
     await c.put(key, bytes);
-    unlinkSync(path.join(dir, readdirSync(dir).find((f) => f.endsWith('.json'))!));
+    unlinkSync(
+      path.join(
+        dir,
+        readdirSync(dir).find((f) => f.endsWith('.json'))!,
+      ),
+    );
     expect(await c.get(key)).toBeUndefined();
     expect(await c.list()).toEqual([]);
   });

@@ -25,7 +25,11 @@ const WEIGHTS = '/stories260K/resolve/main/model.safetensors';
 
 const source = (opts: Partial<HubSourceOptions> = {}) =>
   new HubSource({ endpoint: hub.url, repo: 'stories260K', kind: 'model', retryDelayMs: 1, stallTimeoutMs: 2000, ...opts });
-const catchError = (p: Promise<unknown>) => p.then(() => null, (e: unknown) => e as Error);
+const catchError = (p: Promise<unknown>) =>
+  p.then(
+    () => null,
+    (e: unknown) => e as Error,
+  );
 const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(b);
 
 describe('Hub downloads under faults', () => {
@@ -57,13 +61,22 @@ describe('Hub downloads under faults', () => {
     const got = await source({ cache }).get('model.safetensors');
     expect(same(got, weights)).toBe(true);
     const reqs = hub.requests.filter((r) => r.path === WEIGHTS);
-    expect(reqs.map((r) => [r.status, r.range])).toEqual([[200, undefined], [206, 'bytes=100000-']]);
+    expect(reqs.map((r) => [r.status, r.range])).toEqual([
+      [200, undefined],
+      [206, 'bytes=100000-'],
+    ]);
     expect(same((await cache.get(source().cacheKey('model.safetensors')))!, weights)).toBe(true);
 
     hub.reset();
-    hub.fault([{ match: 'model.safetensors', kind: 'truncate', afterBytes: 70_000 }, { match: 'model.safetensors', kind: 'norange' }]);
+    hub.fault([
+      { match: 'model.safetensors', kind: 'truncate', afterBytes: 70_000 },
+      { match: 'model.safetensors', kind: 'norange' },
+    ]);
     expect(same(await source().get('model.safetensors'), weights)).toBe(true);
-    expect(hub.requests.filter((r) => r.path === WEIGHTS).map((r) => [r.status, r.range])).toEqual([[200, undefined], [200, 'bytes=70000-']]);
+    expect(hub.requests.filter((r) => r.path === WEIGHTS).map((r) => [r.status, r.range])).toEqual([
+      [200, undefined],
+      [200, 'bytes=70000-'],
+    ]);
   });
 
   it('a stalled connection times out and resumes; a connection that keeps stalling is a HubError saying so', async () => {
@@ -98,15 +111,19 @@ describe('Hub downloads under faults', () => {
     expect(await cache.list()).toEqual([]);
     // Sniffed from the bytes too, whatever the Content-Type says.
     const page = new TextEncoder().encode('  <!doctype html><html><body>503</body></html>');
-    const s = new HubSource({ repo: 'x', kind: 'model', retries: 0, fetch: (async () => new Response(page, { headers: { 'content-type': 'application/octet-stream' } })) as unknown as typeof fetch });
+    const s = new HubSource({
+      repo: 'x',
+      kind: 'model',
+      retries: 0,
+      fetch: (async () => new Response(page, { headers: { 'content-type': 'application/octet-stream' } })) as unknown as typeof fetch,
+    });
     await expect(s.get('model.safetensors')).rejects.toThrow(/HTML page instead of model\.safetensors/);
     expect((await s.get('README.html')).byteLength).toBe(page.byteLength);
   });
 
   it("keeps a body only when its size is the server's: X-Linked-Size short or long is refused", async () => {
     const cache = new MemoryCache();
-    const reply = (n: number, headers: Record<string, string>) =>
-      (async () => new Response(new Uint8Array(n).fill(7), { headers })) as unknown as typeof fetch;
+    const reply = (n: number, headers: Record<string, string>) => (async () => new Response(new Uint8Array(n).fill(7), { headers })) as unknown as typeof fetch;
     const short = new HubSource({ repo: 'x', kind: 'model', retries: 0, cache, fetch: reply(10, { 'x-linked-size': '20', 'content-encoding': 'gzip' }) });
     await expect(short.get('a.bin')).rejects.toThrow(/truncated: 10 of 20 bytes/);
     const long = new HubSource({ repo: 'x', kind: 'model', retries: 0, cache, fetch: reply(30, { 'x-linked-size': '20', 'content-encoding': 'gzip' }) });

@@ -8,7 +8,11 @@ const hub = useHubServer();
 const root = testHubRoot();
 
 /** A raw request: fetch() would normalise "..", we want to send it as is. */
-function raw(method: string, urlPath: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+function raw(
+  method: string,
+  urlPath: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = http.request({ host: '127.0.0.1', port: hub.port, method, path: urlPath, headers }, (res) => {
       const chunks: Buffer[] = [];

@@ -161,8 +161,7 @@ describe('HubSource against the local hub server', () => {
 describe('HubSource with an injected fetch', () => {
   it('a body shorter than Content-Length is a HubError and is not cached', async () => {
     const cache = new MemoryCache();
-    const fetchFn = (async () =>
-      new Response(new Uint8Array(50), { status: 200, headers: { 'content-length': '100' } })) as unknown as typeof fetch;
+    const fetchFn = (async () => new Response(new Uint8Array(50), { status: 200, headers: { 'content-length': '100' } })) as unknown as typeof fetch;
     const s = new HubSource({ repo: 'gpt2', kind: 'model', cache, fetch: fetchFn, retries: 0 });
     const err = await catchError(s.get('model.safetensors'));
     expect(err).toBeInstanceOf(HubError);

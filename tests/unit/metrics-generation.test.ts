@@ -61,7 +61,8 @@ describe('ROUGE (rouge-chinese definitions)', () => {
   });
 
   it('a repeated n-gram counts once', () => {
-    const p = ['the', 'the', 'the'], r = ['the', 'cat'];
+    const p = ['the', 'the', 'the'],
+      r = ['the', 'cat'];
     // sets {the} vs {the, cat}: P = 1, R = 1/2, F = 2/3
     expect(rougeN(p, r, 1).f).toBe(F(1, 1 / 2));
     expect(rougeN(p, r, 2).f).toBe(0);
@@ -119,12 +120,21 @@ describe('computeGenerationMetrics', () => {
     for (const [p, l, want] of cases) expect(generationScores(p, l)['bleu-4'], JSON.stringify(p)).toBe(pyRound4(want));
   });
 
-  it('ROUGE equals LLaMA-Factory\'s compute_metrics (real jieba 0.42.1 + rouge-chinese) on every golden case', () => {
+  it("ROUGE equals LLaMA-Factory's compute_metrics (real jieba 0.42.1 + rouge-chinese) on every golden case", () => {
     // tests/golden/rouge/make_rouge_golden.py ran jieba.cut and rouge_chinese.Rouge exactly as
     // ComputeSimilarity calls them: whitespace-only lines, "?" before a newline, C++ / C# / c++ /
     // c# / AT&T, CRLF, Unicode spaces, empty texts, and real CoNaLa snippets and intents.
     const golden = JSON.parse(readFileSync(path.join(here, '..', 'golden', 'rouge', 'rouge_golden.json'), 'utf8')) as {
-      cases: { name: string; predict: string; label: string; jieba_predict: string[]; jieba_label: string[]; 'rouge-1': number; 'rouge-2': number; 'rouge-l': number }[];
+      cases: {
+        name: string;
+        predict: string;
+        label: string;
+        jieba_predict: string[];
+        jieba_label: string[];
+        'rouge-1': number;
+        'rouge-2': number;
+        'rouge-l': number;
+      }[];
     };
     expect(golden.cases.length).toBeGreaterThanOrEqual(29);
     for (const c of golden.cases) {

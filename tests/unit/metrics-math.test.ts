@@ -21,7 +21,22 @@ describe('evaluateArithmetic', () => {
   });
 
   it('rejects everything that is not arithmetic (no eval)', () => {
-    for (const bad of ['', ' ', '2 ^ 3', '1,000 + 1', 'alert(1)', 'process.exit()', '(1 + 2', '1 + 2)', '1 2', '2 * * 3', '50%', '3 x 4', '1 / 0', '1 / (2 - 2)']) {
+    for (const bad of [
+      '',
+      ' ',
+      '2 ^ 3',
+      '1,000 + 1',
+      'alert(1)',
+      'process.exit()',
+      '(1 + 2',
+      '1 + 2)',
+      '1 2',
+      '2 * * 3',
+      '50%',
+      '3 x 4',
+      '1 / 0',
+      '1 / (2 - 2)',
+    ]) {
       expect(value(bad), bad).toBeNull();
     }
     expect(evaluateArithmetic('2 ^ 3')).toMatchObject({ error: expect.stringContaining('unexpected "^"') });
@@ -90,7 +105,10 @@ describe('SVAMP: the predicted equation against the gold answer', () => {
       '(1 / 0) = 51', // invalid: division by zero
       '\n(100 - 49) = 51\n(2+2)=4', // correct, consistent
     ];
-    const m = computeSvampMetrics(preds, preds.map(() => gold));
+    const m = computeSvampMetrics(
+      preds,
+      preds.map(() => gold),
+    );
     expect(m).toEqual({ numeric_accuracy: 4 / 9, equation_consistency: 3 / 9, invalid: 3, count: 9 });
   });
 

@@ -51,8 +51,18 @@ describe('regression metrics (STS-B)', () => {
   it('perfect and anti-correlation stay within [-1, 1]', () => {
     const x = [0.1, 0.7, 0.2, 0.9, 0.3];
     expect(pearson(x, x)).toBe(1);
-    expect(pearson(x, x.map((v) => -3 * v + 1))).toBe(-1);
-    expect(spearman(x, x.map((v) => v ** 3))).toBe(1);
+    expect(
+      pearson(
+        x,
+        x.map((v) => -3 * v + 1),
+      ),
+    ).toBe(-1);
+    expect(
+      spearman(
+        x,
+        x.map((v) => v ** 3),
+      ),
+    ).toBe(1);
     expect(pearson([1], [2])).toBe(0);
   });
 

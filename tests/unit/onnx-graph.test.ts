@@ -19,8 +19,18 @@ ort.env.wasm.numThreads = 1;
 ort.env.wasm.wasmPaths = path.resolve('node_modules/onnxruntime-web/dist') + '/';
 
 const LLAMA3 = {
-  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 32, intermediate_size: 40, num_hidden_layers: 3,
-  num_attention_heads: 4, num_key_value_heads: 1, head_dim: 16, vocab_size: 61, rms_norm_eps: 1e-5, rope_theta: 500000, tie_word_embeddings: true,
+  architectures: ['LlamaForCausalLM'],
+  model_type: 'llama',
+  hidden_size: 32,
+  intermediate_size: 40,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 1,
+  head_dim: 16,
+  vocab_size: 61,
+  rms_norm_eps: 1e-5,
+  rope_theta: 500000,
+  tie_word_embeddings: true,
   max_position_embeddings: 256,
   rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 16 },
 };
@@ -34,17 +44,31 @@ function build(json: Record<string, unknown>, types: ('fp32' | 'fp16' | 'q8')[] 
 
 const i64 = (v: number[], dims: number[]) => new ort.Tensor('int64', BigInt64Array.from(v.map(BigInt)), dims);
 
-async function run(model: Uint8Array, cfg: ModelConfig, ids: number[][], mask: number[][], options: ort.InferenceSession.SessionOptions = {}): Promise<Float32Array> {
+async function run(
+  model: Uint8Array,
+  cfg: ModelConfig,
+  ids: number[][],
+  mask: number[][],
+  options: ort.InferenceSession.SessionOptions = {},
+): Promise<Float32Array> {
   const s = await ort.InferenceSession.create(model, options);
-  const B = ids.length, T = ids[0].length;
+  const B = ids.length,
+    T = ids[0].length;
   const feeds: Record<string, ort.Tensor> = {
     input_ids: i64(ids.flat(), [B, T]),
     attention_mask: i64(mask.flat(), [B, T]),
     // As transformers.js computes them: cumsum(mask) - 1, padding at 1.
-    position_ids: i64(mask.flatMap((row) => { let c = 0; return row.map((m) => (m ? c++ : 1)); }), [B, T]),
+    position_ids: i64(
+      mask.flatMap((row) => {
+        let c = 0;
+        return row.map((m) => (m ? c++ : 1));
+      }),
+      [B, T],
+    ),
   };
   for (let l = 0; l < cfg.numLayers; l++) {
-    for (const kv of ['key', 'value']) feeds[`past_key_values.${l}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [B, cfg.numKvHeads, 0, cfg.headDim]);
+    for (const kv of ['key', 'value'])
+      feeds[`past_key_values.${l}.${kv}`] = new ort.Tensor('float32', new Float32Array(0), [B, cfg.numKvHeads, 0, cfg.headDim]);
   }
   const out = await s.run(feeds);
   await s.release();
@@ -63,9 +87,15 @@ describe('ONNX graph against the float64 reference', () => {
     const a = [3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 3, 2, 38, 4, 6, 26, 4, 33, 8];
     const b = [7, 1, 60, 12, 44, 2, 9];
     const pad = a.length - b.length;
-    const logits = await run(files.get('onnx/model.onnx')!, cfg, [a, [...new Array(pad).fill(0), ...b]], [a.map(() => 1), [...new Array(pad).fill(0), ...b.map(() => 1)]]);
+    const logits = await run(
+      files.get('onnx/model.onnx')!,
+      cfg,
+      [a, [...new Array(pad).fill(0), ...b]],
+      [a.map(() => 1), [...new Array(pad).fill(0), ...b.map(() => 1)]],
+    );
     const w = new Map([...weights].map(([k, v]) => [k, v.data]));
-    const V = cfg.vocabSize, T = a.length;
+    const V = cfg.vocabSize,
+      T = a.length;
     const wantA = referenceForward(cfg, w, a).flatMap((r) => Array.from(r));
     const wantB = referenceForward(cfg, w, b).flatMap((r) => Array.from(r));
     const dA = maxDiff(logits.subarray(0, T * V), wantA);
@@ -78,11 +108,13 @@ describe('ONNX graph against the float64 reference', () => {
   it('a sliding window limits attention to the last W positions (Mistral)', async () => {
     // W = 2, 3 layers: the last position sees positions T-1-3·(W-1) .. T-1, so tokens before that cannot change it.
     const json = { ...LLAMA3, architectures: ['MistralForCausalLM'], model_type: 'mistral', rope_scaling: null, sliding_window: 2 };
-    const windowed = build(json), plain = build({ ...json, sliding_window: null });
+    const windowed = build(json),
+      plain = build({ ...json, sliding_window: null });
     const ids = [5, 9, 2, 33, 17, 8, 41, 3, 3, 12];
     const early = [50, 51, 52, 53, 54, 55, ...ids.slice(6)];
     const mask = [ids.map(() => 1)];
-    const V = windowed.cfg.vocabSize, last = (x: Float32Array) => x.subarray((ids.length - 1) * V);
+    const V = windowed.cfg.vocabSize,
+      last = (x: Float32Array) => x.subarray((ids.length - 1) * V);
     const w1 = await run(windowed.files.get('onnx/model.onnx')!, windowed.cfg, [ids], mask);
     const w2 = await run(windowed.files.get('onnx/model.onnx')!, windowed.cfg, [early], mask);
     const p1 = await run(plain.files.get('onnx/model.onnx')!, plain.cfg, [ids], mask);
@@ -105,8 +137,11 @@ describe('weight variants and the folder', () => {
     const f16 = await run(files.get(ONNX_FILE_NAMES.fp16)!, cfg, [ids], [mask]);
     const q8 = await run(files.get(ONNX_FILE_NAMES.q8)!, cfg, [ids], [mask]);
     const scale = maxDiff(f32, new Float32Array(f32.length));
-    const d16 = maxDiff(f16, f32) / scale, d8 = maxDiff(q8, f32) / scale;
-    console.log(`relative max |Δlogit| vs fp32: fp16 ${d16.toExponential(2)}, q8 ${d8.toExponential(2)}; sizes fp32 ${files.get(ONNX_FILE_NAMES.fp32)!.length}, fp16 ${files.get(ONNX_FILE_NAMES.fp16)!.length}, q8 ${files.get(ONNX_FILE_NAMES.q8)!.length}`);
+    const d16 = maxDiff(f16, f32) / scale,
+      d8 = maxDiff(q8, f32) / scale;
+    console.log(
+      `relative max |Δlogit| vs fp32: fp16 ${d16.toExponential(2)}, q8 ${d8.toExponential(2)}; sizes fp32 ${files.get(ONNX_FILE_NAMES.fp32)!.length}, fp16 ${files.get(ONNX_FILE_NAMES.fp16)!.length}, q8 ${files.get(ONNX_FILE_NAMES.q8)!.length}`,
+    );
     expect(d16).toBeLessThan(1e-2);
     expect(d8).toBeLessThan(5e-2);
     expect(files.get(ONNX_FILE_NAMES.q8)!.length).toBeLessThan(files.get(ONNX_FILE_NAMES.fp16)!.length);
@@ -155,6 +190,8 @@ describe('weight variants and the folder', () => {
     const cfg = parseModelConfig(LLAMA3, 'x');
     const weights = randomWeights(cfg, 5);
     weights.delete('model.layers.1.mlp.up_proj.weight');
-    expect(() => onnxModelFiles({ configText: JSON.stringify(LLAMA3), weights, baseFiles: new Map() })).toThrow(/no tensor model\.layers\.1\.mlp\.up_proj\.weight/);
+    expect(() => onnxModelFiles({ configText: JSON.stringify(LLAMA3), weights, baseFiles: new Map() })).toThrow(
+      /no tensor model\.layers\.1\.mlp\.up_proj\.weight/,
+    );
   });
 });

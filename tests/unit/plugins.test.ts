@@ -36,7 +36,8 @@ function renamed(file: string, name: string): string {
 }
 
 const templateFiles = { 'config.ts': null, 'method.ts': null, 'kernel.ts': null, 'kernel.wgsl': null };
-const minimalMethod = (name: string) => `export default { name: '${name}', description: 'A test method.', flops: () => ({ flops: 0 }), attach() { throw new Error('not used'); } };\n`;
+const minimalMethod = (name: string) =>
+  `export default { name: '${name}', description: 'A test method.', flops: () => ({ flops: 0 }), attach() { throw new Error('not used'); } };\n`;
 
 async function problems(dir: string): Promise<string> {
   try {
@@ -66,15 +67,20 @@ describe('method plug-ins', () => {
   });
 
   it('installs a plug-in from a folder outside the repo: resolveMethod finds it, its options validate, its imports are the running modules', async () => {
-    const dir = peftDir({ 'plug-ok': templateFiles, '_shared': { 'notes.txt': 'x' }, '.hidden': { 'config.ts': 'syntax error here' } });
+    const dir = peftDir({ 'plug-ok': templateFiles, _shared: { 'notes.txt': 'x' }, '.hidden': { 'config.ts': 'syntax error here' } });
     const scan = await loadPlugins({ peftDir: dir, warn: () => {} });
-    expect(scan.installed.map((m) => [m.name, m.kind, m.source, m.options])).toEqual([['plug-ok', 'plug-in', path.join(dir, 'plug-ok'), ['plug_ok_target', 'plug_ok_init']]]);
+    expect(scan.installed.map((m) => [m.name, m.kind, m.source, m.options])).toEqual([
+      ['plug-ok', 'plug-in', path.join(dir, 'plug-ok'), ['plug_ok_target', 'plug_ok_init']],
+    ]);
     const m = resolveMethod({ finetuning_type: 'plug-ok' });
     expect(m.name).toBe('plug-ok');
     expect(m.peftType).toBe('PLUG_OK');
     expect(installedMethods().find((x) => x.name === 'plug-ok')?.method).toBe(m);
     const base = { model_name_or_path: 'm', output_dir: 'o', dataset: 'd.jsonl' };
-    expect(validateConfig({ ...base, finetuning_type: 'plug-ok', plug_ok_init: 0.5 })).toMatchObject({ plug_ok_target: ['q_proj', 'v_proj'], plug_ok_init: 0.5 });
+    expect(validateConfig({ ...base, finetuning_type: 'plug-ok', plug_ok_init: 0.5 })).toMatchObject({
+      plug_ok_target: ['q_proj', 'v_proj'],
+      plug_ok_init: 0.5,
+    });
     expect(() => validateConfig({ ...base, finetuning_type: 'plug-ok', plug_ok_init: 'x' })).toThrow(/plug_ok_init: expected a number/);
     expect(optionSpec('plug_ok_init')?.group).toBe('plug-ok');
   });
@@ -87,14 +93,16 @@ describe('method plug-ins', () => {
   });
 
   it('method.ts: no default export, not an object, no attach, no name, a name that is not the folder', async () => {
-    const msg = await problems(peftDir({
-      'm-nodefault': { 'config.ts': '', 'method.ts': "export const m = { name: 'm-nodefault', attach() {} };\n" },
-      'm-number': { 'config.ts': '', 'method.ts': 'export default 42;\n' },
-      'm-noattach': { 'config.ts': '', 'method.ts': "export default { name: 'm-noattach' };\n" },
-      'm-noname': { 'config.ts': '', 'method.ts': 'export default { attach() {} };\n' },
-      'm-wrongname': { 'config.ts': '', 'method.ts': "export default { name: 'other', attach() {} };\n" },
-      'm-badtypes': { 'config.ts': '', 'method.ts': "export default { name: 'm-badtypes', attach() {}, peftType: 3, configFromAdapter: 'x' };\n" },
-    }));
+    const msg = await problems(
+      peftDir({
+        'm-nodefault': { 'config.ts': '', 'method.ts': "export const m = { name: 'm-nodefault', attach() {} };\n" },
+        'm-number': { 'config.ts': '', 'method.ts': 'export default 42;\n' },
+        'm-noattach': { 'config.ts': '', 'method.ts': "export default { name: 'm-noattach' };\n" },
+        'm-noname': { 'config.ts': '', 'method.ts': 'export default { attach() {} };\n' },
+        'm-wrongname': { 'config.ts': '', 'method.ts': "export default { name: 'other', attach() {} };\n" },
+        'm-badtypes': { 'config.ts': '', 'method.ts': "export default { name: 'm-badtypes', attach() {}, peftType: 3, configFromAdapter: 'x' };\n" },
+      }),
+    );
     expect(msg).toMatch(/m-nodefault\/method\.ts has no default export; end it with `export default \{ name: 'm-nodefault', attach\(ctx\)/);
     expect(msg).toMatch(/m-number\/method\.ts: the default export is 42, not a PeftMethod object/);
     expect(msg).toMatch(/m-noattach\/method\.ts: the default export has no attach\(ctx\) function/);
@@ -108,31 +116,43 @@ describe('method plug-ins', () => {
   });
 
   it('a file that does not parse, a throwing module, an import outside the plug-in API, a missing relative import', async () => {
-    const msg = await problems(peftDir({
-      'p-syntax': { 'config.ts': "export const opts = [\n  { key: 'p_syntax_x', type: 'int' default: 1 },\n];\n", 'method.ts': minimalMethod('p-syntax') },
-      'p-throws': { 'config.ts': "throw new Error('config exploded');\n", 'method.ts': minimalMethod('p-throws') },
-      'p-api': { 'config.ts': '', 'method.ts': "import { loadModel } from 'peft-studio/model/load';\nexport default { name: 'p-api', attach: loadModel };\n" },
-      'p-relative': { 'config.ts': '', 'method.ts': "import { x } from './helpers';\nexport default { name: 'p-relative', attach: x };\n" },
-    }));
+    const msg = await problems(
+      peftDir({
+        'p-syntax': { 'config.ts': "export const opts = [\n  { key: 'p_syntax_x', type: 'int' default: 1 },\n];\n", 'method.ts': minimalMethod('p-syntax') },
+        'p-throws': { 'config.ts': "throw new Error('config exploded');\n", 'method.ts': minimalMethod('p-throws') },
+        'p-api': {
+          'config.ts': '',
+          'method.ts': "import { loadModel } from 'peft-studio/model/load';\nexport default { name: 'p-api', attach: loadModel };\n",
+        },
+        'p-relative': { 'config.ts': '', 'method.ts': "import { x } from './helpers';\nexport default { name: 'p-relative', attach: x };\n" },
+      }),
+    );
     // esbuild's message names the file, line and column.
     expect(msg).toMatch(/p-syntax\/config\.ts does not load: [\s\S]*config\.ts:2:\d+: ERROR: Expected "}" but found "default"/);
     expect(msg).toMatch(/p-throws\/config\.ts does not load: config exploded/);
-    expect(msg).toMatch(/'peft-studio\/model\/load' \(imported by \S*p-api\/method\.ts\) is not part of PEFT Studio's plug-in API\. Importable: peft-studio\/config\/schema, .*peft-studio\/engine\/ops\/\{.*matmul/);
+    expect(msg).toMatch(
+      /'peft-studio\/model\/load' \(imported by \S*p-api\/method\.ts\) is not part of PEFT Studio's plug-in API\. Importable: peft-studio\/config\/schema, .*peft-studio\/engine\/ops\/\{.*matmul/,
+    );
     expect(msg).toMatch(/p-relative\/method\.ts does not load: .*(Cannot find module|helpers)/);
   });
 
   it('config.ts schema errors: unknown type, missing help, wrong group, enum without choices, bad default, misspelled field, bad key', async () => {
     const spec = (fields: string) => `export const opts = [{ ${fields} }];\n`;
-    const msg = await problems(peftDir({
-      'c-type': { 'config.ts': spec("key: 'c_type_x', type: 'integer', default: 1, help: 'h', group: 'c-type'"), 'method.ts': minimalMethod('c-type') },
-      'c-help': { 'config.ts': spec("key: 'c_help_x', type: 'int', default: 1, group: 'c-help'"), 'method.ts': minimalMethod('c-help') },
-      'c-group': { 'config.ts': spec("key: 'c_group_x', type: 'int', default: 1, help: 'h', group: 'lora'"), 'method.ts': minimalMethod('c-group') },
-      'c-enum': { 'config.ts': spec("key: 'c_enum_x', type: 'enum', default: 'a', help: 'h', group: 'c-enum'"), 'method.ts': minimalMethod('c-enum') },
-      'c-default': { 'config.ts': spec("key: 'c_default_x', type: 'int', default: 0, min: 1, help: 'h', group: 'c-default'"), 'method.ts': minimalMethod('c-default') },
-      'c-field': { 'config.ts': spec("key: 'c_field_x', type: 'int', defualt: 1, help: 'h', group: 'c-field'"), 'method.ts': minimalMethod('c-field') },
-      'c-key': { 'config.ts': spec("key: 'C-Key', type: 'int', default: 1, help: 'h', group: 'c-key'"), 'method.ts': minimalMethod('c-key') },
-      'c-entry': { 'config.ts': "export const opts = ['c_entry_x'];\n", 'method.ts': minimalMethod('c-entry') },
-    }));
+    const msg = await problems(
+      peftDir({
+        'c-type': { 'config.ts': spec("key: 'c_type_x', type: 'integer', default: 1, help: 'h', group: 'c-type'"), 'method.ts': minimalMethod('c-type') },
+        'c-help': { 'config.ts': spec("key: 'c_help_x', type: 'int', default: 1, group: 'c-help'"), 'method.ts': minimalMethod('c-help') },
+        'c-group': { 'config.ts': spec("key: 'c_group_x', type: 'int', default: 1, help: 'h', group: 'lora'"), 'method.ts': minimalMethod('c-group') },
+        'c-enum': { 'config.ts': spec("key: 'c_enum_x', type: 'enum', default: 'a', help: 'h', group: 'c-enum'"), 'method.ts': minimalMethod('c-enum') },
+        'c-default': {
+          'config.ts': spec("key: 'c_default_x', type: 'int', default: 0, min: 1, help: 'h', group: 'c-default'"),
+          'method.ts': minimalMethod('c-default'),
+        },
+        'c-field': { 'config.ts': spec("key: 'c_field_x', type: 'int', defualt: 1, help: 'h', group: 'c-field'"), 'method.ts': minimalMethod('c-field') },
+        'c-key': { 'config.ts': spec("key: 'C-Key', type: 'int', default: 1, help: 'h', group: 'c-key'"), 'method.ts': minimalMethod('c-key') },
+        'c-entry': { 'config.ts': "export const opts = ['c_entry_x'];\n", 'method.ts': minimalMethod('c-entry') },
+      }),
+    );
     expect(msg).toMatch(/c-type\/config\.ts export 'opts'\[0\] \(key 'c_type_x'\): type "integer" is not one of int, float, bool, string, enum, string-list/);
     expect(msg).toMatch(/c-help\/config\.ts export 'opts'\[0\] \(key 'c_help_x'\): help is missing/);
     expect(msg).toMatch(/\(key 'c_group_x'\): group is "lora" but must be the method name 'c-group'/);
@@ -148,19 +168,30 @@ describe('method plug-ins', () => {
 
   it('duplicate option keys: twice in one config.ts, a built-in key, the key of another plug-in', async () => {
     const opt = (key: string, group: string) => `{ key: '${key}', type: 'int', default: 1, help: 'h', group: '${group}' }`;
-    const msg = await problems(peftDir({
-      'd-twice': { 'config.ts': `export const a = [${opt('d_twice_x', 'd-twice')}];\nexport const b = [${opt('d_twice_x', 'd-twice')}];\n`, 'method.ts': minimalMethod('d-twice') },
-      'd-builtin': { 'config.ts': `export const a = [${opt('lora_rank', 'd-builtin')}];\n`, 'method.ts': minimalMethod('d-builtin') },
-      'd-first': { 'config.ts': `export const a = [${opt('d_shared', 'd-first')}];\n`, 'method.ts': minimalMethod('d-first') },
-      'd-second': { 'config.ts': `export const a = [${opt('d_shared', 'd-second')}];\n`, 'method.ts': minimalMethod('d-second') },
-    }));
+    const msg = await problems(
+      peftDir({
+        'd-twice': {
+          'config.ts': `export const a = [${opt('d_twice_x', 'd-twice')}];\nexport const b = [${opt('d_twice_x', 'd-twice')}];\n`,
+          'method.ts': minimalMethod('d-twice'),
+        },
+        'd-builtin': { 'config.ts': `export const a = [${opt('lora_rank', 'd-builtin')}];\n`, 'method.ts': minimalMethod('d-builtin') },
+        'd-first': { 'config.ts': `export const a = [${opt('d_shared', 'd-first')}];\n`, 'method.ts': minimalMethod('d-first') },
+        'd-second': { 'config.ts': `export const a = [${opt('d_shared', 'd-second')}];\n`, 'method.ts': minimalMethod('d-second') },
+      }),
+    );
     expect(msg).toMatch(/d-twice\/config\.ts export 'b'\[0\]: key 'd_twice_x' is defined twice in \S+ \(also in export 'a'\)/);
-    expect(msg).toMatch(/d-builtin\/config\.ts export 'a'\[0\]: key 'lora_rank' is already defined by group 'lora' \(peft\/lora\); .*prefix yours \(e\.g\. 'd_builtin_lora_rank'\)/);
+    expect(msg).toMatch(
+      /d-builtin\/config\.ts export 'a'\[0\]: key 'lora_rank' is already defined by group 'lora' \(peft\/lora\); .*prefix yours \(e\.g\. 'd_builtin_lora_rank'\)/,
+    );
     expect(msg).toMatch(/d-second\/config\.ts export 'a'\[0\]: key 'd_shared' is already defined by group 'd-first'/);
   });
 
   it('name collisions: with a built-in method, between plug-ins of two PEFT_DIR folders; an invalid folder name', async () => {
-    const a = peftDir({ lora: { 'config.ts': '', 'method.ts': minimalMethod('lora') }, 'twin': { 'config.ts': '', 'method.ts': minimalMethod('twin') }, 'Bad Name': { 'config.ts': '', 'method.ts': minimalMethod('Bad Name') } });
+    const a = peftDir({
+      lora: { 'config.ts': '', 'method.ts': minimalMethod('lora') },
+      twin: { 'config.ts': '', 'method.ts': minimalMethod('twin') },
+      'Bad Name': { 'config.ts': '', 'method.ts': minimalMethod('Bad Name') },
+    });
     const b = peftDir({ twin: { 'config.ts': '', 'method.ts': minimalMethod('twin') } });
     const msg = await problems(`${a}${path.delimiter}${b}`);
     expect(msg).toMatch(/lora: method 'lora' collides with the built-in method 'lora' from peft\/lora; rename the folder and the method's name/);
@@ -177,8 +208,10 @@ describe('method plug-ins', () => {
     }
     const missing = path.join(tmpdir(), 'ps-no-such-dir-' + process.pid);
     expect(await problems(missing)).toContain(`PEFT_DIR folder ${missing} does not exist`);
-    const root = peftDir({ 'inner': templateFiles });
-    expect(await problems(path.join(root, 'inner'))).toContain(`is a plug-in folder itself; PEFT_DIR names the folder that contains plug-in folders: use PEFT_DIR=${root}`);
+    const root = peftDir({ inner: templateFiles });
+    expect(await problems(path.join(root, 'inner'))).toContain(
+      `is a plug-in folder itself; PEFT_DIR names the folder that contains plug-in folders: use PEFT_DIR=${root}`,
+    );
     // Unset PEFT_DIR: no folder at all (plug-ins are opt-in; ./peft of the working directory is not scanned).
     expect(pluginDirs({ peftDir: '', cwd: '/somewhere' })).toEqual({ dirs: [], explicit: false });
     await expect(loadPlugins({ peftDir: '', cwd: tmpdir() })).resolves.toMatchObject({ dirs: [], installed: [] });
@@ -198,7 +231,10 @@ describe('method plug-ins', () => {
     const root = mkdtempSync(path.join(tmpdir(), 'ps-evil-'));
     const mark = path.join(root, 'LOADED');
     cpSync(template, path.join(root, 'evil'), { recursive: true });
-    writeFileSync(path.join(root, 'evil', 'method.ts'), `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(mark)}, 'x');\nexport default { name: 'evil', attach() {} };\n`);
+    writeFileSync(
+      path.join(root, 'evil', 'method.ts'),
+      `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(mark)}, 'x');\nexport default { name: 'evil', attach() {} };\n`,
+    );
     const base = { model_name_or_path: 'm', output_dir: 'o', dataset: 'd.jsonl' };
     for (const t of ['../../evil', path.join(root, 'evil'), path.join(root, 'evil', 'method.ts'), 'https://example.com/evil/method.js', 'evil']) {
       expect(() => validateConfig({ ...base, finetuning_type: t })).toThrow(/finetuning_type: '.*' is not one of .*lora/);

@@ -40,7 +40,9 @@ describe('computePscp', () => {
 
   it('small costs: a stories260K-sized LoRA run', () => {
     // P 0.6, 46 240 parameters, 0.000648 TFLOPs total, 0.0000473 extra, 0.05 GB
-    const P = 0.6, Mp = 46240, gb = 0.05;
+    const P = 0.6,
+      Mp = 46240,
+      gb = 0.05;
     const r = computePscp({ ...inputs, performance: P, trainableParams: Mp, flopsTotal: 648_445_952, flopsExtra: 47_349_760, peakMemoryBytes: gb * 1e9 });
     const expected = (tf: number) => P / ((1 + Mp / 5e8) * (1 + tf / 10) * (1 + gb / 94));
     expect(r.pscp_total_flops).toBeCloseTo(expected(648_445_952 / 1e12), 14);
@@ -69,7 +71,14 @@ describe('PSCP options', () => {
   it('are config keys with PEFT-Bench defaults', () => {
     const c = validateConfig(base);
     expect(pscpConstantsFrom(c)).toEqual({ cp: 5e8, cf: 10, cm: 94, bp: 1, bf: 1, bm: 1 });
-    expect(pscpConstantsFrom(validateConfig({ ...base, pscp_bp: 2, pscp_bf: 2, pscp_bm: 2, pscp_cm: 80 }))).toEqual({ cp: 5e8, cf: 10, cm: 80, bp: 2, bf: 2, bm: 2 });
+    expect(pscpConstantsFrom(validateConfig({ ...base, pscp_bp: 2, pscp_bf: 2, pscp_bm: 2, pscp_cm: 80 }))).toEqual({
+      cp: 5e8,
+      cf: 10,
+      cm: 80,
+      bp: 2,
+      bf: 2,
+      bm: 2,
+    });
   });
 
   it('are validated', () => {

@@ -5,7 +5,14 @@ import type { FileMap, RunStore } from '../../src/train/store';
 import type { LogEntry } from '../../src/train/trainer';
 
 const entry = (step: number, loss?: number, evalLoss?: number): LogEntry => ({
-  current_steps: step, total_steps: 10, loss, eval_loss: evalLoss, epoch: step / 10, percentage: step * 10, elapsed_time: step, peak_gpu_bytes: 0,
+  current_steps: step,
+  total_steps: 10,
+  loss,
+  eval_loss: evalLoss,
+  epoch: step / 10,
+  percentage: step * 10,
+  elapsed_time: step,
+  peak_gpu_bytes: 0,
 });
 
 describe('all_results.json', () => {
@@ -26,8 +33,15 @@ describe('all_results.json', () => {
     const log = [entry(5, 2), entry(5, undefined, 1.5), entry(10, 1)];
     const r = trainResults({ step: 10, log, stats: { tokens: 8000, steps: 10, trainMs: 2000, runMs: 5000 }, trainableCount: () => 123 }, 4096);
     expect(r).toEqual({
-      train_loss: 1.5, eval_loss: 1.5, global_step: 10, epoch: 1, train_runtime: 5, train_tokens_per_s: 4000,
-      train_steps_per_second: 2, trainable_params: 123, peak_gpu_bytes: 4096,
+      train_loss: 1.5,
+      eval_loss: 1.5,
+      global_step: 10,
+      epoch: 1,
+      train_runtime: 5,
+      train_tokens_per_s: 4000,
+      train_steps_per_second: 2,
+      trainable_params: 123,
+      peak_gpu_bytes: 4096,
     });
     const none = trainResults({ step: 10, log, stats: { tokens: 0, steps: 0, trainMs: 0, runMs: 1 }, trainableCount: () => 1 }, 0);
     expect(none.train_tokens_per_s).toBeNull();
@@ -38,16 +52,25 @@ describe('prediction files', () => {
   it('predict_results.json is written last (a grid reads it as "this cell is done")', async () => {
     const order: string[] = [];
     const store: RunStore = {
-      async writeFile(name) { order.push(name); },
+      async writeFile(name) {
+        order.push(name);
+      },
       async writeCheckpoint(_n: string, _f: FileMap) {},
-      async readCheckpoint() { return null; },
-      async listCheckpoints() { return []; },
+      async readCheckpoint() {
+        return null;
+      },
+      async listCheckpoints() {
+        return [];
+      },
       async appendLog() {},
       async writeLog() {},
       async writeFiles() {},
     };
     await writePredictionFiles(store, {
-      'predict_results.json': '{}', 'predict_a/generated_predictions.jsonl': '', 'predict_a/predict_results.json': '{}', 'generated_predictions.jsonl': '',
+      'predict_results.json': '{}',
+      'predict_a/generated_predictions.jsonl': '',
+      'predict_a/predict_results.json': '{}',
+      'generated_predictions.jsonl': '',
     });
     expect(order).toEqual(['predict_a/generated_predictions.jsonl', 'predict_a/predict_results.json', 'generated_predictions.jsonl', 'predict_results.json']);
   });

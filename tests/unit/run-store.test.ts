@@ -112,7 +112,8 @@ describe('IdbRunStore', () => {
 
   test('the log is appended per chunk: a step writes at most LOG_CHUNK lines, not the whole log; writeLog replaces it', async () => {
     const kv = new MapKv();
-    let written = 0, largest = 0;
+    let written = 0,
+      largest = 0;
     const set = kv.set.bind(kv);
     kv.set = async (k: string, v: unknown) => {
       if (k.startsWith('log:')) {
@@ -151,7 +152,16 @@ describe('IdbRunStore', () => {
 
 describe('RunIndex', () => {
   const record = (id: string, createdAt: number): RunRecord => ({
-    id, name: id, createdAt, updatedAt: createdAt, status: 'done', config: {}, step: 1, totalSteps: 1, trainableParams: 1, numParams: 2,
+    id,
+    name: id,
+    createdAt,
+    updatedAt: createdAt,
+    status: 'done',
+    config: {},
+    step: 1,
+    totalSteps: 1,
+    trainableParams: 1,
+    numParams: 2,
   });
 
   test('lists newest first, sizes and deletes a run with everything it owns', async () => {

@@ -235,18 +235,12 @@ describe('malformed safetensors files', () => {
   });
 
   it('overlapping offsets', () => {
-    const f = build(
-      { a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } },
-      12,
-    );
+    const f = build({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12);
     expectError(() => parseSafetensors(f, 'bad.safetensors'), 'overlaps "a"');
   });
 
   it('a hole between tensors, or bytes after the last one', () => {
-    const gap = build(
-      { a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } },
-      12,
-    );
+    const gap = build({ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] }, b: { dtype: 'F32', shape: [1], data_offsets: [8, 12] } }, 12);
     expectError(() => parseSafetensors(gap, 'bad.safetensors'), 'not contiguous', '4 bytes unused');
     const startGap = build({ a: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8);
     expectError(() => parseSafetensors(startGap, 'bad.safetensors'), 'not contiguous');

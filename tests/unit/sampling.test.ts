@@ -31,7 +31,8 @@ describe('sampling', () => {
     const ex = Array.from(logits, (l) => Math.exp(l / 2));
     const z = ex.reduce((a, b) => a + b);
     ex.forEach((v, i) => expect(Math.abs(counts[i] / n - v / z)).toBeLessThan(0.015));
-    const a = seededRandom(3), b = seededRandom(3);
+    const a = seededRandom(3),
+      b = seededRandom(3);
     const sa = Array.from({ length: 10 }, () => sampleToken(logits, { maxNewTokens: 1, temperature: 1 }, a));
     const sb = Array.from({ length: 10 }, () => sampleToken(logits, { maxNewTokens: 1, temperature: 1 }, b));
     expect(sa).toEqual(sb);

@@ -6,8 +6,16 @@ import '../../src/methods/registry';
 import { compactConfig, decodeShareData, encodeShareData, shareDataFromHash, shareUrl, ShareLinkError, SHARE_VERSION } from '../../src/run/share-link';
 
 const config = validateConfig({
-  model_name_or_path: 'stories260K', endpoint: 'http://127.0.0.1:5555', output_dir: 'saves/x', dataset: 'tiny.jsonl',
-  finetuning_type: 'lora', lora_rank: 4, lora_target: 'q_proj,v_proj', learning_rate: 5e-3, max_steps: 5, seed: 7,
+  model_name_or_path: 'stories260K',
+  endpoint: 'http://127.0.0.1:5555',
+  output_dir: 'saves/x',
+  dataset: 'tiny.jsonl',
+  finetuning_type: 'lora',
+  lora_rank: 4,
+  lora_target: 'q_proj,v_proj',
+  learning_rate: 5e-3,
+  max_steps: 5,
+  seed: 7,
 });
 
 function b64url(bytes: Uint8Array): string {
@@ -35,7 +43,9 @@ describe('share link', () => {
 
   test('only required and non-default keys travel', () => {
     const c = compactConfig(config);
-    expect(Object.keys(c).sort()).toEqual(['dataset', 'endpoint', 'learning_rate', 'lora_rank', 'lora_target', 'max_steps', 'model_name_or_path', 'output_dir', 'seed'].sort());
+    expect(Object.keys(c).sort()).toEqual(
+      ['dataset', 'endpoint', 'learning_rate', 'lora_rank', 'lora_target', 'max_steps', 'model_name_or_path', 'output_dir', 'seed'].sort(),
+    );
     expect(encodeShareData(config).length).toBeLessThan(300);
   });
 
@@ -82,7 +92,7 @@ describe('share link', () => {
     expect(decodeShareData(v1).config).toEqual(config);
   });
 
-  test('invalid values get the schema\'s messages', () => {
+  test("invalid values get the schema's messages", () => {
     const raw = { model_name_or_path: 'stories260K', output_dir: 'x', dataset: 'a.jsonl', lora_rank: 0, learnin_rate: 1 };
     const err = errorOf(`1.${b64url(deflateSync(strToU8(JSON.stringify(raw))))}`);
     expect(err.kind).toBe('invalid');
@@ -99,7 +109,9 @@ describe('share link', () => {
 
   test('a link cannot carry endpoint credentials, folders outside the working folder or numbers beyond the schema', () => {
     const enc = (raw: Record<string, unknown>) => encodeShareData({ model_name_or_path: 'a/b', output_dir: 'x', dataset: 'sst2', ...raw });
-    expect(errorOf(enc({ endpoint: 'https://user:pass@mirror.example' })).message).toMatch(/endpoint in this link is refused: .*must not carry a query, fragment or credentials/);
+    expect(errorOf(enc({ endpoint: 'https://user:pass@mirror.example' })).message).toMatch(
+      /endpoint in this link is refused: .*must not carry a query, fragment or credentials/,
+    );
     for (const key of ['output_dir', 'dataset_dir', 'export_dir']) {
       for (const v of ['/home/me/.ssh', '~/x', 'C:\\Windows', '\\\\server\\share', 'runs/../../etc', '..']) {
         const err = errorOf(enc({ [key]: v }));
@@ -108,7 +120,12 @@ describe('share link', () => {
       }
     }
     expect(decodeShareData(enc({ output_dir: 'saves/run-1', export_dir: 'merged' })).config.output_dir).toBe('saves/run-1');
-    for (const [key, v] of [['cutoff_len', 1e9], ['per_device_train_batch_size', 1e6], ['max_steps', 1e12], ['galore_rank', 1e7]] as const) {
+    for (const [key, v] of [
+      ['cutoff_len', 1e9],
+      ['per_device_train_batch_size', 1e6],
+      ['max_steps', 1e12],
+      ['galore_rank', 1e7],
+    ] as const) {
       const err = errorOf(enc({ [key]: v }));
       expect(err.kind).toBe('invalid');
       expect(err.message).toMatch(new RegExp(`${key}: ${v} is out of range`));

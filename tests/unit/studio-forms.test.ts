@@ -56,7 +56,20 @@ describe('studio forms', () => {
   });
 
   test('the memory estimate: resident bytes, 12 bytes per trainable parameter, activations of all layers or (recomputing) of one', () => {
-    const m = { repo: 'x', revision: 'main', modelType: 'llama', hiddenSize: 64, numLayers: 5, numHeads: 8, numKvHeads: 4, intermediateSize: 172, vocabSize: 512, maxPositionEmbeddings: 512, numParams: 260_000, loadMs: 0 };
+    const m = {
+      repo: 'x',
+      revision: 'main',
+      modelType: 'llama',
+      hiddenSize: 64,
+      numLayers: 5,
+      numHeads: 8,
+      numKvHeads: 4,
+      intermediateSize: 172,
+      vocabSize: 512,
+      maxPositionEmbeddings: 512,
+      numParams: 260_000,
+      loadMs: 0,
+    };
     const stored = estimateTrainingBytes(m, { trainable: 1000, batch: 2, seq: 10 });
     expect(stored.weights).toBe(4 * (260_000 + 1000));
     expect(stored.trainable).toBe(12_000);

@@ -38,11 +38,12 @@ function withSpectrum(rows: number, cols: number, s: number[], seed: number): Fl
   const P = randomOrthonormal(rows, k, seed);
   const Q = randomOrthonormal(cols, k, seed + 1);
   const W = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let c = 0; c < cols; c++) {
-    let v = 0;
-    for (let j = 0; j < k; j++) v += P[i * k + j] * s[j] * Q[c * k + j];
-    W[i * cols + c] = v;
-  }
+  for (let i = 0; i < rows; i++)
+    for (let c = 0; c < cols; c++) {
+      let v = 0;
+      for (let j = 0; j < k; j++) v += P[i * k + j] * s[j] * Q[c * k + j];
+      W[i * cols + c] = v;
+    }
   return W;
 }
 
@@ -54,11 +55,12 @@ function transposed(W: Float64Array, rows: number, cols: number): Float64Array {
 
 function reconstruct(s: SvdResult, rows: number, cols: number): Float64Array {
   const W = new Float64Array(rows * cols);
-  for (let i = 0; i < rows; i++) for (let c = 0; c < cols; c++) {
-    let v = 0;
-    for (let j = 0; j < s.k; j++) v += s.U[i * s.k + j] * s.S[j] * s.V[c * s.k + j];
-    W[i * cols + c] = v;
-  }
+  for (let i = 0; i < rows; i++)
+    for (let c = 0; c < cols; c++) {
+      let v = 0;
+      for (let j = 0; j < s.k; j++) v += s.U[i * s.k + j] * s.S[j] * s.V[c * s.k + j];
+      W[i * cols + c] = v;
+    }
   return W;
 }
 
@@ -71,16 +73,27 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 /** max |XᵀX − I| for X rows×k row-major. */
 function orthoError(X: Float64Array, rows: number, k: number): number {
   let m = 0;
-  for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) {
-    let d = 0;
-    for (let i = 0; i < rows; i++) d += X[i * k + a] * X[i * k + b];
-    m = Math.max(m, Math.abs(d - (a === b ? 1 : 0)));
-  }
+  for (let a = 0; a < k; a++)
+    for (let b = 0; b < k; b++) {
+      let d = 0;
+      for (let i = 0; i < rows; i++) d += X[i * k + a] * X[i * k + b];
+      m = Math.max(m, Math.abs(d - (a === b ? 1 : 0)));
+    }
   return m;
 }
 
 describe('svdFull (exact, float64)', () => {
-  for (const [rows, cols] of [[1, 1], [1, 7], [7, 1], [5, 5], [13, 6], [6, 13], [40, 24], [24, 40], [64, 172]]) {
+  for (const [rows, cols] of [
+    [1, 1],
+    [1, 7],
+    [7, 1],
+    [5, 5],
+    [13, 6],
+    [6, 13],
+    [40, 24],
+    [24, 40],
+    [64, 172],
+  ]) {
     it(`${rows}×${cols}: reconstruction, orthogonality, descending S`, () => {
       const W = randomMatrix(rows, cols, rows * 100 + cols);
       const s = svdFull(W, rows, cols);
@@ -141,7 +154,10 @@ describe('svdTopR', () => {
   const W = withSpectrum(rows, cols, spec, 11);
 
   it('exact (iters = -1) equals svdFull truncated to r, tall and wide, also with a tight gap at r', () => {
-    for (const [rr, cc, Wm] of [[rows, cols, W], [cols, rows, transposed(W, rows, cols)]] as const) {
+    for (const [rr, cc, Wm] of [
+      [rows, cols, W],
+      [cols, rows, transposed(W, rows, cols)],
+    ] as const) {
       for (const r of [1, 8, 20]) {
         const top = svdTopR(Wm, rr, cc, r, -1);
         const full = svdFull(Wm, rr, cc);
@@ -158,7 +174,12 @@ describe('svdTopR', () => {
     const tight = withSpectrum(50, 30, [4, 3, 2.5, 2, 1.6, 1.3, 1.1, 1, 0.999, 0.5, 0.1], 21);
     const a = svdTopR(tight, 50, 30, 8, -1);
     const b = svdFull(tight, 50, 30);
-    const b8 = { U: Float64Array.from({ length: 50 * 8 }, (_, x) => b.U[Math.floor(x / 8) * b.k + (x % 8)]), S: b.S.slice(0, 8), V: Float64Array.from({ length: 30 * 8 }, (_, x) => b.V[Math.floor(x / 8) * b.k + (x % 8)]), k: 8 };
+    const b8 = {
+      U: Float64Array.from({ length: 50 * 8 }, (_, x) => b.U[Math.floor(x / 8) * b.k + (x % 8)]),
+      S: b.S.slice(0, 8),
+      V: Float64Array.from({ length: 30 * 8 }, (_, x) => b.V[Math.floor(x / 8) * b.k + (x % 8)]),
+      k: 8,
+    };
     expect(maxAbsDiff(reconstruct(a, 50, 30), reconstruct(b8, 50, 30))).toBeLessThan(1e-10);
     // The zero matrix (a zero gradient, for GaLore): S = 0 with orthonormal vectors.
     const z = svdTopR(new Float64Array(60 * 20), 60, 20, 4, -1);

@@ -88,7 +88,9 @@ describe('loadTokenizer with other files', () => {
     "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}";
 
   it('applies a chat template from tokenizer_config.json', async () => {
-    const t = await loadTokenizer(memorySource({ 'tokenizer.json': tokenizerJson, 'tokenizer_config.json': JSON.stringify({ ...config, chat_template: template }) }));
+    const t = await loadTokenizer(
+      memorySource({ 'tokenizer.json': tokenizerJson, 'tokenizer_config.json': JSON.stringify({ ...config, chat_template: template }) }),
+    );
     expect(t.chatTemplate).toBe(template);
     const msgs = [{ role: 'user', content: 'Hi there' }];
     expect(t.applyChatTemplate(msgs, { tokenize: false })).toBe('<|user|>Hi there\n');
@@ -98,10 +100,21 @@ describe('loadTokenizer with other files', () => {
   });
 
   it('reads chat_template.jinja and named templates', async () => {
-    const jinja = await loadTokenizer(memorySource({ 'tokenizer.json': tokenizerJson, 'tokenizer_config.json': JSON.stringify(config), 'chat_template.jinja': template }));
+    const jinja = await loadTokenizer(
+      memorySource({ 'tokenizer.json': tokenizerJson, 'tokenizer_config.json': JSON.stringify(config), 'chat_template.jinja': template }),
+    );
     expect(jinja.chatTemplate).toBe(template);
     const named = await loadTokenizer(
-      memorySource({ 'tokenizer.json': tokenizerJson, 'tokenizer_config.json': JSON.stringify({ ...config, chat_template: [{ name: 'default', template }, { name: 'tool_use', template: 'x' }] }) }),
+      memorySource({
+        'tokenizer.json': tokenizerJson,
+        'tokenizer_config.json': JSON.stringify({
+          ...config,
+          chat_template: [
+            { name: 'default', template },
+            { name: 'tool_use', template: 'x' },
+          ],
+        }),
+      }),
     );
     expect(named.chatTemplate).toBe(template);
   });

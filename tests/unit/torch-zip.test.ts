@@ -10,14 +10,26 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { crc32, pickleOpcodes, pickleTensorDict, readStoredZip, readTorchZip, unpickleTensorDict, writeStoredZip, writeTorchZip } from '../../src/methods/torch-zip';
+import {
+  crc32,
+  pickleOpcodes,
+  pickleTensorDict,
+  readStoredZip,
+  readTorchZip,
+  unpickleTensorDict,
+  writeStoredZip,
+  writeTorchZip,
+} from '../../src/methods/torch-zip';
 import { ModelFormatError } from '../../src/errors';
 
 const fixtures = path.resolve('tests/fixtures/torch-zip');
 
 function tensors() {
   const m = new Map<string, { shape: number[]; data: Float32Array }>();
-  m.set('model.layers.0.attention_adapters.adapters.a.adapter_down.0.weight', { shape: [4, 8], data: Float32Array.from({ length: 32 }, (_, i) => Math.sin(i) * 0.1) });
+  m.set('model.layers.0.attention_adapters.adapters.a.adapter_down.0.weight', {
+    shape: [4, 8],
+    data: Float32Array.from({ length: 32 }, (_, i) => Math.sin(i) * 0.1),
+  });
   m.set('scalar', { shape: [], data: Float32Array.of(-0.5) });
   m.set('vec', { shape: [3], data: Float32Array.of(1, 2, 3) });
   m.set('four_d', { shape: [2, 1, 3, 2], data: Float32Array.from({ length: 12 }, (_, i) => i / 7) });
@@ -46,8 +58,10 @@ describe('torch zip', () => {
     const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     const entries = readStoredZip(bytes, 'test');
     expect(entries.map((x) => x.name)).toEqual([
-      'pytorch_adapter/data.pkl', 'pytorch_adapter/byteorder',
-      ...[0, 1, 2, 3, 4, 5].map((k) => `pytorch_adapter/data/${k}`), 'pytorch_adapter/version',
+      'pytorch_adapter/data.pkl',
+      'pytorch_adapter/byteorder',
+      ...[0, 1, 2, 3, 4, 5].map((k) => `pytorch_adapter/data/${k}`),
+      'pytorch_adapter/version',
     ]);
     let expectedLocal = 0;
     for (const x of entries) {
@@ -94,10 +108,39 @@ describe('torch zip', () => {
   it('data.pkl is the protocol-2 opcode sequence torch writes for a tensor dict', () => {
     const one = pickleTensorDict([['w', { shape: [2, 3], numel: 6 }]]);
     expect(pickleOpcodes(one)).toEqual([
-      'PROTO', 'EMPTY_DICT', 'BINUNICODE', 'GLOBAL', 'BINPUT', 'MARK',
-      'MARK', 'BINUNICODE', 'BINPUT', 'GLOBAL', 'BINPUT', 'BINUNICODE', 'BINUNICODE', 'BINPUT', 'BININT1', 'TUPLE', 'BINPERSID',
-      'BININT1', 'BININT1', 'BININT1', 'TUPLE2', 'BININT1', 'BININT1', 'TUPLE2', 'NEWFALSE',
-      'GLOBAL', 'BINPUT', 'EMPTY_TUPLE', 'REDUCE', 'TUPLE', 'REDUCE', 'SETITEM', 'STOP',
+      'PROTO',
+      'EMPTY_DICT',
+      'BINUNICODE',
+      'GLOBAL',
+      'BINPUT',
+      'MARK',
+      'MARK',
+      'BINUNICODE',
+      'BINPUT',
+      'GLOBAL',
+      'BINPUT',
+      'BINUNICODE',
+      'BINUNICODE',
+      'BINPUT',
+      'BININT1',
+      'TUPLE',
+      'BINPERSID',
+      'BININT1',
+      'BININT1',
+      'BININT1',
+      'TUPLE2',
+      'BININT1',
+      'BININT1',
+      'TUPLE2',
+      'NEWFALSE',
+      'GLOBAL',
+      'BINPUT',
+      'EMPTY_TUPLE',
+      'REDUCE',
+      'TUPLE',
+      'REDUCE',
+      'SETITEM',
+      'STOP',
     ]);
     expect(Array.from(one.subarray(0, 3))).toEqual([0x80, 2, 0x7d]);
     const text = new TextDecoder('latin1').decode(one);
@@ -105,7 +148,12 @@ describe('torch zip', () => {
     expect(text).toContain('ctorch\nFloatStorage\n');
     expect(text).toContain('ccollections\nOrderedDict\n');
     // Two tensors: MARK … SETITEMS, repeated globals and strings come from the memo.
-    const two = pickleOpcodes(pickleTensorDict([['a', { shape: [70000], numel: 70000 }], ['b', { shape: [1, 2, 3, 4], numel: 24 }]]));
+    const two = pickleOpcodes(
+      pickleTensorDict([
+        ['a', { shape: [70000], numel: 70000 }],
+        ['b', { shape: [1, 2, 3, 4], numel: 24 }],
+      ]),
+    );
     expect(two.slice(0, 3)).toEqual(['PROTO', 'EMPTY_DICT', 'MARK']);
     expect(two.filter((o) => o === 'GLOBAL').length).toBe(3);
     expect(two.filter((o) => o === 'BINGET').length).toBe(5);
@@ -117,7 +165,10 @@ describe('torch zip', () => {
 
   it('reads a checkpoint written by torch 1.13 (OrderedDict state dict with _metadata, views, half, bfloat16, zip64 end records)', () => {
     const got = readTorchZip(readFileSync(path.join(fixtures, 'torch-1.13.bin')), 'torch-1.13.bin');
-    const want = JSON.parse(readFileSync(path.join(fixtures, 'expected.json'), 'utf8')).tensors as Record<string, { shape: number[]; data?: number[]; first?: number[]; last?: number[] }>;
+    const want = JSON.parse(readFileSync(path.join(fixtures, 'expected.json'), 'utf8')).tensors as Record<
+      string,
+      { shape: number[]; data?: number[]; first?: number[]; last?: number[] }
+    >;
     expect([...got.keys()]).toEqual(Object.keys(want));
     for (const [k, w] of Object.entries(want)) {
       const g = got.get(k)!;
@@ -136,7 +187,10 @@ describe('torch zip', () => {
     const evil = Uint8Array.from([0x80, 2, ...enc.encode('cposix\nsystem\n'), 0x58, 7, 0, 0, 0, ...enc.encode('echo hi'), 0x85, 0x52, 0x2e]);
     expect(() => unpickleTensorDict(evil)).toThrow(/posix\.system/);
     expect(() => unpickleTensorDict(evil)).toThrow(ModelFormatError);
-    const zip = writeStoredZip([['archive/data.pkl', evil], ['archive/version', enc.encode('3\n')]]);
+    const zip = writeStoredZip([
+      ['archive/data.pkl', evil],
+      ['archive/version', enc.encode('3\n')],
+    ]);
     expect(() => readTorchZip(zip, 'evil.bin')).toThrow(/refers to posix\.system/);
     // A root that is not a dict, and an unknown opcode (BINFLOAT).
     expect(() => unpickleTensorDict(Uint8Array.from([0x80, 2, 0x29, 0x2e]))).toThrow(/root object is not a dict/);
@@ -181,13 +235,19 @@ describe('torch zip', () => {
       'sd = torch.load(sys.argv[1], weights_only=True)',
       'print(json.dumps({k: {"shape": list(v.shape), "dtype": str(v.dtype), "sum": float(v.double().sum()), "first": v.flatten()[:3].tolist()} for k, v in sd.items()}))',
     ].join('\n');
-    const out = JSON.parse(execFileSync(python!, ['-c', script, file], { encoding: 'utf8' })) as Record<string, { shape: number[]; dtype: string; sum: number; first: number[] }>;
+    const out = JSON.parse(execFileSync(python!, ['-c', script, file], { encoding: 'utf8' })) as Record<
+      string,
+      { shape: number[]; dtype: string; sum: number; first: number[] }
+    >;
     expect(Object.keys(out)).toEqual([...src.keys()]);
     for (const [k, t] of src) {
       expect(out[k].shape).toEqual(t.shape);
       expect(out[k].dtype).toBe('torch.float32');
       expect(out[k].first).toEqual(Array.from(t.data.subarray(0, 3)));
-      expect(out[k].sum).toBeCloseTo(t.data.reduce((a, b) => a + b, 0), 2);
+      expect(out[k].sum).toBeCloseTo(
+        t.data.reduce((a, b) => a + b, 0),
+        2,
+      );
     }
   });
 });

@@ -27,9 +27,18 @@ import { pickleTensorDict, readTorchZip, writeStoredZip } from '../../src/method
 import { randomWeights, tinyConfig } from '../helpers/models';
 
 const tinyJson = {
-  architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 16, intermediate_size: 22, num_hidden_layers: 2,
-  num_attention_heads: 4, num_key_value_heads: 2, vocab_size: 37, rms_norm_eps: 1e-5, rope_theta: 10000,
-  tie_word_embeddings: true, max_position_embeddings: 64,
+  architectures: ['LlamaForCausalLM'],
+  model_type: 'llama',
+  hidden_size: 16,
+  intermediate_size: 22,
+  num_hidden_layers: 2,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  vocab_size: 37,
+  rms_norm_eps: 1e-5,
+  rope_theta: 10000,
+  tie_word_embeddings: true,
+  max_position_embeddings: 64,
 };
 
 /** Throws `cls` with a message matching `re`, within `ms` milliseconds. */
@@ -67,14 +76,23 @@ const GiB3 = 3 * 2 ** 30;
 describe('config.json: sanity limits, own properties, rope factors', () => {
   it('sizes beyond MODEL_LIMITS fail at once, naming the field and the limit', async () => {
     for (const key of ['num_hidden_layers', 'hidden_size', 'head_dim', 'intermediate_size', 'vocab_size', 'num_attention_heads'] as const) {
-      const err = await fails(() => parseModelConfig({ ...tinyJson, [key]: 1e9 }, 'evil/config.json'), ModelFormatError, new RegExp(`field "${key}" is 1000000000, above PEFT Studio's limit of ${MODEL_LIMITS[key]}`), 50);
+      const err = await fails(
+        () => parseModelConfig({ ...tinyJson, [key]: 1e9 }, 'evil/config.json'),
+        ModelFormatError,
+        new RegExp(`field "${key}" is 1000000000, above PEFT Studio's limit of ${MODEL_LIMITS[key]}`),
+        50,
+      );
       expect(err.message).toMatch(/^evil\/config\.json: /);
     }
   });
 
   it('model_type is looked up as an own property ("__proto__", "constructor" are not architectures)', async () => {
     for (const t of ['__proto__', 'constructor', 'toString', 'hasOwnProperty']) {
-      await fails(() => parseModelConfig({ ...tinyJson, model_type: t, architectures: undefined }, 'c'), ModelFormatError, new RegExp(`unsupported model_type "${t}"`));
+      await fails(
+        () => parseModelConfig({ ...tinyJson, model_type: t, architectures: undefined }, 'c'),
+        ModelFormatError,
+        new RegExp(`unsupported model_type "${t}"`),
+      );
     }
   });
 
@@ -83,8 +101,20 @@ describe('config.json: sanity limits, own properties, rope factors', () => {
       const raw = JSON.parse(JSON.stringify({ ...tinyJson, rope_scaling: { rope_type: 'linear', factor: bad } }));
       await fails(() => parseModelConfig(raw, 'c'), ModelFormatError, /rope_scaling\.factor is .*, not a positive number/);
     }
-    await fails(() => parseModelConfig({ ...tinyJson, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: -1, high_freq_factor: 4, original_max_position_embeddings: 8192 } }, 'c'), ModelFormatError, /rope_scaling\.low_freq_factor is -1/);
-    await fails(() => parseModelConfig({ ...tinyJson, rope_parameters: { rope_type: 'default', rope_theta: 0 }, rope_theta: undefined }, 'c'), ModelFormatError, /rope_theta is .*not a positive number|rope_theta/);
+    await fails(
+      () =>
+        parseModelConfig(
+          { ...tinyJson, rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: -1, high_freq_factor: 4, original_max_position_embeddings: 8192 } },
+          'c',
+        ),
+      ModelFormatError,
+      /rope_scaling\.low_freq_factor is -1/,
+    );
+    await fails(
+      () => parseModelConfig({ ...tinyJson, rope_parameters: { rope_type: 'default', rope_theta: 0 }, rope_theta: undefined }, 'c'),
+      ModelFormatError,
+      /rope_theta is .*not a positive number|rope_theta/,
+    );
   });
 });
 
@@ -114,7 +144,11 @@ describe('weights against config.json', () => {
   it('attention_bias / mlp_bias without the biases is an error; biases present but not declared are used', async () => {
     const s = shapes();
     const withBias = tinyConfig({ attention_bias: true });
-    await fails(() => checkWeights(withBias, s, 'src'), ModelFormatError, /config\.json declares biases \(attention_bias\) but 8 are missing from the weights: model\.layers\.0\.self_attn\.q_proj\.bias/);
+    await fails(
+      () => checkWeights(withBias, s, 'src'),
+      ModelFormatError,
+      /config\.json declares biases \(attention_bias\) but 8 are missing from the weights: model\.layers\.0\.self_attn\.q_proj\.bias/,
+    );
     await fails(() => checkWeights(tinyConfig({ mlp_bias: true }), s, 'src'), ModelFormatError, /declares biases \(attention_bias \/ mlp_bias\)/);
     s.set('model.layers.0.self_attn.o_proj.bias', [16]);
     const c = checkWeights(cfg, s, 'src');
@@ -144,7 +178,9 @@ describe('weights against config.json', () => {
     expect(performance.now() - t0).toBeLessThan(60_000);
     expect(host.size).toBe(expectedWeights(cfg).size);
     expect(notes).toHaveLength(1);
-    expect(notes[0]).toMatch(/200000 tensor\(s\) are not part of this architecture and were not loaded: junk\.0, junk\.1, junk\.2, junk\.3, junk\.4 and 199995 more/);
+    expect(notes[0]).toMatch(
+      /200000 tensor\(s\) are not part of this architecture and were not loaded: junk\.0, junk\.1, junk\.2, junk\.3, junk\.4 and 199995 more/,
+    );
   });
 });
 
@@ -153,20 +189,30 @@ describe('file sizes are checked before files are read', () => {
     const dir = folder({ 'config.json': JSON.stringify(tinyJson) });
     sparse(path.join(dir, 'model.safetensors'), GiB3, new TextEncoder().encode('<!DOCTYPE html>'));
     const before = process.memoryUsage().arrayBuffers;
-    await fails(async () => readWeights(new LocalFolderSource(dir), undefined, await readConfig(new LocalFolderSource(dir))), ModelFormatError, /header length \d+ is absurd/);
+    await fails(
+      async () => readWeights(new LocalFolderSource(dir), undefined, await readConfig(new LocalFolderSource(dir))),
+      ModelFormatError,
+      /header length \d+ is absurd/,
+    );
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 << 20);
   });
 
   it('a 3 GiB (sparse) file with a valid header that disagrees with config.json fails on the header alone', async () => {
     const n = (GiB3 - 4096) / 4;
-    const header = new TextEncoder().encode(JSON.stringify({ 'model.embed_tokens.weight': { dtype: 'F32', shape: [n], data_offsets: [0, n * 4] } }).padEnd(4088, ' '));
+    const header = new TextEncoder().encode(
+      JSON.stringify({ 'model.embed_tokens.weight': { dtype: 'F32', shape: [n], data_offsets: [0, n * 4] } }).padEnd(4088, ' '),
+    );
     const head = new Uint8Array(8 + header.length);
     new DataView(head.buffer).setUint32(0, header.length, true);
     head.set(header, 8);
     const dir = folder({ 'config.json': JSON.stringify(tinyJson) });
     sparse(path.join(dir, 'model.safetensors'), 8 + header.length + n * 4, head);
     const before = process.memoryUsage().arrayBuffers;
-    await fails(async () => readWeights(new LocalFolderSource(dir), undefined, await readConfig(new LocalFolderSource(dir))), ModelFormatError, new RegExp(`model\\.embed_tokens\\.weight is \\[${n}\\], config\\.json implies \\[37, 16\\]`));
+    await fails(
+      async () => readWeights(new LocalFolderSource(dir), undefined, await readConfig(new LocalFolderSource(dir))),
+      ModelFormatError,
+      new RegExp(`model\\.embed_tokens\\.weight is \\[${n}\\], config\\.json implies \\[37, 16\\]`),
+    );
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 << 20);
   });
 
@@ -257,7 +303,12 @@ describe('pytorch_adapter.bin views are bounded by the file size', () => {
     const bytes = torchZip([1 << 15, 1 << 15], [0, 0], Float32Array.of(1));
     expect(bytes.length).toBeLessThan(1024);
     const before = process.memoryUsage().arrayBuffers;
-    await fails(() => readTorchZip(bytes), ModelFormatError, /tensor w \[32768, 32768\] \(stride \[0, 0\]\) describes 1073741824 values, more than the \d+-byte file can hold/, 50);
+    await fails(
+      () => readTorchZip(bytes),
+      ModelFormatError,
+      /tensor w \[32768, 32768\] \(stride \[0, 0\]\) describes 1073741824 values, more than the \d+-byte file can hold/,
+      50,
+    );
     expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(1 << 20);
   });
 
@@ -268,14 +319,15 @@ describe('pytorch_adapter.bin views are bounded by the file size', () => {
   });
 });
 
-
-
 describe('checkpoint folders', () => {
   it('a stray 2.2 GB (sparse) file in a checkpoint is not read', async () => {
     const { FolderRunStore } = await import('../../src/train/node-store');
     const root = mkdtempSync(path.join(tmpdir(), 'ps-ckpt-'));
     const store = new FolderRunStore(root);
-    await store.writeCheckpoint('checkpoint-1', { 'trainer_state.json': '{"global_step": 1}', 'trainable.safetensors': serializeSafetensors(new Map([['x', { shape: [1], data: Float32Array.of(1) }]])) });
+    await store.writeCheckpoint('checkpoint-1', {
+      'trainer_state.json': '{"global_step": 1}',
+      'trainable.safetensors': serializeSafetensors(new Map([['x', { shape: [1], data: Float32Array.of(1) }]])),
+    });
     sparse(path.join(root, 'checkpoint-1', 'core'), 2.2e9, new Uint8Array(1));
     const before = process.memoryUsage().arrayBuffers;
     const t0 = performance.now();
@@ -287,11 +339,15 @@ describe('checkpoint folders', () => {
 });
 
 describe('own properties only', () => {
-  it("a dataset map, rename, adapter or column named like an Object.prototype member is looked up as an own property", async () => {
+  it('a dataset map, rename, adapter or column named like an Object.prototype member is looked up as an own property', async () => {
     const { canonicalRows } = await import('../../src/data/raw');
     const { readAlpacaJsonl } = await import('../../src/data/sft');
     const rows = [JSON.parse('{"label": "constructor", "__proto__": {"x": 1}, "text": "a"}')];
-    await fails(() => canonicalRows([{ path: 'f.jsonl', rows }], { map: { label: { '0': 'negative' } } }, 'src'), ConfigError, /column "label" has the value "constructor", which the source's map does not know/);
+    await fails(
+      () => canonicalRows([{ path: 'f.jsonl', rows }], { map: { label: { '0': 'negative' } } }, 'src'),
+      ConfigError,
+      /column "label" has the value "constructor", which the source's map does not know/,
+    );
     const out = canonicalRows([{ path: 'f.jsonl', rows }], { rename: { text: 'prompt' } }, 'src')[0];
     expect(Object.getPrototypeOf(out)).toBe(Object.prototype);
     expect(Object.keys(out).sort()).toEqual(['__proto__', 'label', 'prompt']);
@@ -305,7 +361,11 @@ describe('local text files', () => {
     const { loadConfigFile } = await import('../../src/cli/train');
     const dir = folder({});
     sparse(path.join(dir, 'train.yaml'), GiB3, new TextEncoder().encode('model_name_or_path: x\n'));
-    await fails(() => loadConfigFile(path.join(dir, 'train.yaml'), []), ConfigError, /config: .*train\.yaml is 3221225472 bytes, above the 4194304 bytes PEFT Studio reads for it/);
+    await fails(
+      () => loadConfigFile(path.join(dir, 'train.yaml'), []),
+      ConfigError,
+      /config: .*train\.yaml is 3221225472 bytes, above the 4194304 bytes PEFT Studio reads for it/,
+    );
     const { readTextFile, TEXT_FILE_LIMITS } = await import('../../src/hub/node');
     await fails(() => readTextFile(dir, TEXT_FILE_LIMITS.dataset, 'dataset'), ConfigError, /dataset: .* is a folder; give a file/);
   });

@@ -45,7 +45,8 @@ function erf(x: number): number {
   // Float64 erf by its Maclaurin series (|x| < 3) or the continued fraction of erfc.
   const a = Math.abs(x);
   if (a < 3) {
-    let sum = 0, term = a;
+    let sum = 0,
+      term = a;
     for (let k = 0; k < 100; k++) {
       const t = term / (2 * k + 1);
       sum += t;
@@ -68,13 +69,27 @@ export function activationCpu(x: ArrayLike<number>, name: string): Float64Array 
     const v = x[i];
     const s = 1 / (1 + Math.exp(-v));
     switch (kind) {
-      case 'relu': out[i] = Math.max(v, 0); break;
-      case 'tanh': out[i] = Math.tanh(v); break;
-      case 'sigmoid': out[i] = s; break;
-      case 'silu': out[i] = v * s; break;
-      case 'gelu': out[i] = 0.5 * v * (1 + erf(v / Math.SQRT2)); break;
-      case 'gelu_new': out[i] = 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3))); break;
-      case 'leakyrelu': out[i] = v > 0 ? v : 0.01 * v; break;
+      case 'relu':
+        out[i] = Math.max(v, 0);
+        break;
+      case 'tanh':
+        out[i] = Math.tanh(v);
+        break;
+      case 'sigmoid':
+        out[i] = s;
+        break;
+      case 'silu':
+        out[i] = v * s;
+        break;
+      case 'gelu':
+        out[i] = 0.5 * v * (1 + erf(v / Math.SQRT2));
+        break;
+      case 'gelu_new':
+        out[i] = 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+        break;
+      case 'leakyrelu':
+        out[i] = v > 0 ? v : 0.01 * v;
+        break;
     }
   }
   return out;

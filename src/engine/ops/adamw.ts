@@ -52,11 +52,21 @@ export function adamwStep(e: Engine, param: Tensor, grad: Tensor, m: Tensor, v: 
   const bc2 = 1 - Math.pow(o.beta2, o.step);
   const { nx, grid } = elementGrid(e, n);
   e.dispatch(
-    code, 'adamw_step',
+    code,
+    'adamw_step',
     params(
-      n, nx, o.gradScaleTensor ? 1 : 0, 0,
-      { f: 1 - o.lr * o.weightDecay }, { f: 1 - o.beta1 }, { f: o.beta2 }, { f: 1 - o.beta2 },
-      { f: o.eps }, { f: o.lr / bc1 }, { f: Math.sqrt(bc2) }, { f: o.gradScale ?? 1 },
+      n,
+      nx,
+      o.gradScaleTensor ? 1 : 0,
+      0,
+      { f: 1 - o.lr * o.weightDecay },
+      { f: 1 - o.beta1 },
+      { f: o.beta2 },
+      { f: 1 - o.beta2 },
+      { f: o.eps },
+      { f: o.lr / bc1 },
+      { f: Math.sqrt(bc2) },
+      { f: o.gradScale ?? 1 },
     ),
     [{ tensor: grad }, { tensor: o.gradScaleTensor ?? grad }, { tensor: param, write: true }, { tensor: m, write: true }, { tensor: v, write: true }],
     grid,
@@ -87,10 +97,7 @@ export function clipCoefficient(e: Engine, sumSq: Tensor, maxNorm: number): Tens
 }
 
 /** Float64 reference of one step, in place on plain arrays (torch's formula order). */
-export function adamwCpu(
-  param: Float64Array, grad: ArrayLike<number>, m: Float64Array, v: Float64Array,
-  o: AdamWOptions & { gradScaleValue?: number },
-): void {
+export function adamwCpu(param: Float64Array, grad: ArrayLike<number>, m: Float64Array, v: Float64Array, o: AdamWOptions & { gradScaleValue?: number }): void {
   const bc1 = 1 - Math.pow(o.beta1, o.step);
   const bc2 = 1 - Math.pow(o.beta2, o.step);
   const scale = (o.gradScale ?? 1) * (o.gradScaleValue ?? 1);

@@ -122,32 +122,50 @@ export function attentionTiles(D: number, T: number, S: number, budget: number):
   const capQ = Math.max(4, nextPow2(T));
   const capK = Math.max(4, nextPow2(S));
   const slack = 16 * 8; // alignment padding per array, generously
-  const pick = (
-    what: string,
-    cands: [number, number][],
-    bytes: (bq: number, bk: number) => number,
-    accRows: (bq: number, bk: number) => number,
-  ) => {
+  const pick = (what: string, cands: [number, number][], bytes: (bq: number, bk: number) => number, accRows: (bq: number, bk: number) => number) => {
     for (const [q, k] of cands) {
-      const BQ = Math.min(q, capQ), BK = Math.min(k, capK);
+      const BQ = Math.min(q, capQ),
+        BK = Math.min(k, capK);
       const acc = accRows(BQ, BK) * D;
       if (4 * bytes(BQ, BK) + slack <= budget && acc <= 256 * ACC) return { BQ, BK, WG: acc <= 64 * ACC ? 64 : 256 };
     }
     throw new Error(`attention ${what}: no tile size fits head dim ${D} in ${budget} bytes of workgroup memory`);
   };
-  const big: [number, number][] = [[32, 32], [32, 16], [16, 16], [16, 8], [8, 8], [8, 4], [4, 4]];
+  const big: [number, number][] = [
+    [32, 32],
+    [32, 16],
+    [16, 16],
+    [16, 8],
+    [8, 8],
+    [8, 4],
+    [4, 4],
+  ];
   return {
-    forward: pick('forward', big, (q, k) => q * D + k * D + q * k + 3 * q, (q) => q),
-    dq: pick('dq', big, (q, k) => 2 * q * D + k * D + q * k + 2 * q, (q) => q),
+    forward: pick(
+      'forward',
+      big,
+      (q, k) => q * D + k * D + q * k + 3 * q,
+      (q) => q,
+    ),
+    dq: pick(
+      'dq',
+      big,
+      (q, k) => 2 * q * D + k * D + q * k + 2 * q,
+      (q) => q,
+    ),
     // [BQ, BK] candidates; larger key blocks first (they are the reused operand here).
-    dkdv: pick('dkdv', big.map(([a, b]) => [b, a] as [number, number]),
-      (q, k) => 2 * k * D + 2 * q * D + 2 * q * k + 2 * q, (_q, k) => k),
+    dkdv: pick(
+      'dkdv',
+      big.map(([a, b]) => [b, a] as [number, number]),
+      (q, k) => 2 * k * D + 2 * q * D + 2 * q * k + 2 * q,
+      (_q, k) => k,
+    ),
   };
 }
 
 /** Threads of the row kernels' forward and dq: blocks of ROW_BLOCK query rows per (batch, kv head). */
 function rowBlockThreads(d: AttentionDims): number {
-  return d.B * d.Hkv * Math.ceil((d.T * d.Hq / d.Hkv) / ROW_BLOCK);
+  return d.B * d.Hkv * Math.ceil((d.T * d.Hq) / d.Hkv / ROW_BLOCK);
 }
 
 function attentionParams(d: AttentionDims, P: number, qo: number, hasMask: boolean, scale: number, writeK = 0, writeV = 0) {
@@ -180,9 +198,7 @@ function resolve(e: Engine, d: AttentionDims, o: AttentionOptions): Resolved {
  * out = attention(q, k, v); stats [B, T, Hq, 2] receives L (logsumexp) in
  * [.., 0]; [.., 1] is scratch for the backward's Delta. No autograd.
  */
-export function attentionForward(
-  e: Engine, out: Tensor, stats: Tensor, q: Tensor, k: Tensor, v: Tensor, d: AttentionDims, o: AttentionOptions = {},
-): void {
+export function attentionForward(e: Engine, out: Tensor, stats: Tensor, q: Tensor, k: Tensor, v: Tensor, d: AttentionDims, o: AttentionOptions = {}): void {
   const r = resolve(e, d, o);
   const args = attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale);
   const bindings = [{ tensor: q }, { tensor: k }, { tensor: v }, { tensor: o.keyMask ?? q }, { tensor: out, write: true }, { tensor: stats, write: true }];
@@ -199,31 +215,55 @@ export function attentionForward(
  * forward's out and stats (whose Delta half this overwrites). No autograd.
  */
 export function attentionBackward(
-  e: Engine, dq: Tensor | null, dk: Tensor | null, dv: Tensor | null,
-  dout: Tensor, out: Tensor, stats: Tensor, q: Tensor, k: Tensor, v: Tensor,
-  d: AttentionDims, o: AttentionOptions = {},
+  e: Engine,
+  dq: Tensor | null,
+  dk: Tensor | null,
+  dv: Tensor | null,
+  dout: Tensor,
+  out: Tensor,
+  stats: Tensor,
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  d: AttentionDims,
+  o: AttentionOptions = {},
 ): void {
   if (!dq && !dk && !dv) return;
   const r = resolve(e, d, o);
   const rows = d.B * d.T * d.Hq;
-  e.dispatch(code, 'attention_backward_delta', params(rows), [{ tensor: out }, { tensor: dout }, { tensor: stats, write: true }],
-    [Math.ceil(rows / 64)], { D: d.D });
+  e.dispatch(code, 'attention_backward_delta', params(rows), [{ tensor: out }, { tensor: dout }, { tensor: stats, write: true }], [Math.ceil(rows / 64)], {
+    D: d.D,
+  });
   const mask = o.keyMask ?? q;
   if (r.kernel === 'row') {
     if (dq) {
       e.dispatch(
-        codeRow, 'attention_backward_dq_row', attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale),
+        codeRow,
+        'attention_backward_dq_row',
+        attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale),
         [{ tensor: q }, { tensor: k }, { tensor: v }, { tensor: mask }, { tensor: dout }, { tensor: stats }, { tensor: dq, write: true }],
-        grid1d(e, rowBlockThreads(d), 64), { D: d.D },
+        grid1d(e, rowBlockThreads(d), 64),
+        { D: d.D },
       );
     }
     if (dk || dv) {
       const dummy = !dk || !dv ? e.empty([4], 'attention.dummy') : null;
       e.dispatch(
-        codeRow, 'attention_backward_dkdv_row', attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale, dk ? 1 : 0, dv ? 1 : 0),
-        [{ tensor: q }, { tensor: k }, { tensor: v }, { tensor: mask }, { tensor: dout }, { tensor: stats },
-          { tensor: dk ?? dummy!, write: true }, { tensor: dv ?? dummy!, write: true }],
-        grid1d(e, d.B * d.Hkv * Math.ceil(d.S / ROW_BLOCK), 64), { D: d.D },
+        codeRow,
+        'attention_backward_dkdv_row',
+        attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale, dk ? 1 : 0, dv ? 1 : 0),
+        [
+          { tensor: q },
+          { tensor: k },
+          { tensor: v },
+          { tensor: mask },
+          { tensor: dout },
+          { tensor: stats },
+          { tensor: dk ?? dummy!, write: true },
+          { tensor: dv ?? dummy!, write: true },
+        ],
+        grid1d(e, d.B * d.Hkv * Math.ceil(d.S / ROW_BLOCK), 64),
+        { D: d.D },
       );
       dummy?.dispose();
     }
@@ -232,7 +272,9 @@ export function attentionBackward(
   if (dq) {
     const { BQ, BK, WG } = r.tiles.dq;
     e.dispatch(
-      code, 'attention_backward_dq', attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale),
+      code,
+      'attention_backward_dq',
+      attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale),
       [{ tensor: q }, { tensor: k }, { tensor: v }, { tensor: mask }, { tensor: dout }, { tensor: stats }, { tensor: dq, write: true }],
       [Math.ceil(d.T / BQ), d.Hq, d.B],
       { D: d.D, BQ, BK, WG },
@@ -243,9 +285,19 @@ export function attentionBackward(
     // A skipped gradient still needs a distinct writable binding: a 1-element dummy, never written.
     const dummy = !dk || !dv ? e.empty([1], 'attention.dummy') : null;
     e.dispatch(
-      code, 'attention_backward_dkdv', attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale, dk ? 1 : 0, dv ? 1 : 0),
-      [{ tensor: q }, { tensor: k }, { tensor: v }, { tensor: mask }, { tensor: dout }, { tensor: stats },
-        { tensor: dk ?? dummy!, write: true }, { tensor: dv ?? dummy!, write: true }],
+      code,
+      'attention_backward_dkdv',
+      attentionParams(d, r.P, r.qo, !!o.keyMask, r.scale, dk ? 1 : 0, dv ? 1 : 0),
+      [
+        { tensor: q },
+        { tensor: k },
+        { tensor: v },
+        { tensor: mask },
+        { tensor: dout },
+        { tensor: stats },
+        { tensor: dk ?? dummy!, write: true },
+        { tensor: dv ?? dummy!, write: true },
+      ],
       [Math.ceil(d.S / BK), d.Hkv, d.B],
       { D: d.D, BQ, BK, WG },
     );
@@ -255,7 +307,9 @@ export function attentionBackward(
 
 /** Check shapes and options; returns the dims. */
 export function attentionDims(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions = {}): AttentionDims {
-  const fail = (msg: string) => { throw new Error(`attention${o.name ? ` ${o.name}` : ''}: ${msg}`); };
+  const fail = (msg: string) => {
+    throw new Error(`attention${o.name ? ` ${o.name}` : ''}: ${msg}`);
+  };
   if (q.shape.length !== 4 || k.shape.length !== 4 || v.shape.length !== 4) {
     fail(`q, k, v must be 4-D ([B, T, Hq, D] and [B, S, Hkv, D]); got q ${q.shape}, k ${k.shape}, v ${v.shape}`);
   }
@@ -289,7 +343,14 @@ export function attention(e: Engine, q: Tensor, k: Tensor, v: Tensor, o: Attenti
         q.requiresGrad ? q.gradOrZeros() : null,
         k.requiresGrad ? k.gradOrZeros() : null,
         v.requiresGrad ? v.gradOrZeros() : null,
-        dout, out, stats, q, k, v, d, o,
+        dout,
+        out,
+        stats,
+        q,
+        k,
+        v,
+        d,
+        o,
       );
     });
   }
@@ -305,8 +366,15 @@ export interface AttentionCpuOptions {
 
 /** Float64 reference, same layouts and masking rule; returns out [B, T, Hq, D]. */
 export function attentionCpu(
-  q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>,
-  B: number, T: number, S: number, Hq: number, Hkv: number, D: number,
+  q: ArrayLike<number>,
+  k: ArrayLike<number>,
+  v: ArrayLike<number>,
+  B: number,
+  T: number,
+  S: number,
+  Hq: number,
+  Hkv: number,
+  D: number,
   o: AttentionCpuOptions = {},
 ): Float64Array {
   const P = o.prefixLen ?? 0;
@@ -333,7 +401,7 @@ export function attentionCpu(
         }
         if (m === -Infinity) continue; // no visible key: output 0
         let l = 0;
-        for (let s = 0; s < S; s++) if (seen[s]) l += (x[s] = Math.exp(x[s] - m));
+        for (let s = 0; s < S; s++) if (seen[s]) l += x[s] = Math.exp(x[s] - m);
         for (let s = 0; s < S; s++) {
           if (!seen[s]) continue;
           const koff = ((b * S + s) * Hkv + g) * D;

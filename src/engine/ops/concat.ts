@@ -20,7 +20,10 @@ export function concatSeq(e: Engine, a: Tensor, b: Tensor, B: number, P: number,
       const g = out.grad;
       if (!g) return;
       // Copy each slice of the gradient out, then accumulate it (other ops may have written there).
-      for (const [src, off, len, rows] of [[a, 0, P, P], [b, P, L, L]] as const) {
+      for (const [src, off, len, rows] of [
+        [a, 0, P, P],
+        [b, P, L, L],
+      ] as const) {
         if (!src.requiresGrad) continue;
         const tmp = e.empty(src.shape, 'concat.grad');
         for (let i = 0; i < B; i++) e.copyRegion(tmp, i * rows * W, g, (i * (P + L) + off) * W, len * W);

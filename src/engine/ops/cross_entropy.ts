@@ -98,17 +98,29 @@ export function crossEntropy(e: Engine, logits: Tensor, labels: Tensor | Int32Ar
   if (reduction !== 'none') {
     out = e.empty([1], o.name ?? 'ce.loss');
     count = e.empty([1], 'ce.count');
-    e.dispatch(code, 'cross_entropy_reduce', params(N, V, nx, mode),
-      [{ tensor: losses }, { tensor: lab }, { tensor: out, write: true }, { tensor: count, write: true }], [1], wg);
+    e.dispatch(
+      code,
+      'cross_entropy_reduce',
+      params(N, V, nx, mode),
+      [{ tensor: losses }, { tensor: lab }, { tensor: out, write: true }, { tensor: count, write: true }],
+      [1],
+      wg,
+    );
   }
   if (e.tape && logits.requiresGrad) {
     out.requiresGrad = true;
     e.tape.record('cross_entropy', () => {
       const dloss = out.grad;
       if (!dloss) return;
-      const bindings = [{ tensor: logits }, { tensor: lab }, { tensor: lse }, { tensor: dloss }, { tensor: count ?? lse },
-        { tensor: logits.gradOrZeros(), write: true }];
-      if (rowKernels) e.dispatch(code, 'cross_entropy_backward4', params(N, V, nx, mode), bindings, grid1d(e, N * V / 4));
+      const bindings = [
+        { tensor: logits },
+        { tensor: lab },
+        { tensor: lse },
+        { tensor: dloss },
+        { tensor: count ?? lse },
+        { tensor: logits.gradOrZeros(), write: true },
+      ];
+      if (rowKernels) e.dispatch(code, 'cross_entropy_backward4', params(N, V, nx, mode), bindings, grid1d(e, (N * V) / 4));
       else e.dispatch(code, 'cross_entropy_backward', params(N, V, nx, mode), bindings, grid, wg);
     });
   } else {
@@ -123,10 +135,15 @@ export function crossEntropy(e: Engine, logits: Tensor, labels: Tensor | Int32Ar
 
 /** Float64 reference: [1] for 'mean' / 'sum', per-row [N] for 'none'. */
 export function crossEntropyCpu(
-  logits: ArrayLike<number>, labels: ArrayLike<number>, N: number, V: number, reduction: CrossEntropyReduction = 'mean',
+  logits: ArrayLike<number>,
+  labels: ArrayLike<number>,
+  N: number,
+  V: number,
+  reduction: CrossEntropyReduction = 'mean',
 ): Float64Array {
   const rows = new Float64Array(N);
-  let sum = 0, count = 0;
+  let sum = 0,
+    count = 0;
   for (let n = 0; n < N; n++) {
     const y = labels[n];
     if (y === IGNORE_INDEX) continue;

@@ -70,17 +70,22 @@ export function embedding(e: Engine, ids: Tensor, table: Tensor, hostIds: Int32A
   const out = e.empty([...ids.shape, C], name);
   if (table.blocks || table.packed) {
     // Frozen base tables stored packed or in row blocks: one gather per block.
-    if (table.requiresGrad) throw new Error(`embedding ${name ?? ''}: ${table.name} is stored ${table.packed ? `packed (${table.dtype})` : 'in row blocks'} and cannot be trained`);
+    if (table.requiresGrad)
+      throw new Error(`embedding ${name ?? ''}: ${table.name} is stored ${table.packed ? `packed (${table.dtype})` : 'in row blocks'} and cannot be trained`);
     for (const blk of table.blocks ?? [table]) {
       const packed = blk.packed;
-      e.dispatch(code, packed ? 'embedding_forward_packed' : 'embedding_forward_block', params(N, C, blk.shape[0], blk.rowStart),
-        [{ tensor: ids }, { tensor: blk, packed }, { tensor: out, write: true }], grid1d(e, N * C),
-        packed ? { DT: packedConstant(blk.dtype) } : undefined);
+      e.dispatch(
+        code,
+        packed ? 'embedding_forward_packed' : 'embedding_forward_block',
+        params(N, C, blk.shape[0], blk.rowStart),
+        [{ tensor: ids }, { tensor: blk, packed }, { tensor: out, write: true }],
+        grid1d(e, N * C),
+        packed ? { DT: packedConstant(blk.dtype) } : undefined,
+      );
     }
     return out;
   }
-  e.dispatch(code, 'embedding_forward', params(N, C, V, 0),
-    [{ tensor: ids }, { tensor: table }, { tensor: out, write: true }], grid1d(e, N * C));
+  e.dispatch(code, 'embedding_forward', params(N, C, V, 0), [{ tensor: ids }, { tensor: table }, { tensor: out, write: true }], grid1d(e, N * C));
   if (e.tape && needsGrad(table)) {
     out.requiresGrad = true;
     const { U, csr } = embeddingCsr(hostIds);
@@ -88,8 +93,13 @@ export function embedding(e: Engine, ids: Tensor, table: Tensor, hostIds: Int32A
     e.tape.record('embedding', () => {
       const dout = out.grad;
       if (!dout || !table.requiresGrad) return;
-      e.dispatch(code, 'embedding_backward', params(N, C, V, U),
-        [{ tensor: dout }, { tensor: csrT }, { tensor: table.gradOrZeros(), write: true }], grid1d(e, U * C));
+      e.dispatch(
+        code,
+        'embedding_backward',
+        params(N, C, V, U),
+        [{ tensor: dout }, { tensor: csrT }, { tensor: table.gradOrZeros(), write: true }],
+        grid1d(e, U * C),
+      );
       csrT.dispose();
     });
   }

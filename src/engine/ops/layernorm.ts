@@ -39,7 +39,8 @@ function lnParams(rows: number, C: number, eps: number, rowsPerChunk = 0, nChunk
 
 export function layernorm(e: Engine, x: Tensor, w: Tensor, b: Tensor, eps = LAYERNORM_EPS, name?: string): Tensor {
   const C = x.shape[x.shape.length - 1];
-  if (w.size !== C || b.size !== C) throw new Error(`layernorm ${name ?? ''}: weight [${w.shape}] and bias [${b.shape}] must both have ${C} values (x's last dimension)`);
+  if (w.size !== C || b.size !== C)
+    throw new Error(`layernorm ${name ?? ''}: weight [${w.shape}] and bias [${b.shape}] must both have ${C} values (x's last dimension)`);
   const rows = x.size / C;
   const y = e.empty(x.shape, name);
   const mu = e.empty([rows], 'layernorm.mu');
@@ -74,14 +75,31 @@ function paramGrads(e: Engine, dy: Tensor, x: Tensor, mu: Tensor, rstd: Tensor, 
   const rowsPerChunk = Math.ceil(rows / nChunks);
   const inputs = [{ tensor: dy }, { tensor: x }, { tensor: mu }, { tensor: rstd }];
   if (nChunks === 1) {
-    e.dispatch(code, 'layernorm_backward_params_partial', lnParams(rows, C, 0, rowsPerChunk, 1, 1),
-      [...inputs, { tensor: dw, write: true }, { tensor: db, write: true }], [Math.ceil(C / 64), 1]);
+    e.dispatch(
+      code,
+      'layernorm_backward_params_partial',
+      lnParams(rows, C, 0, rowsPerChunk, 1, 1),
+      [...inputs, { tensor: dw, write: true }, { tensor: db, write: true }],
+      [Math.ceil(C / 64), 1],
+    );
   } else {
     const pw = e.empty([nChunks, C], 'layernorm.dw_partial');
     const pb = e.empty([nChunks, C], 'layernorm.db_partial');
     const prm = lnParams(rows, C, 0, rowsPerChunk, nChunks, 0);
-    e.dispatch(code, 'layernorm_backward_params_partial', prm, [...inputs, { tensor: pw, write: true }, { tensor: pb, write: true }], [Math.ceil(C / 64), nChunks]);
-    e.dispatch(code, 'layernorm_backward_params_reduce', prm, [{ tensor: pw }, { tensor: pb }, { tensor: dw, write: true }, { tensor: db, write: true }], [Math.ceil(C / 64)]);
+    e.dispatch(
+      code,
+      'layernorm_backward_params_partial',
+      prm,
+      [...inputs, { tensor: pw, write: true }, { tensor: pb, write: true }],
+      [Math.ceil(C / 64), nChunks],
+    );
+    e.dispatch(
+      code,
+      'layernorm_backward_params_reduce',
+      prm,
+      [{ tensor: pw }, { tensor: pb }, { tensor: dw, write: true }, { tensor: db, write: true }],
+      [Math.ceil(C / 64)],
+    );
     pw.dispose();
     pb.dispose();
   }

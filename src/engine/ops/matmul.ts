@@ -34,7 +34,10 @@ const codeV4PackedB = derivePackedB(codeV4);
 function derivePackedB(src: string): string {
   const decl = '@group(0) @binding(2) var<storage, read> B: array<vec4<f32>>;';
   if (!src.includes(decl)) throw new Error('matmul_v4.wgsl: the declaration of B changed; update derivePackedB');
-  const out = src.replace(decl, `@group(0) @binding(2) var<storage, read> Bp: array<vec2<u32>>;
+  const out = src
+    .replace(
+      decl,
+      `@group(0) @binding(2) var<storage, read> Bp: array<vec2<u32>>;
 override DT: u32 = 1u;
 fn ldB(i: u32) -> vec4<f32> {
   let w = Bp[i];
@@ -42,7 +45,9 @@ fn ldB(i: u32) -> vec4<f32> {
     return vec4<f32>(bitcast<f32>(w.x << 16u), bitcast<f32>(w.x & 0xffff0000u), bitcast<f32>(w.y << 16u), bitcast<f32>(w.y & 0xffff0000u));
   }
   return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y));
-}`).replace(/\bB\[([^[\]]+)\]/g, 'ldB($1)');
+}`,
+    )
+    .replace(/\bB\[([^[\]]+)\]/g, 'ldB($1)');
   if (/\bB\[/.test(out.replace(/\/\/.*$/gm, ''))) throw new Error('matmul_v4.wgsl: a load of B was not rewritten; update derivePackedB');
   return out;
 }
@@ -73,7 +78,14 @@ export interface MatmulOptions {
 export type MatmulVariant = 'v1' | 'v3' | 'v4' | 'v5' | 'v6';
 
 export interface MatmulKernelOptions {
-  transA?: boolean; transB?: boolean; batch?: number; strideA?: number; strideB?: number; alpha?: number; beta?: number; bias?: Tensor | null;
+  transA?: boolean;
+  transB?: boolean;
+  batch?: number;
+  strideA?: number;
+  strideB?: number;
+  alpha?: number;
+  beta?: number;
+  bias?: Tensor | null;
   /** v4's rows per thread; default 16 on CPU adapters, 8 on GPUs (tests force each). */
   rowsPerThread?: 8 | 16;
   /** Run this kernel (it must be one of matmulVariants for the call); default: the autotuned choice, else the measured default. */
@@ -115,13 +127,25 @@ export function matmulKernel(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: numb
   const variants = matmulVariants(e, M, N, K, o);
   let variant = o.variant ?? e.matmulTuner?.choose(M, N, K, o, variants) ?? variants[0];
   if (!variants.includes(variant)) {
-    if (o.variant) throw new Error(`matmul: kernel ${o.variant} cannot run ${M}x${N}x${K} (transA ${!!o.transA}, transB ${!!o.transB}); it can run as ${variants.join(', ')}`);
+    if (o.variant)
+      throw new Error(
+        `matmul: kernel ${o.variant} cannot run ${M}x${N}x${K} (transA ${!!o.transA}, transB ${!!o.transB}); it can run as ${variants.join(', ')}`,
+      );
     variant = variants[0];
   }
   const args = params(
-    M, N, K, batch,
-    o.transA ? 1 : 0, o.transB ? 1 : 0, o.strideA ?? M * K, o.strideB ?? K * N,
-    M * N, o.bias ? 1 : 0, { f: o.alpha ?? 1 }, { f: o.beta ?? 0 },
+    M,
+    N,
+    K,
+    batch,
+    o.transA ? 1 : 0,
+    o.transB ? 1 : 0,
+    o.strideA ?? M * K,
+    o.strideB ?? K * N,
+    M * N,
+    o.bias ? 1 : 0,
+    { f: o.alpha ?? 1 },
+    { f: o.beta ?? 0 },
   );
   const bindings = [{ tensor: A }, { tensor: B }, { tensor: bias }, { tensor: C, write: true }];
   const layout = { TA: o.transA ? 1 : 0, TB: o.transB ? 1 : 0 };
@@ -159,14 +183,28 @@ function matmulPacked(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: number, N: 
   if (!A.packed && vec4 && strides4) {
     const RM = o.rowsPerThread ?? (isCpuAdapter(e.ctx.adapterInfo) ? 16 : 8);
     const args = params(
-      M, N, K, batch,
-      o.transA ? 1 : 0, o.transB ? 1 : 0, o.strideA ?? M * K, o.strideB ?? K * N,
-      M * N, o.bias ? 1 : 0, { f: o.alpha ?? 1 }, { f: o.beta ?? 0 },
+      M,
+      N,
+      K,
+      batch,
+      o.transA ? 1 : 0,
+      o.transB ? 1 : 0,
+      o.strideA ?? M * K,
+      o.strideB ?? K * N,
+      M * N,
+      o.bias ? 1 : 0,
+      { f: o.alpha ?? 1 },
+      { f: o.beta ?? 0 },
     );
     const [x, y] = grid1d(e, Math.ceil(M / RM) * Math.ceil(N / 16), 64);
-    e.dispatch(codeV4PackedB, 'matmul', args,
+    e.dispatch(
+      codeV4PackedB,
+      'matmul',
+      args,
       [{ tensor: A }, { tensor: B, packed: true }, { tensor: o.bias ?? A }, { tensor: C, write: true }],
-      [x, y, batch], { TA: o.transA ? 1 : 0, TB: o.transB ? 1 : 0, RM, DT: packedConstant(B.dtype) });
+      [x, y, batch],
+      { TA: o.transA ? 1 : 0, TB: o.transB ? 1 : 0, RM, DT: packedConstant(B.dtype) },
+    );
     return;
   }
   const a = A.packed ? toF32(e, A) : A;
@@ -178,12 +216,19 @@ function matmulPacked(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: number, N: 
 
 /** The v2 kernel (4x4 register blocks), kept as the baseline v3 is measured against; same preconditions as v3. */
 export function matmulKernelV2(
-  e: Engine, C: Tensor, A: Tensor, B: Tensor, M: number, N: number, K: number,
+  e: Engine,
+  C: Tensor,
+  A: Tensor,
+  B: Tensor,
+  M: number,
+  N: number,
+  K: number,
   o: { transA?: boolean; transB?: boolean; batch?: number; alpha?: number; beta?: number },
 ): void {
   const batch = o.batch ?? 1;
   e.dispatch(
-    codeV2, 'matmul',
+    codeV2,
+    'matmul',
     params(M, N, K, batch, o.transA ? 1 : 0, o.transB ? 1 : 0, M * K, K * N, M * N, 0, { f: o.alpha ?? 1 }, { f: o.beta ?? 0 }),
     [{ tensor: A }, { tensor: B }, { tensor: A }, { tensor: C, write: true }],
     [Math.ceil(N / 32), Math.ceil(M / 32), batch],
@@ -215,13 +260,21 @@ export function matmul(e: Engine, A: Tensor, B: Tensor, o: MatmulOptions = {}): 
   const C = o.out ?? e.empty(outShape, o.name);
   const strideB = K * N;
   matmulKernel(e, C, A, B, M, N, K, {
-    transA: o.transA, transB: o.transB, batch, strideA: M * K, strideB,
-    alpha: o.alpha, beta: o.accumulate ? 1 : 0, bias: o.bias, variant: o.variant,
+    transA: o.transA,
+    transB: o.transB,
+    batch,
+    strideA: M * K,
+    strideB,
+    alpha: o.alpha,
+    beta: o.accumulate ? 1 : 0,
+    bias: o.bias,
+    variant: o.variant,
   });
   if (e.tape && needsGrad(A, B, o.bias)) {
     C.requiresGrad = true;
     const alpha = o.alpha ?? 1;
-    const tA = !!o.transA, tB = !!o.transB;
+    const tA = !!o.transA,
+      tB = !!o.transB;
     // A forced kernel runs the backward matmuls too, where their shapes allow it.
     const forced = o.variant;
     const fits = (m: number, n: number, k: number, ko: MatmulKernelOptions) => (forced && matmulVariants(e, m, n, k, ko).includes(forced) ? forced : undefined);
@@ -297,13 +350,18 @@ function matmulSplitB(e: Engine, A: Tensor, B: Tensor, M: number, N: number, K: 
 
 /** Float64 CPU reference: C = alpha op(A) op(B) + beta C0 + bias. */
 export function matmulCpu(
-  A: ArrayLike<number>, B: ArrayLike<number>, M: number, N: number, K: number,
+  A: ArrayLike<number>,
+  B: ArrayLike<number>,
+  M: number,
+  N: number,
+  K: number,
   o: { transA?: boolean; transB?: boolean; batch?: number; alpha?: number; bias?: ArrayLike<number> } = {},
 ): Float64Array {
   const batch = o.batch ?? 1;
   const C = new Float64Array(batch * M * N);
   for (let b = 0; b < batch; b++) {
-    const ao = b * M * K, bo = b * K * N;
+    const ao = b * M * K,
+      bo = b * K * N;
     for (let m = 0; m < M; m++) {
       for (let n = 0; n < N; n++) {
         let s = 0;

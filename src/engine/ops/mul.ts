@@ -23,8 +23,10 @@ export function mul(e: Engine, a: Tensor, b: Tensor, name?: string): Tensor {
       const dout = y.grad;
       if (!dout) return;
       // a ⊙ a: both terms land in the same gradient, one after the other.
-      if (a.requiresGrad) e.dispatch(code, 'mul_backward', params(n, 1), [{ tensor: dout }, { tensor: b }, { tensor: a.gradOrZeros(), write: true }], grid1d(e, n));
-      if (b.requiresGrad) e.dispatch(code, 'mul_backward', params(n, 1), [{ tensor: dout }, { tensor: a }, { tensor: b.gradOrZeros(), write: true }], grid1d(e, n));
+      if (a.requiresGrad)
+        e.dispatch(code, 'mul_backward', params(n, 1), [{ tensor: dout }, { tensor: b }, { tensor: a.gradOrZeros(), write: true }], grid1d(e, n));
+      if (b.requiresGrad)
+        e.dispatch(code, 'mul_backward', params(n, 1), [{ tensor: dout }, { tensor: a }, { tensor: b.gradOrZeros(), write: true }], grid1d(e, n));
     });
   }
   return y;
@@ -41,8 +43,10 @@ export function mulVec(e: Engine, x: Tensor, v: Tensor, name?: string): Tensor {
     e.tape.record('mulvec', () => {
       const dout = y.grad;
       if (!dout) return;
-      if (x.requiresGrad) e.dispatch(code, 'mulvec_backward_x', params(n, C), [{ tensor: dout }, { tensor: v }, { tensor: x.gradOrZeros(), write: true }], grid1d(e, n));
-      if (v.requiresGrad) e.dispatch(code, 'mulvec_backward_v', params(n, C), [{ tensor: dout }, { tensor: x }, { tensor: v.gradOrZeros(), write: true }], grid1d(e, C));
+      if (x.requiresGrad)
+        e.dispatch(code, 'mulvec_backward_x', params(n, C), [{ tensor: dout }, { tensor: v }, { tensor: x.gradOrZeros(), write: true }], grid1d(e, n));
+      if (v.requiresGrad)
+        e.dispatch(code, 'mulvec_backward_v', params(n, C), [{ tensor: dout }, { tensor: x }, { tensor: v.gradOrZeros(), write: true }], grid1d(e, C));
     });
   }
   return y;

@@ -47,24 +47,47 @@ export function roundedF32(x: ArrayLike<number>, dtype: StorageDtype): Float32Ar
  * unpacked on the GPU; split tensors give split f32 copies of their blocks.
  */
 export function toF32(e: Engine, t: Tensor, name = t.name): Tensor {
-  if (t.blocks) return e.splitTensor(t.shape, t.blocks.map((b) => toF32(e, b, name)), name);
+  if (t.blocks)
+    return e.splitTensor(
+      t.shape,
+      t.blocks.map((b) => toF32(e, b, name)),
+      name,
+    );
   const out = e.empty(t.shape, name);
   if (!t.packed) {
     e.copy(out, t);
     return out;
   }
-  e.dispatch(code, 'unpack', params(t.size), [{ tensor: t, packed: true }, { tensor: out, write: true }],
-    grid1d(e, Math.ceil(t.size / 2), 64), { DT: packedConstant(t.dtype) });
+  e.dispatch(
+    code,
+    'unpack',
+    params(t.size),
+    [
+      { tensor: t, packed: true },
+      { tensor: out, write: true },
+    ],
+    grid1d(e, Math.ceil(t.size / 2), 64),
+    { DT: packedConstant(t.dtype) },
+  );
   return out;
 }
 
 /** dst[m, dOff + j] (+)= src[m, sOff + j] for m < M, j < W (row pitches lds, ldd). */
 export function copyColumns(
-  e: Engine, dst: Tensor, src: Tensor, M: number, W: number,
+  e: Engine,
+  dst: Tensor,
+  src: Tensor,
+  M: number,
+  W: number,
   o: { lds: number; sOff: number; ldd: number; dOff: number; accumulate?: boolean },
 ): void {
-  e.dispatch(code, 'copy_cols', params(M, W, o.lds, o.sOff, o.ldd, o.dOff, o.accumulate ? 1 : 0, 0),
-    [{ tensor: src }, { tensor: dst, write: true }], grid1d(e, M * W, 64));
+  e.dispatch(
+    code,
+    'copy_cols',
+    params(M, W, o.lds, o.sOff, o.ldd, o.dOff, o.accumulate ? 1 : 0, 0),
+    [{ tensor: src }, { tensor: dst, write: true }],
+    grid1d(e, M * W, 64),
+  );
 }
 
 /** Rows per block so that one block of a [rows, C] tensor in `dtype` fits `maxBytes` (even rows when packed and C is odd). */
@@ -73,7 +96,7 @@ export function rowsPerBlock(C: number, dtype: StorageDtype, maxBytes: number): 
   let rows = Math.floor(maxBytes / rowBytes);
   if (dtype !== 'f32' && C % 2 === 1) rows -= rows % 2;
   // A packed block of an odd row count with odd C would end mid-word; storageBytes rounds up, so check the real size.
-  while (rows > 1 && ((dtype === 'f32' ? rows * C * 4 : Math.ceil((rows * C) / 2) * 4) > maxBytes)) rows--;
+  while (rows > 1 && (dtype === 'f32' ? rows * C * 4 : Math.ceil((rows * C) / 2) * 4) > maxBytes) rows--;
   if (rows < 1) throw new Error(`rowsPerBlock: one row of ${C} ${dtype} values is larger than ${maxBytes} bytes`);
   return rows;
 }

@@ -67,7 +67,9 @@ export function rmsnormBackwardDwKernel(e: Engine, dw: Tensor, dy: Tensor, x: Te
   const rowsPerChunk = Math.ceil(rows / nChunks);
   if (nChunks === 1) {
     e.dispatch(
-      code, 'rmsnorm_backward_dw_partial', rmsParams(rows, C, 0, rowsPerChunk, 1, 1),
+      code,
+      'rmsnorm_backward_dw_partial',
+      rmsParams(rows, C, 0, rowsPerChunk, 1, 1),
       [{ tensor: dy }, { tensor: x }, { tensor: rstd }, { tensor: dw, write: true }],
       [Math.ceil(C / 64), 1],
     );
@@ -76,7 +78,9 @@ export function rmsnormBackwardDwKernel(e: Engine, dw: Tensor, dy: Tensor, x: Te
   const partial = e.empty([nChunks, C], 'rmsnorm.dw_partial');
   const p = rmsParams(rows, C, 0, rowsPerChunk, nChunks, 0);
   e.dispatch(
-    code, 'rmsnorm_backward_dw_partial', p,
+    code,
+    'rmsnorm_backward_dw_partial',
+    p,
     [{ tensor: dy }, { tensor: x }, { tensor: rstd }, { tensor: partial, write: true }],
     [Math.ceil(C / 64), nChunks],
   );

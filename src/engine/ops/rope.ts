@@ -118,15 +118,18 @@ function cachedInvFreq(e: Engine, D: number, theta: number, scaling: RopeScaling
 
 /** Encode the raw kernel: dst = rope(src) (forward) or dst += rope^T(src) (backward). */
 export function ropeKernel(
-  e: Engine, entry: 'rope_forward' | 'rope_backward', dst: Tensor, src: Tensor, positions: Tensor, invFreq: Tensor,
-  rows: number, H: number, D: number,
+  e: Engine,
+  entry: 'rope_forward' | 'rope_backward',
+  dst: Tensor,
+  src: Tensor,
+  positions: Tensor,
+  invFreq: Tensor,
+  rows: number,
+  H: number,
+  D: number,
 ): void {
   const n = (rows * H * D) / 2;
-  e.dispatch(
-    code, entry, params(n, H, D, D / 2),
-    [{ tensor: src }, { tensor: positions }, { tensor: invFreq }, { tensor: dst, write: true }],
-    grid1d(e, n),
-  );
+  e.dispatch(code, entry, params(n, H, D, D / 2), [{ tensor: src }, { tensor: positions }, { tensor: invFreq }, { tensor: dst, write: true }], grid1d(e, n));
 }
 
 /**
@@ -163,7 +166,13 @@ export function rope(e: Engine, x: Tensor, positions: Tensor, opts: RopeOptions 
  * the f32 inverse frequency (what the GPU and HF compute); cos/sin in float64.
  */
 export function ropeCpu(
-  x: ArrayLike<number>, positions: ArrayLike<number>, B: number, T: number, H: number, D: number, invFreq: ArrayLike<number>,
+  x: ArrayLike<number>,
+  positions: ArrayLike<number>,
+  B: number,
+  T: number,
+  H: number,
+  D: number,
+  invFreq: ArrayLike<number>,
 ): Float64Array {
   const half = D / 2;
   const y = new Float64Array(B * T * H * D);
@@ -172,8 +181,10 @@ export function ropeCpu(
       const o = (r * H + h) * D;
       for (let i = 0; i < half; i++) {
         const angle = Math.fround(Math.fround(positions[r]) * Math.fround(invFreq[i]));
-        const c = Math.cos(angle), s = Math.sin(angle);
-        const a = x[o + i], b = x[o + i + half];
+        const c = Math.cos(angle),
+          s = Math.sin(angle);
+        const a = x[o + i],
+          b = x[o + i + half];
         y[o + i] = a * c - b * s;
         y[o + i + half] = b * c + a * s;
       }

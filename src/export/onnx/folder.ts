@@ -36,10 +36,19 @@ export const COPIED_FILES = ['generation_config.json', 'tokenizer.json', 'tokeni
 const PROTOBUF_LIMIT = 2 ** 31 - 1;
 
 export function parseOnnxWeightTypes(value: unknown): OnnxWeightType[] {
-  const list = value === undefined || value === null ? ['fp32'] : Array.isArray(value) ? value.map(String) : String(value).split(',').map((s) => s.trim()).filter(Boolean);
+  const list =
+    value === undefined || value === null
+      ? ['fp32']
+      : Array.isArray(value)
+        ? value.map(String)
+        : String(value)
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean);
   const known = Object.keys(ONNX_FILE_NAMES);
   for (const t of list) {
-    if (!known.includes(t)) throw new ConfigError(`export_onnx_dtypes: '${t}' is not a weight type; use a comma-separated list of ${known.join(', ')} (fp32 is always written).`);
+    if (!known.includes(t))
+      throw new ConfigError(`export_onnx_dtypes: '${t}' is not a weight type; use a comma-separated list of ${known.join(', ')} (fp32 is always written).`);
   }
   return ['fp32', ...list.filter((t) => t !== 'fp32')] as OnnxWeightType[];
 }
@@ -87,7 +96,15 @@ export function onnxModelFiles(input: OnnxFolderInput): Map<string, Uint8Array> 
       chunks.forEach((data, i) => files.set(`onnx/${base}_data${i === 0 ? '' : `_${i}`}`, data));
       externalChunks[base] = chunks.length;
     }
-    files.set(file, graph.encode({ opset: ONNX_OPSET, irVersion: ONNX_IR_VERSION, name: String(json._name_or_path ?? cfg.modelType), producerVersion: input.producerVersion ?? '' }));
+    files.set(
+      file,
+      graph.encode({
+        opset: ONNX_OPSET,
+        irVersion: ONNX_IR_VERSION,
+        name: String(json._name_or_path ?? cfg.modelType),
+        producerVersion: input.producerVersion ?? '',
+      }),
+    );
   }
   json['transformers.js_config'] = {
     ...(json['transformers.js_config'] as object | undefined),
@@ -107,7 +124,12 @@ export function onnxModelFiles(input: OnnxFolderInput): Map<string, Uint8Array> 
  * relative path (for the CLI's folder and the studio's zip alike). The
  * model's base weights are changed: the caller disposes of it or reloads.
  */
-export async function mergedOnnxFiles(model: LlamaModel, method: AttachedMethod, base: FileSource, weightTypes: readonly OnnxWeightType[] = ['fp32']): Promise<Record<string, Uint8Array>> {
+export async function mergedOnnxFiles(
+  model: LlamaModel,
+  method: AttachedMethod,
+  base: FileSource,
+  weightTypes: readonly OnnxWeightType[] = ['fp32'],
+): Promise<Record<string, Uint8Array>> {
   await method.merge!();
   const weights = new Map<string, HostWeight>();
   for (const [name, t] of model.params) weights.set(name, { shape: t.shape, data: await model.e.read(t) });

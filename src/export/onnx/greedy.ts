@@ -36,7 +36,12 @@ export interface GreedyOptions {
 }
 
 export async function onnxGreedy(ort: OrtModule, session: OrtSession, shape: CacheShape, promptIds: readonly number[], opts: GreedyOptions): Promise<number[]> {
-  const i64 = (v: readonly number[]) => new ort.Tensor('int64', BigInt64Array.from(v, (x) => BigInt(x)), [1, v.length]);
+  const i64 = (v: readonly number[]) =>
+    new ort.Tensor(
+      'int64',
+      BigInt64Array.from(v, (x) => BigInt(x)),
+      [1, v.length],
+    );
   let past: Record<string, OrtTensor> = {};
   for (let l = 0; l < shape.numLayers; l++) {
     for (const kv of ['key', 'value']) {
@@ -55,7 +60,8 @@ export async function onnxGreedy(ort: OrtModule, session: OrtSession, shape: Cac
       ...past,
     });
     const logits = r.logits.data as Float32Array;
-    const V = shape.vocabSize, row = logits.length - V;
+    const V = shape.vocabSize,
+      row = logits.length - V;
     let best = 0;
     for (let v = 1; v < V; v++) if (logits[row + v] > logits[row + best]) best = v;
     out.push(best);

@@ -63,7 +63,9 @@ export function buildDecoderGraph(cfg: ModelConfig, weights: ReadonlyMap<string,
     const w = weights.get(name);
     if (!w) throw new ModelFormatError(`ONNX export: the model has no tensor ${name}. Export a complete LLaMA-family model (config.json and all weights).`);
     if (w.shape.length !== shape.length || w.shape.some((d, i) => d !== shape[i])) {
-      throw new ModelFormatError(`ONNX export: ${name} has shape [${w.shape}], config.json implies [${shape}]. Check that config.json belongs to these weights.`);
+      throw new ModelFormatError(
+        `ONNX export: ${name} has shape [${w.shape}], config.json implies [${shape}]. Check that config.json belongs to these weights.`,
+      );
     }
     return w;
   };
@@ -93,8 +95,7 @@ export function buildDecoderGraph(cfg: ModelConfig, weights: ReadonlyMap<string,
     const x2 = G.op('Slice', [x, G.int64([half]), G.int64([D]), lastAxis]);
     return G.op('Concat', [G.op('Neg', [x2]), x1], { axis: -1 });
   };
-  const rope = (x: string, cos: string, sin: string): string =>
-    G.op('Add', [G.op('Mul', [x, cos]), G.op('Mul', [rotateHalf(x), sin])]);
+  const rope = (x: string, cos: string, sin: string): string => G.op('Add', [G.op('Mul', [x, cos]), G.op('Mul', [rotateHalf(x), sin])]);
 
   // Inputs.
   const inputIds = G.input('input_ids', DataType.INT64, ['batch_size', 'sequence_length']);
@@ -119,12 +120,16 @@ export function buildDecoderGraph(cfg: ModelConfig, weights: ReadonlyMap<string,
   const pos = G.op('Unsqueeze', [G.op('Cast', [positionIds], { to: DataType.FLOAT }), G.int64([2])]);
   const freqs = G.op('Mul', [pos, invFreq]);
   const theta = G.op('Concat', [freqs, freqs], { axis: -1 });
-  const cos = G.op('Cos', [theta]), sin = G.op('Sin', [theta]);
-  const cosK = G.op('Unsqueeze', [cos, G.int64([1])]), sinK = G.op('Unsqueeze', [sin, G.int64([1])]);
-  const cosQ = G.op('Unsqueeze', [cos, G.int64([1, 2])]), sinQ = G.op('Unsqueeze', [sin, G.int64([1, 2])]);
+  const cos = G.op('Cos', [theta]),
+    sin = G.op('Sin', [theta]);
+  const cosK = G.op('Unsqueeze', [cos, G.int64([1])]),
+    sinK = G.op('Unsqueeze', [sin, G.int64([1])]);
+  const cosQ = G.op('Unsqueeze', [cos, G.int64([1, 2])]),
+    sinQ = G.op('Unsqueeze', [sin, G.int64([1, 2])]);
 
   // Mask [B, 1, 1, T, K] (bool): causal over absolute positions, padding, sliding window.
-  const one = G.int64([1], []), zero = G.int64([0], []);
+  const one = G.int64([1], []),
+    zero = G.int64([0], []);
   const T = G.op('Gather', [G.op('Shape', [inputIds]), one], { axis: 0 });
   const K = G.op('Gather', [G.op('Shape', [attentionMask]), one], { axis: 0 });
   const P = G.op('Sub', [K, T]);
@@ -204,9 +209,13 @@ function storeMatrix(G: GraphBuilder, name: string, w: Float32Array, rows: numbe
   for (let c = 0; c < cols; c++) scales[c] = scales[c] > 0 ? scales[c] / 127 : 1;
   const q = new Int8Array(w.length);
   for (let i = 0; i < w.length; i++) q[i] = Math.max(-127, Math.min(127, Math.round(w[i] / scales[i % cols])));
-  return G.op('DequantizeLinear', [
-    G.initializer(`${name}_int8`, DataType.INT8, [rows, cols], q),
-    G.initializer(`${name}_scale`, DataType.FLOAT, [cols], scales),
-    G.initializer(`${name}_zero`, DataType.INT8, [cols], new Int8Array(cols)),
-  ], { axis: 1 });
+  return G.op(
+    'DequantizeLinear',
+    [
+      G.initializer(`${name}_int8`, DataType.INT8, [rows, cols], q),
+      G.initializer(`${name}_scale`, DataType.FLOAT, [cols], scales),
+      G.initializer(`${name}_zero`, DataType.INT8, [cols], new Int8Array(cols)),
+    ],
+    { axis: 1 },
+  );
 }

@@ -143,7 +143,11 @@ function writeTensor(w: Writer, t: TensorValue): void {
     w.bytes(9, t.raw);
     return;
   }
-  for (const [key, value] of [['location', t.external.location], ['offset', String(t.external.offset)], ['length', String(t.external.length)]]) {
+  for (const [key, value] of [
+    ['location', t.external.location],
+    ['offset', String(t.external.offset)],
+    ['length', String(t.external.length)],
+  ]) {
     w.message(13, (e) => {
       e.string(1, key);
       e.string(2, value);
