@@ -26,6 +26,7 @@ import { computeGenerationMetrics } from './generation';
 import { computeGsm8kMetrics, computeSvampMetrics } from './math';
 import { computeQaMetrics } from './qa';
 import { computeRegressionMetrics, type RegressionOptions } from './regression';
+import { normalizeAnswer } from './text';
 
 // The families, for callers that want their detailed results (per-class counts).
 export { computeClassificationMetrics, type ClassificationMetrics } from './classification';
@@ -115,4 +116,27 @@ export function headlineMetric(taskKind: TaskKind | 'gsm8k' | 'svamp' | 'exact_m
     throw new ConfigError(`The ${kind} metrics have no finite '${key}' (keys: ${Object.keys(metrics).join(', ')}).`);
   const value = kind === 'generation' ? v / 100 : kind === 'regression' ? Math.max(0, v) : v;
   return { key, value: Math.min(1, Math.max(0, value)) };
+}
+
+/**
+ * One prediction's verdict in the studio's predictions browser. Math sets are judged
+ * as their metric judges them (the number after '####', the equation's value): their
+ * label is the whole reference answer, so comparing texts would call a right number
+ * wrong. Other sets compare normalised texts; a classification answer that is none
+ * of the label words is invalid.
+ */
+export function predictionVerdict(
+  family: TaskKind | 'gsm8k' | 'svamp' | 'exact_match',
+  labelWords: readonly string[],
+  predict: string,
+  label: string,
+): 'correct' | 'wrong' | 'invalid' {
+  const kind = taskKindOf(family);
+  if (kind === 'math-gsm8k' || kind === 'math-svamp') {
+    const m = metricsFor(kind, [predict], [label]);
+    return m.invalid > 0 ? 'invalid' : m.numeric_accuracy === 1 ? 'correct' : 'wrong';
+  }
+  const p = normalizeAnswer(predict);
+  const words = labelWords.map((w) => normalizeAnswer(w));
+  return words.length && !words.includes(p) ? 'invalid' : p === normalizeAnswer(label) ? 'correct' : 'wrong';
 }

@@ -7,8 +7,8 @@
  */
 import { validateConfig } from '../config/schema';
 import { entryLabelWords } from '../data/entry';
-import { normalizeAnswer } from '../eval/predict';
 import { evalBudget } from '../eval/budget';
+import { predictionVerdict } from '../eval/metrics';
 import { runPredictions } from '../eval/run-predict';
 import { createTrainer } from '../run/experiment';
 import { predictionCosts, writePredictionFiles } from '../run/finish';
@@ -118,12 +118,10 @@ function predictionInfos(sets: readonly PredictionSet[], files: Record<string, s
   const predictions: PredictionInfo[] = [];
   for (const set of sets) {
     const file = files[sets.length > 1 ? `predict_${set.entry.key}/generated_predictions.jsonl` : 'generated_predictions.jsonl'] ?? '';
-    const words = (entryLabelWords(set.entry) ?? []).map((w) => normalizeAnswer(w));
+    const words = entryLabelWords(set.entry) ?? [];
     for (const line of file.split('\n').filter(Boolean)) {
       const row = JSON.parse(line) as { prompt: string; predict: string; label: string };
-      const p = normalizeAnswer(row.predict);
-      const verdict = words.length && !words.includes(p) ? 'invalid' : p === normalizeAnswer(row.label) ? 'correct' : 'wrong';
-      predictions.push({ ...row, verdict });
+      predictions.push({ ...row, verdict: predictionVerdict(set.entry.metric, words, row.predict, row.label) });
     }
   }
   return predictions;

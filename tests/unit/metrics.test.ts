@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { headlineMetric, metricsFor, TASK_KINDS, type TaskKind } from '../../src/eval/metrics';
+import { headlineMetric, metricsFor, predictionVerdict, TASK_KINDS, type TaskKind } from '../../src/eval/metrics';
 import { computeQaMetrics, normalizeQa, qaF1 } from '../../src/eval/qa';
 import { ConfigError } from '../../src/errors';
 
@@ -56,5 +56,22 @@ describe('headlineMetric: PSCP performance P in [0, 1]', () => {
     expect(headlineMetric('regression', { pearson: -0.3 })).toEqual({ key: 'pearson', value: 0 });
     expect(headlineMetric('math-svamp', { numeric_accuracy: 0.25 })).toEqual({ key: 'numeric_accuracy', value: 0.25 });
     expect(() => headlineMetric('classification', { accuracy: 1 })).toThrow(ConfigError);
+  });
+});
+
+describe('predictionVerdict: the predictions browser judges a row as the metric does', () => {
+  it('math rows by their number, not their text (the label is the whole reference answer)', () => {
+    const gold = 'Natalia sold 48/2 = 24 clips in May.\n#### 72';
+    expect(predictionVerdict('gsm8k', [], 'She sold 48 + 24 clips.\n#### 72', gold)).toBe('correct');
+    expect(predictionVerdict('gsm8k', [], '#### 71', gold)).toBe('wrong');
+    expect(predictionVerdict('gsm8k', [], 'seventy-two', gold)).toBe('invalid');
+    expect(predictionVerdict('svamp', [], '( 78.0 - 22.0 )', '( 78.0 - 22.0 ) = 56.0')).toBe('correct');
+    expect(predictionVerdict('svamp', [], '78.0 + 22.0', '( 78.0 - 22.0 ) = 56.0')).toBe('wrong');
+  });
+  it('classification rows by label word; other rows by normalised text', () => {
+    expect(predictionVerdict('classification', ['negative', 'positive'], ' Positive ', 'positive')).toBe('correct');
+    expect(predictionVerdict('classification', ['negative', 'positive'], 'negative', 'positive')).toBe('wrong');
+    expect(predictionVerdict('classification', ['negative', 'positive'], 'great', 'positive')).toBe('invalid');
+    expect(predictionVerdict('generation', [], 'print(x)', 'print(x)')).toBe('correct');
   });
 });
