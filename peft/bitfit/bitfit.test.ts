@@ -274,6 +274,7 @@ describe('bitfit', () => {
       'lr_scheduler_type=constant',
       'warmup_ratio=0',
       'val_size=0',
+      'eval_strategy=no',
       `output_dir=${out}`,
       'max_steps=2',
       'save_steps=2',
