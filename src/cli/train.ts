@@ -89,6 +89,8 @@ export async function runConfig(
   if (!config.do_train && !config.do_predict) throw new ConfigError('Nothing to do: set do_train and/or do_predict to true.');
   // A bad ONNX weight type fails now, not after training.
   if (config.export_merged && config.export_format === 'onnx') parseOnnxWeightTypes(config.export_onnx_dtypes);
+  // Every dataset / eval_dataset key resolves before a model is loaded, a step trained or a folder made.
+  checkDataKeys(config);
   // Before the model loads: a path that cannot hold files fails now, with a sentence (and /proc/<new> never spins).
   const existed = existsSync(out);
   await ensureWritableDir(out, 'output_dir');
@@ -96,8 +98,6 @@ export async function runConfig(
   if (config.do_train && existed && readdirSync(out).some((n) => n !== LOCK_FILE) && !config.overwrite_output_dir && !config.resume_from_checkpoint) {
     throw new ConfigError(`output_dir ${out} is not empty. Set overwrite_output_dir: true, or resume_from_checkpoint: true to continue it.`);
   }
-  // Every dataset / eval_dataset key resolves before a model is loaded or a step trained.
-  checkDataKeys(config);
   // Predict-only with an adapter: the adapter says which method and options it was trained with.
   const record = !config.do_train && config.adapter_name_or_path ? await adapterRecord(config, log) : null;
   if (record) config = record.config;
