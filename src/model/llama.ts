@@ -330,6 +330,15 @@ export class LlamaModel {
    * advance together (left-pad prompts of different lengths, mask 0).
    */
   forward(ids: Int32Array, B: number, opts: ForwardOptions = {}): Tensor {
+    return this.head(this.hidden(ids, B, opts));
+  }
+
+  /**
+   * The final-normed hidden states [B, T, C] of the real tokens: what the head
+   * reads. forward = head(hidden); a loss over a vocabulary too large for one
+   * binding runs the head on a few rows at a time.
+   */
+  hidden(ids: Int32Array, B: number, opts: ForwardOptions = {}): Tensor {
     const e = this.e,
       cfg = this.config;
     const T0 = ids.length / B;
@@ -468,8 +477,12 @@ export class LlamaModel {
     }
     if (cache) cache.length = S;
     if (virtual > 0) x = sliceSeq(e, x, B, T, virtual, T0, C);
-    x = this.norm('model.norm', x, ctx);
-    const head = this.stored(this.config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
-    return matmul(e, x, head, { transB: true, name: 'logits' }).reshape([B, T0, cfg.vocabSize]);
+    return this.norm('model.norm', x, ctx);
+  }
+
+  /** Logits [..., V] of final-normed hidden states [..., C] (the tied or own head, row blocks included). */
+  head(x: Tensor): Tensor {
+    const w = this.stored(this.config.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+    return matmul(this.e, x, w, { transB: true, name: 'logits' }).reshape([...x.shape.slice(0, -1), this.config.vocabSize]);
   }
 }

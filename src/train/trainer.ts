@@ -14,7 +14,7 @@ import type { Engine } from '../engine/engine';
 import { Tape } from '../engine/tape';
 import type { Tensor } from '../engine/tensor';
 import { adamwStep, clipCoefficient, sumSquares } from '../engine/ops/adamw';
-import { crossEntropy } from '../engine/ops/cross_entropy';
+import { languageModelLoss } from './loss';
 import { accumulateKernel } from '../engine/ops/add';
 import { PeftStudioError } from '../errors';
 import type { AttachedMethod, TrainableParam } from '../methods/types';
@@ -239,8 +239,11 @@ export class Trainer {
           // Dropout masks are functions of (seed, micro-batch, call site): nothing a restart loses.
           const tape = new Tape({ seed: o.seed, microBatch: k * o.gradAccum + i });
           this.e.tape = tape;
-          const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds, gradientCheckpointing: o.gradientCheckpointing });
-          const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
+          const loss = languageModelLoss(this.e, this.model, mb, {
+            attentionMask: mb.mask,
+            taskIds: mb.taskIds,
+            gradientCheckpointing: o.gradientCheckpointing,
+          });
           this.e.tape = null;
           if (D > 0) tape.backward(loss, 1 / D);
           accumulateKernel(this.e, lossSum, loss, 1);
@@ -368,8 +371,7 @@ export class Trainer {
       if (opts.signal?.aborted) return NaN;
       const mb = collateShifted(examples.slice(i, i + this.opts.batchSize), this.opts.padId);
       this.e.beginScope();
-      const logits = this.model.forward(mb.ids, mb.B, { attentionMask: mb.mask, taskIds: mb.taskIds });
-      const loss = crossEntropy(this.e, logits.reshape([mb.B * mb.T, this.model.config.vocabSize]), mb.targets, { reduction: 'sum' });
+      const loss = languageModelLoss(this.e, this.model, mb, { attentionMask: mb.mask, taskIds: mb.taskIds });
       total += (await this.e.read(loss))[0];
       this.e.endScope();
       count += mb.valid;
