@@ -215,13 +215,19 @@ export class IdbRunStore implements RunStore {
     return out;
   }
 
-  /** Replace the log (resume: the checkpoint's log_history is the truth). */
+  /**
+   * Replace the log (resume: the checkpoint's log_history is the truth). The new
+   * chunks overwrite the old ones before the surplus goes, so a reader at any
+   * moment (the page reloads the log while a resumed run starts) sees the old log
+   * or the new one chunk by chunk, never an empty one.
+   */
   async writeLog(lines: string[]): Promise<void> {
-    await this.kv.del(`log:${this.runId}`);
-    for (const n of await this.chunks()) await this.kv.del(this.logKey(n));
+    const old = await this.chunks();
     const total = lines.reduce((a, l) => a + l.length, 0);
     let n = 0;
     for (let i = 0; i < lines.length; i += LOG_CHUNK, n++) await put(this.kv, this.logKey(n), lines.slice(i, i + LOG_CHUNK), total, 'the training log');
+    await this.kv.del(`log:${this.runId}`);
+    for (const k of old) if (k >= n) await this.kv.del(this.logKey(k));
     this.tail = lines.length ? { n: n - 1, lines: lines.slice((n - 1) * LOG_CHUNK) } : { n: 0, lines: [] };
   }
 
