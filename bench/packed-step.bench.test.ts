@@ -17,6 +17,7 @@ import { readConfig, readWeights, modelFromWeights } from '../src/model/load';
 import { resolveMethod } from '../src/methods/registry';
 import { seededRandom } from '../src/model/generate';
 import { Trainer } from '../src/train/trainer';
+import { benchTrainOptions } from '../src/cli/bench';
 import { MemoryRunStore } from '../src/train/store';
 import { testHubRoot } from '../tests/helpers/hub-server';
 
@@ -39,34 +40,7 @@ test('stories260K LoRA step: f32 base vs packed BF16 base', async () => {
   for (const s of setups) await s.method.ready;
   for (let r = 0; r <= ROUNDS; r++) {
     for (const s of setups) {
-      const trainer = new Trainer(
-        e,
-        s.model,
-        s.method,
-        examples,
-        [],
-        {
-          batchSize: B,
-          gradAccum: 1,
-          learningRate: 1e-4,
-          weightDecay: 0,
-          beta1: 0.9,
-          beta2: 0.999,
-          eps: 1e-8,
-          epochs: 1,
-          maxSteps: 1,
-          scheduler: 'constant',
-          warmupRatio: 0,
-          warmupSteps: 0,
-          loggingSteps: 1000,
-          saveSteps: 0,
-          evalSteps: 0,
-          maxGradNorm: 1,
-          seed: 1,
-          padId: 0,
-        },
-        new MemoryRunStore(),
-      );
+      const trainer = new Trainer(e, s.model, s.method, examples, [], benchTrainOptions(B, 1), new MemoryRunStore());
       e.pool.resetPeak();
       const t0 = performance.now();
       await trainer.run({});

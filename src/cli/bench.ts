@@ -30,7 +30,7 @@ import { svdTopR } from '../methods/svd';
 import { MatmulTuner, adapterKey, type TuneEntry } from '../engine/matmul-tune';
 import { matmulVariants } from '../engine/ops/matmul';
 import { seededRandom } from '../model/generate';
-import { Trainer, collateShifted } from '../train/trainer';
+import { Trainer, collateShifted, type TrainOptions } from '../train/trainer';
 import { MemoryRunStore } from '../train/store';
 
 export interface BenchOptions {
@@ -136,35 +136,7 @@ async function trainStep(
   const residentBytes = e.pool.inUse;
   const stamps: number[] = [];
   const warm = so.noWarmup ? 0 : 1;
-  const trainer = new Trainer(
-    e,
-    model,
-    attached,
-    examples,
-    [],
-    {
-      batchSize: B,
-      gradAccum: 1,
-      learningRate: 1e-4,
-      weightDecay: 0,
-      beta1: 0.9,
-      beta2: 0.999,
-      eps: 1e-8,
-      epochs: 1,
-      maxSteps: steps + warm,
-      scheduler: 'constant',
-      warmupRatio: 0,
-      warmupSteps: 0,
-      loggingSteps: 1000,
-      saveSteps: 0,
-      evalSteps: 0,
-      maxGradNorm: 1,
-      seed: 1,
-      padId: 0,
-      gradientCheckpointing: so.gradientCheckpointing,
-    },
-    new MemoryRunStore(),
-  );
+  const trainer = new Trainer(e, model, attached, examples, [], benchTrainOptions(B, steps + warm, so.gradientCheckpointing), new MemoryRunStore());
   const estimate = estimateTrainingBytes(summaryOf(model), {
     trainable: trainer.trainableCount(),
     batch: B,
@@ -203,35 +175,7 @@ async function encodedStepPeak(e: Engine, model: LlamaModel, ids: Int32Array, B:
     return { inputIds: x, labels: x };
   });
   // The trainer's constructor allocates the AdamW moments, as in a real step.
-  const trainer = new Trainer(
-    e,
-    model,
-    attached,
-    examples,
-    [],
-    {
-      batchSize: B,
-      gradAccum: 1,
-      learningRate: 1e-4,
-      weightDecay: 0,
-      beta1: 0.9,
-      beta2: 0.999,
-      eps: 1e-8,
-      epochs: 1,
-      maxSteps: 1,
-      scheduler: 'constant',
-      warmupRatio: 0,
-      warmupSteps: 0,
-      loggingSteps: 1000,
-      saveSteps: 0,
-      evalSteps: 0,
-      maxGradNorm: 1,
-      seed: 1,
-      padId: 0,
-      gradientCheckpointing: gc,
-    },
-    new MemoryRunStore(),
-  );
+  const trainer = new Trainer(e, model, attached, examples, [], benchTrainOptions(B, 1, gc), new MemoryRunStore());
   const estimate = estimateTrainingBytes(summaryOf(model), { trainable: trainer.trainableCount(), batch: B, seq: T, recompute: gc, residentBytes });
   e.pool.resetPeak();
   const mb = collateShifted(examples, 0);
@@ -728,5 +672,30 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     results,
     ...(autotune ? { matmul_autotune_ms: autotune } : {}),
     svd_cpu_ms_smollm2_layers: svdTiming(),
+  };
+}
+
+/** The trainer settings of a bench step: AdamW at a constant 1e-4, no logging, checkpoints or evaluation. */
+export function benchTrainOptions(batchSize: number, maxSteps: number, gradientCheckpointing = false): TrainOptions {
+  return {
+    batchSize,
+    gradAccum: 1,
+    learningRate: 1e-4,
+    weightDecay: 0,
+    beta1: 0.9,
+    beta2: 0.999,
+    eps: 1e-8,
+    epochs: 1,
+    maxSteps,
+    scheduler: 'constant',
+    warmupRatio: 0,
+    warmupSteps: 0,
+    loggingSteps: 1000,
+    saveSteps: 0,
+    evalSteps: 0,
+    maxGradNorm: 1,
+    seed: 1,
+    padId: 0,
+    gradientCheckpointing,
   };
 }
