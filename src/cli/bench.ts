@@ -50,6 +50,12 @@ export interface BenchOptions {
    * caller exits the process afterwards (the GPU work is abandoned).
    */
   memoryOnlyStep?: number;
+  /**
+   * Only step N of a file shape's `steps` (the full timed step, not memory
+   * only): one step of a 1B shape takes tens of minutes on SwiftShader, so
+   * each can run as its own process.
+   */
+  onlyStep?: number;
 }
 
 interface BenchCase {
@@ -459,6 +465,7 @@ async function benchShapeFile(
   log: (s: string) => void,
   onStep: (partial: Record<string, unknown>) => Promise<void>,
   memoryOnlyStep?: number,
+  onlyStep?: number,
 ) {
   const torchDtype = String((JSON.parse(configText) as { torch_dtype?: unknown }).torch_dtype ?? 'float32');
   if (!['float32', 'float16', 'bfloat16'].includes(torchDtype))
@@ -492,7 +499,12 @@ async function benchShapeFile(
   );
   const tinyIds = ids.map((x) => x % 512);
   const memoryOnly = memoryOnlyStep !== undefined;
-  for (const [method, gc] of memoryOnly ? [] : shape.steps) {
+  for (const i of [memoryOnlyStep, onlyStep]) {
+    if (i !== undefined && !shape.steps[i])
+      throw new ConfigError(`bench: shape ${name} has ${shape.steps.length} steps (0-${shape.steps.length - 1} in bench/bench.json); there is no step ${i}.`);
+  }
+  const chosen = onlyStep === undefined ? shape.steps : [shape.steps[onlyStep]];
+  for (const [method, gc] of memoryOnly ? [] : chosen) {
     const model = modelFromWeights(e, tiny, randomHostWeights(tiny), { baseDtype: torchDtype as BaseDtype });
     try {
       await trainStep(e, model, tinyIds, B, T, 1, spec.methods[method] ?? {}, { gradientCheckpointing: gc, noWarmup: true });
@@ -504,7 +516,7 @@ async function benchShapeFile(
   }
   const steps: Record<string, unknown>[] = [];
   let params = 0;
-  for (const [method, gc] of memoryOnly ? [shape.steps[memoryOnlyStep!]] : shape.steps) {
+  for (const [method, gc] of memoryOnly ? [shape.steps[memoryOnlyStep!]] : chosen) {
     const config = spec.methods[method];
     if (!config) throw new ConfigError(`bench/bench.json: shape ${name} names method '${method}', which is not in "methods".`);
     e.pool.trim();
@@ -654,7 +666,7 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     const configText = readFileSync(benchFile(`${name}.config.json`), 'utf8');
     const cfg = parseModelConfig(JSON.parse(configText), `bench/${name}.config.json`);
     if (shape.file) {
-      results.push(await benchShapeFile(e, spec, name, configText, cfg, shape, log, partial, opts.memoryOnlyStep));
+      results.push(await benchShapeFile(e, spec, name, configText, cfg, shape, log, partial, opts.memoryOnlyStep, opts.onlyStep));
       await partial();
       continue;
     }

@@ -47,7 +47,7 @@ Commands:
   generate  --model <dir|repo> --prompt "<text>" [--adapter <dir>] [--max-new-tokens 64] [--temperature 0]
             [--top-k K] [--top-p P] [--seed S] [--ids]
             Greedy when the temperature is 0. --ids prints the generated token ids as JSON too.
-  bench     [--out bench.json] [--steps N] [--only stories260K,smollm2-135m,qwen2.5-0.5b,llama3.2-1b] [--memory-only-step N]
+  bench     [--out bench.json] [--steps N] [--only stories260K,smollm2-135m,qwen2.5-0.5b,llama3.2-1b] [--memory-only-step N] [--step N]
             Forward, forward+backward and LoRA training-step throughput, peak GPU memory.
   methods   Installed methods: built-in and plug-ins (from PEFT_DIR / --peft-dir), with their source folders.
   methods --counts [config.yaml] [key=value ...] [--model <dir|repo>] [--json]
@@ -162,6 +162,7 @@ export async function main(argvIn: string[]): Promise<number> {
       ids: { type: 'boolean' },
       only: { type: 'string' },
       'memory-only-step': { type: 'string' },
+      step: { type: 'string' },
       adapter: { type: 'string' },
     },
     strict: true,
@@ -235,7 +236,13 @@ export async function main(argvIn: string[]): Promise<number> {
       // The file is rewritten after every model and every step of the large shapes, so a run stopped by a time limit keeps what it measured.
       const partial = values.out ? (r: unknown) => writeOut(values.out!, JSON.stringify(r, null, 2) + '\n') : undefined;
       const memoryOnlyStep = values['memory-only-step'] === undefined ? undefined : num('memory-only-step', 0, 0, 100);
-      const result = await runBench(e, { steps: num('steps', 5, 1, 1000), only: values.only?.split(','), onPartial: partial, memoryOnlyStep });
+      const result = await runBench(e, {
+        steps: num('steps', 5, 1, 1000),
+        only: values.only?.split(','),
+        onPartial: partial,
+        memoryOnlyStep,
+        onlyStep: values.step === undefined ? undefined : num('step', 0, 0, 100),
+      });
       if (memoryOnlyStep !== undefined) {
         // The encoded step is still queued on the GPU: report and leave without waiting for it.
         const json = JSON.stringify(result, null, 2);
