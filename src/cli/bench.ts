@@ -15,7 +15,6 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync, s
 import path from 'node:path';
 import type { Engine } from '../engine/engine';
 import { Tape } from '../engine/tape';
-import { crossEntropy } from '../engine/ops/cross_entropy';
 import { KernelTimer } from '../gpu/timer';
 import { LocalFolderSource } from '../hub/node';
 import { parseModelConfig, type ModelConfig } from '../model/config';
@@ -32,6 +31,7 @@ import { matmulVariants } from '../engine/ops/matmul';
 import { seededRandom } from '../model/generate';
 import { Trainer, collateShifted, type TrainOptions } from '../train/trainer';
 import { MemoryRunStore } from '../train/store';
+import { languageModelLoss } from '../train/loss';
 
 export interface BenchOptions {
   steps: number;
@@ -188,8 +188,7 @@ async function encodedStepPeak(e: Engine, model: LlamaModel, ids: Int32Array, B:
   e.beginScope();
   const tape = new Tape({ seed: 1, microBatch: 0 });
   e.tape = tape;
-  const logits = model.forward(mb.ids, mb.B, { attentionMask: mb.mask, gradientCheckpointing: gc });
-  const loss = crossEntropy(e, logits.reshape([mb.B * mb.T, model.config.vocabSize]), mb.targets, { reduction: 'sum' });
+  const loss = languageModelLoss(e, model, mb, { attentionMask: mb.mask, gradientCheckpointing: gc });
   e.tape = null;
   tape.backward(loss, 1 / mb.valid);
   e.flush();
@@ -351,6 +350,7 @@ async function benchModel(e: Engine, spec: BenchSpec, name: string, model: Llama
   for (let i = 0; i < ids.length; i++) ids[i] = (i * 7919 + 3) % V;
   const labels = new Int32Array(B * T);
   for (let i = 0; i < labels.length; i++) labels[i] = (i + 1) % T === 0 ? -100 : ids[i + 1];
+  const labelled = labels.filter((y) => y !== -100).length;
 
   e.pool.resetPeak();
   const fwdMs = await timeSteps(e, steps, () => {
@@ -366,10 +366,9 @@ async function benchModel(e: Engine, spec: BenchSpec, name: string, model: Llama
     e.beginScope();
     const tape = new Tape();
     e.tape = tape;
-    const logits = model.forward(ids, B);
-    const loss = crossEntropy(e, logits.reshape([B * T, V]), labels);
+    const loss = languageModelLoss(e, model, { ids, targets: labels, B, T });
     e.tape = null;
-    tape.backward(loss);
+    tape.backward(loss, 1 / labelled);
     e.endScope();
     for (const p of model.params.values()) {
       p.grad?.dispose();

@@ -23,6 +23,7 @@ import { nodeGpu, nodeTuneStore } from '../gpu/node';
 import { Engine } from '../engine/engine';
 import { loadModel } from '../model/load';
 import { generate } from '../model/generate';
+import { lastPositionLogits } from '../model/logits';
 import { sourceFor, trustEndpoint } from '../hub/node';
 import { ConfigError, NonFiniteOutputError, PeftStudioError } from '../errors';
 import { runBench } from './bench';
@@ -189,11 +190,7 @@ export async function main(argvIn: string[]): Promise<number> {
       const { model, tokenizer } = await loadModel(e, source, { onProgress: progressBar() });
       if (values.adapter) await attachAdapterFolder(e, model, values.adapter, values.endpoint);
       const ids = tokenizer!.encode(values.text);
-      e.beginScope();
-      const logits = model.forward(Int32Array.from(ids), 1);
-      const V = model.config.vocabSize;
-      const last = await e.readRegion(logits, (ids.length - 1) * V, V);
-      e.endScope();
+      const last = await lastPositionLogits(model, Int32Array.from(ids), 1);
       const bad = last.findIndex((x) => !Number.isFinite(x));
       if (bad >= 0) {
         const nan = last.filter((x) => Number.isNaN(x)).length;

@@ -12,6 +12,7 @@
  * make the whole result NaN); `count` says how many examples were averaged.
  * Argmax ties go to the lowest token id (torch.argmax's first maximum).
  */
+import { argmaxCpu } from '../engine/ops/argmax';
 import { PeftStudioError } from '../errors';
 
 export const IGNORE_INDEX = -100;
@@ -22,18 +23,8 @@ export interface TokenAccuracy {
   count: number;
 }
 
-/** Row-wise argmax of logits [rows, vocab] (first maximum on ties). */
-export function argmaxRows(logits: ArrayLike<number>, rows: number, vocab: number): Int32Array {
-  if (logits.length !== rows * vocab) throw new RangeError(`argmaxRows: ${logits.length} logits for ${rows} rows × ${vocab}`);
-  const out = new Int32Array(rows);
-  for (let r = 0; r < rows; r++) {
-    const o = r * vocab;
-    let best = 0;
-    for (let v = 1; v < vocab; v++) if (logits[o + v] > logits[o + best]) best = v;
-    out[r] = best;
-  }
-  return out;
-}
+/** Row-wise argmax of logits [rows, vocab] on the host (first maximum on ties): the GPU op's reference. */
+export const argmaxRows = argmaxCpu;
 
 /**
  * predIds[b][t] = argmax of the logits at position t of example b; labels[b]

@@ -5,6 +5,7 @@
  * the k largest, then the smallest set whose probability reaches p.
  */
 import type { LlamaModel } from './llama';
+import { lastPositionLogits } from './logits';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -69,19 +70,11 @@ export async function generate(model: LlamaModel, promptIds: number[], opts: Gen
   const rand = seededRandom(opts.seed ?? 0);
   const stop = new Set(opts.stopIds ?? []);
   const out: number[] = [];
-  const V = model.config.vocabSize;
   try {
     let input = Int32Array.from(promptIds);
     for (let step = 0; step < opts.maxNewTokens; step++) {
       if (opts.signal?.aborted) break;
-      e.beginScope();
-      let last: Float32Array;
-      try {
-        const logits = model.forward(input, 1, { cache });
-        last = await e.readRegion(logits, (input.length - 1) * V, V);
-      } finally {
-        e.endScope();
-      }
+      const last = await lastPositionLogits(model, input, 1, { cache });
       const id = sampleToken(last, opts, rand);
       out.push(id);
       opts.onToken?.(id);
@@ -139,21 +132,11 @@ export async function generateBatch(model: LlamaModel, prompts: number[][], opts
   const done = new Array<boolean>(B).fill(false);
   try {
     let input = ids,
-      inputMask = mask,
-      T = L;
+      inputMask = mask;
     for (let step = 0; step < opts.maxNewTokens && done.includes(false); step++) {
       if (opts.signal?.aborted) break;
-      e.beginScope();
-      let last: Float32Array;
-      try {
-        const logits = model.forward(input, B, { cache, attentionMask: inputMask, taskIds: opts.taskIds });
-        // The last position of every sequence, gathered into one buffer: one readback per step.
-        const rows = e.empty([B, V], 'generate.last');
-        for (let b = 0; b < B; b++) e.copyRegion(rows, b * V, logits, (b * T + T - 1) * V, V);
-        last = await e.read(rows);
-      } finally {
-        e.endScope();
-      }
+      // Left padding: every sequence's last position is the batch's last.
+      const last = await lastPositionLogits(model, input, B, { cache, attentionMask: inputMask, taskIds: opts.taskIds });
       const next = new Int32Array(B);
       for (let b = 0; b < B; b++) {
         if (done[b]) {
@@ -167,7 +150,6 @@ export async function generateBatch(model: LlamaModel, prompts: number[][], opts
       }
       input = next;
       inputMask = new Int32Array(B).fill(1);
-      T = 1;
     }
   } finally {
     cache.dispose();

@@ -12,9 +12,9 @@
 import type { Engine } from '../engine/engine';
 import type { Tensor } from '../engine/tensor';
 import { add } from '../engine/ops/add';
-import { sliceSeq } from '../engine/ops/concat';
 import { crossEntropy } from '../engine/ops/cross_entropy';
 import type { ForwardOptions, LlamaModel } from '../model/llama';
+import { forEachLogitChunk } from '../model/logits';
 
 export interface LossBatch {
   ids: Int32Array;
@@ -23,24 +23,12 @@ export interface LossBatch {
   T: number;
 }
 
-/** Rows of logits [rows, V] that fit one binding (at least 1). */
-export function logitRowsPerBinding(e: Engine, vocabSize: number): number {
-  return Math.max(1, Math.floor(e.maxBindingBytes / (vocabSize * 4)));
-}
-
 export function languageModelLoss(e: Engine, model: LlamaModel, mb: LossBatch, opts: ForwardOptions = {}): Tensor {
-  const V = model.config.vocabSize,
-    C = model.config.hiddenSize,
-    N = mb.B * mb.T;
-  const rows = logitRowsPerBinding(e, V);
-  if (rows >= N) return crossEntropy(e, model.forward(mb.ids, mb.B, opts).reshape([N, V]), mb.targets, { reduction: 'sum' });
-  const x = model.hidden(mb.ids, mb.B, opts).reshape([1, N, C]);
   let loss: Tensor | null = null;
-  for (let start = 0; start < N; start += rows) {
-    const len = Math.min(rows, N - start);
-    const logits = model.head(sliceSeq(e, x, 1, N, start, len, C)).reshape([len, V]);
+  forEachLogitChunk(model, model.hidden(mb.ids, mb.B, opts), (logits, start, len) => {
     const part = crossEntropy(e, logits, mb.targets.subarray(start, start + len), { reduction: 'sum' });
     loss = loss ? add(e, loss, part) : part;
-  }
+    return loss;
+  });
   return loss!;
 }

@@ -8,7 +8,8 @@ import { LocalFolderSource } from '../../src/hub/node';
 import { loadModel } from '../../src/model/load';
 import type { LlamaModel } from '../../src/model/llama';
 import { seededRandom } from '../../src/model/generate';
-import { languageModelLoss, logitRowsPerBinding } from '../../src/train/loss';
+import { languageModelLoss } from '../../src/train/loss';
+import { logitRowsPerBinding } from '../../src/model/logits';
 import { lora } from '../../peft/lora/method';
 
 let e: Engine;
