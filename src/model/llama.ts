@@ -328,6 +328,8 @@ export class LlamaModel {
    * Logits [B, T, V] for token ids [B*T] (virtual tokens are not in the
    * logits). With a cache, the new tokens are appended to it; all sequences
    * advance together (left-pad prompts of different lengths, mask 0).
+   * [B*T, V] in one tensor: consumers that read some rows, or a vocabulary
+   * beyond one binding, go through src/model/logits.ts.
    */
   forward(ids: Int32Array, B: number, opts: ForwardOptions = {}): Tensor {
     return this.head(this.hidden(ids, B, opts));
@@ -335,8 +337,8 @@ export class LlamaModel {
 
   /**
    * The final-normed hidden states [B, T, C] of the real tokens: what the head
-   * reads. forward = head(hidden); a loss over a vocabulary too large for one
-   * binding runs the head on a few rows at a time.
+   * reads. forward = head(hidden); generation, scoring and the loss take the
+   * rows they need and run the head on chunks of one binding (./logits.ts).
    */
   hidden(ids: Int32Array, B: number, opts: ForwardOptions = {}): Tensor {
     const e = this.e,
