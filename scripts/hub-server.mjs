@@ -11,13 +11,15 @@
  * segment. HEAD, Content-Length, single Range requests, 404 for anything
  * missing, no "..", 127.0.0.1 only, CORS for browser tests.
  *
- * Every request is logged; tests read the log through the returned object or
- * over HTTP: GET /__hub/requests (JSON), DELETE /__hub/requests (reset).
+ * Every request is logged (method, path, status, Range header, body bytes
+ * sent); tests read the log through the returned object or over HTTP:
+ * GET /__hub/requests (JSON), DELETE /__hub/requests (reset).
  *
  * Fault injection, for the download tests: `fault({ match, kind, ... })` on
  * the returned object, or POST /__hub/faults with the same JSON (DELETE
  * clears them). Each fault hits the next `times` (default 1) GET requests
- * whose path contains `match`:
+ * whose path contains `match` (with `whole: true`, only those without a
+ * Range header: a download, not a ranged read):
  *   status    answer `status` (e.g. 503) with a short text body
  *   html      answer 200 text/html with a login page instead of the file
  *   stall     send the headers and `afterBytes` bytes, then nothing (the connection stays open)
@@ -90,18 +92,18 @@ function parseRange(header, size) {
 
 /**
  * @param {{root?: string, port?: number, host?: string, quiet?: boolean}} [opts]
- * @returns {Promise<{url: string, port: number, root: string, requests: {method: string, path: string, status: number, range?: string}[], count: (match?: string | RegExp | ((r: {method: string, path: string}) => boolean)) => number, reset: () => void, close: () => Promise<void>}>}
+ * @returns {Promise<{url: string, port: number, root: string, requests: {method: string, path: string, status: number, range?: string, bytes: number}[], count: (match?: string | RegExp | ((r: {method: string, path: string}) => boolean)) => number, reset: () => void, close: () => Promise<void>}>}
  */
 export function startHubServer(opts = {}) {
   const root = path.resolve(opts.root ?? process.env.HUB_DIR ?? defaultHubRoot());
   const host = opts.host ?? '127.0.0.1';
-  /** @type {{method: string, path: string, status: number, range?: string}[]} */
+  /** @type {{method: string, path: string, status: number, range?: string, bytes: number}[]} */
   const requests = [];
-  /** @type {{match: string, kind: string, status?: number, afterBytes?: number, times?: number}[]} */
+  /** @type {{match: string, kind: string, status?: number, afterBytes?: number, times?: number, whole?: boolean}[]} */
   const faults = [];
   /** The first pending fault for a GET of this path (consumed). */
-  const takeFault = (pathname) => {
-    const f = faults.find((x) => pathname.includes(x.match) && (x.times ?? 1) > 0);
+  const takeFault = (pathname, ranged) => {
+    const f = faults.find((x) => pathname.includes(x.match) && (x.times ?? 1) > 0 && !(x.whole && ranged));
     if (!f) return null;
     f.times = (f.times ?? 1) - 1;
     return f;
@@ -155,18 +157,21 @@ export function startHubServer(opts = {}) {
       });
     }
 
-    const entry = { method: req.method ?? 'GET', path: pathname, status: 0 };
+    const entry = { method: req.method ?? 'GET', path: pathname, status: 0, bytes: 0 };
     if (req.headers.range) entry.range = req.headers.range;
     requests.push(entry);
     const send = (status, headers, body) => {
       entry.status = status;
+      if (body && req.method !== 'HEAD') entry.bytes += Buffer.byteLength(body);
       finish(status, headers, body);
     };
+    /** File bytes piped into the response, counted as they are read. */
+    const count = (stream) => stream.on('data', (d) => (entry.bytes += d.length));
 
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(405, { Allow: 'GET, HEAD, OPTIONS' });
     const file = resolveHubPath(root, pathname);
     if (!file) return send(404, { 'Content-Type': 'text/plain', 'X-Error-Code': 'EntryNotFound' }, 'Entry not found');
-    const fault = req.method === 'GET' ? takeFault(pathname) : null;
+    const fault = req.method === 'GET' ? takeFault(pathname, !!req.headers.range) : null;
     if (fault) entry.fault = fault.kind;
     if (fault?.kind === 'status') return send(fault.status ?? 503, { 'Content-Type': 'text/plain' }, 'Service temporarily unavailable');
     if (fault?.kind === 'html') {
@@ -188,7 +193,8 @@ export function startHubServer(opts = {}) {
       let start = 0;
       let end = st.size - 1;
       const headers = { ...common };
-      if (req.headers.range && fault?.kind !== 'norange') {
+      const ifRange = req.headers['if-range'];
+      if (req.headers.range && fault?.kind !== 'norange' && (!ifRange || ifRange === common.ETag)) {
         const r = parseRange(req.headers.range, st.size);
         if (r === 'unsatisfiable') return send(416, { ...common, 'Content-Range': `bytes */${st.size}` });
         if (r) {
@@ -204,7 +210,7 @@ export function startHubServer(opts = {}) {
       if (fault?.kind === 'stall' || fault?.kind === 'truncate') {
         // Part of the body, then silence (stall) or a dropped connection (truncate).
         const n = Math.min(fault.afterBytes ?? 0, end - start + 1);
-        const part = n > 0 ? fs.createReadStream(file, { start, end: start + n - 1 }) : null;
+        const part = n > 0 ? count(fs.createReadStream(file, { start, end: start + n - 1 })) : null;
         const after = () => (fault.kind === 'truncate' ? res.destroy() : undefined);
         if (!part) return after();
         part.on('error', () => res.destroy());
@@ -212,7 +218,7 @@ export function startHubServer(opts = {}) {
         part.pipe(res, { end: false });
         return;
       }
-      const stream = fs.createReadStream(file, { start, end });
+      const stream = count(fs.createReadStream(file, { start, end }));
       stream.on('error', () => res.destroy());
       stream.pipe(res);
     });

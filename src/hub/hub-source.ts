@@ -17,10 +17,18 @@
  * bodies are retried a few times with exponential backoff, and where the
  * server honours Range the retry asks only for the missing bytes (If-Range
  * with the ETag, so a file that changed meanwhile is fetched whole again).
+ * See ./transfer.ts.
+ *
+ * Weights never need to be in memory whole: readRange reads part of a file
+ * (from the cache when it holds the file, else with an HTTP Range request),
+ * and readRanges streams the parts of a file a loader wants in one pass,
+ * writing the whole file into the cache on the way and resuming a download
+ * an earlier process left half done (the cache's partial record).
  */
 import { ConfigError, HubError } from '../errors';
-import { cacheKey, type FileCache } from './cache';
+import { cacheKey, type CacheWriter, type FileCache } from './cache';
 import { concat, fileTooLarge, validateFilePath, validateRepoId, type FileSource, type GetOptions, type ProgressCallback } from './source';
+import { HttpBody, type TransferHost } from './transfer';
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
 
@@ -46,29 +54,6 @@ export interface HubSourceOptions {
 }
 
 export const DEFAULT_STALL_TIMEOUT_MS = 30_000;
-
-/** HTTP statuses worth another try: the server or a proxy is overloaded or restarting. */
-const TRANSIENT = new Set([408, 429, 500, 502, 503, 504]);
-
-/** One failed attempt that may be retried; `final` is the error to throw when no retry is left. */
-class Attempt extends Error {
-  constructor(
-    readonly final: Error,
-    readonly retryAfterMs = 0,
-  ) {
-    super(final.message);
-  }
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Whether bytes of a file that is not a web page are an HTML document (a login or error page served in its place). */
-function looksLikeHtml(path: string, head: Uint8Array, contentType: string | null): boolean {
-  if (/\.html?$/i.test(path)) return false;
-  if (contentType && /^\s*text\/html\b/i.test(contentType)) return true;
-  const text = new TextDecoder().decode(head.subarray(0, 256)).trimStart().toLowerCase();
-  return text.startsWith('<!doctype html') || text.startsWith('<html');
-}
 
 /** Hosts whose traffic never leaves the machine: plain http to them cannot leak a token. */
 export function isLoopbackHost(hostname: string): boolean {
@@ -122,6 +107,10 @@ export class HubSource implements FileSource {
   readonly stallTimeoutMs: number;
   private readonly retries: number;
   private readonly retryDelayMs: number;
+  /** What HttpBody uses of this source. */
+  private readonly transfer: TransferHost;
+  /** ETag and size of each file as readRange last saw them on the server. */
+  private readonly seen = new Map<string, { etag: string | null; size: number }>();
 
   constructor(opts: HubSourceOptions) {
     this.stallTimeoutMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
@@ -150,6 +139,16 @@ export class HubSource implements FileSource {
     if (refusal) console.warn(`peft-studio: ${refusal}.`);
     this.token = refusal ? undefined : opts.token;
     this.id = `hub:${this.endpoint}/${this.kind === 'dataset' ? 'datasets/' : ''}${this.repo}@${this.revision}`;
+    this.transfer = {
+      repo: this.repo,
+      id: this.id,
+      stallTimeoutMs: this.stallTimeoutMs,
+      retries: this.retries,
+      retryDelayMs: this.retryDelayMs,
+      request: (url, path, method, headers, signal) => this.request(url, path, method, headers, signal),
+      httpError: (res, url, path) => this.httpError(res, url, path),
+      htmlError: (url, path) => this.htmlError(url, path),
+    };
   }
 
   /** The resolve URL of a file in this repo. */
@@ -203,150 +202,218 @@ export class HubSource implements FileSource {
    * stand-in body.
    */
   private async download(url: string, path: string, maxBytes: number, onProgress?: ProgressCallback): Promise<Uint8Array> {
-    const chunks: Uint8Array[] = [];
+    let chunks: Uint8Array[] = [];
     let loaded = 0;
-    /** The full size the server announced, once known (0: unknown). */
-    let expected = 0;
-    let etag: string | null = null;
-    let ranges = false;
-    let streamed = false;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const resume = loaded > 0 && ranges;
-        if (loaded > 0 && !resume) {
-          chunks.length = 0;
-          loaded = 0;
-        }
-        const headers: Record<string, string> = {};
-        if (resume) {
-          headers.Range = `bytes=${loaded}-`;
-          if (etag) headers['If-Range'] = etag;
-        }
-        const ctrl = new AbortController();
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        let stalled = false;
-        const arm = () => {
-          clearTimeout(timer);
-          timer = setTimeout(() => {
-            stalled = true;
-            ctrl.abort();
-          }, this.stallTimeoutMs);
-        };
-        const stallError = () =>
-          new HubError(
-            `Download of ${path} from ${this.repo} stalled: no data for ${this.stallTimeoutMs / 1000} s (${loaded} bytes received) at ${url}. ` +
-              'Check the connection and try again (the stall timeout is HF_HUB_DOWNLOAD_TIMEOUT, in seconds, in the CLI).',
-            url,
-          );
-        arm();
-        try {
-          let res: Response;
-          try {
-            res = await this.request(url, path, 'GET', headers, ctrl.signal);
-          } catch (e) {
-            throw new Attempt(stalled ? stallError() : (e as Error));
-          }
-          if (!res.ok) {
-            await res.body?.cancel().catch(() => {});
-            const err = this.httpError(res, url, path);
-            if (!TRANSIENT.has(res.status)) throw err;
-            const after = Number(res.headers.get('retry-after'));
-            throw new Attempt(err, Number.isFinite(after) && after > 0 ? Math.min(after, 60) * 1000 : 0);
-          }
-          const encoding = res.headers.get('content-encoding');
-          const identity = !encoding || encoding === 'identity';
-          const length = Number(res.headers.get('content-length') ?? NaN);
-          let start = 0;
-          if (res.status === 206) {
-            // Content-Range: bytes a-b/total. Anything but our offset: start over.
-            const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
-            start = m ? Number(m[1]) : -1;
-            if (m && m[3] !== '*') expected = Number(m[3]);
-            if (start !== loaded) {
-              await res.body?.cancel().catch(() => {});
-              ranges = false;
-              throw new Attempt(
-                new HubError(`The Hub answered a resumed download of ${path} with the wrong range (${res.headers.get('content-range')}) at ${url}.`, url),
-              );
-            }
-          } else {
-            // A whole body (the server ignored Range, or the file changed: If-Range).
-            chunks.length = 0;
-            loaded = 0;
-            const linked = Number(res.headers.get('x-linked-size') ?? NaN);
-            expected = identity && Number.isSafeInteger(length) && length >= 0 ? length : Number.isSafeInteger(linked) && linked >= 0 ? linked : 0;
-            etag = res.headers.get('etag');
-            ranges = (res.headers.get('accept-ranges') ?? '').toLowerCase() === 'bytes' && identity;
-          }
-          // Refused before a byte of the body is read; a compressed body is cut off as it decodes past the cap.
-          if (expected > maxBytes) {
-            await res.body?.cancel().catch(() => {});
-            throw fileTooLarge(this.id, path, expected, maxBytes);
-          }
-          const contentType = res.headers.get('content-type');
-          if (!res.body) {
-            const all = new Uint8Array(await res.arrayBuffer());
-            chunks.push(all);
-            loaded += all.byteLength;
-          } else {
-            streamed = true;
-            const reader = res.body.getReader();
-            try {
-              for (;;) {
-                let r: ReadableStreamReadResult<Uint8Array>;
-                try {
-                  r = await reader.read();
-                } catch (e) {
-                  throw new Attempt(
-                    stalled
-                      ? stallError()
-                      : new HubError(
-                          `Download of ${path} from ${this.repo} was interrupted (${(e as Error).message}) at ${url} after ${loaded} bytes. Check the connection and try again.`,
-                          url,
-                        ),
-                  );
-                }
-                if (r.done) break;
-                arm();
-                if (loaded === 0 && looksLikeHtml(path, r.value, contentType)) throw this.htmlError(url, path);
-                chunks.push(r.value);
-                loaded += r.value.byteLength;
-                if (loaded > maxBytes) throw fileTooLarge(this.id, path, loaded, maxBytes, true);
-                onProgress?.({ file: path, loaded, total: expected });
-              }
-            } finally {
-              reader.cancel().catch(() => {});
-            }
-          }
-          if (loaded === 0 || !res.body) {
-            if (looksLikeHtml(path, concat(chunks, loaded), contentType)) throw this.htmlError(url, path);
-          }
-        } finally {
-          clearTimeout(timer);
-        }
-        if (expected > 0 && loaded < expected) {
-          throw new Attempt(
-            new HubError(
-              `Download of ${path} from ${this.repo} is truncated: ${loaded} of ${expected} bytes (the size the server announced) from ${url}. Try again.`,
-              url,
-            ),
-          );
-        }
-        if (expected > 0 && loaded > expected) {
-          throw new HubError(
-            `Download of ${path} from ${this.repo} has ${loaded} bytes where the server announced ${expected} (Content-Length / X-Linked-Size) at ${url}; it was not kept. Try again.`,
-            url,
-          );
-        }
-        // The last event says "done" (loaded = total) also when the size was not announced.
-        if (expected !== loaded || !streamed) onProgress?.({ file: path, loaded, total: loaded });
-        return concat(chunks, loaded);
-      } catch (e) {
-        if (!(e instanceof Attempt)) throw e;
-        if (attempt >= this.retries) throw e.final;
-        await sleep(Math.max(e.retryAfterMs, this.retryDelayMs * 2 ** attempt));
+    let events = 0;
+    // A file that changed on the server mid-download is taken whole again.
+    const body = new HttpBody(this.transfer, url, path, {
+      maxBytes,
+      onRestart: () => {
+        chunks = [];
+        loaded = 0;
+      },
+    });
+    try {
+      for (let c = await body.next(); c; c = await body.next()) {
+        chunks.push(c);
+        loaded += c.byteLength;
+        onProgress?.({ file: path, loaded, total: body.size });
+        events++;
       }
+    } finally {
+      body.close();
     }
+    // The last event says "done" (loaded = total) also when the size was not announced.
+    if (body.size !== loaded || events === 0) onProgress?.({ file: path, loaded, total: loaded });
+    return concat(chunks, loaded);
+  }
+
+  /**
+   * Bytes [start, end) of a file (fewer past its end) and its size: from the
+   * cache when it holds the whole file, else with one HTTP Range request (a
+   * server that ignores Range is read only up to `end`, then cut off). The
+   * bytes are not cached; the ETag seen is kept, so that readRanges notices a
+   * file that changed between the two.
+   */
+  async readRange(path: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number }> {
+    const url = this.url(path);
+    if (this.cache?.getRange) {
+      const hit = await this.cache.getRange(this.cacheKey(path), start, end);
+      if (hit) return hit;
+    }
+    const body = new HttpBody(this.transfer, url, path, { from: start, to: Math.max(start, end) });
+    try {
+      await body.open();
+      const out = new Uint8Array(Math.max(0, (body.size ? Math.min(end, body.size) : end) - start));
+      let at = 0;
+      for (let c = await body.next(); c; c = await body.next()) {
+        if (at + c.byteLength > out.byteLength) break; // the size the server announced was wrong: a short read, the caller says so
+        out.set(c, at);
+        at += c.byteLength;
+      }
+      this.seen.set(path, { etag: body.etag, size: body.size });
+      return { bytes: at === out.byteLength ? out : out.subarray(0, at), size: body.size };
+    } finally {
+      body.close();
+    }
+  }
+
+  /**
+   * The bytes of each [start, end) range of a file, in order (ascending, not
+   * overlapping), the file read once front to back: from the cache when it
+   * holds the whole file, else streamed from the Hub in one request, each
+   * range passed on as soon as its last byte arrived. With a cache the whole
+   * file is written into it on the way (one chunk at a time), resuming the
+   * partial download an interrupted load left (If-Range: a file that changed
+   * since is downloaded from the start); without one, the download stops
+   * after the last range. The host holds one range plus a chunk, never the
+   * file. A cache that fails to write (quota, full disk) only warns: the
+   * load goes on uncached. Progress is in bytes of the file.
+   */
+  async *readRanges(path: string, ranges: readonly (readonly [number, number])[], onProgress?: ProgressCallback): AsyncGenerator<Uint8Array> {
+    for (let i = 0; i < ranges.length; i++) {
+      const [s, e] = ranges[i];
+      if (!(s >= 0 && e >= s) || (i > 0 && s < ranges[i - 1][1])) throw new Error(`readRanges(${path}): ranges must be ascending and not overlap`);
+    }
+    const key = this.cacheKey(path);
+    let todo = ranges;
+    if (this.cache?.getRange && (await (this.cache.has?.(key) ?? true))) {
+      let size = -1;
+      let i = 0;
+      for (; i < ranges.length; i++) {
+        const hit = await this.cache.getRange(key, ranges[i][0], ranges[i][1]);
+        if (!hit) break; // damaged (and deleted): the rest comes from the Hub
+        size = hit.size;
+        onProgress?.({ file: path, loaded: Math.min(ranges[i][1], size), total: size });
+        yield hit.bytes;
+      }
+      if (i === ranges.length) {
+        if (size >= 0) onProgress?.({ file: path, loaded: size, total: size });
+        return;
+      }
+      todo = ranges.slice(i);
+    }
+    yield* this.streamRanges(path, key, todo, onProgress);
+  }
+
+  /**
+   * Downloads `path` into the cache, streaming (resuming an interrupted
+   * download), without holding it in memory. False when nothing was cached:
+   * no cache that takes streamed writes, another process is writing the
+   * file, or the cache refused it (a warning says why).
+   */
+  async cacheFile(path: string, onProgress?: ProgressCallback): Promise<boolean> {
+    if (!this.cache?.writer) return false;
+    for await (const _ of this.readRanges(path, [], onProgress)) void _;
+    return (await this.cache.has?.(this.cacheKey(path))) ?? false;
+  }
+
+  private async *streamRanges(
+    path: string,
+    key: string,
+    ranges: readonly (readonly [number, number])[],
+    onProgress?: ProgressCallback,
+  ): AsyncGenerator<Uint8Array> {
+    const url = this.url(path);
+    let writer = await this.openWriter(key, url);
+    if (!writer && ranges.length === 0) return;
+    const seen = this.seen.get(path);
+    // Resume only bytes of the file the headers were read from (same size and ETag), and only with a validator for If-Range.
+    const resumable = !!writer && writer.written > 0 && !!writer.etag && (!seen || (seen.size === writer.size && (!seen.etag || seen.etag === writer.etag)));
+    let body = new HttpBody(this.transfer, url, path, resumable ? { from: writer!.written, ifRange: writer!.etag } : {});
+    try {
+      await body.open();
+      if (seen && ((seen.etag && body.etag && seen.etag !== body.etag) || (seen.size && body.size && seen.size !== body.size))) {
+        throw new HubError(`${path} in ${this.repo} changed on the server while it was being loaded (${url}). Load it again.`, url);
+      }
+      if (writer && !body.size) writer = await this.dropWriter(writer, url, new Error('the server does not say how large the file is'));
+      if (writer) {
+        try {
+          await writer.begin(body.pos, body.etag, body.size);
+        } catch (e) {
+          writer = await this.dropWriter(writer, url, e as Error);
+        }
+      }
+      if (!writer && body.pos > 0) {
+        // The kept bytes are out of reach after all: from the start.
+        body.close();
+        body = new HttpBody(this.transfer, url, path);
+        await body.open();
+      }
+      /** Bytes [0, from) come from the partial download in the cache, the rest from the body. */
+      const from = body.pos;
+      /** The last chunk from the body and its file offset (it may hold the start of the next range). */
+      const cur: { bytes: Uint8Array | null; at: number } = { bytes: null, at: from };
+      const pull = async (): Promise<boolean> => {
+        const c = await body.next();
+        if (!c) return false;
+        if (writer) {
+          try {
+            await writer.append(c);
+          } catch (e) {
+            writer = await this.dropWriter(writer, url, e as Error);
+          }
+        }
+        cur.bytes = c;
+        cur.at = body.pos - c.byteLength;
+        onProgress?.({ file: path, loaded: body.pos, total: body.size });
+        return true;
+      };
+      for (const [s, wantEnd] of ranges) {
+        const e = body.size ? Math.min(wantEnd, body.size) : wantEnd;
+        const out = new Uint8Array(Math.max(0, e - s));
+        let at = s;
+        if (at < Math.min(from, e)) {
+          out.set(await writer!.read(at, Math.min(from, e)));
+          at = Math.min(from, e);
+        }
+        while (at < e) {
+          const c = cur.bytes;
+          if (!c || cur.at + c.byteLength <= at) {
+            if (!(await pull())) break; // the file ended early: a short range, the caller names it
+            continue;
+          }
+          const off = at - cur.at;
+          const n = Math.min(c.byteLength - off, e - at);
+          out.set(c.subarray(off, off + n), at - s);
+          at += n;
+        }
+        yield at - s === out.byteLength ? out : out.subarray(0, at - s);
+      }
+      // The rest of the file goes into the cache; without one it is not downloaded.
+      while (writer && (await pull()));
+      if (writer) {
+        const w: CacheWriter = writer;
+        writer = null;
+        try {
+          await w.commit();
+        } catch (e) {
+          await this.dropWriter(w, url, e as Error);
+        }
+      }
+      onProgress?.({ file: path, loaded: body.size || body.pos, total: body.size || body.pos });
+    } finally {
+      body.close();
+      // Interrupted: the partial download stays for the next load to resume.
+      await writer?.close().catch(() => {});
+    }
+  }
+
+  private async openWriter(key: string, url: string): Promise<CacheWriter | null> {
+    if (!this.cache?.writer) return null;
+    try {
+      return (await this.cache.writer(key)) ?? null;
+    } catch (e) {
+      console.warn(`peft-studio: could not cache ${url}: ${(e as Error).message}; loading it without the cache.`);
+      return null;
+    }
+  }
+
+  /** A cache that cannot take the file (quota, full disk) does not fail the load: it goes on uncached. */
+  private async dropWriter(w: CacheWriter, url: string, e: Error): Promise<null> {
+    console.warn(`peft-studio: could not cache ${url}: ${e.message}; loading it without the cache.`);
+    await w.discard().catch(() => {});
+    return null;
   }
 
   private htmlError(url: string, path: string): HubError {

@@ -3,13 +3,13 @@
  * folders, and sourceFor() for the CLI's --model argument. Only Node entry
  * points import this file; the browser bundle never sees node:fs.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { constants as fsConstants, readFileSync, statSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import { homedir } from 'node:os';
 import * as path from 'node:path';
 import { ConfigError, HubError } from '../errors';
-import type { CacheMeta, CacheVerify, FileCache } from './cache';
+import { clampRange, type CacheMeta, type CacheVerify, type CacheWriter, type FileCache } from './cache';
 import { DEFAULT_ENDPOINT, DEFAULT_STALL_TIMEOUT_MS, HubSource, normalizeEndpoint, tokenRefusal, type RepoKind } from './hub-source';
 import { fileTooLarge, validateFilePath, validateRepoId, type FileSource, type GetOptions, type ProgressCallback } from './source';
 
@@ -55,27 +55,48 @@ async function writeAtomic(file: string, bytes: Uint8Array | string): Promise<vo
 }
 
 export interface NodeFolderCacheOptions {
-  /** 'sha256' (default) re-hashes on every read; 'size' only compares sizes. */
+  /**
+   * 'sha256' (default): a file is hashed (streaming, 16 MiB at a time) the
+   * first time this process reads it, whole or a range, and is a miss when
+   * the hash is not its meta's; 'size' only compares sizes.
+   */
   verify?: CacheVerify;
 }
+
+/** The partial record of a download in progress (`<h>.part.json`); the bytes written are `<h>.part` itself. */
+interface PartMeta {
+  key: string;
+  etag: string | null;
+  size: number;
+}
+
+/** Appends are gathered into writes of this many bytes. */
+const WRITE_BATCH = 1 << 20;
 
 /**
  * A folder of `<sha256(key)>.bin` + `<sha256(key)>.json` (the CacheMeta,
  * written last). An entry whose data does not match its meta is deleted and
- * read as a miss.
+ * read as a miss. A download in progress is `<h>.part` (the bytes so far)
+ * and `<h>.part.json` (its ETag and size), renamed into place at commit; a
+ * later process resumes it. `<h>.lock` (the writer's pid) keeps two
+ * processes from appending to the same `.part`; a lock whose process is gone
+ * is taken over.
  */
 export class NodeFolderCache implements FileCache {
   readonly dir: string;
   private readonly verify: CacheVerify;
+  /** Entries hashed by this process ("key size mtime"), so a range read does not hash the file again. */
+  private readonly verified = new Set<string>();
 
   constructor(dir: string, opts: NodeFolderCacheOptions = {}) {
     this.dir = path.resolve(dir);
     this.verify = opts.verify ?? 'sha256';
   }
 
-  private paths(key: string): { data: string; meta: string } {
-    const h = createHash('sha256').update(key).digest('hex');
-    return { data: path.join(this.dir, `${h}.bin`), meta: path.join(this.dir, `${h}.json`) };
+  /** @internal the files of an entry */
+  paths(key: string): { data: string; meta: string; part: string; partMeta: string; lock: string } {
+    const h = path.join(this.dir, createHash('sha256').update(key).digest('hex'));
+    return { data: `${h}.bin`, meta: `${h}.json`, part: `${h}.part`, partMeta: `${h}.part.json`, lock: `${h}.lock` };
   }
 
   private async readMeta(file: string, key?: string): Promise<CacheMeta | undefined> {
@@ -116,6 +137,41 @@ export class NodeFolderCache implements FileCache {
     return bytes;
   }
 
+  async getRange(key: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number } | undefined> {
+    const p = this.paths(key);
+    const meta = await this.readMeta(p.meta, key);
+    if (!meta) return undefined;
+    let fh: fs.FileHandle;
+    try {
+      fh = await fs.open(p.data, fsConstants.O_RDONLY);
+    } catch (e) {
+      if (errno(e) !== 'ENOENT') throw e;
+      await this.delete(key);
+      return undefined;
+    }
+    try {
+      const st = await fh.stat();
+      const stamp = `${key} ${st.size} ${st.mtimeMs}`;
+      if (st.size !== meta.size || (this.verify === 'sha256' && meta.sha256 && !this.verified.has(stamp) && (await hashFile(fh, st.size)) !== meta.sha256)) {
+        await fh.close().catch(() => {});
+        await this.delete(key);
+        return undefined;
+      }
+      this.verified.add(stamp);
+      const [s, e] = clampRange(start, end, st.size);
+      const bytes = new Uint8Array(e - s);
+      let at = 0;
+      while (at < bytes.length) {
+        const { bytesRead } = await fh.read(bytes, at, bytes.length - at, s + at);
+        if (bytesRead === 0) break;
+        at += bytesRead;
+      }
+      return { bytes: bytes.subarray(0, at), size: st.size };
+    } finally {
+      await fh.close().catch(() => {});
+    }
+  }
+
   async has(key: string): Promise<boolean> {
     const p = this.paths(key);
     const meta = await this.readMeta(p.meta, key);
@@ -133,6 +189,33 @@ export class NodeFolderCache implements FileCache {
     await writeAtomic(p.meta, JSON.stringify(meta));
   }
 
+  /** The writer of `key`'s download, or undefined while another live process writes it. */
+  async writer(key: string): Promise<CacheWriter | undefined> {
+    const p = this.paths(key);
+    await fs.mkdir(this.dir, { recursive: true });
+    if (!(await takeLock(p.lock))) return undefined;
+    try {
+      let part: PartMeta | undefined;
+      try {
+        const m = JSON.parse(await fs.readFile(p.partMeta, 'utf8')) as PartMeta;
+        if (m?.key === key && Number.isSafeInteger(m.size) && m.size >= 0 && (m.etag === null || typeof m.etag === 'string')) part = m;
+      } catch {
+        part = undefined;
+      }
+      const st = part ? await fs.stat(p.part).catch(() => null) : null;
+      const written = st && part ? Math.min(st.size, part.size) : 0;
+      return new NodeWriter(this, key, p, written > 0 ? part! : null, written);
+    } catch (e) {
+      await fs.rm(p.lock, { force: true });
+      throw e;
+    }
+  }
+
+  /** @internal A committed entry was hashed as it was written: its first read need not hash it again. */
+  markVerified(key: string, size: number, mtimeMs: number): void {
+    this.verified.add(`${key} ${size} ${mtimeMs}`);
+  }
+
   location(key: string): string {
     const p = this.paths(key);
     return `${p.data} (and ${path.basename(p.meta)} beside it)`;
@@ -147,17 +230,176 @@ export class NodeFolderCache implements FileCache {
   async list(): Promise<string[]> {
     const names = await fs.readdir(this.dir).catch(() => [] as string[]);
     const keys: string[] = [];
-    for (const n of names.filter((n) => n.endsWith('.json'))) {
+    for (const n of names.filter((n) => /^[0-9a-f]{64}\.json$/.test(n))) {
       const meta = await this.readMeta(path.join(this.dir, n));
       if (meta && (await this.has(meta.key))) keys.push(meta.key);
     }
     return keys.sort();
   }
 
-  /** Removes this cache's files (and stale temporaries), nothing else in the folder. */
+  /** Removes this cache's files (partial downloads and stale temporaries too), nothing else in the folder. */
   async clear(): Promise<void> {
     const names = await fs.readdir(this.dir).catch(() => [] as string[]);
-    await Promise.all(names.filter((n) => /^[0-9a-f]{64}\.(bin|json)(\..*\.tmp)?$/.test(n)).map((n) => fs.rm(path.join(this.dir, n), { force: true })));
+    await Promise.all(
+      names.filter((n) => /^[0-9a-f]{64}\.(bin|json|part|part\.json|lock)(\..*\.tmp)?$/.test(n)).map((n) => fs.rm(path.join(this.dir, n), { force: true })),
+    );
+  }
+}
+
+/** Creates `lock` holding this pid; false when a live process holds it (a dead one's lock is taken over). */
+async function takeLock(lock: string): Promise<boolean> {
+  for (let tries = 0; tries < 2; tries++) {
+    try {
+      await fs.writeFile(lock, String(process.pid), { flag: 'wx' });
+      return true;
+    } catch (e) {
+      if (errno(e) !== 'EEXIST') throw e;
+    }
+    const pid = Number(await fs.readFile(lock, 'utf8').catch(() => ''));
+    if (pid === process.pid) return false; // this process writes it already
+    if (Number.isSafeInteger(pid) && pid > 0 && alive(pid)) return false;
+    await fs.rm(lock, { force: true });
+  }
+  return false;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errno(e) === 'EPERM';
+  }
+}
+
+/** The hex SHA-256 of an open file's first `size` bytes, read 16 MiB at a time. */
+async function hashFile(fh: fs.FileHandle, size: number, hash = createHash('sha256')): Promise<string> {
+  await hashInto(fh, size, hash);
+  return hash.digest('hex');
+}
+
+async function hashInto(fh: fs.FileHandle, size: number, hash: Hash): Promise<void> {
+  const buf = new Uint8Array(Math.min(CHUNK, Math.max(1, size)));
+  for (let at = 0; at < size;) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - at), at);
+    if (bytesRead === 0) throw new Error(`the file ended at ${at} of ${size} bytes`);
+    hash.update(buf.subarray(0, bytesRead));
+    at += bytesRead;
+  }
+}
+
+/**
+ * A download into NodeFolderCache: appended to `<h>.part` and hashed as it
+ * goes (a resumed one hashes the kept bytes first), renamed to `<h>.bin` with
+ * its meta at commit.
+ */
+class NodeWriter implements CacheWriter {
+  readonly etag: string | null;
+  readonly size: number;
+  private fh: fs.FileHandle | null = null;
+  private hash: Hash | null = null;
+  private pos = 0;
+  private total = 0;
+  private pending: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private done = false;
+
+  constructor(
+    private readonly cache: NodeFolderCache,
+    private readonly key: string,
+    private readonly p: ReturnType<NodeFolderCache['paths']>,
+    part: PartMeta | null,
+    readonly written: number,
+  ) {
+    this.etag = part?.etag ?? null;
+    this.size = part?.size ?? 0;
+  }
+
+  async read(start: number, end: number): Promise<Uint8Array> {
+    const [s, e] = clampRange(start, end, this.written);
+    const fh = this.fh ?? (await fs.open(this.p.part, fsConstants.O_RDONLY));
+    try {
+      const out = new Uint8Array(e - s);
+      for (let at = 0; at < out.length;) {
+        const { bytesRead } = await fh.read(out, at, out.length - at, s + at);
+        if (bytesRead === 0) throw new Error(`${this.p.part} ended at ${s + at} of ${this.written} bytes`);
+        at += bytesRead;
+      }
+      return out;
+    } finally {
+      if (fh !== this.fh) await fh.close();
+    }
+  }
+
+  async begin(offset: number, etag: string | null, size: number): Promise<void> {
+    if (offset !== 0 && offset !== this.written) throw new Error(`a download resumes at 0 or at ${this.written}, not ${offset}`);
+    // An older complete entry of this key is being replaced: it stops being one first.
+    await fs.rm(this.p.meta, { force: true });
+    await writeAtomic(this.p.partMeta, JSON.stringify({ key: this.key, etag, size } satisfies PartMeta));
+    this.fh = await fs.open(this.p.part, offset > 0 ? 'r+' : 'w+');
+    await this.fh.truncate(offset);
+    this.hash = createHash('sha256');
+    if (offset > 0) await hashInto(this.fh, offset, this.hash);
+    this.pos = offset;
+    this.total = size;
+  }
+
+  async append(bytes: Uint8Array): Promise<void> {
+    this.pending.push(bytes.slice());
+    this.pendingBytes += bytes.byteLength;
+    if (this.pendingBytes >= WRITE_BATCH) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (!this.pendingBytes) return;
+    const buf = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
+    this.pending = [];
+    this.pendingBytes = 0;
+    for (let at = 0; at < buf.byteLength;) {
+      const { bytesWritten } = await this.fh!.write(buf, at, buf.byteLength - at, this.pos);
+      at += bytesWritten;
+      this.pos += bytesWritten;
+    }
+    this.hash!.update(buf);
+  }
+
+  async commit(): Promise<void> {
+    await this.flush();
+    if (this.pos !== this.total) throw new Error(`the download of ${this.key} wrote ${this.pos} of ${this.total} bytes`);
+    await this.fh!.sync();
+    await this.fh!.close();
+    this.fh = null;
+    await fs.rename(this.p.part, this.p.data);
+    const meta: CacheMeta = { key: this.key, size: this.total, sha256: this.hash!.digest('hex'), storedAt: Date.now() };
+    await writeAtomic(this.p.meta, JSON.stringify(meta));
+    await fs.rm(this.p.partMeta, { force: true });
+    const st = await fs.stat(this.p.data);
+    this.cache.markVerified(this.key, st.size, st.mtimeMs);
+    await this.release();
+  }
+
+  async close(): Promise<void> {
+    try {
+      if (this.fh) await this.flush();
+    } finally {
+      await this.fh?.close().catch(() => {});
+      this.fh = null;
+      await this.release();
+    }
+  }
+
+  async discard(): Promise<void> {
+    await this.fh?.close().catch(() => {});
+    this.fh = null;
+    await fs.rm(this.p.partMeta, { force: true });
+    await fs.rm(this.p.part, { force: true });
+    await this.release();
+  }
+
+  private async release(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await fs.rm(this.p.lock, { force: true });
   }
 }
 

@@ -80,6 +80,13 @@ export interface FileSource {
    * a multi-gigabyte file is read.
    */
   readRange?(path: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number }>;
+  /**
+   * The bytes of each [start, end) range of a file, in order (ascending, not
+   * overlapping), where the source reads a file best front to back in one pass
+   * (the Hub: one streamed request, cached on the way). Progress is in bytes
+   * of the file.
+   */
+  readRanges?(path: string, ranges: readonly (readonly [number, number])[], onProgress?: ProgressCallback): AsyncIterable<Uint8Array>;
   /** Names of the top-level folders, where the source can list them (a local folder can); used to find an adapter in a sub-folder. */
   listDirs?(): Promise<string[]>;
   /** Where the local copy of a downloaded file is cached (the file to delete when its content is bad), or null. */

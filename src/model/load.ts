@@ -4,10 +4,12 @@
  *
  * Weights stream: the shard headers are checked against config.json
  * (checkWeights) first, then one tensor at a time is read (a positioned
- * read where the source has readRange: a local file, a picked folder;
+ * read where the source has readRange: a local file, a picked folder, the
+ * Hub's cache; from the Hub itself, one streamed download per shard that
+ * hands over each tensor as it arrives and fills the cache on the way;
  * otherwise one shard in memory at a time), converted to its storage dtype
- * and uploaded, so the host holds at most one tensor (plus its conversion),
- * never the model. Storage (`base_dtype`):
+ * and uploaded, so the host holds at most one tensor (plus its conversion
+ * and a download chunk), never the model. Storage (`base_dtype`):
  *   auto      2-D weights keep the file's dtype: F16 / BF16 stay packed 16-bit
  *             on the GPU (two per u32, unpacked inside the kernels), F32 stays f32
  *   float32   everything f32 (the reference path)
@@ -181,9 +183,11 @@ export async function readWeights(
 /**
  * The tensors of a checkpoint that `config` uses, one at a time in file
  * order, as file bytes, after every header was checked against the config
- * (checkWeights). With readRange each tensor's bytes are read alone;
- * otherwise one shard is in memory at a time (and, for several shards, the
- * check runs on each shard's header as it arrives, completed after the last).
+ * (checkWeights). With readRange each tensor's bytes are read alone (with
+ * readRanges, in one front-to-back pass over each file: a Hub download,
+ * cached on the way, that starts only once the headers passed); otherwise
+ * one shard is in memory at a time (and, for several shards, the check runs
+ * on each shard's header as it arrives, completed after the last).
  * `stats.maxRead` records the largest single read (tests check the bound).
  */
 export async function* streamWeights(
@@ -201,9 +205,12 @@ export async function* streamWeights(
   const record = (h: SafetensorsHeader) => {
     for (const [t, info] of h.tensors) shapes.set(t, info.shape);
   };
+  const noteRead = (n: number) => {
+    if (stats) stats.maxRead = Math.max(stats.maxRead, n);
+  };
   if (source.readRange) {
     const read = async (f: string, start: number, end: number) => {
-      if (stats) stats.maxRead = Math.max(stats.maxRead, end - start);
+      noteRead(end - start);
       return source.readRange!(f, start, end);
     };
     const headers: SafetensorsHeader[] = [];
@@ -221,17 +228,27 @@ export async function* streamWeights(
     for (let i = 0; i < files.length; i++) {
       const h = headers[i];
       const total = h.dataStart + h.dataLength;
-      const entries = [...h.tensors].sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
-      for (const [key, info] of entries) {
-        if (!check.use.has(key)) continue;
+      const entries = [...h.tensors].filter(([key]) => check.use.has(key)).sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
+      const ranges = entries.map(([, info]) => [h.dataStart + info.dataOffsets[0], h.dataStart + info.dataOffsets[1]] as const);
+      for (const [s, e] of ranges) noteRead(e - s);
+      const reads: AsyncIterable<Uint8Array> = source.readRanges
+        ? source.readRanges(files[i], ranges, opts.onProgress)
+        : (async function* () {
+            for (const [s, e] of ranges) {
+              const { bytes } = await source.readRange!(files[i], s, e);
+              opts.onProgress?.({ file: files[i], loaded: e, total });
+              yield bytes;
+            }
+          })();
+      let k = 0;
+      for await (const bytes of reads) {
+        const [key, info] = entries[k++];
         const [begin, end] = info.dataOffsets;
-        const { bytes } = await read(files[i], h.dataStart + begin, h.dataStart + end);
         if (bytes.byteLength !== end - begin) {
           throw new ModelFormatError(
-            `${source.id}/${files[i]}: tensor "${key}" was cut short (${bytes.byteLength} of ${end - begin} bytes); the file changed while loading or is truncated. Download it again.`,
+            `${source.id}/${files[i]}: tensor "${key}" was cut short (${bytes.byteLength} of ${end - begin} bytes); the file changed while loading or is truncated. Download it again.${await cacheHint(source, files[i])}`,
           );
         }
-        opts.onProgress?.({ file: files[i], loaded: h.dataStart + end, total });
         yield { name: key, shape: info.shape, dtype: info.dtype, bytes };
       }
     }
@@ -239,7 +256,7 @@ export async function* streamWeights(
   }
   for (const f of files) {
     const bytes = await source.get(f, opts.onProgress);
-    if (stats) stats.maxRead = Math.max(stats.maxRead, bytes.byteLength);
+    noteRead(bytes.byteLength);
     const h = parseSafetensorsHeader(bytes, `${source.id}/${f}`);
     record(h);
     // One file: the whole check before any upload. Shards: the tensors this config expects pass now, the check completes after the last shard.

@@ -22,6 +22,8 @@ export interface HubRequest {
   path: string;
   status: number;
   range?: string;
+  /** Body bytes the server read into the response (for a body cut off by the client: what it had sent by then). */
+  bytes: number;
   /** The fault injected into this request, if any. */
   fault?: HubFault['kind'];
 }
@@ -34,6 +36,8 @@ export interface HubFault {
   status?: number;
   afterBytes?: number;
   times?: number;
+  /** Only requests without a Range header (downloads, not ranged reads). */
+  whole?: boolean;
 }
 
 export interface HubServer {
