@@ -279,7 +279,7 @@ function randomHostWeights(cfg: ModelConfig): Map<string, { shape: number[]; dat
  * config beside it; kept and reused while config and dtype are unchanged.
  * F16/BF16 values are truncated, not rounded: they are random anyway.
  */
-function writeRandomCheckpoint(dir: string, configText: string, cfg: ModelConfig, dtype: 'F32' | 'F16' | 'BF16'): void {
+export function writeRandomCheckpoint(dir: string, configText: string, cfg: ModelConfig, dtype: 'F32' | 'F16' | 'BF16'): void {
   const shapes = weightShapes(cfg);
   const width = dtype === 'F32' ? 4 : 2;
   const header: Record<string, unknown> = { __metadata__: { format: 'pt', note: 'peft-studio bench: random weights' } };

@@ -318,12 +318,15 @@ export class HubSource implements FileSource {
     let writer = await this.openWriter(key, url);
     if (!writer && ranges.length === 0) return;
     const seen = this.seen.get(path);
-    // Resume only bytes of the file the headers were read from (same size and ETag), and only with a validator for If-Range.
-    const resumable = !!writer && writer.written > 0 && !!writer.etag && (!seen || (seen.size === writer.size && (!seen.etag || seen.etag === writer.etag)));
+    // Resume only bytes of a file of the size whose headers were checked, and only with a validator: the server
+    // answers If-Range with the missing bytes when the file is still the one the partial download began, else whole.
+    const resumable = !!writer && writer.written > 0 && !!writer.etag && (!seen?.size || seen.size === writer.size);
     let body = new HttpBody(this.transfer, url, path, resumable ? { from: writer!.written, ifRange: writer!.etag } : {});
     try {
       await body.open();
-      if (seen && ((seen.etag && body.etag && seen.etag !== body.etag) || (seen.size && body.size && seen.size !== body.size))) {
+      // The headers were checked on the file of this size. (ETags are not compared across requests: a CDN behind the
+      // Hub's redirect may tag the same bytes differently; If-Range, which the server evaluates, guards the resume.)
+      if (seen?.size && body.size && seen.size !== body.size) {
         throw new HubError(`${path} in ${this.repo} changed on the server while it was being loaded (${url}). Load it again.`, url);
       }
       if (writer && !body.size) writer = await this.dropWriter(writer, url, new Error('the server does not say how large the file is'));

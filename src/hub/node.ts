@@ -187,6 +187,12 @@ export class NodeFolderCache implements FileCache {
     await writeAtomic(p.data, bytes);
     const meta: CacheMeta = { key, size: bytes.byteLength, sha256: sha256(bytes), storedAt: Date.now() };
     await writeAtomic(p.meta, JSON.stringify(meta));
+    // A partial download of the same file is of no use now (unless another process is still writing it).
+    if (await takeLock(p.lock)) {
+      await fs.rm(p.partMeta, { force: true });
+      await fs.rm(p.part, { force: true });
+      await fs.rm(p.lock, { force: true });
+    }
   }
 
   /** The writer of `key`'s download, or undefined while another live process writes it. */

@@ -11,7 +11,10 @@
  *   while a read waits; the caller taking its time between reads is not a
  *   stall) and bodies cut off before the announced size are retried with
  *   exponential backoff, resuming at the next byte wanted (If-Range with the
- *   ETag, so a file that changed meanwhile is not spliced).
+ *   ETag, so a file that changed meanwhile is not spliced). The retry count
+ *   starts again once a connection has delivered RETRY_RESET_BYTES: a
+ *   multi-gigabyte download may meet more cuts than `retries`, each after
+ *   real progress, while a connection that keeps failing still gives up.
  * - A body is never passed on when it is an HTML page standing in for the file
  *   (a proxy's login or error page) or longer than the size the server announced.
  */
@@ -65,6 +68,9 @@ class Attempt extends Error {
   }
 }
 
+/** Bytes one connection must deliver after a failure before the retry count starts again. */
+export const RETRY_RESET_BYTES = 16 << 20;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Whether bytes of a file that is not a web page are an HTML document (a login or error page served in its place). */
@@ -93,6 +99,8 @@ export class HttpBody {
   private readonly to: number;
   private readonly maxBytes: number;
   private attempt = 0;
+  /** Bytes received since the last failure. */
+  private sinceFailure = 0;
   private first = true;
   private ended = false;
   /** Whether a reconnect may ask for a range: false once the server showed it cannot serve ours. */
@@ -166,6 +174,8 @@ export class HttpBody {
       } catch (e) {
         this.close();
         if (!(e instanceof Attempt)) throw e;
+        if (this.sinceFailure >= RETRY_RESET_BYTES) this.attempt = 0;
+        this.sinceFailure = 0;
         if (this.attempt >= this.host.retries) throw e.final;
         await sleep(Math.max(e.retryAfterMs, this.host.retryDelayMs * 2 ** this.attempt));
         this.attempt++;
@@ -325,6 +335,7 @@ export class HttpBody {
       if (value.byteLength === 0) continue;
       const at = this.bodyPos;
       this.bodyPos += value.byteLength;
+      this.sinceFailure += value.byteLength;
       if (at === 0 && looksLikeHtml(this.path, value, this.contentType)) throw this.host.htmlError(this.url, this.path);
       if (this.bodyPos > this.maxBytes) throw fileTooLarge(this.host.id, this.path, this.bodyPos, this.maxBytes, true);
       if (this.bodyPos <= this.pos) continue;

@@ -169,6 +169,14 @@ describe('NodeFolderCache streaming writes and range reads', () => {
     );
     expect(meta.sha256).toBe(createHash('sha256').update(bytes).digest('hex'));
     expect([...(await c.getRange(key, 995, 2000))!.bytes]).toEqual([...bytes.subarray(995)]);
+    // A whole file put over a partial download replaces it.
+    const partial = (await c.writer('other'))!;
+    await partial.begin(0, null, 10);
+    await partial.append(bytes.subarray(0, 5));
+    await partial.close();
+    await c.put('other', bytes.subarray(0, 10));
+    expect(existsSync(c.paths('other').part)).toBe(false);
+    expect([...(await c.get('other'))!]).toEqual([...bytes.subarray(0, 10)]);
   });
 
   it("a lock left by a process that is gone is taken over; a live process's is respected", async () => {

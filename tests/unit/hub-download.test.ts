@@ -7,7 +7,7 @@
  * cache file to delete. Timeouts and delays are milliseconds here.
  */
 import { describe, it, expect } from 'vitest';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { HubError, ModelFormatError } from '../../src/errors';
@@ -146,5 +146,29 @@ describe('Hub downloads under faults', () => {
     await expect(getJson(s, 'tokenizer_config.json')).rejects.toThrow(/delete .*\.bin .*to download it again/);
     // Not cached: no hint.
     await expect(getJson(source(), 'tokenizer.json')).resolves.toBeTruthy();
+  });
+
+  it('a long download may be cut more often than `retries`, as long as each connection makes 16 MiB of progress', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'ps-bigfile-'));
+    mkdirSync(path.join(root, 'models', 'big'), { recursive: true });
+    const big = Buffer.alloc(40 << 20);
+    for (let i = 0; i < big.length; i += 4096) big[i] = (i >> 12) & 255;
+    writeFileSync(path.join(root, 'models', 'big', 'model.safetensors'), big);
+    const { startHubServer } = await import('../helpers/hub-server');
+    const server = await startHubServer({ root });
+    try {
+      const src = new HubSource({ endpoint: server.url, repo: 'big', kind: 'model', retries: 1, retryDelayMs: 1 });
+      server.fault({ match: 'model.safetensors', kind: 'truncate', afterBytes: 17 << 20, times: 2 });
+      expect(same(await src.get('model.safetensors'), big)).toBe(true);
+      expect(server.requests.map((r) => r.range)).toEqual([undefined, `bytes=${17 << 20}-`, `bytes=${34 << 20}-`]);
+      server.reset();
+      // Cuts after little progress each: one retry, then the error.
+      server.fault({ match: 'model.safetensors', kind: 'truncate', afterBytes: 1 << 20, times: 3 });
+      await expect(src.get('model.safetensors')).rejects.toThrow(/interrupted|truncated/);
+      expect(server.requests).toHaveLength(2);
+    } finally {
+      await server.close();
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
