@@ -109,8 +109,8 @@ export class HubSource implements FileSource {
   private readonly retryDelayMs: number;
   /** What HttpBody uses of this source. */
   private readonly transfer: TransferHost;
-  /** ETag and size of each file as readRange last saw them on the server. */
-  private readonly seen = new Map<string, { etag: string | null; size: number }>();
+  /** The size of each file as readRange last saw it on the server. */
+  private readonly seen = new Map<string, number>();
 
   constructor(opts: HubSourceOptions) {
     this.stallTimeoutMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
@@ -232,8 +232,8 @@ export class HubSource implements FileSource {
    * Bytes [start, end) of a file (fewer past its end) and its size: from the
    * cache when it holds the whole file, else with one HTTP Range request (a
    * server that ignores Range is read only up to `end`, then cut off). The
-   * bytes are not cached; the ETag seen is kept, so that readRanges notices a
-   * file that changed between the two.
+   * bytes are not cached; the file's size is kept, so that readRanges notices
+   * a file that changed between the headers and the download.
    */
   async readRange(path: string, start: number, end: number): Promise<{ bytes: Uint8Array; size: number }> {
     const url = this.url(path);
@@ -251,7 +251,7 @@ export class HubSource implements FileSource {
         out.set(c, at);
         at += c.byteLength;
       }
-      this.seen.set(path, { etag: body.etag, size: body.size });
+      if (body.size) this.seen.set(path, body.size);
       return { bytes: at === out.byteLength ? out : out.subarray(0, at), size: body.size };
     } finally {
       body.close();
@@ -288,7 +288,8 @@ export class HubSource implements FileSource {
         yield hit.bytes;
       }
       if (i === ranges.length) {
-        if (size >= 0) onProgress?.({ file: path, loaded: size, total: size });
+        // The last event says "done", once.
+        if (size >= 0 && Math.min(ranges.at(-1)![1], size) !== size) onProgress?.({ file: path, loaded: size, total: size });
         return;
       }
       todo = ranges.slice(i);
@@ -320,13 +321,14 @@ export class HubSource implements FileSource {
     const seen = this.seen.get(path);
     // Resume only bytes of a file of the size whose headers were checked, and only with a validator: the server
     // answers If-Range with the missing bytes when the file is still the one the partial download began, else whole.
-    const resumable = !!writer && writer.written > 0 && !!writer.etag && (!seen?.size || seen.size === writer.size);
+    // (A partial as long as the file, cut before its commit, is fetched again: a 416 would not check its ETag.)
+    const resumable = !!writer && writer.written > 0 && writer.written < writer.size && !!writer.etag && (!seen || seen === writer.size);
     let body = new HttpBody(this.transfer, url, path, resumable ? { from: writer!.written, ifRange: writer!.etag } : {});
     try {
       await body.open();
       // The headers were checked on the file of this size. (ETags are not compared across requests: a CDN behind the
       // Hub's redirect may tag the same bytes differently; If-Range, which the server evaluates, guards the resume.)
-      if (seen?.size && body.size && seen.size !== body.size) {
+      if (seen && body.size && seen !== body.size) {
         throw new HubError(`${path} in ${this.repo} changed on the server while it was being loaded (${url}). Load it again.`, url);
       }
       if (writer && !body.size) writer = await this.dropWriter(writer, url, new Error('the server does not say how large the file is'));
@@ -394,7 +396,8 @@ export class HubSource implements FileSource {
           await this.dropWriter(w, url, e as Error);
         }
       }
-      onProgress?.({ file: path, loaded: body.size || body.pos, total: body.size || body.pos });
+      // The last event says "done", once (without a cache the download stopped after the last range).
+      if (!body.size || body.pos !== body.size) onProgress?.({ file: path, loaded: body.size || body.pos, total: body.size || body.pos });
     } finally {
       body.close();
       // Interrupted: the partial download stays for the next load to resume.
