@@ -3,7 +3,9 @@
  * BF16 copy of stories260K (2-D weights BF16, norms F32, as HF checkpoints
  * store them) is written into a temporary Hub mirror; the page loads it, its
  * weights stay packed BF16 on the GPU (half the f32 bytes), and the
- * Playground's greedy ids equal `peft-studio generate` on the same repo.
+ * Playground's greedy ids equal `peft-studio generate` on the same repo. The
+ * weights stream into IndexedDB (two header Range requests, one download); a
+ * second load reads them back from IndexedDB with no request.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -58,6 +60,13 @@ describe('a BF16 model in the studio', () => {
       expect(await page.$('[data-testid=load-error]')).toBeNull();
       expect(await page.textContent('[data-testid=weight-dtype]')).toBe('bf16');
       expect(hub.count(`/${REPO}/resolve/main/model.safetensors`)).toBeGreaterThanOrEqual(1);
+      // The weights streamed through IndexedDB: the header by two Range requests, then one download; a second load reads only the cache.
+      const weights = hub.requests.filter((r) => r.path === `/${REPO}/resolve/main/model.safetensors` && r.method === 'GET');
+      expect(weights.map((r) => [r.status, r.range ?? null])).toEqual([
+        [206, 'bytes=0-7'],
+        [206, expect.stringMatching(/^bytes=0-\d+$/)],
+        [200, null],
+      ]);
 
       const { prompt } = referenceGreedy(0, NEW_TOKENS);
       await page.click('[data-testid=nav-playground]');
@@ -70,6 +79,15 @@ describe('a BF16 model in the studio', () => {
       const cli = await cliGreedy({ endpoint: hub.url, repo: REPO, prompt, maxNewTokens: NEW_TOKENS });
       expect(browserIds).toEqual(cli.ids);
       expect(browserIds).toHaveLength(NEW_TOKENS);
+
+      // (The CLI above downloads through its own cache.)
+      hub.reset();
+      await page.click('[data-testid=nav-model]');
+      await page.click('[data-testid=load]');
+      await page.waitForSelector('[data-testid=model-panel][data-state=loaded][data-loads="2"], [data-testid=load-error]', { timeout: 120_000 });
+      expect(await page.$('[data-testid=load-error]')).toBeNull();
+      // Only the probe for an optional file the repo lacks (chat_template.jinja: 404, never cached) reaches the server.
+      expect(hub.requests.filter((r) => r.status !== 404)).toEqual([]);
     } catch (err) {
       console.log(`--- browser console ---\n${log.join('\n')}\n--- end ---`);
       throw err;
