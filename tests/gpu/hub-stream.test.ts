@@ -7,7 +7,7 @@
  * chunk. tests/unit/hub-stream.test.ts covers resumes, faults and refusals.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Engine } from '../../src/engine/engine';
@@ -82,12 +82,16 @@ describe('Hub loads through the caches give the local-folder logits', () => {
 
   it('NodeFolderCache: cold, then warm (a new cache object) with no request', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'peft-hubstream-gpu-'));
-    for (const phase of ['cold', 'warm']) {
-      hub.reset();
-      const { y, maxRead } = await logits(hubSource(new NodeFolderCache(dir)));
-      expect(y, phase).toEqual(want);
-      expect(maxRead, phase).toBeLessThanOrEqual(LARGEST);
-      if (phase === 'warm') expect(hub.requests).toEqual([]);
+    try {
+      for (const phase of ['cold', 'warm']) {
+        hub.reset();
+        const { y, maxRead } = await logits(hubSource(new NodeFolderCache(dir)));
+        expect(y, phase).toEqual(want);
+        expect(maxRead, phase).toBeLessThanOrEqual(LARGEST);
+        if (phase === 'warm') expect(hub.requests).toEqual([]);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
