@@ -5,7 +5,9 @@
 // thread each, coalesced along the stored layout's contiguous dimension);
 // each thread then reads 2 + 2 vec4s per k and does 64 FMAs: twice v1's
 // arithmetic per workgroup-memory read (v1: 4x4 blocks, 16 FMAs per 2 reads).
-// Layouts (TA, TB) are pipeline constants, as in v4.
+// Layouts (TA, TB) are pipeline constants, as in v4. The B side (binding,
+// loads, staging) is one marked region: matmul.ts swaps it for
+// matmul_v5_packed_b.wgsl to read packed f16 / bf16 base weights.
 //
 // Same params and semantics as matmul.wgsl: C[b] = alpha op(A[b]) op(B[b]) + beta C[b] (+ bias).
 // Any M, N, K: loads outside the matrices read zero, stores are masked.
@@ -20,7 +22,6 @@ override TB: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> A: array<f32>;
-@group(0) @binding(2) var<storage, read> B: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> C: array<f32>;
 
@@ -37,11 +38,26 @@ fn loadA(b: u32, m: u32, k: u32) -> f32 {
   return A[b * p.strideA + m * p.K + k];
 }
 
+// packed-B region begin
+@group(0) @binding(2) var<storage, read> B: array<f32>;
+
 fn loadB(b: u32, k: u32, n: u32) -> f32 {
   if (n >= p.N || k >= p.K) { return 0.0; }
   if (TB == 1u) { return B[b * p.strideB + n * p.K + k]; }
   return B[b * p.strideB + k * p.N + n];
 }
+
+// Bs <- op(B)[k0 .. k0+15, n0 .. n0+63]: 16 loads per thread, consecutive
+// threads along B's stored rows.
+fn stageB(b: u32, k0: u32, n0: u32, tid: u32) {
+  for (var r = 0u; r < 16u; r++) {
+    let idx = tid + r * 64u;
+    var kb: u32; var nn: u32;
+    if (TB == 1u) { nn = idx / BK; kb = idx % BK; } else { kb = idx / TS; nn = idx % TS; }
+    Bs[kb * 16u + nn / 4u][nn % 4u] = loadB(b, k0 + kb, n0 + nn);
+  }
+}
+// packed-B region end
 
 @compute @workgroup_size(64, 1, 1)
 fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
@@ -60,10 +76,8 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
       var kk: u32; var mm: u32;
       if (TA == 1u) { kk = idx / TS; mm = idx % TS; } else { mm = idx / BK; kk = idx % BK; }
       As[kk * 16u + mm / 4u][mm % 4u] = loadA(b, m0 + mm, k0 + kk);
-      var kb: u32; var nn: u32;
-      if (TB == 1u) { nn = idx / BK; kb = idx % BK; } else { kb = idx / TS; nn = idx % TS; }
-      Bs[kb * 16u + nn / 4u][nn % 4u] = loadB(b, k0 + kb, n0 + nn);
     }
+    stageB(b, k0, n0, tid);
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
       let a0 = As[kk * 16u + ty * 2u];

@@ -15,9 +15,9 @@ import { Tensor, storageBytes, type StorageDtype } from './tensor';
 import type { Tape } from './tape';
 import type { MatmulKernelOptions, MatmulVariant } from './ops/matmul';
 
-/** Picks a matmul kernel per call (the autotuner, src/engine/matmul-tune.ts); undefined keeps the default. */
+/** Picks a matmul kernel per call (the autotuner, src/engine/matmul-tune.ts); undefined keeps the default. `dtypeB`: B's storage (packed f16 / bf16 weights are read by their own kernels). */
 export interface MatmulChooser {
-  choose(M: number, N: number, K: number, o: MatmulKernelOptions, variants: MatmulVariant[]): MatmulVariant | undefined;
+  choose(M: number, N: number, K: number, o: MatmulKernelOptions, variants: MatmulVariant[], dtypeB?: StorageDtype): MatmulVariant | undefined;
   /** Decide the calls left undecided since the last settle (time them); the trainer calls it after its first step. */
   settle?(e: Engine): Promise<void>;
 }

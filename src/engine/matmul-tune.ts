@@ -5,8 +5,11 @@
  * JSON file in Node: the host injects the store).
  *
  * A shape class is the layout (transA, transB), the power-of-two bucket of
- * M, N and K (⌈log2⌉), batched or not, and the list of kernels that can run
- * it (the vec4 preconditions); every call of a class runs the same kernel.
+ * M, N and K (⌈log2⌉), batched or not, the list of kernels that can run it
+ * (the vec4 preconditions) and, for a packed B (f16 / bf16 base weights),
+ * its dtype: each dtype has its own kernels' unpack cost, so f16 and bf16 are
+ * timed apart from each other and from f32. Every call of a class runs the
+ * same kernel.
  *
  * When: a call whose class is not in the table runs the default kernel and
  * leaves its class pending; `settle()` (the trainer calls it after its first
@@ -26,6 +29,7 @@ import type { Engine, MatmulChooser } from './engine';
 import { isCpuAdapter, type GpuContext } from '../gpu/device';
 import { matmulKernel, type MatmulKernelOptions, type MatmulVariant } from './ops/matmul';
 import type { KeyValueStore } from '../hub/cache';
+import { storageBytes, type StorageDtype } from './tensor';
 
 export interface TuneEntry {
   variant: MatmulVariant;
@@ -52,9 +56,11 @@ export function adapterKey(info: GpuContext['adapterInfo']): string {
   return [info.vendor, info.architecture, info.device, info.description].join('|');
 }
 
-export function shapeClass(M: number, N: number, K: number, o: MatmulKernelOptions, variants: MatmulVariant[]): string {
+export function shapeClass(M: number, N: number, K: number, o: MatmulKernelOptions, variants: MatmulVariant[], dtypeB: StorageDtype = 'f32'): string {
   const b = (x: number) => Math.ceil(Math.log2(Math.max(1, x)));
-  return `tA${o.transA ? 1 : 0}tB${o.transB ? 1 : 0} M${b(M)} N${b(N)} K${b(K)} ${(o.batch ?? 1) > 1 ? 'batched' : 'single'} ${variants.join(',')}`;
+  // f32 keys are those of tables saved before packed B was tuned.
+  const packed = dtypeB === 'f32' ? '' : ` B${dtypeB}`;
+  return `tA${o.transA ? 1 : 0}tB${o.transB ? 1 : 0} M${b(M)} N${b(N)} K${b(K)} ${(o.batch ?? 1) > 1 ? 'batched' : 'single'} ${variants.join(',')}${packed}`;
 }
 
 interface Pending {
@@ -63,6 +69,8 @@ interface Pending {
   K: number;
   o: MatmulKernelOptions;
   variants: MatmulVariant[];
+  /** B's storage: the kernels are timed on a packed B of this dtype. */
+  dtypeB?: StorageDtype;
 }
 
 export interface TunerOptions {
@@ -93,13 +101,13 @@ export class MatmulTuner implements MatmulChooser {
     return t;
   }
 
-  choose(M: number, N: number, K: number, o: MatmulKernelOptions, variants: MatmulVariant[]): MatmulVariant | undefined {
+  choose(M: number, N: number, K: number, o: MatmulKernelOptions, variants: MatmulVariant[], dtypeB: StorageDtype = 'f32'): MatmulVariant | undefined {
     if (variants.length < 2) return undefined;
-    const key = shapeClass(M, N, K, o, variants);
+    const key = shapeClass(M, N, K, o, variants, dtypeB);
     const hit = this.table.get(key);
     if (hit) return variants.includes(hit.variant) ? hit.variant : undefined;
     if (!this.pending.has(key))
-      this.pending.set(key, { M, N, K, o: { transA: o.transA, transB: o.transB, batch: o.batch, strideA: o.strideA, strideB: o.strideB }, variants });
+      this.pending.set(key, { M, N, K, o: { transA: o.transA, transB: o.transB, batch: o.batch, strideA: o.strideA, strideB: o.strideB }, variants, dtypeB });
     return undefined;
   }
 
@@ -119,18 +127,19 @@ export class MatmulTuner implements MatmulChooser {
     await this.store?.save(this.adapter, Object.fromEntries(this.table)).catch(() => undefined);
   }
 
-  /** Time each kernel on zero operands of the call's shape; null when they would exceed maxBytes. */
+  /** Time each kernel on zero operands of the call's shape (B in the call's dtype); null when they would exceed maxBytes. */
   async time(e: Engine, p: Pending): Promise<TuneEntry | null> {
     const { M, N, K } = p;
+    const dtypeB = p.dtypeB ?? 'f32';
     const batch = p.o.batch ?? 1;
     const aSize = batch * (p.o.strideA ?? M * K),
       bSize = batch * (p.o.strideB ?? K * N),
       cSize = batch * M * N;
-    if (4 * (aSize + bSize + cSize) > this.maxBytes) return null;
+    if (4 * (aSize + cSize) + storageBytes(bSize, dtypeB) > this.maxBytes) return null;
     e.beginScope();
     try {
       const A = e.zeros([aSize], 'tune.A'),
-        B = e.zeros([bSize], 'tune.B'),
+        B = dtypeB === 'f32' ? e.zeros([bSize], 'tune.B') : e.uploadPacked(new Uint16Array(bSize), [bSize], dtypeB, 'tune.B'),
         C = e.zeros([cSize], 'tune.C');
       const ms: Partial<Record<MatmulVariant, number>> = {};
       for (const variant of p.variants) {

@@ -21,7 +21,9 @@ import { checkMethodGradients } from '../helpers/method-check';
 import { randomWeights, storiesDir } from '../helpers/models';
 import type { Engine } from '../../src/engine/engine';
 import { Tape } from '../../src/engine/tape';
-import { matmul, matmulCpu } from '../../src/engine/ops/matmul';
+import { matmul, matmulCpu, type MatmulKernelOptions, type MatmulVariant } from '../../src/engine/ops/matmul';
+import { MatmulTuner, shapeClass } from '../../src/engine/matmul-tune';
+import type { StorageDtype } from '../../src/engine/tensor';
 import { embedding, embeddingCpu } from '../../src/engine/ops/embedding';
 import { roundToHalves, roundedF32 } from '../../src/engine/ops/packed';
 import { LocalFolderSource } from '../../src/hub/node';
@@ -139,6 +141,50 @@ describe('packed kernels', () => {
     });
   }
 
+  // v4, v5 (workgroup tiles) and v6 (subgroups) reading packed B in the kernel, both layouts:
+  // x Wᵀ (W [N, K], a linear) and x W (W [K, N]); each forward's dX is the other layout.
+  // 70x20x36: partial tiles in every direction, k steps past v5's 16 and v6's 2S chunk;
+  // 5x38x14: N, K even but not multiples of 4 (v4 cannot run it; v5 / v6 can, pairs at the edges).
+  for (const dtype of ['bf16', 'f16'] as const) {
+    for (const variant of ['v4', 'v5', 'v6'] as const) {
+      it(`${variant} reads ${dtype} B packed: forward vs float64 of the rounded weights, dX vs finite differences, no f32 copy`, async () => {
+        if (variant === 'v6') expect(e.ctx.features.has('subgroups')).toBe(true);
+        const shapes =
+          variant === 'v4'
+            ? [[70, 20, 36]]
+            : [
+                [70, 20, 36],
+                [5, 38, 14],
+              ];
+        const entries: string[] = [];
+        e.timer = { wrap: (name) => void entries.push(name) };
+        try {
+          for (const [M, N, K] of shapes) {
+            for (const transB of [true, false]) {
+              const W = randn(N * K, rng(N + K), 0.5);
+              const bits = roundToHalves(W, dtype);
+              const Wr = roundedF32(W, dtype);
+              entries.length = 0;
+              const { fwdErr, gradErr } = await checkOp(e, {
+                name: `packed ${dtype} ${variant} ${M}x${N}x${K} tB${+transB}`,
+                inputs: [{ name: 'x', shape: [M, K], data: randn(M * K, rng(M)), grad: true }],
+                gpu: (e, [x]) => matmul(e, x, e.uploadPacked(bits, transB ? [N, K] : [K, N], dtype, 'W'), { transB, variant }),
+                cpu: ([x]) => matmulCpu(x, Wr, M, N, K, { transB }),
+                samples: 8,
+              });
+              // The forward and dX, each one dispatch of the kernel on the packed words.
+              expect(entries, `${variant} ${M}x${N}x${K} tB${+transB}`).toEqual(['matmul', 'matmul']);
+              expect(fwdErr).toBeLessThan(1e-4);
+              expect(gradErr).toBeLessThan(2e-3);
+            }
+          }
+        } finally {
+          e.timer = null;
+        }
+      });
+    }
+  }
+
   it('refuses a packed tensor in a kernel that reads f32, naming it', async () => {
     e.beginScope();
     const W = e.uploadPacked(new Uint16Array(8), [2, 4], 'bf16', 'some.weight');
@@ -227,6 +273,55 @@ describe('training through packed base weights', () => {
     a.m.detach();
     packed.dispose();
     ref.dispose();
+  });
+});
+
+describe('the matmul autotuner on a packed base', () => {
+  it("the base linears (forward and dX) ask it with their packed dtype and run its choice: v5 and v6 give the f32 path's LoRA gradients", async () => {
+    const cfg = parseModelConfig(qwen2, 'qwen2');
+    const host = randomWeights(cfg, 3, { qkvBias: true, untied: true });
+    const ids = IDS.slice(0, 12);
+    const packed = modelFromWeights(e, cfg, host, { baseDtype: 'bfloat16' });
+    const ref = modelFromWeights(e, cfg, rounded(host, 'bf16'));
+    const want = await loraGrads(ref, ids);
+    want.m.detach();
+    // The real tuner, behind a recorder of what each call asked and got.
+    const tuner = new MatmulTuner('test adapter');
+    type Ask = { M: number; N: number; K: number; o: MatmulKernelOptions; variants: MatmulVariant[]; dtypeB: StorageDtype; got: MatmulVariant | undefined };
+    const asked: Ask[] = [];
+    e.matmulTuner = {
+      choose: (M, N, K, o, variants, dtypeB = 'f32') => {
+        const got = tuner.choose(M, N, K, o, variants, dtypeB);
+        asked.push({ M, N, K, o, variants, dtypeB, got });
+        return got;
+      },
+    };
+    try {
+      (await loraGrads(packed, ids)).m.detach();
+      const base = asked.filter((a) => a.dtypeB === 'bf16');
+      // q/k/v/o and gate/up/down: x Wᵀ forward (transB) and dY W (not) for each; the head (vocabulary 97) unpacks.
+      expect(new Set(base.map((a) => `${a.N}x${a.K} tB${+!!a.o.transB}`))).toEqual(
+        new Set(['48x48 tB1', '16x48 tB1', '72x48 tB1', '48x72 tB1', '48x48 tB0', '48x16 tB0', '48x72 tB0', '72x48 tB0']),
+      );
+      for (const a of base) expect(a.variants).toEqual(['v4', 'v5', 'v6']);
+      for (const variant of ['v5', 'v6'] as const) {
+        for (const a of base) tuner.table.set(shapeClass(a.M, a.N, a.K, a.o, a.variants, 'bf16'), { variant, ms: {}, shape: [a.M, a.N, a.K] });
+        asked.length = 0;
+        const got = await loraGrads(packed, ids);
+        got.m.detach();
+        const chosen = asked.filter((a) => a.dtypeB === 'bf16').map((a) => a.got);
+        expect(chosen.length).toBe(base.length);
+        expect(new Set(chosen)).toEqual(new Set([variant]));
+        for (const [k, g] of got.out) {
+          const scale = g.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+          expect(maxAbsDiff(g, want.out.get(k)!), `${variant} ${k}`).toBeLessThan(1e-4 * Math.max(1, scale));
+        }
+      }
+    } finally {
+      e.matmulTuner = null;
+      packed.dispose();
+      ref.dispose();
+    }
   });
 });
 

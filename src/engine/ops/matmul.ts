@@ -15,13 +15,16 @@ import codeV3 from '../../../shaders/matmul_v3.wgsl?raw';
 import codeV4 from '../../../shaders/matmul_v4.wgsl?raw';
 import codeV5 from '../../../shaders/matmul_v5.wgsl?raw';
 import codeV6 from '../../../shaders/matmul_v6.wgsl?raw';
+import codePackedB from '../../../shaders/matmul_packed_b.wgsl?raw';
+import codeV5PackedRegion from '../../../shaders/matmul_v5_packed_b.wgsl?raw';
+import codeV6PackedRegion from '../../../shaders/matmul_v6_packed_b.wgsl?raw';
 import { grid1d } from './add';
 import { copyColumns, packedConstant, toF32 } from './packed';
 import { isCpuAdapter } from '../../gpu/device';
 import { params } from '../engine';
 import type { Engine } from '../engine';
 import { needsGrad } from '../tape';
-import type { Tensor } from '../tensor';
+import type { StorageDtype, Tensor } from '../tensor';
 
 /**
  * v4 reading a packed B (f16 / bf16 base weights, two per u32): the same
@@ -52,6 +55,25 @@ fn ldB(i: u32) -> vec4<f32> {
   return out;
 }
 
+/**
+ * v5 and v6 reading a packed B: the kernel's "packed-B region" (its f32 B
+ * binding, loads and the code that moves op(B) into the tile or the lanes)
+ * replaced by matmul_packed_b.wgsl (the u32 binding, unpack2, loadB2: one
+ * word gives two neighbours along B's stored rows) and the kernel's own
+ * packed region, which loads pairs. The rest of the kernel (A, the FMAs, the
+ * stores) is the f32 kernel's text.
+ */
+const codeV5PackedB = withPackedRegion(codeV5, codeV5PackedRegion, 'matmul_v5.wgsl');
+const codeV6PackedB = withPackedRegion(codeV6, codeV6PackedRegion, 'matmul_v6.wgsl');
+
+function withPackedRegion(src: string, region: string, file: string): string {
+  const marked = /\/\/ packed-B region begin\n[\s\S]*?\/\/ packed-B region end\n/;
+  if (!marked.test(src)) throw new Error(`${file}: no packed-B region; update withPackedRegion`);
+  const out = src.replace(marked, () => `${codePackedB}\n${region}`);
+  if (/\bB\[/.test(out.replace(/\/\/.*$/gm, ''))) throw new Error(`${file}: a load of B outside its packed-B region; move it inside`);
+  return out;
+}
+
 export interface MatmulOptions {
   transA?: boolean;
   transB?: boolean;
@@ -74,6 +96,9 @@ export interface MatmulOptions {
  *   v4  RM x 16 register blocks, vec4 loads and stores; v3's conditions, N % 4 == 0, strides % 4 == 0
  *   v5  workgroup-memory 64x64 tiles, 8x8 per thread; any shape (for GPUs)
  *   v6  subgroup shuffles, 64x16 per workgroup; any shape, needs the `subgroups` feature
+ * v4, v5 and v6 also read a packed (f16 / bf16) B in the kernel: v4 under its
+ * own conditions, v5 and v6 when B's stored rows (K when transB, else N) and
+ * strideB are even (one u32 holds two neighbours of a row).
  */
 export type MatmulVariant = 'v1' | 'v3' | 'v4' | 'v5' | 'v6';
 
@@ -93,8 +118,10 @@ export interface MatmulKernelOptions {
 }
 
 /**
- * The variants that can run a call, the default first. The default is the
- * winner of the measurements on SwiftShader (below): v4 wherever its vec4
+ * The variants that can run a call, the default first; `dtypeB` is B's
+ * storage: for a packed B, the kernels that read it packed (possibly none:
+ * then matmulKernel unpacks B first and the f32 list applies). The default is
+ * the winner of the measurements on SwiftShader (below): v4 wherever its vec4
  * preconditions hold, else v3, else v1. v5 and v6 are for GPUs: they run
  * only when chosen (the autotuner, src/engine/matmul-tune.ts, or a test).
  *
@@ -105,27 +132,52 @@ export interface MatmulKernelOptions {
  * 12.3 / 11, 512x64x512 A B 52 / 16 / 8.5, 512x8x64 (LoRA) 2.4 / 0.9 / 0.6 / 0.6.
  * v2 is kept as the baseline.
  */
-export function matmulVariants(e: Engine, M: number, N: number, K: number, o: MatmulKernelOptions = {}): MatmulVariant[] {
+export function matmulVariants(e: Engine, M: number, N: number, K: number, o: MatmulKernelOptions = {}, dtypeB: StorageDtype = 'f32'): MatmulVariant[] {
   const vec4 = K % 4 === 0 && (!o.transA || M % 4 === 0) && (o.transB || N % 4 === 0);
-  const strides4 = (o.strideA ?? M * K) % 4 === 0 && (o.strideB ?? K * N) % 4 === 0;
+  const strideB = o.strideB ?? K * N;
+  const strides4 = (o.strideA ?? M * K) % 4 === 0 && strideB % 4 === 0;
+  const v4 = vec4 && N % 4 === 0 && strides4;
+  const subgroups = e.ctx.features.has('subgroups');
   const out: MatmulVariant[] = [];
-  if (vec4 && N % 4 === 0 && strides4) out.push('v4');
+  if (dtypeB !== 'f32') {
+    const pairs = (o.transB ? K : N) % 2 === 0 && strideB % 2 === 0;
+    if (v4) out.push('v4');
+    if (pairs) out.push('v5');
+    if (pairs && subgroups) out.push('v6');
+    return out;
+  }
+  if (v4) out.push('v4');
   if (vec4) out.push('v3');
   out.push('v1', 'v5');
-  if (e.ctx.features.has('subgroups')) out.push('v6');
+  if (subgroups) out.push('v6');
   return out;
 }
 
-/** Encode the raw kernel. Shapes are implied by M, N, K; no autograd. */
+/**
+ * Encode the raw kernel. Shapes are implied by M, N, K; no autograd.
+ *
+ * A packed B is read in the kernel by the chosen one of v4, v5, v6 whenever
+ * v4 can read it (every linear of a real model, forward and dX, and the head
+ * or its row blocks): the autotuner then chooses among the three per packed
+ * dtype (v4 is the default). A forced v5 / v6 reads it packed wherever its pair condition
+ * holds. Otherwise (A packed, odd shapes) the packed operand is unpacked into
+ * a temporary f32 copy first, which is correct everywhere and costs one
+ * weight's f32 bytes while it runs.
+ */
 export function matmulKernel(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: number, N: number, K: number, o: MatmulKernelOptions): void {
   const batch = o.batch ?? 1;
-  if (A.packed || B.packed) {
-    matmulPacked(e, C, A, B, M, N, K, o);
+  const dtypeB = B.dtype;
+  const variants = matmulVariants(e, M, N, K, o, dtypeB);
+  if (A.packed || (B.packed && !(o.variant ? variants.includes(o.variant) : variants[0] === 'v4'))) {
+    const a = A.packed ? toF32(e, A) : A;
+    const b = B.packed ? toF32(e, B) : B;
+    matmulKernel(e, C, a, b, M, N, K, o);
+    if (a !== A) a.dispose();
+    if (b !== B) b.dispose();
     return;
   }
   const bias = o.bias ?? A; // any bound buffer; unused when hasBias = 0
-  const variants = matmulVariants(e, M, N, K, o);
-  let variant = o.variant ?? e.matmulTuner?.choose(M, N, K, o, variants) ?? variants[0];
+  let variant = o.variant ?? e.matmulTuner?.choose(M, N, K, o, variants, dtypeB) ?? variants[0];
   if (!variants.includes(variant)) {
     if (o.variant)
       throw new Error(
@@ -147,71 +199,27 @@ export function matmulKernel(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: numb
     { f: o.alpha ?? 1 },
     { f: o.beta ?? 0 },
   );
-  const bindings = [{ tensor: A }, { tensor: B }, { tensor: bias }, { tensor: C, write: true }];
-  const layout = { TA: o.transA ? 1 : 0, TB: o.transB ? 1 : 0 };
+  const bindings = [{ tensor: A }, { tensor: B, packed: B.packed }, { tensor: bias }, { tensor: C, write: true }];
+  const layout = { TA: o.transA ? 1 : 0, TB: o.transB ? 1 : 0, ...(B.packed ? { DT: packedConstant(dtypeB) } : {}) };
   switch (variant) {
     case 'v4': {
       const RM = o.rowsPerThread ?? (isCpuAdapter(e.ctx.adapterInfo) ? 16 : 8);
       const [x, y] = grid1d(e, Math.ceil(M / RM) * Math.ceil(N / 16), 64);
-      e.dispatch(codeV4, 'matmul', args, bindings, [x, y, batch], { ...layout, RM });
+      e.dispatch(B.packed ? codeV4PackedB : codeV4, 'matmul', args, bindings, [x, y, batch], { ...layout, RM });
       break;
     }
     case 'v3':
       e.dispatch(codeV3, 'matmul', args, bindings, [Math.ceil(N / 32), Math.ceil(M / 64), batch], layout);
       break;
     case 'v5':
-      e.dispatch(codeV5, 'matmul', args, bindings, [Math.ceil(N / 64), Math.ceil(M / 64), batch], layout);
+      e.dispatch(B.packed ? codeV5PackedB : codeV5, 'matmul', args, bindings, [Math.ceil(N / 64), Math.ceil(M / 64), batch], layout);
       break;
     case 'v6':
-      e.dispatch(codeV6, 'matmul', args, bindings, [Math.ceil(N / 16), Math.ceil(M / 64), batch], layout);
+      e.dispatch(B.packed ? codeV6PackedB : codeV6, 'matmul', args, bindings, [Math.ceil(N / 16), Math.ceil(M / 64), batch], layout);
       break;
     default:
       e.dispatch(code, 'matmul', args, bindings, [Math.ceil(N / 64), Math.ceil(M / 64), batch]);
   }
-}
-
-/**
- * A packed operand: B packed with v4's preconditions reads the packed words
- * in the kernel (the base-weight path: linears and the tied head, forward and
- * dX); anything else (A packed, odd shapes) unpacks into a temporary f32 copy
- * first, which is correct everywhere and costs one weight's f32 bytes while it runs.
- */
-function matmulPacked(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: number, N: number, K: number, o: Parameters<typeof matmulKernel>[7]): void {
-  const batch = o.batch ?? 1;
-  const vec4 = K % 4 === 0 && (!o.transA || M % 4 === 0) && N % 4 === 0;
-  const strides4 = (o.strideA ?? M * K) % 4 === 0 && (o.strideB ?? K * N) % 4 === 0;
-  if (!A.packed && vec4 && strides4) {
-    const RM = o.rowsPerThread ?? (isCpuAdapter(e.ctx.adapterInfo) ? 16 : 8);
-    const args = params(
-      M,
-      N,
-      K,
-      batch,
-      o.transA ? 1 : 0,
-      o.transB ? 1 : 0,
-      o.strideA ?? M * K,
-      o.strideB ?? K * N,
-      M * N,
-      o.bias ? 1 : 0,
-      { f: o.alpha ?? 1 },
-      { f: o.beta ?? 0 },
-    );
-    const [x, y] = grid1d(e, Math.ceil(M / RM) * Math.ceil(N / 16), 64);
-    e.dispatch(
-      codeV4PackedB,
-      'matmul',
-      args,
-      [{ tensor: A }, { tensor: B, packed: true }, { tensor: o.bias ?? A }, { tensor: C, write: true }],
-      [x, y, batch],
-      { TA: o.transA ? 1 : 0, TB: o.transB ? 1 : 0, RM, DT: packedConstant(B.dtype) },
-    );
-    return;
-  }
-  const a = A.packed ? toF32(e, A) : A;
-  const b = B.packed ? toF32(e, B) : B;
-  matmulKernel(e, C, a, b, M, N, K, o);
-  if (a !== A) a.dispose();
-  if (b !== B) b.dispose();
 }
 
 /** The v2 kernel (4x4 register blocks), kept as the baseline v3 is measured against; same preconditions as v3. */
