@@ -90,11 +90,18 @@ export function copyColumns(
   );
 }
 
-/** Rows per block so that one block of a [rows, C] tensor in `dtype` fits `maxBytes` (even rows when packed and C is odd). */
+/**
+ * Rows per block so that one block of a [rows, C] tensor in `dtype` fits
+ * `maxBytes`: a multiple of 4 (a block of the head is then a B with N % 4 == 0,
+ * which the v4 / v5 / v6 matmuls read in place, packed or not, instead of
+ * through an f32 copy as large as the block again), else even when packed and
+ * C is odd (no block ends mid-word).
+ */
 export function rowsPerBlock(C: number, dtype: StorageDtype, maxBytes: number): number {
   const rowBytes = dtype === 'f32' ? C * 4 : C * 2;
   let rows = Math.floor(maxBytes / rowBytes);
-  if (dtype !== 'f32' && C % 2 === 1) rows -= rows % 2;
+  if (rows >= 4) rows -= rows % 4;
+  else if (dtype !== 'f32' && C % 2 === 1) rows -= rows % 2;
   // A packed block of an odd row count with odd C would end mid-word; storageBytes rounds up, so check the real size.
   while (rows > 1 && (dtype === 'f32' ? rows * C * 4 : Math.ceil((rows * C) / 2) * 4) > maxBytes) rows--;
   if (rows < 1) throw new Error(`rowsPerBlock: one row of ${C} ${dtype} values is larger than ${maxBytes} bytes`);
