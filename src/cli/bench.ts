@@ -608,8 +608,9 @@ async function packedVsF32(
  * What the matmul autotuner (src/engine/matmul-tune.ts) measures on this
  * adapter for the linear layers of stories260K (8 x 64 tokens) and of
  * SmolLM2-135M (256 tokens): ms per call of every kernel that can run the
- * shape, and the winner. A fresh tuner with no store: the numbers are this
- * run's, and nothing is cached by the bench.
+ * shape, and the winner; SmolLM2's also with the weight packed as BF16 (the
+ * kernels that read it packed: v4, v5, v6). A fresh tuner with no store: the
+ * numbers are this run's, and nothing is cached by the bench.
  */
 async function autotuneTable(e: Engine) {
   const tuner = new MatmulTuner(adapterKey(e.ctx.adapterInfo), null, { budgetMs: 200 });
@@ -626,6 +627,7 @@ async function autotuneTable(e: Engine) {
   for (const [name, M, N, K] of shapes) {
     const o = { transB: true };
     out[name] = await tuner.time(e, { M, N, K, o, variants: matmulVariants(e, M, N, K, o) });
+    if (name.startsWith('smollm2')) out[`${name} bf16`] = await tuner.time(e, { M, N, K, o, variants: matmulVariants(e, M, N, K, o, 'bf16'), dtypeB: 'bf16' });
   }
   return out;
 }
