@@ -36,7 +36,7 @@ import {
   type SafetensorsHeader,
 } from './safetensors';
 import { loadTokenizer, type Tokenizer } from './tokenizer';
-import { checkWeights, ignoredWarning, type WeightsCheck } from './weights';
+import { checkWeightDtypes, checkWeights, ignoredWarning, type WeightsCheck } from './weights';
 
 export interface Progress {
   file: string;
@@ -202,8 +202,12 @@ export async function* streamWeights(
     if (msg) (opts.warn ?? defaultWarn)(msg);
   };
   const shapes = new Map<string, number[]>();
+  const dtypes = new Map<string, SafetensorsDtype>();
   const record = (h: SafetensorsHeader) => {
-    for (const [t, info] of h.tensors) shapes.set(t, info.shape);
+    for (const [t, info] of h.tensors) {
+      shapes.set(t, info.shape);
+      dtypes.set(t, info.dtype);
+    }
   };
   const noteRead = (n: number) => {
     if (stats) stats.maxRead = Math.max(stats.maxRead, n);
@@ -224,6 +228,7 @@ export async function* streamWeights(
       headers.push(h);
     }
     const check = checkWeights(config, shapes, source.id);
+    checkWeightDtypes(dtypes, check.use, source.id);
     note(check);
     for (let i = 0; i < files.length; i++) {
       const h = headers[i];
@@ -263,6 +268,7 @@ export async function* streamWeights(
     const check = files.length === 1 ? checkWeights(config, shapes, source.id) : null;
     if (check) note(check);
     const use = check?.use;
+    checkWeightDtypes(dtypes, use ?? new Set([...h.tensors.keys()].filter((k) => mayUse(config, k))), source.id);
     for (const [key, info] of h.tensors) {
       if (use ? !use.has(key) : !mayUse(config, key)) continue;
       const [begin, end] = info.dataOffsets;

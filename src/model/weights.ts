@@ -132,3 +132,22 @@ export function ignoredWarning(check: WeightsCheck, source: string): string | nu
   if (!check.ignored.length) return null;
   return `${source}: ${check.ignored.length} tensor(s) are not part of this architecture and were not loaded: ${list(check.ignored)}.`;
 }
+
+/** The file dtypes a weight may have: floats, converted exactly (F64 rounds to f32). */
+const WEIGHT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
+
+/**
+ * Throws ModelFormatError when a tensor the model uses is stored as an
+ * integer, boolean or 8-bit float: such weights belong to quantized
+ * checkpoints (bitsandbytes int8, GPTQ / AWQ, FP8 with block scales) whose
+ * values mean nothing without their scales, so converting them to float32
+ * would load a model that runs and is wrong.
+ */
+export function checkWeightDtypes(dtypes: Iterable<readonly [string, string]>, use: ReadonlySet<string>, source: string): void {
+  const bad = [...dtypes].filter(([name, dtype]) => use.has(name) && !WEIGHT_DTYPES.has(dtype)).map(([n, d]) => `${n} (${d})`);
+  if (!bad.length) return;
+  throw new ModelFormatError(
+    `${source}: ${bad.length} weight(s) are not stored as floats: ${list(bad)}. Integer, boolean and 8-bit float weights come from quantized checkpoints ` +
+      '(bitsandbytes, GPTQ, AWQ, FP8), which PEFT Studio does not load; use the unquantized F32 / F16 / BF16 checkpoint (QLoRA quantizes it itself: finetuning_type qlora).',
+  );
+}

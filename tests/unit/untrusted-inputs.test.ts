@@ -19,7 +19,7 @@ import { HubSource } from '../../src/hub/hub-source';
 import { LocalFolderSource } from '../../src/hub/node';
 import { JSON_LIMITS } from '../../src/hub/source';
 import { MODEL_LIMITS, parseModelConfig } from '../../src/model/config';
-import { readConfig, readWeights } from '../../src/model/load';
+import { readConfig, readWeights, streamWeights } from '../../src/model/load';
 import { parseSafetensors, serializeSafetensors } from '../../src/model/safetensors';
 import { checkWeights, expectedWeights } from '../../src/model/weights';
 import { readAdapter } from '../../src/methods/adapter-io';
@@ -181,6 +181,61 @@ describe('weights against config.json', () => {
     expect(notes[0]).toMatch(
       /200000 tensor\(s\) are not part of this architecture and were not loaded: junk\.0, junk\.1, junk\.2, junk\.3, junk\.4 and 199995 more/,
     );
+  });
+});
+
+/** A safetensors file from raw tensors (any dtype name, bytes as given). */
+function rawSafetensors(tensors: { name: string; dtype: string; shape: number[]; bytes: Uint8Array }[]): Uint8Array {
+  const header: Record<string, unknown> = {};
+  let off = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.bytes.length] };
+    off += t.bytes.length;
+  }
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + json.length + off);
+  new DataView(out.buffer).setUint32(0, json.length, true);
+  out.set(json, 8);
+  let at = 8 + json.length;
+  for (const t of tensors) {
+    out.set(t.bytes, at);
+    at += t.bytes.length;
+  }
+  return out;
+}
+
+describe('weight dtypes', () => {
+  const cfg = tinyConfig();
+  const f32 = (name: string, t: { shape: number[]; data: Float32Array }) => ({ name, dtype: 'F32', shape: t.shape, bytes: new Uint8Array(t.data.buffer) });
+  const load = async (dir: string) => {
+    const src = new LocalFolderSource(dir);
+    for await (const w of streamWeights(src, await readConfig(src), { warn: () => {} })) void w;
+  };
+
+  it('an integer or 8-bit float weight (a quantized checkpoint) is refused before any tensor is read; F64 loads; an unused I8 tensor is only ignored', async () => {
+    for (const [dtype, size] of [
+      ['I8', 1],
+      ['U8', 1],
+      ['I32', 4],
+      ['F8_E4M3', 1],
+    ] as const) {
+      const tensors = [...randomWeights(cfg)].map(([n, t]) => f32(n, t));
+      const i = tensors.findIndex((t) => t.name === 'model.layers.1.mlp.up_proj.weight');
+      tensors[i] = { ...tensors[i], dtype, bytes: new Uint8Array(22 * 16 * size) };
+      const dir = folder({ 'config.json': JSON.stringify(tinyJson), 'model.safetensors': rawSafetensors(tensors) });
+      await fails(
+        () => load(dir),
+        ModelFormatError,
+        new RegExp(
+          `1 weight\\(s\\) are not stored as floats: model\\.layers\\.1\\.mlp\\.up_proj\\.weight \\(${dtype}\\)\\. .*use the unquantized F32 / F16 / BF16 checkpoint`,
+        ),
+      );
+    }
+    const tensors = [...randomWeights(cfg)].map(([n, t]) => f32(n, t));
+    const i = tensors.findIndex((t) => t.name === 'model.norm.weight');
+    tensors[i] = { ...tensors[i], dtype: 'F64', bytes: new Uint8Array(Float64Array.from(new Float32Array(tensors[i].bytes.slice().buffer)).buffer) };
+    tensors.push({ name: 'model.layers.0.mlp.up_proj.SCB', dtype: 'I8', shape: [22], bytes: new Uint8Array(22) });
+    await load(folder({ 'config.json': JSON.stringify(tinyJson), 'model.safetensors': rawSafetensors(tensors) }));
   });
 });
 
