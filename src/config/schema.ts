@@ -41,7 +41,19 @@ export interface OptionSpec {
   acceptsBool?: boolean;
   /** Numbers: ≥ 1 is an integer count, below 1 a fraction (see above). */
   countOrRatio?: boolean;
+  /** Enums: other spellings accepted and stored as the choice they name. */
+  aliases?: Readonly<Record<string, string>>;
 }
+
+/** Other spellings of a dtype (transformers' torch_dtype, PyTorch's names), as parseBaseDtype accepts them. */
+const DTYPE_SPELLINGS: Record<string, string> = { fp32: 'float32', float: 'float32', fp16: 'float16', half: 'float16', bf16: 'bfloat16' };
+export const DTYPE_ALIASES: Readonly<Record<string, string>> = Object.fromEntries([
+  ...Object.entries(DTYPE_SPELLINGS).flatMap(([a, d]) => [
+    [a, d],
+    [`torch.${a}`, d],
+  ]),
+  ...['float32', 'float16', 'bfloat16'].map((d) => [`torch.${d}`, d]),
+]);
 
 // The installed methods (src/methods/registry.ts registers every folder under
 // peft/ and every plug-in); mutable so that registration extends the choices.
@@ -69,6 +81,7 @@ export const modelOptions = [
     type: 'enum',
     default: 'auto',
     choices: ['auto', 'float32', 'float16', 'bfloat16'],
+    aliases: DTYPE_ALIASES,
     group: 'model',
     help: "How the frozen base weights are held on the GPU: auto keeps the checkpoint's dtype (F16 / BF16 stay 16-bit, half the memory of float32); float16 / bfloat16 round to that dtype; float32 unpacks everything. Trainable tensors are always float32.",
   },
@@ -78,6 +91,7 @@ export const modelOptions = [
     default: null,
     nullable: true,
     choices: ['auto', 'float32', 'float16', 'bfloat16'],
+    aliases: DTYPE_ALIASES,
     group: 'model',
     help: 'The transformers spelling of base_dtype (used when base_dtype is auto).',
   },
@@ -772,6 +786,7 @@ export function checkValue(spec: OptionSpec, v: unknown): { value?: unknown; pro
       return { value: v };
     case 'enum': {
       if (typeof v !== 'string') return wrongType();
+      if (spec.aliases && Object.prototype.hasOwnProperty.call(spec.aliases, v)) return { value: spec.aliases[v] };
       if (!spec.choices!.includes(v)) {
         const near = closest(v, spec.choices!);
         const hint = near ? ` Did you mean '${near}'?` : (enumHints[k] ?? '');

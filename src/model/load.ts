@@ -23,6 +23,7 @@ import type { Engine } from '../engine/engine';
 import { rowsPerBlock, roundToHalves } from '../engine/ops/packed';
 import type { StorageDtype, Tensor } from '../engine/tensor';
 import { storageBytes } from '../engine/tensor';
+import { DTYPE_ALIASES } from '../config/schema';
 import { ConfigError, ModelFormatError } from '../errors';
 import { cacheHint, getCapped, jsonLimit, type FileSource } from '../hub/source';
 import { parseModelConfig, type ModelConfig } from './config';
@@ -66,9 +67,8 @@ const defaultWarn = (m: string) => console.warn(`peft-studio: ${m}`);
 /** Throws ConfigError unless `v` is a base_dtype value (torch spellings "torch.bfloat16", "bf16"... and "auto"). */
 export function parseBaseDtype(v: unknown, key = 'base_dtype'): BaseDtype {
   if (v === undefined || v === null || v === '') return 'auto';
-  const s = String(v).replace(/^torch\./, '');
-  const alias: Record<string, BaseDtype> = { fp32: 'float32', fp16: 'float16', half: 'float16', bf16: 'bfloat16', float: 'float32' };
-  const d = (Object.prototype.hasOwnProperty.call(alias, s) ? alias[s] : s) as BaseDtype;
+  const s = String(v);
+  const d = (Object.prototype.hasOwnProperty.call(DTYPE_ALIASES, s) ? DTYPE_ALIASES[s] : s) as BaseDtype;
   if (!BASE_DTYPES.includes(d)) throw new ConfigError(`${key}: ${JSON.stringify(v)} is not a base weight dtype; use one of ${BASE_DTYPES.join(', ')}.`);
   return d;
 }

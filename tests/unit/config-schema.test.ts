@@ -108,6 +108,18 @@ describe('validateConfig: defaults', () => {
 });
 
 describe('validateConfig: problems', () => {
+  it("base_dtype / torch_dtype take transformers' and PyTorch's spellings (torch.bfloat16, bf16, half) as the dtype they name", () => {
+    expect(validateConfig({ ...base, torch_dtype: 'torch.bfloat16' }).torch_dtype).toBe('bfloat16');
+    expect(validateConfig({ ...base, torch_dtype: 'torch.float16' }).torch_dtype).toBe('float16');
+    expect(validateConfig({ ...base, base_dtype: 'bf16' }).base_dtype).toBe('bfloat16');
+    expect(validateConfig({ ...base, base_dtype: 'half', torch_dtype: 'torch.half' }).base_dtype).toBe('float16');
+    expect(validateConfig({ ...base, base_dtype: 'fp32' }).base_dtype).toBe('float32');
+    expect(problems({ ...base, base_dtype: 'bfloat16', torch_dtype: 'torch.float16' })).toEqual([
+      "base_dtype: 'bfloat16' and torch_dtype: 'float16' disagree; set one of them.",
+    ]);
+    expect(problems({ ...base, torch_dtype: 'torch.int8' })[0]).toMatch(/^torch_dtype: 'torch\.int8' is not one of auto, float32, float16, bfloat16\./);
+  });
+
   it('names an unknown key and the closest known one', () => {
     expect(problems({ ...base, learnig_rate: 1e-4 })).toEqual(["Unknown key 'learnig_rate' — did you mean 'learning_rate'?"]);
     expect(problems({ ...base, lora_rnak: 4 })).toEqual(["Unknown key 'lora_rnak' — did you mean 'lora_rank'?"]);
