@@ -125,6 +125,8 @@ export class KVCache {
 
 export class LlamaModel {
   readonly params = new Map<string, Tensor>();
+  /** weightDtype() as loaded, before any method unpacked a weight: the dtype a merged export is written in. */
+  readonly loadedWeightDtype: string;
   private hookList: ModelHooks[] = [];
   private invFreq: Tensor;
 
@@ -138,6 +140,7 @@ export class LlamaModel {
       e.persist(t);
       this.params.set(k, t);
     }
+    this.loadedWeightDtype = this.weightDtype();
     const need = ['model.embed_tokens.weight', 'model.norm.weight'];
     for (let l = 0; l < config.numLayers; l++) {
       const p = `model.layers.${l}`;

@@ -13,7 +13,10 @@
  *   seconds; train_tokens_per_s is input tokens over the time spent in
  *   optimizer steps (evaluation and checkpoint writes excluded).
  * - A merged model folder: model.safetensors plus the base model's config and
- *   tokenizer files, with the bias flags a BitFit merge needs.
+ *   tokenizer files, with the bias flags a BitFit merge needs. Merged weights
+ *   are written in the dtype the base was held in (a BF16 base gives a BF16
+ *   model, as merge_and_unload does); full / GaLore weights train in f32 and
+ *   are written as F32; config.json's torch_dtype says which.
  * - Prediction files, predict_results.json last: a grid reads its presence as
  *   "this cell is done".
  */
@@ -96,13 +99,32 @@ export function predictionCosts(method: AttachedMethod, results: Partial<TrainRe
   };
 }
 
-/** model.safetensors and the base model's config and tokenizer files: an HF model folder. */
-export async function modelFolderFiles(tensors: Map<string, { shape: number[]; data: Float32Array }>, base: FileSource): Promise<Record<string, Uint8Array>> {
-  const files: Record<string, Uint8Array> = { 'model.safetensors': serializeSafetensors(tensors, { format: 'pt' }) };
+/** The file dtype of each merged / trained tensor, and its config.json torch_dtype. */
+export type ModelFileDtype = 'F32' | 'F16' | 'BF16';
+const TORCH_DTYPE: Record<ModelFileDtype, string> = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' };
+
+/**
+ * model.safetensors (every tensor in `dtype`) and the base model's config and
+ * tokenizer files: an HF model folder. config.json's torch_dtype is set to
+ * `dtype` when it said otherwise, so transformers loads the weights as they are.
+ */
+export async function modelFolderFiles(
+  tensors: Map<string, { shape: number[]; data: Float32Array }>,
+  base: FileSource,
+  dtype: ModelFileDtype = 'F32',
+): Promise<Record<string, Uint8Array>> {
+  const typed = new Map([...tensors].map(([name, t]) => [name, { shape: t.shape, data: t.data, dtype }]));
+  const files: Record<string, Uint8Array> = { 'model.safetensors': serializeSafetensors(typed, { format: 'pt' }) };
   for (const f of BASE_MODEL_FILES) if (await base.has(f)) files[f] = await base.get(f);
-  // BitFit on llama: the merged biases need attention_bias / mlp_bias set.
-  const flagged = files['config.json'] ? configWithBiasFlags(new TextDecoder().decode(files['config.json']), tensors.keys()) : null;
-  if (flagged !== null) files['config.json'] = new TextEncoder().encode(flagged);
+  if (files['config.json']) {
+    // BitFit on llama: the merged biases need attention_bias / mlp_bias set.
+    const text = configWithBiasFlags(new TextDecoder().decode(files['config.json']), tensors.keys());
+    const cfg = JSON.parse(text ?? new TextDecoder().decode(files['config.json'])) as Record<string, unknown>;
+    const torchDtype = TORCH_DTYPE[dtype];
+    const stale = cfg.torch_dtype !== undefined ? cfg.torch_dtype !== torchDtype : dtype !== 'F32';
+    if (stale) cfg.torch_dtype = torchDtype;
+    if (stale || text !== null) files['config.json'] = new TextEncoder().encode(stale ? JSON.stringify(cfg, null, 2) + '\n' : text!);
+  }
   return files;
 }
 
@@ -139,10 +161,13 @@ export async function finishTraining(
  * The model's base weights are changed: the caller disposes of it or reloads.
  */
 export async function mergedModelFiles(model: LlamaModel, method: AttachedMethod, base: FileSource): Promise<Record<string, Uint8Array>> {
+  // As transformers' merge_and_unload + save_pretrained: the merged model keeps the dtype its base weights were held in.
+  const held = model.loadedWeightDtype;
+  const dtype: ModelFileDtype = held === 'bf16' ? 'BF16' : held === 'f16' ? 'F16' : 'F32';
   await method.merge!();
   const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
   for (const [name, t] of model.params) tensors.set(name, { shape: t.shape, data: await model.e.read(t) });
-  return modelFolderFiles(tensors, base);
+  return modelFolderFiles(tensors, base, dtype);
 }
 
 /** Prediction files into the run, predict_results.json last (its presence marks a finished cell). */

@@ -7,6 +7,12 @@
  * full fine-tuning) get them through model.param, which unpacks on demand.
  */
 import { describe, it, expect, beforeAll } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { LocalFolderSource } from '../../src/hub/node';
+import { parseSafetensorsHeader } from '../../src/model/safetensors';
+import { mergedModelFiles, trainedFiles } from '../../src/run/finish';
 import { gpuEngine } from '../helpers/gpu';
 import { maxAbsDiff } from '../helpers/check-op';
 import { randomWeights } from '../helpers/models';
@@ -117,4 +123,40 @@ describe('every method on a BF16 base equals the f32 path of the same rounded we
       ref.dispose();
     });
   }
+});
+
+describe('exports keep the dtype the base was held in, and config.json says it', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'ps-merged-dtype-'));
+  writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ ...json, torch_dtype: 'bfloat16' }));
+  const base = new LocalFolderSource(dir);
+  const headerOf = (bytes: Uint8Array) => parseSafetensorsHeader(bytes, 'model.safetensors');
+  const dtypes = (files: Record<string, Uint8Array | string>) =>
+    new Set([...headerOf(files['model.safetensors'] as Uint8Array).tensors.values()].map((t) => t.dtype));
+  const torchDtype = (files: Record<string, Uint8Array | string>) => JSON.parse(new TextDecoder().decode(files['config.json'] as Uint8Array)).torch_dtype;
+
+  it('a DoRA merge (it unpacks weights at attach) on a BF16 base is a BF16 model; on an f32 base F32, with torch_dtype float32', async () => {
+    for (const [baseDtype, want, torch] of [
+      ['bfloat16', 'BF16', 'bfloat16'],
+      ['float32', 'F32', 'float32'],
+    ] as const) {
+      const model = modelFromWeights(e, cfg, host, { baseDtype });
+      const m = resolveMethod(CONFIGS.dora).attach({ e, model, config: { seed: 1, ...CONFIGS.dora }, random: seededRandom(1) });
+      await m.ready;
+      const files = await mergedModelFiles(model, m, base);
+      expect([...dtypes(files)], baseDtype).toEqual([want]);
+      expect(torchDtype(files), baseDtype).toBe(torch);
+      model.dispose();
+    }
+  });
+
+  it('full fine-tuning on a BF16 base writes its f32 weights as F32 with torch_dtype float32', async () => {
+    const model = modelFromWeights(e, cfg, host, { baseDtype: 'bfloat16' });
+    const m = resolveMethod(CONFIGS.full).attach({ e, model, config: { seed: 1, ...CONFIGS.full }, random: seededRandom(1) });
+    await m.ready;
+    const files = await trainedFiles(m, base);
+    expect([...dtypes(files)]).toEqual(['F32']);
+    expect(torchDtype(files)).toBe('float32');
+    m.detach();
+    model.dispose();
+  });
 });
