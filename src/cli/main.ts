@@ -70,7 +70,7 @@ function progressBar(): (p: { file: string; loaded: number; total: number }) => 
   let lastFile = '';
   return (p) => {
     if (!process.stderr.isTTY) {
-      if (p.file !== lastFile) process.stderr.write(`downloading ${p.file}\n`);
+      if (p.file !== lastFile) process.stderr.write(`loading ${p.file}\n`);
       lastFile = p.file;
       return;
     }

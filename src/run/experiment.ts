@@ -56,6 +56,8 @@ export async function prepareExperiment(
 ): Promise<Prepared> {
   const { model, tokenizer } = await loadModel(e, sources.model, { onProgress: opts.onProgress, baseDtype: baseDtypeOf(config) });
   if (!tokenizer) throw new ConfigError(`${sources.model.id} has no tokenizer (tokenizer.json); training needs one.`);
+  // What base_dtype (or the file's dtype under auto) gave: the only place a user sees it took effect.
+  opts.log?.(`model: ${sources.model.id}, base weights ${model.loadedWeightDtype} on the GPU (${(model.weightBytes() / 1e6).toFixed(2)} MB)`);
   const method = await attachMethod(e, model, config, tokenizer);
   if (config.adapter_name_or_path) {
     if (!sources.adapter) throw new ConfigError(`adapter_name_or_path ${config.adapter_name_or_path} is set but no source for it was given.`);

@@ -26,6 +26,8 @@ describe('peft-studio train', () => {
     const out = tmp();
     const r = await cli(['train', config, ...base, `output_dir=${out}`, 'max_steps=6', 'save_steps=3']);
     expect(r.code, r.stderr).toBe(0);
+    // The log says how the base is held (base_dtype's effect): stories260K is an F32 file.
+    expect(r.stdout + r.stderr).toMatch(/model: local:.*stories260K, base weights f32 on the GPU \(1\.04 MB\)/);
     for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'trainer_log.jsonl', 'all_results.json', 'checkpoint-3', 'checkpoint-6']) {
       expect(existsSync(path.join(out, f)), f).toBe(true);
     }
