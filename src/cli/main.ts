@@ -62,6 +62,9 @@ Common options:
 
 Environment:
   PEFT_DIR         Folders of method plug-ins, ':'-separated (default: none), scanned at start.
+  PEFT_STUDIO_MAX_BINDING_BYTES
+                   Treat tensors above this many bytes as beyond one GPU binding (default: the device's
+                   limit), so a small model runs the row-block paths that large vocabularies need.
   HF_TOKEN         Hub token: sent only to https://huggingface.co or to an endpoint given by --endpoint,
                    or HF_ENDPOINT (not to one a config file names); never over plain http except to loopback.
 `;
@@ -89,6 +92,17 @@ async function engineForCli(): Promise<Engine> {
     },
   });
   const e = new Engine(ctx);
+  // A lower binding limit than the device's runs the row-block split paths (embedding, head, logits chunks) on a small model.
+  const limit = process.env.PEFT_STUDIO_MAX_BINDING_BYTES;
+  if (limit !== undefined && limit !== '') {
+    const n = Number(limit);
+    if (!Number.isInteger(n) || n < 1024 || n % 4 !== 0) {
+      throw new ConfigError(
+        `PEFT_STUDIO_MAX_BINDING_BYTES is '${limit}'; use a whole number of bytes, a multiple of 4, at least 1024 (e.g. 24576), or unset it.`,
+      );
+    }
+    e.maxBindingBytes = Math.min(e.maxBindingBytes, n);
+  }
   // Matmul kernels per shape class, timed once per adapter (src/engine/matmul-tune.ts): on for GPUs, off on SwiftShader unless asked.
   const tune = process.env.PEFT_STUDIO_AUTOTUNE ?? 'auto';
   if (tune !== 'auto' && tune !== 'on' && tune !== 'off') throw new ConfigError(`PEFT_STUDIO_AUTOTUNE is '${tune}'; use auto (GPUs only), on or off.`);

@@ -29,7 +29,7 @@ import { rope, ropeInvFreq } from '../engine/ops/rope';
 import { swiglu } from '../engine/ops/swiglu';
 import { toF32 } from '../engine/ops/packed';
 import type { ModelConfig } from './config';
-import { ModelFormatError } from '../errors';
+import { AdapterLimitError, ModelFormatError } from '../errors';
 
 export type LinearFn = (x: Tensor) => Tensor;
 
@@ -141,6 +141,7 @@ export class LlamaModel {
       this.params.set(k, t);
     }
     this.loadedWeightDtype = this.weightDtype();
+    for (const name of [...this.linearNames(), 'lm_head']) if (this.params.has(`${name}.bias`)) this.checkSplitBias(name);
     const need = ['model.embed_tokens.weight', 'model.norm.weight'];
     for (let l = 0; l < config.numLayers; l++) {
       const p = `model.layers.${l}`;
@@ -261,11 +262,26 @@ export class LlamaModel {
 
   /** Add a (zero) bias to a linear that has none, e.g. for BitFit on llama. */
   addBias(name: string, init?: Float32Array): Tensor {
+    this.checkSplitBias(name);
     const out = this.weightShape(`${name}.weight`)[0];
     const b = this.e.persist(init ? this.e.upload(init, [out]) : this.e.zeros([out]));
     b.name = `${name}.bias`;
     this.params.set(b.name, b);
     return b;
+  }
+
+  /**
+   * A weight split into row blocks (beyond one GPU binding) is read only as x Wᵀ
+   * without a bias: refuse a bias on one by name, before a forward fails in a kernel.
+   */
+  private checkSplitBias(name: string): void {
+    const w = this.params.get(`${name}.weight`);
+    if (!w?.blocks) return;
+    throw new AdapterLimitError(
+      `${name}.weight (${w.shape.join(' × ')}) is larger than this GPU's binding limit (${this.e.maxBindingBytes.toLocaleString('en-US')} bytes) ` +
+        `and is split into row blocks, which cannot be used with a bias (${name}.bias). Use a GPU whose maxStorageBufferBindingSize holds it` +
+        (w.dtype === 'f32' ? ', or hold the base in 16 bits (base_dtype: bfloat16) to halve it.' : '.'),
+    );
   }
 
   /** Free every GPU buffer the model holds (weights, gradients, RoPE table). */

@@ -320,6 +320,9 @@ export function uploadWeight(e: Engine, w: HostWeight, dtype: StorageDtype): Ten
     e.persist(f32 ? e.upload(f32.subarray(lo, hi), shape, name) : e.uploadPacked(halves!.subarray(lo, hi), shape, dtype as 'f16' | 'bf16', name));
   if (storageBytes(n, dtype) <= e.maxBindingBytes || w.shape.length !== 2) return upload(0, n, w.shape, w.name);
   const [R, C] = w.shape;
+  if (storageBytes(C, dtype) > e.maxBindingBytes) {
+    throw new ConfigError(`${w.name}: one row (${C} ${dtype} values) is larger than the binding limit of ${e.maxBindingBytes} bytes; raise the limit.`);
+  }
   const rows = rowsPerBlock(C, dtype, e.maxBindingBytes);
   const blocks: Tensor[] = [];
   for (let r = 0; r < R; r += rows) {

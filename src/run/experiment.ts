@@ -11,7 +11,7 @@
 import type { Engine } from '../engine/engine';
 import { effectiveEvalSteps, type ExperimentConfig } from '../config/schema';
 import { alpacaToExample, buildSftDatasets, readAlpacaJsonl, type SftDatasets, type SftExample } from '../data/sft';
-import { ConfigError } from '../errors';
+import { AdapterLimitError, ConfigError } from '../errors';
 import type { FileSource, ProgressCallback } from '../hub/source';
 import { readAdapter } from '../methods/adapter-io';
 import { resolveMethod } from '../methods/registry';
@@ -44,7 +44,30 @@ export interface ExperimentSources {
 export async function attachMethod(e: Engine, model: LlamaModel, config: ExperimentConfig, tokenizer?: Tokenizer): Promise<AttachedMethod> {
   const method = resolveMethod(config).attach({ e, model, config, random: seededRandom(Number(config.seed)), tokenizer });
   await method.ready;
+  const problem = splitWeightProblem(e, model, method);
+  if (problem) {
+    method.detach();
+    throw new AdapterLimitError(problem);
+  }
   return method;
+}
+
+/**
+ * A weight beyond one GPU binding is held in row blocks (src/model/load.ts),
+ * which the kernels read only frozen (the embedding gather and x Wᵀ). A method
+ * that trains such a weight would fail inside a kernel at the first step; this
+ * names it before any step runs. (A split linear with a bias: LlamaModel.)
+ */
+function splitWeightProblem(e: Engine, model: LlamaModel, method: AttachedMethod): string | null {
+  const limit = `this GPU's binding limit (${e.maxBindingBytes.toLocaleString('en-US')} bytes)`;
+  const trained = method.trainable().find((p) => p.tensor.blocks);
+  if (trained) {
+    return (
+      `${trained.tensor.name} (${trained.tensor.shape.join(' × ')}) is larger than ${limit}, so it is held in row blocks, which cannot be trained. ` +
+      'Choose a method that keeps it frozen, or a GPU whose maxStorageBufferBindingSize holds it.'
+    );
+  }
+  return null;
 }
 
 /** Model + tokenizer + the configured method (with adapter_name_or_path loaded). */
