@@ -63,12 +63,13 @@ export async function methodsCommand(args: string[], plugins: PluginScan, engine
     allowPositionals: true,
     strict: true,
   });
+  // The plain list needs no GPU: only --counts builds a model.
+  if (!values.counts) {
+    if (positionals.length) throw new ConfigError(`methods: unexpected ${positionals.join(' ')}; did you mean methods --counts <config.yaml>?`);
+    return formatMethods(plugins);
+  }
   const e = await engine();
   try {
-    if (!values.counts) {
-      if (positionals.length) throw new ConfigError(`methods: unexpected ${positionals.join(' ')}; did you mean methods --counts <config.yaml>?`);
-      return formatMethods(plugins);
-    }
     // The first positional is the config file unless it is already a key=value override.
     const file = positionals[0] !== undefined && !positionals[0].includes('=') ? positionals[0] : undefined;
     const overrides = file === undefined ? positionals : positionals.slice(1);
