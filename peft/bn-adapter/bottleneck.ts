@@ -44,6 +44,7 @@ import {
   gaussian,
   normal,
   uniform,
+  type ActivationTensor,
   type AdapterFiles,
   type AttachedMethod,
   type HostTensor,
@@ -458,7 +459,29 @@ function attachBottleneck(ctx: MethodContext, s: BnSettings): AttachedMethod {
     return out;
   };
 
+  /**
+   * One module's forward tensors per token (see core, sequential, parallel):
+   * [d]-wide outputs, [m]-wide ones, and LayerNorm statistics (mean, rstd; no gradient).
+   */
+  const lnCount = (s.lnBefore ? 1 : 0) + (s.lnAfter ? 1 : 0);
+  const perModule = {
+    // adapter_up, each LayerNorm, the scaling, the dropout, and the sum with the sub-layer output (sequential: the
+    // residual add, plus z = x + h with original_ln_before; parallel: the attention hook's add or the model's add of parallelMlp's branch)
+    wide: 1 + lnCount + (s.scaling !== 1 ? 1 : 0) + (s.dropout > 0 ? 1 : 0) + 1 + (!s.parallel && s.originalLnBefore ? 1 : 0),
+    stats: 2 * lnCount,
+  };
+
   return {
+    memory() {
+      const activations: ActivationTensor[] = [];
+      for (const key of modules.keys()) {
+        const layer = Number(key.split(':')[0]);
+        activations.push({ layer, perToken: d, count: perModule.wide }, { layer, perToken: m, count: 2 });
+        if (perModule.stats) activations.push({ layer, perToken: 1, count: perModule.stats, grad: false });
+      }
+      // Only output adapters: the first trainable tensor is at the end of layer 0, whose own activations get no gradient.
+      return { activations, gradientFromLayer: s.mh ? 0 : 1 };
+    },
     trainable(): TrainableParam[] {
       const out: TrainableParam[] = [];
       for (const mod of modules.values()) {

@@ -25,7 +25,17 @@ import { doraNorm, doraRowSqNorm, doraScale, doraScaleRows } from './ops';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { flopsTargets } from 'peft-studio/eval/flops';
-import { uniform, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  firstLayerOf,
+  layerOf,
+  uniform,
+  type ActivationTensor,
+  type AdapterFiles,
+  type AttachedMethod,
+  type MethodContext,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 import { loraOptions } from '../lora/config';
 import { LORA_FAMILY, loraAdapterConfig, loraFlops, loraKeysFromAdapter, loraSettings, loraTargets } from '../lora/method';
 import { useDora } from './config';
@@ -133,6 +143,17 @@ export const dora: DoraMethod = {
     };
 
     return {
+      memory() {
+        // Per target and forward: the detached norm n [out]; h [tokens, r] and the rescaled output
+        // [tokens, out]; with dropout also x_d [tokens, in], x_d Wᵀ and the LoRA output [tokens, out].
+        const activations: ActivationTensor[] = [];
+        for (const [name, l] of layers) {
+          const layer = layerOf(name);
+          activations.push({ layer, fixed: l.outF, grad: false }, { layer, perToken: r }, { layer, perToken: l.outF });
+          if (p > 0) activations.push({ layer, perToken: l.inF }, { layer, perToken: l.outF, count: 2 });
+        }
+        return { activations, gradientFromLayer: firstLayerOf(layers.keys()) };
+      },
       trainable(): TrainableParam[] {
         const out: TrainableParam[] = [];
         for (const [name, l] of layers) {

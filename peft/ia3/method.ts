@@ -18,6 +18,8 @@ import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { readOptions, targetModules } from 'peft-studio/methods/options';
 import {
+  firstLayerOf,
+  layerOf,
   matchTargets,
   normal,
   type AdapterFiles,
@@ -121,6 +123,13 @@ export const ia3: PeftMethod = {
     const key = (name: string) => `base_model.model.${name}.ia3_l`;
 
     return {
+      memory() {
+        // Per target: the scaled copy of its input (feed-forward, [tokens, in]) or of its output ([tokens, out]).
+        return {
+          activations: [...layers].map(([name, layer]) => ({ layer: layerOf(name), perToken: layer.feedforward ? layer.shape[1] : layer.shape[0] })),
+          gradientFromLayer: firstLayerOf(layers.keys()),
+        };
+      },
       trainable(): TrainableParam[] {
         return [...layers].map(([name, layer]) => ({ name: key(name), tensor: layer.l }));
       },

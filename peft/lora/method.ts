@@ -14,8 +14,11 @@ import { ConfigError } from 'peft-studio/errors';
 import { flopsTargets } from 'peft-studio/eval/flops';
 import { readOptions } from 'peft-studio/methods/options';
 import {
+  firstLayerOf,
+  layerOf,
   matchTargets,
   uniform,
+  type ActivationTensor,
   type AdapterFiles,
   type AttachedMethod,
   type FlopsContext,
@@ -120,6 +123,15 @@ export const lora: PeftMethod = {
     const key = (name: string, which: 'A' | 'B') => `base_model.model.${name}.lora_${which}.weight`;
 
     return {
+      memory() {
+        // Per target: h = dropout(x) Aᵀ [tokens, r], and the dropped-out copy of x when p > 0.
+        const activations: ActivationTensor[] = [];
+        for (const [name, l] of layers) {
+          activations.push({ layer: layerOf(name), perToken: r });
+          if (p > 0) activations.push({ layer: layerOf(name), perToken: l.inF });
+        }
+        return { activations, gradientFromLayer: firstLayerOf(layers.keys()) };
+      },
       trainable(): TrainableParam[] {
         const out: TrainableParam[] = [];
         for (const [name, l] of layers) {

@@ -34,6 +34,7 @@ import {
   initPromptTable,
   normal,
   prependPrompt,
+  promptActivations,
   PROMPT_FAMILY,
   promptAdapterConfig,
   promptInitMode,
@@ -114,6 +115,15 @@ export const mtp: PeftMethod = {
 
     const fix = 'set num_virtual_tokens, num_tasks and num_ranks as in its adapter_config.json, on the same base model.';
     return {
+      // Per forward: CR [T_k, n_v·d], the selection [B, T_k], M and the modulated prompts [B, n_v·d], and the prompt's batch copy.
+      memory: () => ({
+        activations: [
+          { fixed: Tk * nV * d },
+          { perSequence: Tk, grad: false },
+          { perSequence: nV * d, count: 2 },
+          ...promptActivations(nV, d),
+        ],
+      }),
       trainable(): TrainableParam[] {
         return [
           { name: 'prompt_embeddings', tensor: P },

@@ -18,7 +18,10 @@ import { ConfigError } from 'peft-studio/errors';
 import { flopsTargets } from 'peft-studio/eval/flops';
 import { readOptions } from 'peft-studio/methods/options';
 import {
+  firstLayerOf,
+  layerOf,
   matchTargets,
+  type ActivationTensor,
   type AdapterFiles,
   type AttachedMethod,
   type HostTensor,
@@ -183,6 +186,18 @@ export const oft: PeftMethod = {
     const key = (name: string) => `base_model.model.${name}.oft_R.weight`;
 
     return {
+      memory() {
+        // Per target and forward: the rotated input [tokens, in], R [blocks, b, b] and what its
+        // backward keeps (Cayley–Neumann: Q and the Horner terms H_1 … H_{D−1}; exact Cayley: (I + Q)⁻¹).
+        const kept = coeffs ? coeffs.length - 1 : 1;
+        const activations: ActivationTensor[] = [];
+        for (const [name, l] of layers) {
+          const layer = layerOf(name);
+          activations.push({ layer, perToken: l.r * l.b }, { layer, fixed: l.nb * l.b * l.b });
+          if (kept > 0) activations.push({ layer, fixed: l.nb * l.b * l.b, grad: false, count: kept });
+        }
+        return { activations, gradientFromLayer: firstLayerOf(layers.keys()) };
+      },
       trainable(): TrainableParam[] {
         return [...layers].map(([name, l]) => ({ name: key(name), tensor: l.theta }));
       },

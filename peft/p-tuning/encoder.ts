@@ -32,6 +32,7 @@ import { dropout, dropoutMaskCpu } from 'peft-studio/engine/ops/dropout';
 import { matmul } from 'peft-studio/engine/ops/matmul';
 import { mul } from 'peft-studio/engine/ops/mul';
 import type { Tensor } from 'peft-studio/engine/tensor';
+import type { ActivationTensor } from 'peft-studio/methods/types';
 import { normal } from '../prompt-tuning/prompt';
 
 export type EncoderKind = 'MLP' | 'LSTM';
@@ -175,6 +176,43 @@ export function encodePrompt(e: Engine, s: EncoderSpec, w: (name: string) => Ten
     if (l < s.layers - 1 && s.dropout > 0 && dropoutSeed !== undefined) x = dropout(e, x, s.dropout, dropoutSeed + l);
   }
   return lin(activation(e, lin(x, 0), 'relu'), 2);
+}
+
+/**
+ * What encodePrompt leaves for the backward, by tensor (each with its
+ * gradient unless marked): MLP three linear outputs and two ReLUs; LSTM per
+ * layer and direction the input projection [n_v, 4H], per step its row, the
+ * recurrent projection and their sum [4H], four gate slices and activations,
+ * i⊙g, f⊙c and the new c (after the first step), tanh(c), h [H], then the
+ * stacking of the n_v rows (pairwise concatenations, each with a backward
+ * copy of its inputs' gradients), the [h_fwd | h_rev] concatenation and the
+ * dropout between layers; then the head's two linears and ReLU.
+ */
+export function encoderActivations(s: EncoderSpec): ActivationTensor[] {
+  const { nV, d, H } = s;
+  if (s.kind === 'MLP') return [{ fixed: nV * H, count: 4 }, { fixed: nV * d }];
+  const out: ActivationTensor[] = [];
+  /** A concatenation of a and b values: its output and gradient, and the backward's copies of both inputs' gradients. */
+  const concat = (a: number, b: number) => out.push({ fixed: a + b }, { fixed: a, grad: false }, { fixed: b, grad: false });
+  for (let l = 0; l < s.layers; l++) {
+    for (let dir = 0; dir < 2; dir++) {
+      out.push({ fixed: nV * 4 * H }, { fixed: H, grad: false }, { fixed: 4 * H, count: 3 * nV }, { fixed: H, count: 13 * nV - 2 });
+      let parts = new Array<number>(nV).fill(H);
+      while (parts.length > 1) {
+        const next: number[] = [];
+        for (let i = 0; i + 1 < parts.length; i += 2) {
+          concat(parts[i], parts[i + 1]);
+          next.push(parts[i] + parts[i + 1]);
+        }
+        if (parts.length % 2) next.push(parts.at(-1)!);
+        parts = next;
+      }
+    }
+    concat(nV * H, nV * H);
+    if (l < s.layers - 1 && s.dropout > 0) out.push({ fixed: nV * 2 * H });
+  }
+  out.push({ fixed: nV * 2 * H, count: 2 }, { fixed: nV * d });
+  return out;
 }
 
 /** x Wᵀ + b in float64: x [n, in], W [out, in]. */

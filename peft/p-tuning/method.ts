@@ -22,6 +22,7 @@ import {
   adapterVirtualTokens,
   broadcastBatch,
   prependPrompt,
+  promptActivations,
   PROMPT_FAMILY,
   promptAdapterConfig,
   requireVirtualTokens,
@@ -30,7 +31,7 @@ import { pTuningOptions } from './config';
 
 /** Everything p-tuning reads, in form order. */
 const options = [numVirtualTokens, encoderHiddenSize, ...pTuningOptions] as const;
-import { encodePrompt, encoderParams, initEncoderWeights, type EncoderKind, type EncoderSpec } from './encoder';
+import { encodePrompt, encoderActivations, encoderParams, initEncoderWeights, type EncoderKind, type EncoderSpec } from './encoder';
 
 const PREFIX = 'prompt_encoder.default.';
 
@@ -123,6 +124,8 @@ export const pTuning: PeftMethod = {
       get mode() {
         return table ? 'table' : 'encoder';
       },
+      // The encoder runs once per forward (not after an import: the table is the prompt).
+      memory: () => ({ activations: [...(table ? [] : encoderActivations(spec)), ...promptActivations(nV, d)] }),
       trainable(): TrainableParam[] {
         if (table) return [{ name: 'prompt_embeddings', tensor: table }];
         return [...weights].map(([name, tensor]) => ({ name: PREFIX + name, tensor }));

@@ -186,6 +186,8 @@ export const pissa: PissaMethod = {
       },
       svdSeconds,
       trainable: () => inner.trainable(),
+      // LoRA's forward (the residual base weight replaces W in place).
+      memory: () => inner.memory?.() ?? {},
       async exportAdapter(): Promise<AdapterFiles> {
         await chain;
         const files = await inner.exportAdapter();

@@ -42,6 +42,7 @@ import { encoderHiddenSize, numVirtualTokens, readOptions } from 'peft-studio/me
 import {
   normal,
   uniform,
+  type ActivationTensor,
   type AdapterFiles,
   type AttachedMethod,
   type FlopsContext,
@@ -186,6 +187,14 @@ export function attachPrefix(ctx: MethodContext, flavour: PrefixFlavour): Attach
   };
 
   return {
+    memory() {
+      // Z's projection once per forward (E W1ᵀ + b1, its tanh [n_v, H], Z [n_v, F]); per layer the
+      // batch copies of its key and value blocks [B, n_v, D], which the model puts before its keys and values.
+      const activations: ActivationTensor[] = [];
+      if (proj) activations.push({ fixed: nv * H, count: 2 }, { fixed: nv * F });
+      for (let layer = 0; layer < dims.layers; layer++) activations.push({ layer, perSequence: nv * W, count: 2 });
+      return { kvPrefixTokens: nv, activations };
+    },
     trainable(): TrainableParam[] {
       const out: TrainableParam[] = [{ name: NAMES.embedding, tensor: table }];
       if (proj) {

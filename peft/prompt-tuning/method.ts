@@ -23,6 +23,7 @@ import {
   broadcastBatch,
   initPromptTable,
   prependPrompt,
+  promptActivations,
   promptAdapterConfig,
   promptInitMode,
   PROMPT_FAMILY,
@@ -62,6 +63,7 @@ export const promptTuning: PeftMethod = {
     });
 
     return {
+      memory: () => ({ activations: promptActivations(nV, d) }),
       trainable(): TrainableParam[] {
         return [{ name: 'prompt_embeddings', tensor: P }];
       },

@@ -17,7 +17,7 @@ import { matmul } from 'peft-studio/engine/ops/matmul';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { ConfigError } from 'peft-studio/errors';
 import { numVirtualTokens, readOptions, requireOption } from 'peft-studio/methods/options';
-import { gaussian, normal, type AdapterFiles, type MethodContext } from 'peft-studio/methods/types';
+import { gaussian, normal, type ActivationTensor, type AdapterFiles, type MethodContext } from 'peft-studio/methods/types';
 
 // The other prompt methods import the samplers from here.
 export { gaussian, normal };
@@ -123,6 +123,16 @@ export function broadcastBatch(e: Engine, P: Tensor, B: number): Tensor {
   if (B === 1) return P.reshape([1, n, d]);
   const ones = e.upload(new Float32Array(B).fill(1), [B, 1], 'prompt.ones');
   return matmul(e, ones, P.reshape([1, n * d]), { name: 'prompt.batch' }).reshape([B, n, d]);
+}
+
+/**
+ * What broadcastBatch and prependPrompt keep per forward (the memory estimate
+ * counts the [B, n_v + T, C] result itself): the batch copy of the prompt
+ * [B, n_v, d] and its gradient, the column of ones, and the concatenation's
+ * backward copy of the prompt rows' gradient.
+ */
+export function promptActivations(nV: number, d: number): ActivationTensor[] {
+  return [{ perSequence: nV * d }, { perSequence: 1, grad: false }, { perSequence: nV * d, grad: false }];
 }
 
 /** The inputEmbeds result: concat_seq(prompts [B, n_v, C], embeds [B, T, C]). */

@@ -107,6 +107,8 @@ export function attachQlora(ctx: MethodContext): QloraAttached {
       return { nf4, f32: f32Bytes };
     },
     trainable: () => adapter.trainable(),
+    // LoRA's intermediates; the NF4 base matmuls dequantize inside the kernel.
+    memory: () => adapter.memory?.() ?? {},
     exportAdapter: () => adapter.exportAdapter(),
     importAdapter: (files) => adapter.importAdapter(files),
     detach(): void {

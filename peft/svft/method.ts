@@ -25,7 +25,9 @@ import { flopsTargets } from 'peft-studio/eval/flops';
 import { readOptions, targetModules } from 'peft-studio/methods/options';
 import { svdFull, svdTopR } from 'peft-studio/methods/svd';
 import {
+  firstLayerOf,
   gaussian,
+  layerOf,
   matchTargets,
   type AdapterFiles,
   type AttachedMethod,
@@ -354,6 +356,11 @@ export const svft: PeftMethod = {
       get ready() {
         return chain;
       },
+      // Per target: z = x Vᵀ and its spectral mix [tokens, n] (the output replaces the base linear's).
+      memory: () => ({
+        activations: [...layers].map(([name, l]) => ({ layer: layerOf(name), perToken: l.n, count: 2 })),
+        gradientFromLayer: firstLayerOf(layers.keys()),
+      }),
       trainable(): TrainableParam[] {
         const out: TrainableParam[] = [];
         for (const [name, l] of layers) {

@@ -37,7 +37,10 @@ import { flopsTargets } from 'peft-studio/eval/flops';
 import { readOptions } from 'peft-studio/methods/options';
 import { veraOptions } from './config';
 import {
+  firstLayerOf,
+  layerOf,
   matchTargets,
+  type ActivationTensor,
   type AdapterFiles,
   type AttachedMethod,
   type HostTensor,
@@ -199,6 +202,17 @@ export const vera: PeftMethod = {
     const lkey = (name: string, which: 'b' | 'd') => `base_model.model.${name}.vera_lambda_${which}`;
 
     return {
+      memory() {
+        // Per target and forward: the scaled projections (Λ_d A)ᵀ [in, r] and (Λ_b B)ᵀ [r, out],
+        // h [tokens, r] (r is large: 256 by default), and the dropped-out copy of x when p > 0.
+        const activations: ActivationTensor[] = [];
+        for (const [name, l] of layers) {
+          const layer = layerOf(name);
+          activations.push({ layer, fixed: l.inF * r }, { layer, fixed: r * l.outF }, { layer, perToken: r });
+          if (p > 0) activations.push({ layer, perToken: l.inF });
+        }
+        return { activations, gradientFromLayer: firstLayerOf(layers.keys()) };
+      },
       trainable(): TrainableParam[] {
         const out: TrainableParam[] = [];
         for (const [name, l] of layers) {

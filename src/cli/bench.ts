@@ -25,6 +25,7 @@ import type { ModelSummary } from '../worker/api';
 import { ConfigError } from '../errors';
 import type { LlamaModel } from '../model/llama';
 import { builtinMethods, methodNameFor, resolveMethod } from '../methods/registry';
+import { methodMemoryInputs } from '../methods/count';
 import { svdTopR } from '../methods/svd';
 import { MatmulTuner, adapterKey, type TuneEntry } from '../engine/matmul-tune';
 import { matmulVariants } from '../engine/ops/matmul';
@@ -144,7 +145,7 @@ async function trainStep(
   const warm = so.noWarmup ? 0 : 1;
   const trainer = new Trainer(e, model, attached, examples, [], benchTrainOptions(B, steps + warm, so.gradientCheckpointing), new MemoryRunStore());
   const estimate = estimateTrainingBytes(summaryOf(model), {
-    trainable: trainer.trainableCount(),
+    ...methodMemoryInputs(model, attached),
     batch: B,
     seq: T,
     recompute: so.gradientCheckpointing,
@@ -182,7 +183,7 @@ async function encodedStepPeak(e: Engine, model: LlamaModel, ids: Int32Array, B:
   });
   // The trainer's constructor allocates the AdamW moments, as in a real step.
   const trainer = new Trainer(e, model, attached, examples, [], benchTrainOptions(B, 1, gc), new MemoryRunStore());
-  const estimate = estimateTrainingBytes(summaryOf(model), { trainable: trainer.trainableCount(), batch: B, seq: T, recompute: gc, residentBytes });
+  const estimate = estimateTrainingBytes(summaryOf(model), { ...methodMemoryInputs(model, attached), batch: B, seq: T, recompute: gc, residentBytes });
   e.pool.resetPeak();
   const mb = collateShifted(examples, 0);
   e.beginScope();

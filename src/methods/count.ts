@@ -3,12 +3,14 @@
  * `countOnly` (methods skip work that would change the base, e.g. QLoRA's
  * quantization), sum the trainable tensors, detach. The studio's Method
  * screen and `peft-studio methods --counts` both count this way, so their
- * numbers are the same for the same config.
+ * numbers are the same for the same config. The same attach gives what the
+ * memory estimate (src/ui/memory.ts) needs to know about the method.
  */
 import type { ExperimentConfig } from '../config/schema';
 import { ConfigError } from '../errors';
 import { seededRandom } from '../model/generate';
 import type { LlamaModel } from '../model/llama';
+import type { AttachedMethod, MethodMemory } from './types';
 import { methodNameFor, resolveMethod } from './registry';
 
 export interface TrainableCountResult {
@@ -17,6 +19,23 @@ export interface TrainableCountResult {
   method: string;
   /** GPU bytes the pool holds with the method attached (the memory estimate starts from it). */
   residentBytes: number;
+  /** Trainable parameters the trainer's AdamW updates (the rest update themselves). */
+  adamw: number;
+  /** Virtual tokens the method prepends to every sequence. */
+  virtualTokens: number;
+  /** What its forward keeps for the backward (AttachedMethod.memory). */
+  memory: MethodMemory;
+}
+
+/** The memory estimate's inputs that come from an attached method (see MemoryInputs in src/ui/memory.ts). */
+export function methodMemoryInputs(model: LlamaModel, attached: AttachedMethod) {
+  const params = attached.trainable();
+  return {
+    trainable: params.reduce((a, p) => a + p.tensor.size, 0),
+    adamw: params.reduce((a, p) => a + (p.update ? 0 : p.tensor.size), 0),
+    virtualTokens: model.virtualTokens(),
+    method: attached.memory?.() ?? {},
+  };
 }
 
 export async function countTrainable(
@@ -28,9 +47,9 @@ export async function countTrainable(
   const attached = resolveMethod(config).attach({ e: model.e, model, config, random: seededRandom(Number(config.seed)), tokenizer, countOnly: true });
   try {
     await attached.ready;
-    const trainable = attached.trainable().reduce((a, p) => a + p.tensor.size, 0);
+    const { trainable, adamw, virtualTokens, method: memory } = methodMemoryInputs(model, attached);
     model.e.flush();
-    return { trainable, total: model.numParams(), method: name, residentBytes: model.e.pool.inUse };
+    return { trainable, total: model.numParams(), method: name, residentBytes: model.e.pool.inUse, adamw, virtualTokens, memory };
   } finally {
     attached.detach();
     model.e.flush();

@@ -94,6 +94,47 @@ export interface MethodFlops {
   replaced?: string[];
 }
 
+/**
+ * One tensor a method's forward makes and the backward keeps until the step
+ * ends (or, inside a decoder layer under gradient checkpointing, until that
+ * layer's recomputed backward is done), for the memory estimate
+ * (src/ui/memory.ts). f32 values: perToken · B · T + perSequence · B + fixed,
+ * with B the batch and T the positions the decoder layers run on (cutoff_len
+ * plus the virtual tokens).
+ */
+export interface ActivationTensor {
+  perToken?: number;
+  perSequence?: number;
+  fixed?: number;
+  /** The decoder layer whose hooks make it; absent: made once per forward outside the layers (inputEmbeds, beginForward). */
+  layer?: number;
+  /** The backward gives it a gradient of its size (default true). */
+  grad?: boolean;
+  /** How many alike (default 1). */
+  count?: number;
+}
+
+/**
+ * What a method adds to a training step's GPU memory that the estimate
+ * cannot see from outside. The estimate already counts its tensors held at
+ * attach time (measured), a gradient and AdamW moments per trainable value
+ * (none for tensors with their own `update`: their state is resident), and
+ * the base model's activations over the longer sequence virtual tokens make
+ * (ModelHooks.virtualTokens). Default: nothing.
+ */
+export interface MethodMemory {
+  /** Key/value rows each decoder layer's attention gets before the sequence's (ModelHooks.kvPrefix): the keys and values the layer concatenates. */
+  kvPrefixTokens?: number;
+  /** Tensors its hooks make in the forward and the backward keeps (intermediates, per-forward copies of its tensors), each with its gradient. */
+  activations?: ActivationTensor[];
+  /**
+   * The first decoder layer whose activations get gradients (default 0): the
+   * layers before it see no trainable tensor, so the backward gives theirs
+   * none (an adapter after layer 0's MLP: 1; LoRA on layers 8 and up: 8).
+   */
+  gradientFromLayer?: number;
+}
+
 export interface AdapterFiles {
   /** adapter_config.json content. */
   config: Record<string, unknown>;
@@ -119,6 +160,8 @@ export interface AttachedMethod {
   exportAdapter(): Promise<AdapterFiles>;
   /** Load tensors written by exportAdapter (or by Python PEFT). */
   importAdapter(files: AdapterFiles): void;
+  /** What its forward keeps for the backward beyond the base model's activations (see MethodMemory); default nothing. */
+  memory?(): MethodMemory;
   /** Fold the adapter into the base weights, when the math allows. */
   merge?(): Promise<void>;
   /** Remove the hooks and free the method's tensors. */
@@ -180,6 +223,19 @@ export function matchTargets(modulePaths: string[], target: unknown): string[] {
       : (target as string[]);
   if (list.length === 1 && (list[0] === 'all' || list[0] === 'all-linear')) return modulePaths.filter((p) => !p.endsWith('lm_head'));
   return modulePaths.filter((p) => list.some((t) => p === t || p.endsWith('.' + t)));
+}
+
+/** The decoder layer a module path belongs to ("model.layers.3.mlp.down_proj" → 3); undefined outside the layers (lm_head). */
+export function layerOf(modulePath: string): number | undefined {
+  const m = /(?:^|\.)layers\.(\d+)\./.exec(modulePath);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** The first decoder layer among module paths: MethodMemory.gradientFromLayer of a method on those linears (past the last layer when none is in one). */
+export function firstLayerOf(modulePaths: Iterable<string>): number {
+  let first = Infinity;
+  for (const p of modulePaths) first = Math.min(first, layerOf(p) ?? Infinity);
+  return first;
 }
 
 /** Float32 uniform(-bound, bound) from a seeded generator. */

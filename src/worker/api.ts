@@ -8,6 +8,7 @@
 import type { OptionSpec } from '../config/schema';
 import type { TrainResults } from '../run/finish';
 import type { MethodInfo } from '../methods/select';
+import type { MethodMemory } from '../methods/types';
 import type { LogEntry } from '../train/trainer';
 
 export interface GpuInfo {
@@ -143,6 +144,12 @@ export interface TrainableCount {
   method: string;
   /** GPU bytes in use with the method attached (base weights as stored, the method's tensors): the memory estimate's resident term. */
   residentBytes?: number;
+  /** Trainable parameters the trainer's AdamW updates (the rest update themselves): the estimate's optimizer term. */
+  adamw?: number;
+  /** Virtual tokens the method prepends to every sequence. */
+  virtualTokens?: number;
+  /** What the method's forward keeps for the backward (AttachedMethod.memory). */
+  memory?: MethodMemory;
 }
 
 export interface DataPreview {
