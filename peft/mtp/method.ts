@@ -117,12 +117,7 @@ export const mtp: PeftMethod = {
     return {
       // Per forward: CR [T_k, n_v·d], the selection [B, T_k], M and the modulated prompts [B, n_v·d], and the prompt's batch copy.
       memory: () => ({
-        activations: [
-          { fixed: Tk * nV * d },
-          { perSequence: Tk, grad: false },
-          { perSequence: nV * d, count: 2 },
-          ...promptActivations(nV, d),
-        ],
+        activations: [{ fixed: Tk * nV * d }, { perSequence: Tk, grad: false }, { perSequence: nV * d, count: 2 }, ...promptActivations(nV, d)],
       }),
       trainable(): TrainableParam[] {
         return [

@@ -24,7 +24,7 @@
  * model with the lora method instead. Detaching frees the NF4 states; the f32
  * base weights are not restored (reload the model).
  */
-import { nf4Bytes, nf4Linear, nf4Upload, quantizeNf4Cpu, type Nf4Weight } from './ops';
+import { nf4Bytes, nf4Layout, nf4Linear, nf4Upload, quantizeNf4Cpu, type Nf4Weight } from './ops';
 import { ConfigError } from 'peft-studio/errors';
 import { readOptions } from 'peft-studio/methods/options';
 import type { AttachedMethod, MethodContext, PeftMethod } from 'peft-studio/methods/types';
@@ -108,7 +108,17 @@ export function attachQlora(ctx: MethodContext): QloraAttached {
     },
     trainable: () => adapter.trainable(),
     // LoRA's intermediates; the NF4 base matmuls dequantize inside the kernel.
-    memory: () => adapter.memory?.() ?? {},
+    memory() {
+      const m = adapter.memory?.() ?? {};
+      if (!ctx.countOnly) return m;
+      // Counting skipped the quantization: every base linear will be NF4 words instead of its stored bytes.
+      let change = 0;
+      for (const name of names) {
+        const W = model.stored(`${name}.weight`);
+        change += e.pool.bytesFor(4 * nf4Layout(W.size, double).words) - W.buffer.size;
+      }
+      return { ...m, residentChange: change };
+    },
     exportAdapter: () => adapter.exportAdapter(),
     importAdapter: (files) => adapter.importAdapter(files),
     detach(): void {

@@ -21,7 +21,6 @@ import { parseModelConfig, type ModelConfig } from '../model/config';
 import { readConfig, readWeights, modelFromWeights, loadModel, type BaseDtype } from '../model/load';
 import { f32ToF16 } from '../model/safetensors';
 import { estimateTrainingBytes } from '../ui/memory';
-import type { ModelSummary } from '../worker/api';
 import { ConfigError } from '../errors';
 import type { LlamaModel } from '../model/llama';
 import { builtinMethods, methodNameFor, resolveMethod } from '../methods/registry';
@@ -62,8 +61,8 @@ export interface BenchOptions {
 interface BenchCase {
   batch: number;
   seq: number;
-  /** Also time one training step of every built-in method. */
-  methods?: boolean;
+  /** Also time one training step of every built-in method (with and without recomputation); a fresh model after a method that released base weights (QLoRA). */
+  methods?: { reload: () => LlamaModel };
 }
 
 /** bench/bench.json: the methods' configs and the model shapes to run (see its _comment). */
@@ -144,13 +143,16 @@ async function trainStep(
   const stamps: number[] = [];
   const warm = so.noWarmup ? 0 : 1;
   const trainer = new Trainer(e, model, attached, examples, [], benchTrainOptions(B, steps + warm, so.gradientCheckpointing), new MemoryRunStore());
-  const estimate = estimateTrainingBytes(summaryOf(model), {
-    ...methodMemoryInputs(model, attached),
-    batch: B,
-    seq: T,
-    recompute: so.gradientCheckpointing,
-    residentBytes,
-  });
+  const estimate = estimateTrainingBytes(
+    { ...model.config, numParams: model.numParams() },
+    {
+      ...methodMemoryInputs(model, attached),
+      batch: B,
+      seq: T,
+      recompute: so.gradientCheckpointing,
+      residentBytes,
+    },
+  );
   e.pool.resetPeak();
   stamps.push(performance.now());
   const { peak: rssPeak } = await withRssPeak(() => trainer.run({ onStep: () => stamps.push(performance.now()) }));
@@ -183,7 +185,10 @@ async function encodedStepPeak(e: Engine, model: LlamaModel, ids: Int32Array, B:
   });
   // The trainer's constructor allocates the AdamW moments, as in a real step.
   const trainer = new Trainer(e, model, attached, examples, [], benchTrainOptions(B, 1, gc), new MemoryRunStore());
-  const estimate = estimateTrainingBytes(summaryOf(model), { ...methodMemoryInputs(model, attached), batch: B, seq: T, recompute: gc, residentBytes });
+  const estimate = estimateTrainingBytes(
+    { ...model.config, numParams: model.numParams() },
+    { ...methodMemoryInputs(model, attached), batch: B, seq: T, recompute: gc, residentBytes },
+  );
   e.pool.resetPeak();
   const mb = collateShifted(examples, 0);
   e.beginScope();
@@ -202,26 +207,6 @@ async function encodedStepPeak(e: Engine, model: LlamaModel, ids: Int32Array, B:
     trainable_params: trainer.trainableCount(),
     host_rss_bytes: rss(),
     note: 'memory only: the pool peak of one encoded micro-batch (forward, loss, backward); the GPU execution was not awaited',
-  };
-}
-
-/** The ModelSummary the studio's estimate reads, from a loaded model. */
-function summaryOf(model: LlamaModel): ModelSummary {
-  const c = model.config;
-  return {
-    repo: '',
-    revision: '',
-    modelType: c.modelType,
-    hiddenSize: c.hiddenSize,
-    numLayers: c.numLayers,
-    numHeads: c.numHeads,
-    numKvHeads: c.numKvHeads,
-    intermediateSize: c.intermediateSize,
-    vocabSize: c.vocabSize,
-    headDim: c.headDim,
-    maxPositionEmbeddings: c.maxPositionEmbeddings,
-    numParams: model.numParams(),
-    loadMs: 0,
   };
 }
 
@@ -383,16 +368,27 @@ async function benchModel(e: Engine, spec: BenchSpec, name: string, model: Llama
   // and v_proj, AdamW, clipping) at batch B x T, all tokens labelled.
   const loraStep = await trainStep(e, model, ids, B, T, steps, spec.methods[spec.step.lora]);
   const loraStepRecomputed = c.methods ? await trainStep(e, model, ids, B, T, steps, spec.methods[spec.step.lora], { gradientCheckpointing: true }) : undefined;
-  const methods: Record<string, Awaited<ReturnType<typeof trainStep>> | { error: string }> = {};
+  type MethodSteps = Record<string, Awaited<ReturnType<typeof trainStep>> | { error: string }>;
+  const methods: MethodSteps = {};
+  const methodsRecomputed: MethodSteps = {};
+  let current = model;
   if (c.methods) {
-    // QLoRA last: it releases the f32 base weights of the model it attaches to.
-    const order = Object.entries(spec.methods).sort(([a], [b]) => Number(a === spec.step.qlora) - Number(b === spec.step.qlora));
-    for (const [name, cfg] of order) {
+    for (const [name, cfg] of Object.entries(spec.methods)) {
       if (!builtinMethods.has(methodNameFor(cfg))) continue;
-      try {
-        methods[name] = await trainStep(e, model, ids, B, T, steps, cfg);
-      } catch (err) {
-        methods[name] = { error: (err as Error).message };
+      for (const [out, gradientCheckpointing] of [
+        [methods, false],
+        [methodsRecomputed, true],
+      ] as const) {
+        try {
+          out[name] = await trainStep(e, current, ids, B, T, steps, cfg, { gradientCheckpointing });
+        } catch (err) {
+          out[name] = { error: (err as Error).message };
+        }
+        // QLoRA quantizes the base weights and releases the f32 ones: the next step needs the model whole.
+        if (current.releasedShapes.size > 0) {
+          if (current !== model) current.dispose();
+          current = c.methods.reload();
+        }
       }
     }
   }
@@ -402,12 +398,13 @@ async function benchModel(e: Engine, spec: BenchSpec, name: string, model: Llama
     const timer = new KernelTimer(e.device, e.ctx.features);
     e.timer = timer;
     e.beginScope();
-    model.forward(ids, B);
+    current.forward(ids, B);
     e.endScope();
     const k = await timer.collect();
     e.timer = null;
     if (Object.values(k).some((x) => x.ms > 0)) kernels = k;
   }
+  if (current !== model) current.dispose();
   return {
     model: name,
     params: model.numParams(),
@@ -418,7 +415,7 @@ async function benchModel(e: Engine, spec: BenchSpec, name: string, model: Llama
     forward_backward: { ms_per_step: +fwdBwdMs.toFixed(2), tokens_per_s: +((B * T * 1000) / fwdBwdMs).toFixed(1), peak_gpu_bytes: fwdBwdPeak },
     lora_train_step: loraStep,
     ...(loraStepRecomputed ? { lora_train_step_gradient_checkpointing: loraStepRecomputed } : {}),
-    ...(c.methods ? { train_step_by_method: methods } : {}),
+    ...(c.methods ? { train_step_by_method: methods, train_step_by_method_gradient_checkpointing: methodsRecomputed } : {}),
     ...(kernels ? { forward_kernels_ms: kernels } : {}),
   };
 }
@@ -655,7 +652,7 @@ export async function runBench(e: Engine, opts: BenchOptions) {
     const cfg = await readConfig(source);
     const host = await readWeights(source);
     const model = modelFromWeights(e, cfg, host);
-    const r = await benchModel(e, spec, 'stories260K', model, { batch: 8, seq: 64, methods: true }, opts.steps);
+    const r = await benchModel(e, spec, 'stories260K', model, { batch: 8, seq: 64, methods: { reload: () => modelFromWeights(e, cfg, host) } }, opts.steps);
     model.dispose();
     const vs = await packedVsF32(e, spec, cfg, host, 8, 64, opts.steps).catch((err: Error) => ({ error: err.message }));
     results.push({ ...r, lora_train_step_f32_vs_bf16_base: vs });

@@ -76,6 +76,11 @@ export class BufferPool {
     this.free.clear();
   }
 
+  /** Bytes a buffer of `bytes` takes from the pool (its size class). */
+  bytesFor(bytes: number): number {
+    return bucketSize(bytes);
+  }
+
   resetPeak(): void {
     this.peak = this.inUse;
   }

@@ -49,7 +49,9 @@ export async function countTrainable(
     await attached.ready;
     const { trainable, adamw, virtualTokens, method: memory } = methodMemoryInputs(model, attached);
     model.e.flush();
-    return { trainable, total: model.numParams(), method: name, residentBytes: model.e.pool.inUse, adamw, virtualTokens, memory };
+    // What training will hold: the pool now, corrected for the work countOnly skipped.
+    const residentBytes = model.e.pool.inUse + (memory.residentChange ?? 0);
+    return { trainable, total: model.numParams(), method: name, residentBytes, adamw, virtualTokens, memory };
   } finally {
     attached.detach();
     model.e.flush();

@@ -133,6 +133,13 @@ export interface MethodMemory {
    * none (an adapter after layer 0's MLP: 1; LoRA on layers 8 and up: 8).
    */
   gradientFromLayer?: number;
+  /**
+   * Attached with `countOnly`: how many bytes the pool will hold beyond
+   * (negative: below) what it holds now once the skipped work is done (QLoRA's
+   * quantization replaces the f32 or 16-bit linears by NF4 blocks), so that the
+   * estimate from a count sees the resident bytes of training.
+   */
+  residentChange?: number;
 }
 
 export interface AdapterFiles {

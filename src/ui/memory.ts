@@ -9,7 +9,8 @@
  *                in their stored format (f32, packed f16/bf16, NF4), the
  *                method's frozen and trainable tensors (and the optimizer
  *                state of tensors that update themselves, GaLore's). Measured
- *                by the caller after attaching (the pool's bytes in use);
+ *                by the caller after attaching (the pool's bytes in use; after
+ *                a countOnly attach corrected by MethodMemory.residentChange);
  *                without it, the weights' stored bytes (weightBytes) plus 4
  *                per trainable parameter.
  *   trainable    4 per trainable parameter (its gradient) + 8 per parameter
@@ -22,15 +23,17 @@
  *
  *   layer = 6C + 3F + 3·Hq·D + 3·Hkv·D
  *
- * each with a gradient of its size, plus what the backward keeps without a
- * gradient (attention max / sum, 2·Hq per position; two RMSNorm rstd). With a
- * key/value prefix the layer also concatenates the P prefix rows before its
- * keys and values: 2 · B·(P + T)·Hkv·D and their gradients. The method's own
- * tensors come from AttachedMethod.memory (src/methods/types.ts: MethodMemory),
- * by layer or outside the layers. The tape keeps all of it until the step
- * ends, so the stored path holds every layer's; recomputation keeps each
- * layer's output (L·B·T·C) and two boundary gradients, and holds one layer's
- * activations and gradients at a time (the largest layer's).
+ * each with a gradient of its size (none in the layers before the method's
+ * first trainable tensor, MethodMemory.gradientFromLayer), plus what the
+ * backward keeps without a gradient (attention max / sum, 2·Hq per position;
+ * two RMSNorm rstd). With a key/value prefix the layer also concatenates the
+ * P prefix rows before its keys and values: 2 · B·(P + T)·Hkv·D and their
+ * gradients. The method's own tensors come from AttachedMethod.memory
+ * (src/methods/types.ts: MethodMemory), by layer or outside the layers. The
+ * tape keeps all of it until the step ends, so the stored path holds every
+ * layer's; recomputation keeps each layer's output (L·B·T·C) and two boundary
+ * gradients, and holds one layer's activations and gradients at a time (the
+ * largest layer's).
  *
  * Outside the layers: the input embeddings (B·S·C), with virtual tokens the
  * [B, T, C] sequence the layers start from and the real tokens sliced back out
@@ -44,6 +47,12 @@
 import { bucketSize } from '../gpu/pool';
 import type { MethodMemory } from '../methods/types';
 import type { ModelSummary } from '../worker/api';
+
+/** What the estimate reads of a model: its shape (a ModelSummary, or a ModelConfig with numParams). */
+export type MemoryModel = Pick<
+  ModelSummary,
+  'hiddenSize' | 'intermediateSize' | 'numLayers' | 'numHeads' | 'numKvHeads' | 'vocabSize' | 'headDim' | 'numParams' | 'weightBytes'
+>;
 
 export interface MemoryEstimate {
   weights: number;
@@ -70,7 +79,7 @@ export interface MemoryInputs {
   method?: MethodMemory;
 }
 
-export function estimateTrainingBytes(m: ModelSummary, x: MemoryInputs): MemoryEstimate {
+export function estimateTrainingBytes(m: MemoryModel, x: MemoryInputs): MemoryEstimate {
   const C = m.hiddenSize,
     F = m.intermediateSize,
     L = m.numLayers,

@@ -16,6 +16,7 @@ import { LocalFolderSource } from '../../src/hub/node';
 import { loadModel } from '../../src/model/load';
 import { seededRandom } from '../../src/model/generate';
 import { resolveMethod } from '../../src/methods/registry';
+import { methodMemoryInputs } from '../../src/methods/count';
 import { Trainer, collateShifted, type EncodedExample, type TrainOptions } from '../../src/train/trainer';
 import { estimateTrainingBytes } from '../../src/ui/memory';
 import { MemoryRunStore } from '../../src/train/store';
@@ -74,24 +75,9 @@ describe('gradient checkpointing (stories260K)', () => {
     const residentBytes = e.pool.inUse;
     e.pool.resetPeak();
     const t = new Trainer(e, model, m, data, [], { ...opts, gradientCheckpointing }, new MemoryRunStore());
-    const c = model.config;
     const estimate = estimateTrainingBytes(
-      {
-        repo: '',
-        revision: '',
-        modelType: c.modelType,
-        hiddenSize: c.hiddenSize,
-        numLayers: c.numLayers,
-        numHeads: c.numHeads,
-        numKvHeads: c.numKvHeads,
-        intermediateSize: c.intermediateSize,
-        vocabSize: c.vocabSize,
-        headDim: c.headDim,
-        maxPositionEmbeddings: c.maxPositionEmbeddings,
-        numParams: model.numParams(),
-        loadMs: 0,
-      },
-      { trainable: t.trainableCount(), batch: opts.batchSize, seq: collateShifted(data, 0).T, recompute: gradientCheckpointing, residentBytes },
+      { ...model.config, numParams: model.numParams() },
+      { ...methodMemoryInputs(model, m), batch: opts.batchSize, seq: collateShifted(data, 0).T, recompute: gradientCheckpointing, residentBytes },
     ).total;
     const { log } = await t.run();
     t.dispose();

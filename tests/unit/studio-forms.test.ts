@@ -55,31 +55,52 @@ describe('studio forms', () => {
     expect(countConfig({ ...values, lora_rank: 0 }, infos)).toBeNull();
   });
 
-  test('the memory estimate: resident bytes, 12 bytes per trainable parameter, activations of all layers or (recomputing) of one', () => {
-    const m = {
-      repo: 'x',
-      revision: 'main',
-      modelType: 'llama',
-      hiddenSize: 64,
-      numLayers: 5,
-      numHeads: 8,
-      numKvHeads: 4,
-      intermediateSize: 172,
-      vocabSize: 512,
-      maxPositionEmbeddings: 512,
-      numParams: 260_000,
-      loadMs: 0,
-    };
-    const stored = estimateTrainingBytes(m, { trainable: 1000, batch: 2, seq: 10 });
+  test('the memory estimate: resident bytes, optimizer state, activations of all layers or (recomputing) of the largest one, and what the method says it keeps', () => {
+    // Power-of-two shapes: every tensor is a whole pool size class, so bytes are 4 per value.
+    const m = { hiddenSize: 64, numLayers: 5, numHeads: 8, numKvHeads: 4, headDim: 8, intermediateSize: 128, vocabSize: 512, numParams: 260_000 };
+    const [B, S, L, C, F, V, Hq] = [4, 64, 5, 64, 128, 512, 8];
+    const layer = 6 * C + 3 * F + 3 * 64 + 3 * 32; // forward outputs per position, each with a gradient
+    const held = 2 * Hq + 2; // attention max / sum and two RMSNorm rstd: no gradient
+    const head = C + 2 * C + 1 + 2 * V + 6; // embeddings, final norm and its gradient, its rstd, logits and gradient, ids / positions / mask / labels / loss / lse
+    const bytes = (perToken: number, T = S) => 4 * B * T * perToken;
+
+    const stored = estimateTrainingBytes(m, { trainable: 1000, batch: B, seq: S });
     expect(stored.weights).toBe(4 * (260_000 + 1000));
-    expect(stored.trainable).toBe(12_000);
-    const layer = 6 * 64 + 3 * 172 + 3 * 8 * 8 + 3 * 4 * 8;
-    const head = 4 * 64 + 2 * 512;
-    expect(stored.activations).toBe(Math.round(4 * 2 * 10 * (5 * (2 * layer + 2 + 16) + head) * (17 / 16)));
+    expect(stored.trainable).toBe(12 * 1000);
+    expect(stored.activations).toBe(bytes(L * (2 * layer + held) + head));
     expect(stored.total).toBe(stored.weights + stored.trainable + stored.activations);
-    const recomputed = estimateTrainingBytes(m, { trainable: 1000, batch: 2, seq: 10, recompute: true, residentBytes: 123 });
+
+    const recomputed = estimateTrainingBytes(m, { trainable: 1000, adamw: 600, batch: B, seq: S, recompute: true, residentBytes: 123 });
     expect(recomputed.weights).toBe(123);
-    expect(recomputed.activations).toBe(Math.round(4 * 2 * 10 * (5 * 64 + 2 * 64 + 2 * layer + 2 + 16 + head) * (17 / 16)));
-    expect(recomputed.activations).toBeLessThan(stored.activations);
+    // Tensors that update themselves (GaLore) keep their state resident: a gradient only.
+    expect(recomputed.trainable).toBe(4 * 1000 + 8 * 600);
+    expect(recomputed.activations).toBe(bytes(L * C + 2 * C + 2 * layer + held + head));
+
+    // A method's tensor in every layer counts L times stored, once recomputed; one in a single layer once either way.
+    const everyLayer = { activations: Array.from({ length: L }, (_, l) => ({ layer: l, perToken: 16 })) };
+    expect(estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, method: everyLayer }).activations - stored.activations).toBe(L * bytes(2 * 16));
+    const with2 = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, recompute: true, method: { activations: [{ layer: 2, perToken: 16 }] } });
+    expect(with2.activations - recomputed.activations).toBe(bytes(2 * 16));
+    // Outside the layers, per sequence or fixed, with or without a gradient; rounded up to the pool's size class (160 B → 256 B, 5000 B → 5120 B).
+    const outside = estimateTrainingBytes(m, {
+      trainable: 0,
+      batch: B,
+      seq: S,
+      method: { activations: [{ perSequence: 10, grad: false, count: 3 }, { fixed: 1250 }] },
+    });
+    expect(outside.activations - stored.activations).toBe(3 * 256 + 2 * 5120);
+
+    // Layers before the first trainable tensor keep their outputs without gradients.
+    const late = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, method: { gradientFromLayer: 2 } });
+    expect(stored.activations - late.activations).toBe(2 * bytes(layer));
+
+    // Virtual tokens: the layers run on S + n positions; the model's input sequence and the real tokens sliced out of the output, with gradients.
+    const n = 64;
+    const virtual = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, virtualTokens: n });
+    expect(virtual.activations).toBe(bytes(L * (2 * layer + held), S + n) + bytes(head) + bytes(2 * C, S + n) + bytes(2 * C));
+    // A key/value prefix of P rows: each layer concatenates P + S keys and values (4 Hkv·D-wide tensors with gradients) and a key mask.
+    const P = 64;
+    const prefix = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, method: { kvPrefixTokens: P } });
+    expect(prefix.activations - stored.activations).toBe(L * bytes(4 * 32 + 1, S + P));
   });
 });
