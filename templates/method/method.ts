@@ -17,7 +17,16 @@ import { ConfigError } from 'peft-studio/errors';
 import type { Tensor } from 'peft-studio/engine/tensor';
 import { flopsTargets } from 'peft-studio/eval/flops';
 import { readOptions } from 'peft-studio/methods/options';
-import { matchTargets, type AdapterFiles, type AttachedMethod, type MethodContext, type PeftMethod, type TrainableParam } from 'peft-studio/methods/types';
+import {
+  firstLayerOf,
+  layerOf,
+  matchTargets,
+  type AdapterFiles,
+  type AttachedMethod,
+  type MethodContext,
+  type PeftMethod,
+  type TrainableParam,
+} from 'peft-studio/methods/types';
 import { myMethodOptions } from './config';
 import { channelScale } from './kernel';
 
@@ -64,6 +73,11 @@ export const myMethod: PeftMethod = {
     });
 
     return {
+      // For the memory estimate: each target's forward keeps its scaled output [tokens, out] (and its gradient).
+      memory: () => ({
+        activations: [...scales].map(([name, s]) => ({ layer: layerOf(name), perToken: s.size })),
+        gradientFromLayer: firstLayerOf(scales.keys()),
+      }),
       trainable(): TrainableParam[] {
         return [...scales].map(([name, s]) => ({ name: key(name), tensor: s }));
       },
