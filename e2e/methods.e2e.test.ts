@@ -3,7 +3,9 @@
  * the Method screen lists what the catalogue (the method folders) says, each
  * method shows its description and the options it requires; a required
  * option left empty blocks Start with its message; the trainable count equals
- * `peft-studio methods --counts` for the same config; Start trains 2 steps.
+ * `peft-studio methods --counts` for the same config; Start trains 2 steps,
+ * whose measured peak of GPU memory is within 15 % of the Model panel's
+ * training-memory estimate for the method.
  * After QLoRA (which quantizes the base of its own run, and must not touch
  * the base the counts are taken on), LoRA's count is still the CLI's.
  *
@@ -92,7 +94,8 @@ describe('every method in the studio', () => {
     await page.click('[data-testid=nav-data]');
     for (const [k, v] of [
       ['max_samples', '4'],
-      ['cutoff_len', '48'],
+      // Shorter than every example: each batch is cutoff_len tokens, the length the memory estimate assumes.
+      ['cutoff_len', '16'],
       ['val_size', '0'],
     ])
       await setOption(page, k, v);
@@ -114,6 +117,7 @@ describe('every method in the studio', () => {
     // The page lists exactly the methods the CLI counted (both from the installed method folders).
     expect([...methods].sort()).toEqual(Object.keys(cliCounts).sort());
     const timings: Record<string, number> = {};
+    const memory: Record<string, number> = {};
     // A fresh page starts on finetuning_type's default method.
     const defaultMethod = await page.$eval('[data-testid^=method-]:checked', (e) => (e as HTMLInputElement).value);
     let flaggedAfterDefault = false;
@@ -152,6 +156,11 @@ describe('every method in the studio', () => {
       await waitFor(page, '[data-testid=train-screen][data-status=done]', '[data-testid=train-error], [data-testid=train-screen][data-status=failed]', 120_000);
       expect(await page.$$('[data-testid=log-row]'), m).toHaveLength(2);
       timings[m] = Date.now() - t0;
+      // The Model panel's training-memory estimate for this method and batch against the run's measured peak.
+      const estimate = Number(await page.getAttribute(`[data-testid=memory-estimate][data-method="${m}"]`, 'data-bytes'));
+      const peak = Number(await page.getAttribute('[data-testid=peak-memory]', 'data-bytes'));
+      memory[m] = +(estimate / peak).toFixed(3);
+      expect(Math.abs(estimate / peak - 1), `${m}: estimate ${estimate} B, peak ${peak} B`).toBeLessThan(0.15);
 
       // After a method that changes how its base is held (a selecting flag on the default's type: QLoRA's quantization),
       // the default method's count on the base model is still the CLI's.
@@ -165,6 +174,7 @@ describe('every method in the studio', () => {
     }
     expect(flaggedAfterDefault).toBe(true);
     console.log('per-method time (ms, select + count + 2 steps):', timings);
+    console.log('per-method memory estimate / measured peak:', memory);
     await page.close();
     // Twenty methods, each counted and trained for 2 steps on SwiftShader.
   }, 900_000);

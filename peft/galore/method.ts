@@ -41,7 +41,7 @@ import { galoreAdamwStep, galoreMoments, galoreStepSize } from './ops';
 import { ConfigError } from 'peft-studio/errors';
 import { readOptions } from 'peft-studio/methods/options';
 import { svdTopR } from 'peft-studio/methods/svd';
-import type { AdapterFiles, AttachedMethod, MethodContext, OptimizerUpdate, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
+import type { ActivationTensor, AdapterFiles, AttachedMethod, MethodContext, OptimizerUpdate, PeftMethod, TrainableParam } from 'peft-studio/methods/types';
 import { attachFull, FULL_FAMILY } from '../full/method';
 import { galoreOptions } from './config';
 
@@ -148,11 +148,16 @@ export function attachGalore(ctx: MethodContext): AttachedMethod {
   // An update returns a Promise only at projector refreshes (GPU read-back + SVD);
   // a second update while one is pending means the caller did not await it.
   let pending = 0;
+  // projectedStep's scratch per projected weight (the low-rank gradient; proj_type full: two more), released
+  // only when the step's commands are submitted, so all of them at once: the memory estimate's share of the update.
+  const scratch: ActivationTensor[] = [];
 
   const params: TrainableParam[] = inner.trainable().map((p) => {
     if (targetWeights.has(p.name) && p.tensor.shape.length === 2) {
       const [m, n] = p.tensor.shape;
       const sh = galoreStateShapes(s.projType, s.rank, m, n);
+      scratch.push({ fixed: sh.low[0] * sh.low[1], grad: false, update: true });
+      if (sh.side === 'full') scratch.push({ fixed: sh.r * n, grad: false, update: true }, { fixed: m * sh.r, grad: false, update: true });
       const st: ProjectedState = {
         m,
         n,
@@ -214,6 +219,7 @@ export function attachGalore(ctx: MethodContext): AttachedMethod {
 
   return {
     trainable: () => params,
+    memory: () => ({ activations: scratch }),
     async exportAdapter(): Promise<AdapterFiles> {
       const files = await inner.exportAdapter();
       return {

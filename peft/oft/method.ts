@@ -187,14 +187,17 @@ export const oft: PeftMethod = {
 
     return {
       memory() {
-        // Per target and forward: the rotated input [tokens, in], R [blocks, b, b] and what its
-        // backward keeps (Cayley–Neumann: Q and the Horner terms H_1 … H_{D−1}; exact Cayley: (I + Q)⁻¹).
+        // Per target and forward: the rotated input [tokens, in], R [blocks, b, b] and what its backward
+        // keeps (Cayley–Neumann: Q and the Horner terms H_1 … H_{D−1}; exact Cayley: (I + Q)⁻¹), and the
+        // backward's own [blocks, b, b] scratch (dQ and the D − 1 powers of Qᵀ applied to G; Cayley: two),
+        // released only when the step's commands are submitted.
         const kept = coeffs ? coeffs.length - 1 : 1;
+        const scratch = coeffs ? coeffs.length - 1 : 2;
         const activations: ActivationTensor[] = [];
         for (const [name, l] of layers) {
           const layer = layerOf(name);
           activations.push({ layer, perToken: l.r * l.b }, { layer, fixed: l.nb * l.b * l.b });
-          if (kept > 0) activations.push({ layer, fixed: l.nb * l.b * l.b, grad: false, count: kept });
+          if (kept > 0) activations.push({ layer, fixed: l.nb * l.b * l.b, grad: false, count: kept + scratch });
         }
         return { activations, gradientFromLayer: firstLayerOf(layers.keys()) };
       },

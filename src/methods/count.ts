@@ -17,8 +17,8 @@ export interface TrainableCountResult {
   trainable: number;
   total: number;
   method: string;
-  /** GPU bytes the pool holds with the method attached (the memory estimate starts from it). */
-  residentBytes: number;
+  /** GPU bytes attaching the method added to the pool (its tensors), corrected for the work countOnly skipped (MethodMemory.residentChange). */
+  methodBytes: number;
   /** Trainable parameters the trainer's AdamW updates (the rest update themselves). */
   adamw: number;
   /** Virtual tokens the method prepends to every sequence. */
@@ -34,7 +34,7 @@ export function methodMemoryInputs(model: LlamaModel, attached: AttachedMethod) 
     trainable: params.reduce((a, p) => a + p.tensor.size, 0),
     adamw: params.reduce((a, p) => a + (p.update ? 0 : p.tensor.size), 0),
     virtualTokens: model.virtualTokens(),
-    method: attached.memory?.() ?? {},
+    memory: attached.memory?.() ?? {},
   };
 }
 
@@ -44,14 +44,15 @@ export async function countTrainable(
   tokenizer?: { encode(text: string): number[] },
 ): Promise<TrainableCountResult> {
   const name = methodNameFor(config);
+  model.e.flush();
+  const before = model.e.pool.inUse;
   const attached = resolveMethod(config).attach({ e: model.e, model, config, random: seededRandom(Number(config.seed)), tokenizer, countOnly: true });
   try {
     await attached.ready;
-    const { trainable, adamw, virtualTokens, method: memory } = methodMemoryInputs(model, attached);
+    const { trainable, adamw, virtualTokens, memory } = methodMemoryInputs(model, attached);
     model.e.flush();
-    // What training will hold: the pool now, corrected for the work countOnly skipped.
-    const residentBytes = model.e.pool.inUse + (memory.residentChange ?? 0);
-    return { trainable, total: model.numParams(), method: name, residentBytes, adamw, virtualTokens, memory };
+    const methodBytes = model.e.pool.inUse - before + (memory.residentChange ?? 0);
+    return { trainable, total: model.numParams(), method: name, methodBytes, adamw, virtualTokens, memory };
   } finally {
     attached.detach();
     model.e.flush();

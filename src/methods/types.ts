@@ -112,6 +112,13 @@ export interface ActivationTensor {
   grad?: boolean;
   /** How many alike (default 1). */
   count?: number;
+  /**
+   * Made by its own optimizer update (TrainableParam.update), after the
+   * backward: it adds to the stored activations, which the pool gets back only
+   * when the step is submitted, but not to a recomputed step's peak (one
+   * layer's backward), which is over by then.
+   */
+  update?: boolean;
 }
 
 /**
@@ -125,7 +132,12 @@ export interface ActivationTensor {
 export interface MethodMemory {
   /** Key/value rows each decoder layer's attention gets before the sequence's (ModelHooks.kvPrefix): the keys and values the layer concatenates. */
   kvPrefixTokens?: number;
-  /** Tensors its hooks make in the forward and the backward keeps (intermediates, per-forward copies of its tensors), each with its gradient. */
+  /**
+   * Tensors its hooks make in the forward and the backward keeps (intermediates,
+   * per-forward copies of its tensors), and scratch its backward or its own
+   * update makes, which the pool gets back only when the step's commands are
+   * submitted.
+   */
   activations?: ActivationTensor[];
   /**
    * The first decoder layer whose activations get gradients (default 0): the

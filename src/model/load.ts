@@ -79,6 +79,20 @@ export function baseDtypeOf(config: Record<string, unknown>): BaseDtype {
   return b !== 'auto' ? b : parseBaseDtype(config.torch_dtype, 'torch_dtype');
 }
 
+/**
+ * Pool bytes of a loaded model's weights, or of another load of the same
+ * model with `base` (auto: as this one holds them; 1-D tensors are f32
+ * either way): the memory estimate's base-weight term.
+ */
+export function weightPoolBytes(model: LlamaModel, base: BaseDtype = 'auto'): number {
+  let n = 0;
+  for (const t of model.params.values()) {
+    const dtype = base === 'auto' || t.shape.length < 2 ? t.dtype : base === 'float32' ? 'f32' : base === 'float16' ? 'f16' : 'bf16';
+    for (const b of t.blocks ?? [t]) n += model.e.pool.bytesFor(storageBytes(b.size, dtype));
+  }
+  return n;
+}
+
 export async function readConfig(source: FileSource): Promise<ModelConfig> {
   const bytes = await getCapped(source, 'config.json', jsonLimit('config.json'));
   let json: unknown;

@@ -35,6 +35,9 @@
  * gradients, and holds one layer's activations and gradients at a time (the
  * largest layer's).
  *
+ * A method's scratch from its own optimizer update (ActivationTensor.update)
+ * adds to the stored path's peak, not to a recomputed one's.
+ *
  * Outside the layers: the input embeddings (B·S·C), with virtual tokens the
  * [B, T, C] sequence the layers start from and the real tokens sliced back out
  * of their output (both with gradients), the final norm and its gradient, the
@@ -76,7 +79,7 @@ export interface MemoryInputs {
   /** Virtual tokens the method prepends to every sequence (LlamaModel.virtualTokens()). */
   virtualTokens?: number;
   /** What the method's forward keeps (AttachedMethod.memory). */
-  method?: MethodMemory;
+  memory?: MethodMemory;
 }
 
 export function estimateTrainingBytes(m: MemoryModel, x: MemoryInputs): MemoryEstimate {
@@ -90,7 +93,7 @@ export function estimateTrainingBytes(m: MemoryModel, x: MemoryInputs): MemoryEs
   const B = x.batch,
     S = x.seq,
     T = S + (x.virtualTokens ?? 0),
-    P = x.method?.kvPrefixTokens ?? 0;
+    P = x.memory?.kvPrefixTokens ?? 0;
   /** Pool bytes of one f32 (or i32) tensor of `values`, and of one with its gradient. */
   const one = (values: number) => (values > 0 ? bucketSize(4 * values) : 0);
   const withGrad = (values: number) => 2 * one(values);
@@ -104,15 +107,17 @@ export function estimateTrainingBytes(m: MemoryModel, x: MemoryInputs): MemoryEs
     gradients += 2 * one(B * (P + T) * Hkv * D);
   }
   // Layers before the method's first trainable tensor get no gradients (and, recomputed, are never run again).
-  const first = Math.min(L, Math.max(0, x.method?.gradientFromLayer ?? 0));
+  const first = Math.min(L, Math.max(0, x.memory?.gradientFromLayer ?? 0));
 
   // The method's tensors, by layer and outside the layers.
   const layers = Array.from({ length: L }, (_, l) => forward + (l >= first ? gradients : 0));
-  let outside = 0;
-  for (const t of x.method?.activations ?? []) {
+  let outside = 0,
+    update = 0;
+  for (const t of x.memory?.activations ?? []) {
     const values = (t.perToken ?? 0) * B * T + (t.perSequence ?? 0) * B + (t.fixed ?? 0);
     const bytes = (t.grad === false ? one(values) : withGrad(values)) * (t.count ?? 1);
-    if (t.layer !== undefined && t.layer >= 0 && t.layer < L) layers[t.layer] += bytes;
+    if (t.update) update += bytes;
+    else if (t.layer !== undefined && t.layer >= 0 && t.layer < L) layers[t.layer] += bytes;
     else outside += bytes;
   }
   const kept = x.recompute ? L * one(B * T * C) + 2 * one(B * T * C) + Math.max(0, ...layers.slice(first)) : layers.reduce((a, b) => a + b, 0);
@@ -120,7 +125,9 @@ export function estimateTrainingBytes(m: MemoryModel, x: MemoryInputs): MemoryEs
   let head = one(B * S * C) + withGrad(B * S * C) + one(B * S) + withGrad(B * S * V) + 6 * one(B * S);
   if (T > S) head += withGrad(B * T * C) + withGrad(B * S * C);
 
-  const activations = kept + head + outside;
+  // The method's own update comes after the backward: on top of the stored activations (the pool gets them
+  // back when the step is submitted), past a recomputed step's peak (its layers' activations are gone by then).
+  const activations = kept + head + outside + (x.recompute ? 0 : update);
   // Unmeasured: the base weights as stored (packed f16 / bf16 at 2 bytes) plus the trainable values.
   const weights = x.residentBytes ?? (m.weightBytes ?? 4 * m.numParams) + 4 * x.trainable;
   const trainable = 4 * x.trainable + 8 * (x.adamw ?? x.trainable);

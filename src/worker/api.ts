@@ -142,7 +142,12 @@ export interface TrainableCount {
   trainable: number;
   total: number;
   method: string;
-  /** GPU bytes in use with the method attached (base weights as stored, the method's tensors): the memory estimate's resident term. */
+  /**
+   * GPU bytes a run of this config will hold before its first step: the Model
+   * screen's model with the method attached (measured, corrected for work the
+   * count skipped) plus the run's own copy of the model's weights. The memory
+   * estimate's resident term.
+   */
   residentBytes?: number;
   /** Trainable parameters the trainer's AdamW updates (the rest update themselves): the estimate's optimizer term. */
   adamw?: number;

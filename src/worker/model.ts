@@ -8,7 +8,7 @@ import { ConfigError } from '../errors';
 import { cacheKey, DirectoryHandleSource, HubSource, idbKeyValueStore, type FileCache, type FileSource, type KeyValueStore } from '../hub/index';
 import { countTrainable } from '../methods/count';
 import type { LlamaModel } from '../model/llama';
-import { loadModel } from '../model/load';
+import { baseDtypeOf, loadModel, weightPoolBytes } from '../model/load';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer';
 import type { LoadModelOptions, LoadProgress, ModelSummary, TrainableCount } from './api';
 import type { DeviceSlot } from './device';
@@ -111,7 +111,10 @@ export class BaseModel {
       const config = validateConfig(raw, 'studio');
       const { model, tokenizer } = this.require('counting trainable parameters');
       // countOnly: methods skip work that would change the base (QLoRA's quantization), so every count sees the same model.
-      return countTrainable(model, config, tokenizer);
+      const count = await countTrainable(model, config, tokenizer);
+      // A run loads its own copy of the model (prepareExperiment) beside this one, which stays loaded: training holds
+      // both, and the method on the copy. (Not the pool's bytes now: it may still hold the last run's model.)
+      return { ...count, residentBytes: weightPoolBytes(model) + weightPoolBytes(model, baseDtypeOf(config)) + count.methodBytes };
     });
   }
 

@@ -1,7 +1,9 @@
 /**
  * The studio's training-memory estimate (src/ui/memory.ts) against the pool's
  * measured peak, for every built-in method with and without recomputation:
- * one training step each on a tiny random model, the methods configured as
+ * two training steps each (the second is every later step: optimizer state
+ * made, no first-step work such as GaLore's projector SVD) on a tiny random
+ * model, the methods configured as
  * `peft-studio bench` configures them (bench/bench.json, which must cover
  * every built-in method), the estimate made as the studio makes it: from the
  * Method screen's trainable count (an attach with countOnly). What a method keeps beyond the base model it says
@@ -18,6 +20,7 @@ import { validateConfig } from '../../src/config/schema';
 import { countTrainable } from '../../src/methods/count';
 import { builtinMethods, methodNameFor, resolveMethod } from '../../src/methods/registry';
 import { seededRandom } from '../../src/model/generate';
+import { weightPoolBytes } from '../../src/model/load';
 import { MemoryRunStore } from '../../src/train/store';
 import { Trainer } from '../../src/train/trainer';
 import { benchTrainOptions } from '../../src/cli/bench';
@@ -45,16 +48,18 @@ describe('memory estimate vs measured peak, every built-in method (tiny model, b
     const config = validateConfig({ model_name_or_path: 'tiny', dataset: 'sst2', output_dir: 'unused', seed: 1, ...raw });
     const model = tinyModel(e, SHAPE);
     const count = await countTrainable(model, config);
+    // The Model panel's resident term for one copy of the model (a studio run loads a second: src/worker/model.ts).
+    const residentBytes = weightPoolBytes(model) + count.methodBytes;
     const attached = resolveMethod(config).attach({ e, model, config, random: seededRandom(1) });
     try {
       await attached.ready;
       await e.sync();
       const ids = Array.from({ length: T }, (_, i) => (i * 7 + 3) % SHAPE.vocab_size);
       const examples = Array.from({ length: B }, () => ({ inputIds: ids, labels: ids }));
-      const trainer = new Trainer(e, model, attached, examples, [], benchTrainOptions(B, 1, gradientCheckpointing), new MemoryRunStore());
+      const trainer = new Trainer(e, model, attached, examples, [], benchTrainOptions(B, 2, gradientCheckpointing), new MemoryRunStore());
       const estimate = estimateTrainingBytes(
         { ...model.config, numParams: model.numParams() },
-        { ...count, method: count.memory, batch: B, seq: T, recompute: gradientCheckpointing },
+        { ...count, residentBytes, batch: B, seq: T, recompute: gradientCheckpointing },
       ).total;
       e.pool.resetPeak();
       await trainer.run();

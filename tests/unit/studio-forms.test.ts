@@ -78,20 +78,25 @@ describe('studio forms', () => {
 
     // A method's tensor in every layer counts L times stored, once recomputed; one in a single layer once either way.
     const everyLayer = { activations: Array.from({ length: L }, (_, l) => ({ layer: l, perToken: 16 })) };
-    expect(estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, method: everyLayer }).activations - stored.activations).toBe(L * bytes(2 * 16));
-    const with2 = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, recompute: true, method: { activations: [{ layer: 2, perToken: 16 }] } });
+    expect(estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, memory: everyLayer }).activations - stored.activations).toBe(L * bytes(2 * 16));
+    const with2 = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, recompute: true, memory: { activations: [{ layer: 2, perToken: 16 }] } });
     expect(with2.activations - recomputed.activations).toBe(bytes(2 * 16));
     // Outside the layers, per sequence or fixed, with or without a gradient; rounded up to the pool's size class (160 B → 256 B, 5000 B → 5120 B).
     const outside = estimateTrainingBytes(m, {
       trainable: 0,
       batch: B,
       seq: S,
-      method: { activations: [{ perSequence: 10, grad: false, count: 3 }, { fixed: 1250 }] },
+      memory: { activations: [{ perSequence: 10, grad: false, count: 3 }, { fixed: 1250 }] },
     });
     expect(outside.activations - stored.activations).toBe(3 * 256 + 2 * 5120);
 
+    // Scratch of the method's own update: on top of stored activations, past a recomputed step's peak.
+    const scratch = { activations: [{ fixed: 1024, grad: false, update: true }] };
+    expect(estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, memory: scratch }).activations - stored.activations).toBe(4096);
+    expect(estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, recompute: true, memory: scratch }).activations).toBe(recomputed.activations);
+
     // Layers before the first trainable tensor keep their outputs without gradients.
-    const late = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, method: { gradientFromLayer: 2 } });
+    const late = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, memory: { gradientFromLayer: 2 } });
     expect(stored.activations - late.activations).toBe(2 * bytes(layer));
 
     // Virtual tokens: the layers run on S + n positions; the model's input sequence and the real tokens sliced out of the output, with gradients.
@@ -100,7 +105,7 @@ describe('studio forms', () => {
     expect(virtual.activations).toBe(bytes(L * (2 * layer + held), S + n) + bytes(head) + bytes(2 * C, S + n) + bytes(2 * C));
     // A key/value prefix of P rows: each layer concatenates P + S keys and values (4 Hkv·D-wide tensors with gradients) and a key mask.
     const P = 64;
-    const prefix = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, method: { kvPrefixTokens: P } });
+    const prefix = estimateTrainingBytes(m, { trainable: 0, batch: B, seq: S, memory: { kvPrefixTokens: P } });
     expect(prefix.activations - stored.activations).toBe(L * bytes(4 * 32 + 1, S + P));
   });
 });
