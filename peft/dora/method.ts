@@ -144,12 +144,14 @@ export const dora: DoraMethod = {
 
     return {
       memory() {
-        // Per target and forward: the detached norm n [out]; h [tokens, r] and the rescaled output
-        // [tokens, out]; with dropout also x_d [tokens, in], x_d Wᵀ and the LoRA output [tokens, out].
+        // Per target and forward: the detached norm n [out] and its scratch A Wᵀ [r, out], A Aᵀ [r, r] (held
+        // until the step is submitted); h [tokens, r] and the rescaled output [tokens, out]; with dropout
+        // also x_d [tokens, in], x_d Wᵀ and the LoRA output [tokens, out].
         const activations: ActivationTensor[] = [];
         for (const [name, l] of layers) {
           const layer = layerOf(name);
-          activations.push({ layer, fixed: l.outF, grad: false }, { layer, perToken: r }, { layer, perToken: l.outF });
+          for (const fixed of [l.outF, r * l.outF, r * r]) activations.push({ layer, fixed, grad: false });
+          activations.push({ layer, perToken: r }, { layer, perToken: l.outF });
           if (p > 0) activations.push({ layer, perToken: l.inF }, { layer, perToken: l.outF, count: 2 });
         }
         return { activations, gradientFromLayer: firstLayerOf(layers.keys()) };

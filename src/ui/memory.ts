@@ -106,7 +106,7 @@ export function estimateTrainingBytes(m: MemoryModel, x: MemoryInputs): MemoryEs
     forward += 2 * one(B * (P + T) * Hkv * D) + one(B * (P + T));
     gradients += 2 * one(B * (P + T) * Hkv * D);
   }
-  // Layers before the method's first trainable tensor get no gradients (and, recomputed, are never run again).
+  // Layers before the method's first trainable tensor get no gradients.
   const first = Math.min(L, Math.max(0, x.memory?.gradientFromLayer ?? 0));
 
   // The method's tensors, by layer and outside the layers.
@@ -120,7 +120,7 @@ export function estimateTrainingBytes(m: MemoryModel, x: MemoryInputs): MemoryEs
     else if (t.layer !== undefined && t.layer >= 0 && t.layer < L) layers[t.layer] += bytes;
     else outside += bytes;
   }
-  const kept = x.recompute ? L * one(B * T * C) + 2 * one(B * T * C) + Math.max(0, ...layers.slice(first)) : layers.reduce((a, b) => a + b, 0);
+  const kept = x.recompute ? L * one(B * T * C) + 2 * one(B * T * C) + Math.max(...layers) : layers.reduce((a, b) => a + b, 0);
 
   let head = one(B * S * C) + withGrad(B * S * C) + one(B * S) + withGrad(B * S * V) + 6 * one(B * S);
   if (T > S) head += withGrad(B * T * C) + withGrad(B * S * C);
