@@ -19,7 +19,21 @@ const TITLES: Record<string, string> = {
   HubError: 'The download failed',
   ConfigError: 'Check the settings',
   EngineBusyError: 'The engine is busy',
+  PluginError: 'A method plug-in cannot be used',
+  NotMergeableError: 'This method cannot be merged',
+  NonFiniteOutputError: 'The model produced NaN or infinity',
+  ConfigValidationError: 'Check the settings',
+  PredictionError: 'Prediction failed',
+  FileTooLargeError: 'The file is too large',
+  StorageQuotaError: 'The browser storage is full',
+  OutputDirError: 'The output folder cannot be used',
+  NonFiniteLossError: 'Training diverged',
+  CheckpointError: 'The checkpoint cannot be used',
+  ShareLinkError: 'This link cannot be opened',
 };
+
+/** Error names that have their own heading (every named error class in src/; tests/unit/ui-errors.test.ts checks). */
+export const TITLED_ERRORS: readonly string[] = Object.keys(TITLES);
 
 export function describeError(err: unknown): Problem {
   const e = err instanceof Error ? err : new Error(String(err));
