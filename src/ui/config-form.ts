@@ -58,6 +58,20 @@ export function validateValues(values: Record<string, unknown>): Validation {
   }
 }
 
+/**
+ * Why an action that needs a valid experiment (a data preview) did nothing:
+ * the problems, one a line, and where they are shown. Null when it is valid.
+ */
+export function invalidExperimentMessage(v: Validation, action: string): string | null {
+  if (v.config) return null;
+  const list = [...v.problems.values()].flat();
+  return (
+    `${action} needs a valid experiment; it has ${list.length === 1 ? 'a problem' : `${list.length} problems`}:\n` +
+    list.map((p) => `  - ${p}`).join('\n') +
+    '\nEach is shown next to its field (Method, Data or Train); the Train screen lists them all.'
+  );
+}
+
 /** "≥ 1", "0 – 1", "> 0" for a field's hint. */
 export function rangeHint(spec: OptionSpec): string {
   const lo = spec.min === undefined ? '' : `${spec.exclusiveMin ? '>' : '≥'} ${spec.min}`;

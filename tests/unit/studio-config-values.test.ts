@@ -1,7 +1,7 @@
 /** What the studio's config holds: the chosen method's options and the shared ones, never another method's (src/ui/config-form.ts configValues). */
 import { describe, expect, test } from 'vitest';
 import { builtinMethods, methodInfos } from '../../src/methods/registry';
-import { configValues, defaultValues, methodKeys, validateValues } from '../../src/ui/config-form';
+import { configValues, defaultValues, invalidExperimentMessage, methodKeys, validateValues } from '../../src/ui/config-form';
 import { compactConfig, encodeShareData, decodeShareData } from '../../src/run/share-link';
 import { toYaml } from '../../src/config/yaml';
 
@@ -37,5 +37,14 @@ describe('config values of the chosen method', () => {
       }
       expect(validateValues(configValues(values, infos)).problems.get('finetuning_type'), m).toBeUndefined();
     }
+  });
+
+  test('an action blocked by an invalid experiment says which problems block it (Data: Preview did nothing)', () => {
+    expect(invalidExperimentMessage(validateValues(base()), 'Previewing the data')).toBeNull();
+    const msg = invalidExperimentMessage(validateValues({ ...base(), lora_rank: 0, learning_rate: 'fast' }), 'Previewing the data');
+    expect(msg).toMatch(
+      /^Previewing the data needs a valid experiment; it has 2 problems:\n {2}- learning_rate: expected a number.*\n {2}- lora_rank: 0 is out of range/s,
+    );
+    expect(msg).toMatch(/the Train screen lists them all\.$/);
   });
 });
