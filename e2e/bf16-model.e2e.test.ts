@@ -5,7 +5,8 @@
  * weights stay packed BF16 on the GPU (half the f32 bytes), and the
  * Playground's greedy ids equal `peft-studio generate` on the same repo. The
  * weights stream into IndexedDB (two header Range requests, one download); a
- * second load reads them back from IndexedDB with no request.
+ * second load, with base_dtype float32 chosen on the Model panel, reads them
+ * back from IndexedDB with no request and holds them unpacked (f32).
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -83,9 +84,15 @@ describe('a BF16 model in the studio', () => {
       // (The CLI above downloads through its own cache.)
       hub.reset();
       await page.click('[data-testid=nav-model]');
+      // base_dtype float32 on the Model panel: the loaded copy says it is held otherwise until loaded again, unpacked.
+      await page.selectOption('[data-testid=opt-base_dtype] select', 'float32');
+      expect(await page.textContent('[data-testid=dtype-changed]')).toMatch(/base_dtype is now float32.*this copy stays bf16/);
       await page.click('[data-testid=load]');
       await page.waitForSelector('[data-testid=model-panel][data-state=loaded][data-loads="2"], [data-testid=load-error]', { timeout: 120_000 });
       expect(await page.$('[data-testid=load-error]')).toBeNull();
+      expect(await page.textContent('[data-testid=weight-dtype]')).toBe('f32');
+      expect(await page.textContent('[data-testid=model-summary]')).toContain('base_dtype float32');
+      expect(await page.$('[data-testid=dtype-changed]')).toBeNull();
       // Only the probe for an optional file the repo lacks (chat_template.jinja: 404, never cached) reaches the server.
       expect(hub.requests.filter((r) => r.status !== 404)).toEqual([]);
     } catch (err) {

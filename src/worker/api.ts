@@ -45,6 +45,9 @@ export interface LoadModelOptions {
   revision?: string;
   /** Keep downloaded files in IndexedDB for the next visit (default true). */
   cache?: boolean;
+  /** How the base weights are held on the GPU: the experiment's base_dtype (and torch_dtype, used when base_dtype is auto), as a run holds them. */
+  baseDtype?: unknown;
+  torchDtype?: unknown;
 }
 
 export interface ModelSummary {
@@ -69,6 +72,8 @@ export interface ModelSummary {
   weightDtype?: string;
   /** GPU bytes of the base weights as stored (packed 16-bit: half of f32). */
   weightBytes?: number;
+  /** The base_dtype the weights were loaded with (auto: the checkpoint's dtype). */
+  baseDtype?: string;
 }
 
 export interface GenerateOptions {
@@ -277,7 +282,11 @@ export interface StudioApi {
    * folder with config.json. Runs whose model_name_or_path is the folder's
    * name read it from there (until the page is closed).
    */
-  loadModelFolder(folder: FileSystemDirectoryHandle, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary>;
+  loadModelFolder(
+    folder: FileSystemDirectoryHandle,
+    onProgress?: (p: LoadProgress) => void,
+    opts?: Pick<LoadModelOptions, 'baseDtype' | 'torchDtype'>,
+  ): Promise<ModelSummary>;
   /** Which of a repo's files are in the browser cache. */
   cacheStatus(endpoint: string, repo: string, revision: string): Promise<{ files: number; bytes: number }>;
   /**

@@ -8,7 +8,7 @@ import { ConfigError } from '../errors';
 import { cacheKey, DirectoryHandleSource, HubSource, idbKeyValueStore, type FileCache, type FileSource, type KeyValueStore } from '../hub/index';
 import { countTrainable } from '../methods/count';
 import type { LlamaModel } from '../model/llama';
-import { baseDtypeOf, loadModel, weightPoolBytes } from '../model/load';
+import { baseDtypeOf, loadModel, weightPoolBytes, type BaseDtype } from '../model/load';
 import { loadTokenizer, type Tokenizer } from '../model/tokenizer';
 import type { LoadModelOptions, LoadProgress, ModelSummary, TrainableCount } from './api';
 import type { DeviceSlot } from './device';
@@ -41,14 +41,21 @@ export class BaseModel {
     const repo = opts.repo.trim();
     const revision = opts.revision?.trim() || 'main';
     // HubSource checks the endpoint, repo id and revision and names what is wrong.
+    // Checked before any download: a typo is a ConfigError naming the values.
+    const baseDtype = baseDtypeOf({ base_dtype: opts.baseDtype, torch_dtype: opts.torchDtype });
     const source = new HubSource({ endpoint: opts.endpoint.trim(), repo, revision, kind: 'model', cache: opts.cache === false ? undefined : this.makeCache() });
-    return this.loadFrom(source, repo, revision, source.endpoint, onProgress);
+    return this.loadFrom(source, repo, revision, source.endpoint, baseDtype, onProgress);
   }
 
-  loadFolder(folder: FileSystemDirectoryHandle, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary> {
+  loadFolder(
+    folder: FileSystemDirectoryHandle,
+    onProgress?: (p: LoadProgress) => void,
+    opts: Pick<LoadModelOptions, 'baseDtype' | 'torchDtype'> = {},
+  ): Promise<ModelSummary> {
+    const baseDtype = baseDtypeOf({ base_dtype: opts.baseDtype, torch_dtype: opts.torchDtype });
     const source = new DirectoryHandleSource(folder);
     this.folders.set(folder.name, source);
-    return this.loadFrom(source, folder.name, 'local folder', 'folder', onProgress);
+    return this.loadFrom(source, folder.name, 'local folder', 'folder', baseDtype, onProgress);
   }
 
   async cacheStatus(endpoint: string, repo: string, revision: string): Promise<{ files: number; bytes: number }> {
@@ -67,13 +74,20 @@ export class BaseModel {
     return { files, bytes };
   }
 
-  private loadFrom(source: FileSource, repo: string, revision: string, endpoint: string, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary> {
+  private loadFrom(
+    source: FileSource,
+    repo: string,
+    revision: string,
+    endpoint: string,
+    baseDtype: BaseDtype,
+    onProgress?: (p: LoadProgress) => void,
+  ): Promise<ModelSummary> {
     return this.device.exclusive(async () => {
       const e = await this.device.acquire();
       this.unload();
       const t0 = performance.now();
       const report = throttle(onProgress);
-      const loaded = await loadModel(e, source, { onProgress: report.push });
+      const loaded = await loadModel(e, source, { onProgress: report.push, baseDtype });
       report.flush();
       if (!loaded.tokenizer) throw new ConfigError(`${repo} was loaded without a tokenizer; generation needs tokenizer.json.`);
       const c = loaded.model.config;
@@ -93,6 +107,7 @@ export class BaseModel {
         loadMs: performance.now() - t0,
         weightDtype: loaded.model.weightDtype(),
         weightBytes: loaded.model.weightBytes(),
+        baseDtype,
         chatTemplate: !!loaded.tokenizer.chatTemplate,
       };
       this.loaded = { model: loaded.model, tokenizer: loaded.tokenizer, summary, endpoint };

@@ -88,8 +88,12 @@ export class Studio implements StudioApi {
     return this.base.load(opts, onProgress);
   }
 
-  loadModelFolder(folder: FileSystemDirectoryHandle, onProgress?: (p: LoadProgress) => void): Promise<ModelSummary> {
-    return this.base.loadFolder(folder, onProgress);
+  loadModelFolder(
+    folder: FileSystemDirectoryHandle,
+    onProgress?: (p: LoadProgress) => void,
+    opts?: Pick<LoadModelOptions, 'baseDtype' | 'torchDtype'>,
+  ): Promise<ModelSummary> {
+    return this.base.loadFolder(folder, onProgress, opts);
   }
 
   cacheStatus(endpoint: string, repo: string, revision: string): Promise<{ files: number; bytes: number }> {
