@@ -121,3 +121,58 @@ test('per kernel (v4, v5, v6): packed vs f32 B operand, ms per call', async () =
   }
   console.log(JSON.stringify(out, null, 1));
 });
+
+/**
+ * Decoding shapes (few rows of x Wᵀ): gemv against v4, f32 and bf16 B, for a
+ * 32k-vocabulary head on C 256 and Llama-3.2-1B's q_proj (2048 x 2048) and
+ * up_proj (8192 x 2048), M = 1, 4 and 8. ms per call, median of 5 rounds.
+ */
+test('decoding: gemv vs v4, ms per call', async () => {
+  const e = new Engine(await acquireDevice(nodeGpu(), { timestamps: false }));
+  const out: Record<string, Record<string, number>> = {};
+  for (const [name, N, K] of [
+    ['32k head', 32000, 256],
+    ['1b q_proj', 2048, 2048],
+    ['1b up_proj', 8192, 2048],
+  ] as const) {
+    e.beginScope();
+    const W = Float32Array.from({ length: N * K }, (_, i) => Math.sin(i));
+    const Bs = { f32: e.upload(W, [N, K]), bf16: e.uploadPacked(roundToHalves(W, 'bf16'), [N, K], 'bf16') };
+    for (const M of [1, 4, 8]) {
+      const X = e.upload(
+        Float32Array.from({ length: M * K }, (_, i) => Math.cos(i)),
+        [M * K],
+      );
+      const Y = e.empty([M * N]);
+      const row: Record<string, number> = {};
+      for (const [dt, B] of Object.entries(Bs)) {
+        const t: Record<string, number[]> = { v4: [], gemv: [] };
+        const call = (variant: MatmulVariant) => matmulKernel(e, Y, X, B, M, N, K, { transB: true, variant });
+        let once = 0;
+        for (const v of ['v4', 'gemv'] as const) {
+          call(v);
+          await e.sync();
+          const t0 = performance.now();
+          call(v);
+          await e.sync();
+          once = Math.max(once, performance.now() - t0);
+        }
+        const calls = Math.max(1, Math.min(10, Math.floor(300 / once)));
+        for (let r = 0; r < 5; r++) {
+          for (const v of r % 2 ? (['gemv', 'v4'] as const) : (['v4', 'gemv'] as const)) {
+            const t0 = performance.now();
+            for (let i = 0; i < calls; i++) call(v);
+            await e.sync();
+            t[v].push((performance.now() - t0) / calls);
+          }
+        }
+        const med = (a: number[]) => +a.sort((x, y) => x - y)[a.length >> 1].toFixed(2);
+        for (const v of Object.keys(t)) row[`${v} ${dt}`] = med(t[v]);
+      }
+      out[`${name} M${M} N${N} K${K}`] = row;
+      console.log(name, `M${M}`, JSON.stringify(row));
+    }
+    e.endScope();
+  }
+  console.log(JSON.stringify(out, null, 1));
+});

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { gpuEngine } from '../helpers/gpu';
 import { checkOp, randn, rng } from '../helpers/check-op';
-import { matmul, matmulCpu, matmulKernel } from '../../src/engine/ops/matmul';
+import { GEMV_MAX_M, matmul, matmulCpu, matmulKernel, matmulVariants } from '../../src/engine/ops/matmul';
 
 describe('matmul', () => {
   const shapes: [number, number, number, number][] = [
@@ -211,4 +211,84 @@ describe('matmul v5 (workgroup tiles, 8x8 per thread) and v6 (subgroups)', () =>
       e.endScope();
     });
   }
+});
+
+// gemv (decoding: few rows of x Wᵀ) through the same helper: forward against
+// float64 and gradients (the backward runs the default kernels: dX = dY W and
+// dW = dYᵀ x are not x Wᵀ) for M = 1..8, odd N and K (the any-K load path,
+// partial column blocks), K % 4 == 0 (vec4 loads), batches; then beta and
+// bias on the raw kernel with 1 thread per column block (CPU adapters) and the
+// GPUs' 32 lanes with their workgroup-memory sum.
+describe('matmul gemv (few rows, x Wᵀ)', () => {
+  it('forward and gradients: M 1..8, odd and vec4 N, K, batches', async () => {
+    const e = await gpuEngine();
+    for (const [M, N, K, batch] of [
+      [1, 1, 1, 1],
+      [1, 37, 13, 1],
+      [2, 300, 20, 1],
+      [3, 5, 7, 2],
+      [4, 259, 64, 1],
+      [5, 17, 33, 1],
+      [8, 12, 16, 3],
+    ] as const) {
+      const r = rng(M * 131 + N * 7 + K);
+      const res = await checkOp(e, {
+        name: `matmul gemv M${M} N${N} K${K} b${batch}`,
+        inputs: [
+          { name: 'A', shape: batch > 1 ? [batch, M, K] : [M, K], data: randn(batch * M * K, r), grad: true },
+          { name: 'B', shape: batch > 1 ? [batch, N, K] : [N, K], data: randn(batch * K * N, r), grad: true },
+        ],
+        gpu: (e, [A, B]) => matmul(e, A, B, { transB: true, batch, alpha: 0.5, variant: 'gemv' }),
+        cpu: ([A, B]) => matmulCpu(A, B, M, N, K, { transB: true, batch, alpha: 0.5 }),
+        samples: 4,
+      });
+      expect(res.fwdErr).toBeLessThan(1e-4);
+    }
+  });
+
+  for (const lanes of [1, 32] as const) {
+    it(`${lanes} lane(s) per column block: beta, bias, rows past a row block`, async () => {
+      const e = await gpuEngine();
+      e.beginScope();
+      const r = rng(lanes);
+      for (const [M, N, K, batch] of [
+        [1, 133, 260, 1],
+        [3, 70, 19, 2],
+        [6, 257, 36, 1],
+      ]) {
+        const Ad = randn(batch * M * K, r),
+          Bd = randn(batch * K * N, r),
+          C0 = randn(batch * M * N, r),
+          bd = randn(N, r);
+        const A = e.upload(Ad, [batch * M * K]),
+          B = e.upload(Bd, [batch * K * N]);
+        const C = e.upload(C0, [batch * M * N]),
+          bias = e.upload(bd, [N]);
+        matmulKernel(e, C, A, B, M, N, K, { transB: true, batch, alpha: 0.5, beta: 2, bias, variant: 'gemv', gemvLanes: lanes });
+        const got = await e.read(C);
+        const want = matmulCpu(Ad, Bd, M, N, K, { transB: true, batch, alpha: 0.5, bias: bd });
+        let err = 0;
+        for (let i = 0; i < want.length; i++) err = Math.max(err, Math.abs(got[i] - (want[i] + 2 * C0[i])));
+        expect(err, `M${M} N${N} K${K} b${batch}`).toBeLessThan(1e-4);
+      }
+      e.endScope();
+    });
+  }
+
+  it('is listed only for x Wᵀ with at most GEMV_MAX_M rows; forcing it elsewhere names the kernels that can run', async () => {
+    const e = await gpuEngine();
+    expect(matmulVariants(e, GEMV_MAX_M, 64, 64, { transB: true })).toContain('gemv');
+    expect(matmulVariants(e, GEMV_MAX_M + 1, 64, 64, { transB: true })).not.toContain('gemv');
+    expect(matmulVariants(e, 1, 64, 64, {})).not.toContain('gemv');
+    expect(matmulVariants(e, 1, 64, 64, { transA: true, transB: true })).not.toContain('gemv');
+    // Packed: K % 4 == 0 (one vec2<u32> per 4 values of a row).
+    expect(matmulVariants(e, 1, 37, 64, { transB: true }, 'bf16')).toContain('gemv');
+    expect(matmulVariants(e, 1, 37, 66, { transB: true }, 'bf16')).not.toContain('gemv');
+    e.beginScope();
+    const A = e.zeros([16 * 4]),
+      B = e.zeros([4 * 4]),
+      C = e.zeros([16 * 4]);
+    expect(() => matmulKernel(e, C, A, B, 16, 4, 4, { transB: true, variant: 'gemv' })).toThrow(/kernel gemv cannot run 16x4x4.*it can run as v4/);
+    e.endScope();
+  });
 });

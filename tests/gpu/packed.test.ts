@@ -19,7 +19,7 @@ import { gpuEngine } from '../helpers/gpu';
 import { checkOp, maxAbsDiff, randn, rng } from '../helpers/check-op';
 import { checkMethodGradients } from '../helpers/method-check';
 import { randomWeights, storiesDir } from '../helpers/models';
-import type { Engine } from '../../src/engine/engine';
+import type { Engine, MatmulChooser } from '../../src/engine/engine';
 import { Tape } from '../../src/engine/tape';
 import { matmul, matmulCpu, type MatmulKernelOptions, type MatmulVariant } from '../../src/engine/ops/matmul';
 import { MatmulTuner, shapeClass } from '../../src/engine/matmul-tune';
@@ -33,7 +33,7 @@ import { validateConfig } from '../../src/config/schema';
 import type { LlamaModel } from '../../src/model/llama';
 import { serializeSafetensors } from '../../src/model/safetensors';
 import { lora } from '../../peft/lora/method';
-import { seededRandom } from '../../src/model/generate';
+import { generate, seededRandom } from '../../src/model/generate';
 
 type Host = Map<string, { shape: number[]; data: Float32Array }>;
 type Half = 'f16' | 'bf16';
@@ -184,6 +184,86 @@ describe('packed kernels', () => {
       });
     }
   }
+
+  // gemv (few rows of x Wᵀ, decoding) reading packed B: M 1..6, N odd (partial column blocks), K % 4 == 0;
+  // then the same on B split into row blocks (a large vocabulary's head), each block read packed in place.
+  for (const dtype of ['bf16', 'f16'] as const) {
+    it(`gemv reads ${dtype} B packed, whole and split into row blocks: forward vs float64 of the rounded weights, dX vs finite differences`, async () => {
+      const entries: string[] = [];
+      try {
+        for (const [M, N, K] of [
+          [1, 37, 12],
+          [4, 133, 36],
+          [6, 9, 260],
+        ]) {
+          const W = randn(N * K, rng(N + K), 0.5);
+          const bits = roundToHalves(W, dtype);
+          const Wr = roundedF32(W, dtype);
+          for (const split of [false, true]) {
+            // Blocks of 16 rows, the last partial.
+            const weight = (e: Engine) => {
+              if (!split) return e.uploadPacked(bits, [N, K], dtype, 'W');
+              const blocks = [];
+              for (let r = 0; r < N; r += 16) blocks.push(e.uploadPacked(bits.subarray(r * K, Math.min(N, r + 16) * K), [Math.min(N, r + 16) - r, K], dtype));
+              return e.splitTensor([N, K], blocks, 'W');
+            };
+            const { fwdErr } = await checkOp(e, {
+              name: `packed ${dtype} gemv ${M}x${N}x${K}${split ? ' split' : ''}`,
+              inputs: [{ name: 'x', shape: [M, K], data: randn(M * K, rng(M)), grad: true }],
+              gpu: (e, [x]) => matmul(e, x, weight(e), { transB: true, variant: 'gemv' }),
+              cpu: ([x]) => matmulCpu(x, Wr, M, N, K, { transB: true }),
+              samples: 4,
+            });
+            expect(fwdErr).toBeLessThan(1e-4);
+            // The forward alone (dX = dY W may unpack where N % 4 != 0): the packed words, no f32 copy.
+            e.beginScope();
+            const x = e.upload(randn(M * K, rng(M)), [M, K]);
+            const Wt = weight(e);
+            e.timer = { wrap: (name) => void entries.push(name) };
+            entries.length = 0;
+            matmul(e, x, Wt, { transB: true, variant: 'gemv' });
+            e.timer = null;
+            e.endScope();
+            const perBlock = ['matmul', 'copy_cols'];
+            expect(entries, `${M}x${N}x${K}`).toEqual(split ? Array.from({ length: Math.ceil(N / 16) }, () => perBlock).flat() : ['matmul']);
+          }
+        }
+      } finally {
+        e.timer = null;
+      }
+    });
+  }
+
+  it('greedy generation with gemv equals the tiled kernels: stories260K in f32 and as BF16 with the head split into row blocks', async () => {
+    const src = new LocalFolderSource(storiesDir());
+    const json = JSON.parse(new TextDecoder().decode(await src.get('config.json')));
+    const host = await readWeights(src);
+    const asked = { gemv: 0 };
+    const withGemv: MatmulChooser = {
+      choose: (_M, _N, _K, _o, variants) => (variants.includes('gemv') ? (asked.gemv++, 'gemv') : undefined),
+    };
+    const withoutGemv: MatmulChooser = { choose: (_M, _N, _K, _o, variants) => variants.find((v) => v !== 'gemv') };
+    const run = async (model: LlamaModel, chooser: MatmulChooser) => {
+      e.matmulTuner = chooser;
+      try {
+        return await generate(model, [1, 403, 407, 261, 378], { maxNewTokens: 8, temperature: 0 });
+      } finally {
+        e.matmulTuner = null;
+      }
+    };
+    const f32 = modelFromWeights(e, parseModelConfig(json, 'stories260K'), host);
+    const want = await run(f32, withoutGemv);
+    expect(await run(f32, withGemv)).toEqual(want);
+    f32.dispose();
+    // 24 KiB and one f32 row: the BF16 head [512, 64] in blocks of 192 rows (see the split test below).
+    e.maxBindingBytes = 24 * 1024 + 256;
+    const bf16 = (await loadModel(e, new LocalFolderSource(writeFolder(json, host, 'BF16')), { tokenizer: false })).model;
+    expect(bf16.stored('model.embed_tokens.weight').blocks?.length).toBe(3);
+    const before = asked.gemv;
+    expect(await run(bf16, withGemv)).toEqual(await run(bf16, withoutGemv));
+    expect(asked.gemv).toBeGreaterThan(before);
+    bf16.dispose();
+  });
 
   it('refuses a packed tensor in a kernel that reads f32, naming it', async () => {
     e.beginScope();

@@ -18,6 +18,9 @@ import codeV6 from '../../../shaders/matmul_v6.wgsl?raw';
 import codePackedB from '../../../shaders/matmul_packed_b.wgsl?raw';
 import codeV5PackedRegion from '../../../shaders/matmul_v5_packed_b.wgsl?raw';
 import codeV6PackedRegion from '../../../shaders/matmul_v6_packed_b.wgsl?raw';
+import codeGemv from '../../../shaders/matmul_gemv.wgsl?raw';
+import codeGemvScalarRegion from '../../../shaders/matmul_gemv_scalar.wgsl?raw';
+import codeGemvPackedRegion from '../../../shaders/matmul_gemv_packed_b.wgsl?raw';
 import { grid1d } from './add';
 import { copyColumns, packedConstant, toF32 } from './packed';
 import { isCpuAdapter } from '../../gpu/device';
@@ -66,6 +69,16 @@ fn ldB(i: u32) -> vec4<f32> {
 const codeV5PackedB = withPackedRegion(codeV5, codeV5PackedRegion, 'matmul_v5.wgsl');
 const codeV6PackedB = withPackedRegion(codeV6, codeV6PackedRegion, 'matmul_v6.wgsl');
 
+/** gemv with its load region (A and B) swapped: any K in f32, or a packed B (matmul_gemv.wgsl). */
+const codeGemvScalar = withLoadRegion(codeGemvScalarRegion);
+const codeGemvPackedB = withLoadRegion(codeGemvPackedRegion);
+
+function withLoadRegion(region: string): string {
+  const marked = /\/\/ load region begin\n[\s\S]*?\/\/ load region end\n/;
+  if (!marked.test(codeGemv)) throw new Error('matmul_gemv.wgsl: no load region; update withLoadRegion');
+  return codeGemv.replace(marked, () => region);
+}
+
 function withPackedRegion(src: string, region: string, file: string): string {
   const marked = /\/\/ packed-B region begin\n[\s\S]*?\/\/ packed-B region end\n/;
   if (!marked.test(src)) throw new Error(`${file}: no packed-B region; update withPackedRegion`);
@@ -96,11 +109,19 @@ export interface MatmulOptions {
  *   v4  RM x 16 register blocks, vec4 loads and stores; v3's conditions, N % 4 == 0, strides % 4 == 0
  *   v5  workgroup-memory 64x64 tiles, 8x8 per thread; any shape (for GPUs)
  *   v6  subgroup shuffles, 64x16 per workgroup; any shape, needs the `subgroups` feature
+ *   gemv  few rows (decoding): A Bᵀ only (transB, not transA), M <= GEMV_MAX_M; any N, K
  * v4, v5 and v6 also read a packed (f16 / bf16) B in the kernel: v4 under its
  * own conditions, v5 and v6 when B's stored rows (K when transB, else N) and
- * strideB are even (one u32 holds two neighbours of a row).
+ * strideB are even (one u32 holds two neighbours of a row); gemv when K and
+ * the batch strides are multiples of 4.
  */
-export type MatmulVariant = 'v1' | 'v3' | 'v4' | 'v5' | 'v6';
+export type MatmulVariant = 'v1' | 'v3' | 'v4' | 'v5' | 'v6' | 'gemv';
+
+/** The most rows of A gemv runs (one workgroup covers up to 8 rows). */
+export const GEMV_MAX_M = 8;
+
+/** The most rows for which gemv is the default (first of matmulVariants); see the measurements there. */
+const GEMV_DEFAULT_MAX_M = 4;
 
 export interface MatmulKernelOptions {
   transA?: boolean;
@@ -113,6 +134,8 @@ export interface MatmulKernelOptions {
   bias?: Tensor | null;
   /** v4's rows per thread; default 16 on CPU adapters, 8 on GPUs (tests force each). */
   rowsPerThread?: 8 | 16;
+  /** gemv's threads per block of 4 columns (they split its k loop); default 1 on CPU adapters, 32 on GPUs (tests force each). */
+  gemvLanes?: 1 | 2 | 4 | 8 | 16 | 32 | 64;
   /** Run this kernel (it must be one of matmulVariants for the call); default: the autotuned choice, else the measured default. */
   variant?: MatmulVariant;
 }
@@ -138,18 +161,25 @@ export function matmulVariants(e: Engine, M: number, N: number, K: number, o: Ma
   const strides4 = (o.strideA ?? M * K) % 4 === 0 && strideB % 4 === 0;
   const v4 = vec4 && N % 4 === 0 && strides4;
   const subgroups = e.ctx.features.has('subgroups');
+  const gemv = !!o.transB && !o.transA && M <= GEMV_MAX_M;
+  const gemvFirst = gemv && M <= GEMV_DEFAULT_MAX_M;
   const out: MatmulVariant[] = [];
   if (dtypeB !== 'f32') {
     const pairs = (o.transB ? K : N) % 2 === 0 && strideB % 2 === 0;
+    const gemvPacked = gemv && K % 4 === 0 && strides4;
+    if (gemvPacked && gemvFirst) out.push('gemv');
     if (v4) out.push('v4');
     if (pairs) out.push('v5');
     if (pairs && subgroups) out.push('v6');
+    if (gemvPacked && !gemvFirst) out.push('gemv');
     return out;
   }
+  if (gemvFirst) out.push('gemv');
   if (v4) out.push('v4');
   if (vec4) out.push('v3');
   out.push('v1', 'v5');
   if (subgroups) out.push('v6');
+  if (gemv && !gemvFirst) out.push('gemv');
   return out;
 }
 
@@ -168,7 +198,7 @@ export function matmulKernel(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: numb
   const batch = o.batch ?? 1;
   const dtypeB = B.dtype;
   const variants = matmulVariants(e, M, N, K, o, dtypeB);
-  if (A.packed || (B.packed && !(o.variant ? variants.includes(o.variant) : variants[0] === 'v4'))) {
+  if (A.packed || (B.packed && !(o.variant ? variants.includes(o.variant) : variants[0] === 'v4' || variants[0] === 'gemv'))) {
     const a = A.packed ? toF32(e, A) : A;
     const b = B.packed ? toF32(e, B) : B;
     matmulKernel(e, C, a, b, M, N, K, o);
@@ -214,6 +244,15 @@ export function matmulKernel(e: Engine, C: Tensor, A: Tensor, B: Tensor, M: numb
     case 'v5':
       e.dispatch(B.packed ? codeV5PackedB : codeV5, 'matmul', args, bindings, [Math.ceil(N / 64), Math.ceil(M / 64), batch], layout);
       break;
+    case 'gemv': {
+      const TK = o.gemvLanes ?? (isCpuAdapter(e.ctx.adapterInfo) ? 1 : 32);
+      const MR = M <= 1 ? 1 : M <= 2 ? 2 : M <= 4 ? 4 : 8;
+      const vec = K % 4 === 0 && (o.strideA ?? M * K) % 4 === 0 && (o.strideB ?? K * N) % 4 === 0;
+      const src = B.packed ? codeGemvPackedB : vec ? codeGemv : codeGemvScalar;
+      const [x, y] = grid1d(e, Math.ceil(N / ((4 * 64) / TK)) * Math.ceil(M / MR), 1);
+      e.dispatch(src, 'matmul', args, bindings, [x, y, batch], { MR, TK, ...(B.packed ? { DT: packedConstant(dtypeB) } : {}) });
+      break;
+    }
     case 'v6':
       e.dispatch(B.packed ? codeV6PackedB : codeV6, 'matmul', args, bindings, [Math.ceil(N / 16), Math.ceil(M / 64), batch], layout);
       break;
@@ -334,7 +373,7 @@ function matmulSplitB(e: Engine, A: Tensor, B: Tensor, M: number, N: number, K: 
   for (const blk of B.blocks!) {
     const n = blk.shape[0];
     const part = e.empty([M, n], `${o.name ?? 'matmul'}.block`);
-    matmulKernel(e, part, A, blk, M, n, K, { transB: true, alpha });
+    matmulKernel(e, part, A, blk, M, n, K, { transB: true, alpha, variant: o.variant });
     copyColumns(e, C, part, M, n, { lds: n, sOff: 0, ldd: N, dOff: blk.rowStart, accumulate: o.accumulate });
     part.dispose();
   }
