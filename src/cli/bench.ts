@@ -605,9 +605,10 @@ async function packedVsF32(
 /**
  * What the matmul autotuner (src/engine/matmul-tune.ts) measures on this
  * adapter for the linear layers of stories260K (8 x 64 tokens) and of
- * SmolLM2-135M (256 tokens): ms per call of every kernel that can run the
- * shape, and the winner; SmolLM2's also with the weight packed as BF16 (the
- * kernels that read it packed: v4, v5, v6). A fresh tuner with no store: the
+ * SmolLM2-135M (256 tokens, and decoding steps of 1 and 4 sequences): ms per
+ * call of every kernel that can run the shape, and the winner; SmolLM2's also
+ * with the weight packed as BF16 (the kernels that read it packed: v4, v5, v6,
+ * and gemv for decoding). A fresh tuner with no store: the
  * numbers are this run's, and nothing is cached by the bench.
  */
 async function autotuneTable(e: Engine) {
@@ -620,6 +621,9 @@ async function autotuneTable(e: Engine) {
     ['smollm2 q_proj 256x576x576', 256, 576, 576],
     ['smollm2 up_proj 256x1536x576', 256, 1536, 576],
     ['smollm2 down_proj 256x576x1536', 256, 576, 1536],
+    // Decoding: one sequence (M 1) and four (M 4) per step; gemv is a candidate here.
+    ['smollm2 q_proj decode 1x576x576', 1, 576, 576],
+    ['smollm2 up_proj decode 4x1536x576', 4, 1536, 576],
   ];
   const out: Record<string, TuneEntry | null> = {};
   for (const [name, M, N, K] of shapes) {

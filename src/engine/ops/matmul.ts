@@ -117,11 +117,8 @@ export interface MatmulOptions {
  */
 export type MatmulVariant = 'v1' | 'v3' | 'v4' | 'v5' | 'v6' | 'gemv';
 
-/** The most rows of A gemv runs (one workgroup covers up to 8 rows). */
+/** The most rows of A gemv runs (one workgroup covers up to 8 rows); up to it, gemv is the default for x Bᵀ (see matmulVariants). */
 export const GEMV_MAX_M = 8;
-
-/** The most rows for which gemv is the default (first of matmulVariants); see the measurements there. */
-const GEMV_DEFAULT_MAX_M = 4;
 
 export interface MatmulKernelOptions {
   transA?: boolean;
@@ -144,9 +141,18 @@ export interface MatmulKernelOptions {
  * The variants that can run a call, the default first; `dtypeB` is B's
  * storage: for a packed B, the kernels that read it packed (possibly none:
  * then matmulKernel unpacks B first and the f32 list applies). The default is
- * the winner of the measurements on SwiftShader (below): v4 wherever its vec4
- * preconditions hold, else v3, else v1. v5 and v6 are for GPUs: they run
- * only when chosen (the autotuner, src/engine/matmul-tune.ts, or a test).
+ * the winner of the measurements on SwiftShader (below): gemv for x Bᵀ with
+ * at most GEMV_MAX_M rows, else v4 wherever its vec4 preconditions hold, else
+ * v3, else v1. v5 and v6 are for GPUs: they run only when chosen (the
+ * autotuner, src/engine/matmul-tune.ts, or a test).
+ *
+ * gemv vs v4, ms per call on SwiftShader (f32 / bf16 B; bench/packed-matmul,
+ * loaded 2-core host): 1x32000x256 36 / 29 vs 124 / 104, 4x32000x256 78 / 60
+ * vs 156 / 111, 8x32000x256 112 / 107 vs 161 / 124; 1x2048x2048 19 / 18 vs
+ * 69 / 63, 4x2048x2048 30 / 31 vs 51 / 60; 1x8192x2048 57 / 71 vs 332 / 183,
+ * 4x8192x2048 124 / 135 vs 282 / 330, 8x8192x2048 253 / 388 vs 307 / 616.
+ * gemv's lead shrinks with rows (it computes each row's dot products apart)
+ * but holds at 8.
  *
  * Measured on SwiftShader, ms per call (v2 / v3 / v4 RM 8 / v4 RM 16, best of
  * 6 rounds under a noisy host; 16 threads per workgroup instead of 64
@@ -162,34 +168,31 @@ export function matmulVariants(e: Engine, M: number, N: number, K: number, o: Ma
   const v4 = vec4 && N % 4 === 0 && strides4;
   const subgroups = e.ctx.features.has('subgroups');
   const gemv = !!o.transB && !o.transA && M <= GEMV_MAX_M;
-  const gemvFirst = gemv && M <= GEMV_DEFAULT_MAX_M;
   const out: MatmulVariant[] = [];
   if (dtypeB !== 'f32') {
     const pairs = (o.transB ? K : N) % 2 === 0 && strideB % 2 === 0;
     const gemvPacked = gemv && K % 4 === 0 && strides4;
-    if (gemvPacked && gemvFirst) out.push('gemv');
+    if (gemvPacked) out.push('gemv');
     if (v4) out.push('v4');
     if (pairs) out.push('v5');
     if (pairs && subgroups) out.push('v6');
-    if (gemvPacked && !gemvFirst) out.push('gemv');
     return out;
   }
-  if (gemvFirst) out.push('gemv');
+  if (gemv) out.push('gemv');
   if (v4) out.push('v4');
   if (vec4) out.push('v3');
   out.push('v1', 'v5');
   if (subgroups) out.push('v6');
-  if (gemv && !gemvFirst) out.push('gemv');
   return out;
 }
 
 /**
  * Encode the raw kernel. Shapes are implied by M, N, K; no autograd.
  *
- * A packed B is read in the kernel by the chosen one of v4, v5, v6 whenever
- * v4 can read it (every linear of a real model, forward and dX, and the head
- * or its row blocks): the autotuner then chooses among the three per packed
- * dtype (v4 is the default). A forced v5 / v6 reads it packed wherever its pair condition
+ * A packed B is read in the kernel by the chosen one of v4, v5, v6 (and gemv
+ * for few rows) whenever the default (v4, or gemv) can read it (every linear
+ * of a real model, forward and dX, and the head or its row blocks): the
+ * autotuner then chooses among them per packed dtype. A forced v5 / v6 reads it packed wherever its pair condition
  * holds. Otherwise (A packed, odd shapes) the packed operand is unpacked into
  * a temporary f32 copy first, which is correct everywhere and costs one
  * weight's f32 bytes while it runs.
