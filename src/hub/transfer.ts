@@ -17,6 +17,12 @@
  *   real progress, while a connection that keeps failing still gives up.
  * - A body is never passed on when it is an HTML page standing in for the file
  *   (a proxy's login or error page) or longer than the size the server announced.
+ * - The body is read ahead of the caller (READ_AHEAD_BYTES at most, never past
+ *   the last byte wanted), one read always pending: a fetch body stream that
+ *   errors (a dropped connection) discards the bytes it had received but not
+ *   yet handed to a read, in Chromium and in Node's undici alike, so bytes left
+ *   in the stream while the caller was busy (a cache write, a GPU upload) were
+ *   lost to the resume. Bytes read ahead are passed on before the error.
  */
 import { HubError } from '../errors';
 import { fileTooLarge } from './source';
@@ -68,6 +74,23 @@ class Attempt extends Error {
   }
 }
 
+/** The most bytes read from a response ahead of the caller (see the file's comment). */
+export const READ_AHEAD_BYTES = 4 << 20;
+
+/** One response body read ahead: the chunks read and not yet taken, and how its reading ended. */
+interface ReadAhead {
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+  chunks: Uint8Array[];
+  bytes: number;
+  /** The file offset one past the last byte read (bodyPos + bytes). */
+  end: number;
+  reading: boolean;
+  done: boolean;
+  error: unknown;
+  /** Wakes a next() that waits for a chunk, the end or the error. */
+  wake: (() => void) | null;
+}
+
 /** Bytes one connection must deliver after a failure before the retry count starts again. */
 export const RETRY_RESET_BYTES = 16 << 20;
 
@@ -107,6 +130,8 @@ export class HttpBody {
   private ranges = true;
   private res: Response | null = null;
   private reader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  /** The current response's body, read ahead of the caller. */
+  private ahead: ReadAhead | null = null;
   /** A body that came without a stream (res.body null), read whole. */
   private whole: Uint8Array | null = null;
   /** The file offset of the next byte the current response delivers. */
@@ -163,6 +188,7 @@ export class HttpBody {
     this.reader?.cancel().catch(() => {});
     if (!this.reader) this.res?.body?.cancel().catch(() => {});
     this.reader = null;
+    this.ahead = null;
     this.res = null;
     this.whole = null;
   }
@@ -301,17 +327,69 @@ export class HttpBody {
     this.res = res;
     this.reader = res.body ? res.body.getReader() : null;
     if (!res.body) this.whole = new Uint8Array(await res.arrayBuffer());
+    if (this.reader) {
+      this.ahead = { reader: this.reader, chunks: [], bytes: 0, end: this.bodyPos, reading: false, done: false, error: null, wake: null };
+      this.pump(this.ahead);
+    }
+  }
+
+  /** Keeps one read pending on the body while fewer than READ_AHEAD_BYTES wait and the bytes wanted (or allowed) go on. */
+  private pump(a: ReadAhead): void {
+    if (a.reading || a.done || a.error !== null || a.bytes >= READ_AHEAD_BYTES || a.end >= Math.min(this.to, this.maxBytes + 1)) return;
+    if (this.ahead !== a) return; // closed, or another connection since
+    a.reading = true;
+    a.reader.read().then(
+      (r) => {
+        a.reading = false;
+        if (r.done) a.done = true;
+        else if (r.value.byteLength > 0) {
+          a.chunks.push(r.value);
+          a.bytes += r.value.byteLength;
+          a.end += r.value.byteLength;
+        }
+        a.wake?.();
+        this.pump(a);
+      },
+      (e: unknown) => {
+        a.reading = false;
+        a.error = e ?? new Error('the body stream failed');
+        a.wake?.();
+      },
+    );
+  }
+
+  /** The next chunk read ahead on the current body: waits for one (the stall timer armed meanwhile); null at the body's end. */
+  private async take(a: ReadAhead): Promise<Uint8Array | null> {
+    for (;;) {
+      const c = a.chunks.shift();
+      if (c) {
+        a.bytes -= c.byteLength;
+        this.pump(a);
+        return c;
+      }
+      // What was read is passed on first; then the error, or the end.
+      if (a.error !== null) throw a.error;
+      if (a.done) return null;
+      this.pump(a);
+      if (!a.reading) return null; // every byte wanted was read: the rest of the body is not
+      this.arm();
+      try {
+        await new Promise<void>((r) => (a.wake = r));
+      } finally {
+        a.wake = null;
+        this.disarm();
+      }
+    }
   }
 
   /** The next bytes of the current response at `pos` (skipping what comes before it, cut at `to`), or null at its end. */
   private async read(): Promise<Uint8Array | null> {
     for (;;) {
       let value: Uint8Array;
-      if (this.reader) {
-        this.arm();
-        let r: ReadableStreamReadResult<Uint8Array>;
+      if (this.ahead) {
+        let r: Uint8Array | null;
         try {
-          r = await this.reader.read();
+          r = await this.take(this.ahead);
         } catch (e) {
           throw new Attempt(
             this.stalled
@@ -321,11 +399,9 @@ export class HttpBody {
                   this.url,
                 ),
           );
-        } finally {
-          this.disarm();
         }
-        if (r.done) return null;
-        value = r.value;
+        if (!r) return null;
+        value = r;
       } else if (this.whole) {
         value = this.whole;
         this.whole = null;

@@ -225,6 +225,63 @@ describe('an interrupted download resumes in a new HubSource', () => {
     });
   }
 
+  // A fetch body stream that errors drops the bytes it had received but not yet handed to a read (undici and Chromium
+  // alike): bytes that arrived while the loader was busy (a cache write, a GPU upload) were lost to the resume. Here the
+  // store takes 5 ms per write, as IndexedDB may, and the consumer 5 ms per range, as an upload may; the partial must
+  // hold every byte the server sent before the cut.
+  const slowStore = () => {
+    const store = recordingStore();
+    const set = store.set;
+    store.set = async (k, v) => {
+      await new Promise((r) => setTimeout(r, 5));
+      return set(k, v);
+    };
+    return store;
+  };
+  for (const [what, chunkSize, cut] of [
+    ['larger than one cache chunk', 16 << 10, 299_999],
+    ['within the first cache chunk', 1 << 20, 300_001],
+  ] as const) {
+    it(`a cut ${what} keeps every byte sent before it, with a busy loader: a new HubSource asks for bytes=<cut>-`, async () => {
+      const store = slowStore();
+      const key = source().cacheKey('model.safetensors');
+      hub.fault({ match: 'model.safetensors', kind: 'truncate', afterBytes: cut, whole: true });
+      const wanted = Array.from({ length: 40 }, (_, i) => [i * 20_000, i * 20_000 + 1000] as const);
+      const read = async () => {
+        for await (const _ of source(new IdbCache({ store, chunkSize }), { retries: 0 }).readRanges('model.safetensors', wanted)) {
+          void _;
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      };
+      await expect(read()).rejects.toThrow(HubError);
+      expect(weightRequests().at(-1)!.bytes).toBe(cut);
+      expect((store.map.get(`part:${key}`) as { written: number }).written).toBe(cut);
+
+      hub.reset();
+      const cache = new IdbCache({ store, chunkSize });
+      expect(same(await tensors(source(cache)))).toEqual(asLocal());
+      expect(ranges(weightRequests()).at(-1)).toEqual([206, `bytes=${cut}-`]);
+      expect(Buffer.from((await cache.get(key))!).equals(file)).toBe(true);
+    });
+  }
+
+  it('inside one load, a cut resumes at the byte it reached (the streamed load, with a slow cache)', async () => {
+    const store = slowStore();
+    hub.fault({ match: 'model.safetensors', kind: 'truncate', afterBytes: 250_000, whole: true });
+    const cache = new IdbCache({ store, chunkSize: 16 << 10 });
+    expect(same(await tensors(source(cache)))).toEqual(asLocal());
+    expect(ranges(weightRequests()).slice(2)).toEqual([
+      [200, undefined],
+      [206, 'bytes=250000-'],
+    ]);
+    expect(
+      weightRequests()
+        .slice(2)
+        .map((r) => r.bytes),
+    ).toEqual([250_000, file.length - 250_000]);
+    expect(Buffer.from((await cache.get(source().cacheKey('model.safetensors')))!).equals(file)).toBe(true);
+  });
+
   it('HubSource.cacheFile downloads into the cache without a load, resuming the same way', async () => {
     const dir = path.join(tmp, 'cachefile');
     hub.fault({ match: 'model.safetensors', kind: 'truncate', afterBytes: 123_457 });
