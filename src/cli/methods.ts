@@ -63,9 +63,10 @@ export async function methodsCommand(args: string[], plugins: PluginScan, engine
     allowPositionals: true,
     strict: true,
   });
-  // The plain list needs no GPU: only --counts builds a model.
+  // The plain list needs no GPU, except to compile the kernels of plug-ins (a broken one stops every command): only --counts builds a model.
   if (!values.counts) {
     if (positionals.length) throw new ConfigError(`methods: unexpected ${positionals.join(' ')}; did you mean methods --counts <config.yaml>?`);
+    if (plugins.installed.length) (await engine()).ctx.destroy();
     return formatMethods(plugins);
   }
   const e = await engine();
