@@ -337,6 +337,10 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(await page.textContent('[data-testid=checkpoints]')).toContain('checkpoint-3');
     console.log(`paused at step ${measured.pausedAtStep ?? '(the run ended first)'} and resumed`);
     expect(await page.textContent('[data-testid=peak-memory]')).toMatch(/[KM]iB/);
+    // Beside it, the Model panel's estimate for the run's settings (the form's: the run started from it).
+    expect(await page.getAttribute('[data-testid=peak-memory-estimate]', 'data-bytes')).toBe(
+      await page.getAttribute('[data-testid=memory-estimate]', 'data-bytes'),
+    );
     await shot(page, 'studio-train');
 
     // Export: adapter (HF PEFT names), the YAML, and everything as a zip.

@@ -48,8 +48,10 @@
  * buffer up to its size class: up to 1/8 above the request).
  */
 import { bucketSize } from '../gpu/pool';
+import type { MethodInfo } from '../methods/select';
 import type { MethodMemory } from '../methods/types';
-import type { ModelSummary } from '../worker/api';
+import type { ModelSummary, TrainableCount } from '../worker/api';
+import { countConfig } from './config-form';
 
 /** What the estimate reads of a model: its shape (a ModelSummary, or a ModelConfig with numParams). */
 export type MemoryModel = Pick<
@@ -132,4 +134,40 @@ export function estimateTrainingBytes(m: MemoryModel, x: MemoryInputs): MemoryEs
   const weights = x.residentBytes ?? (m.weightBytes ?? 4 * m.numParams) + 4 * x.trainable;
   const trainable = 4 * x.trainable + 8 * (x.adamw ?? x.trainable);
   return { weights, trainable, activations, total: weights + trainable + activations };
+}
+
+/**
+ * The estimate for an experiment's settings (batch, cutoff_len,
+ * gradient_checkpointing) from a trainable-parameter count of its method on
+ * the model: what the Model panel shows for the form, and the Train screen
+ * beside a run's measured peak.
+ */
+export function estimateForConfig(m: MemoryModel, count: TrainableCount, config: Record<string, unknown>): MemoryEstimate {
+  return estimateTrainingBytes(m, {
+    trainable: count.trainable,
+    batch: Number(config.per_device_train_batch_size) || 1,
+    seq: Number(config.cutoff_len) || 1,
+    recompute: config.gradient_checkpointing === true,
+    residentBytes: count.residentBytes,
+    adamw: count.adamw,
+    virtualTokens: count.virtualTokens,
+    memory: count.memory,
+  });
+}
+
+/**
+ * The estimate for a run's config (RunInfo.config), or null when the page's
+ * count does not describe it: the count was made for other method options
+ * (`countKey`: StudioState.countTargetKey when it was made) or the loaded model
+ * is not the run's. The Train screen shows it beside the measured peak.
+ */
+export function estimateForRun(
+  m: MemoryModel & Pick<ModelSummary, 'repo'>,
+  count: TrainableCount,
+  countKey: string,
+  config: Record<string, unknown>,
+  methods: MethodInfo[],
+): MemoryEstimate | null {
+  if (m.repo !== config.model_name_or_path || countKey !== JSON.stringify(countConfig(config, methods))) return null;
+  return estimateForConfig(m, count, config);
 }
