@@ -59,6 +59,8 @@ export interface RunRecord {
   totalSteps: number;
   trainableParams: number;
   numParams: number;
+  /** Whether its method folds into the base weights (the attached method has `merge`); unset in runs stored before it was recorded. */
+  mergeable?: boolean;
   summary?: RunSummary;
   /** Evaluation results (eval_loss, accuracy, PSCP, ...). */
   metrics?: Record<string, number | string | null>;

@@ -193,6 +193,8 @@ export interface RunInfo {
   totalSteps: number;
   trainableParams: number;
   numParams: number;
+  /** Whether the run's method merges into the base weights (merged and ONNX exports); undefined until the run has attached it, and for runs stored before this was recorded. */
+  mergeable?: boolean;
   /** all_results.json of a finished run (HF meanings: train_loss is the mean over training). */
   summary?: TrainResults;
   metrics?: Record<string, number | string | null>;

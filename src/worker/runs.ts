@@ -101,6 +101,8 @@ export class Runs {
       totalSteps: trainer.totalSteps,
       trainableParams: trainer.trainableCount(),
       numParams: prepared.model.numParams(),
+      // As the CLI decides NotMergeableError: the method's folder declares merge or not.
+      mergeable: !!prepared.method.merge,
     });
   }
 
@@ -226,6 +228,7 @@ export class Runs {
       totalSteps: r.totalSteps,
       trainableParams: r.trainableParams,
       numParams: r.numParams,
+      mergeable: r.mergeable,
       summary: r.summary,
       metrics: r.metrics,
       error: status !== r.status ? 'The run was interrupted (the tab was closed or crashed) while training.' : r.error,
