@@ -68,6 +68,7 @@ describe('a BF16 model in the studio', () => {
         [206, expect.stringMatching(/^bytes=0-\d+$/)],
         [200, null],
       ]);
+      expect(await page.getAttribute('[data-testid=load-progress] li[data-file="model.safetensors"]', 'data-cached')).not.toBe('true');
 
       const { prompt } = referenceGreedy(0, NEW_TOKENS);
       await page.click('[data-testid=nav-playground]');
@@ -95,6 +96,8 @@ describe('a BF16 model in the studio', () => {
       expect(await page.$('[data-testid=dtype-changed]')).toBeNull();
       // Only the probe for an optional file the repo lacks (chat_template.jinja: 404, never cached) reaches the server.
       expect(hub.requests.filter((r) => r.status !== 404)).toEqual([]);
+      // ...and the panel says so.
+      expect(await page.textContent('[data-testid=load-progress] li[data-file="model.safetensors"][data-cached=true]')).toContain('from the browser cache');
     } catch (err) {
       console.log(`--- browser console ---\n${log.join('\n')}\n--- end ---`);
       throw err;

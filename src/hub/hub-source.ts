@@ -172,7 +172,7 @@ export class HubSource implements FileSource {
       const hit = await this.cache.get(key);
       if (hit && hit.byteLength > maxBytes) throw fileTooLarge(this.id, path, hit.byteLength, maxBytes);
       if (hit) {
-        onProgress?.({ file: path, loaded: hit.byteLength, total: hit.byteLength });
+        onProgress?.({ file: path, loaded: hit.byteLength, total: hit.byteLength, cached: true });
         return hit;
       }
     }
@@ -284,12 +284,12 @@ export class HubSource implements FileSource {
         const hit = await this.cache.getRange(key, ranges[i][0], ranges[i][1]);
         if (!hit) break; // damaged (and deleted): the rest comes from the Hub
         size = hit.size;
-        onProgress?.({ file: path, loaded: Math.min(ranges[i][1], size), total: size });
+        onProgress?.({ file: path, loaded: Math.min(ranges[i][1], size), total: size, cached: true });
         yield hit.bytes;
       }
       if (i === ranges.length) {
         // The last event says "done", once.
-        if (size >= 0 && Math.min(ranges.at(-1)![1], size) !== size) onProgress?.({ file: path, loaded: size, total: size });
+        if (size >= 0 && Math.min(ranges.at(-1)![1], size) !== size) onProgress?.({ file: path, loaded: size, total: size, cached: true });
         return;
       }
       todo = ranges.slice(i);

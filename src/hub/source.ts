@@ -22,6 +22,8 @@ export interface FileProgress {
   loaded: number;
   /** Total bytes, or 0 when the size is not known in advance. */
   total: number;
+  /** The bytes came from the source's cache (IndexedDB in a browser), not over the network. */
+  cached?: true;
 }
 
 export type ProgressCallback = (p: FileProgress) => void;

@@ -35,6 +35,8 @@ export interface LoadProgress {
   loaded: number;
   /** Bytes expected; 0 when the server did not say. */
   total: number;
+  /** Read from the browser cache (IndexedDB), not downloaded. */
+  cached?: boolean;
 }
 
 export interface LoadModelOptions {

@@ -182,9 +182,9 @@ export function throttle(fn: ((p: LoadProgress) => void) | undefined): { push(p:
       if (done || now - (last.get(p.file) ?? -Infinity) >= PROGRESS_INTERVAL_MS) {
         last.set(p.file, now);
         pending.delete(p.file);
-        fn({ file: p.file, loaded: p.loaded, total: p.total });
+        fn({ file: p.file, loaded: p.loaded, total: p.total, ...(p.cached ? { cached: true } : {}) });
       } else {
-        pending.set(p.file, { file: p.file, loaded: p.loaded, total: p.total });
+        pending.set(p.file, { file: p.file, loaded: p.loaded, total: p.total, ...(p.cached ? { cached: true } : {}) });
       }
     },
     flush() {

@@ -96,7 +96,7 @@ describe('HubSource against the local hub server', () => {
     const second = await s.get('config.json', (p) => events.push(p));
     expect(hub.count()).toBe(1);
     expect(Buffer.from(second).equals(Buffer.from(first))).toBe(true);
-    expect(events).toEqual([{ file: 'config.json', loaded: first.length, total: first.length }]);
+    expect(events).toEqual([{ file: 'config.json', loaded: first.length, total: first.length, cached: true }]);
     expect(await s.has('config.json')).toBe(true);
     expect(hub.count()).toBe(1);
     // Another source with the same cache but another revision misses.

@@ -113,8 +113,14 @@ describe('Hub loads stream one tensor at a time', () => {
     hub.reset();
     store.largest.get = 0;
     const warm = { maxRead: 0 };
-    expect(same(await tensors(source(cache), { stats: warm }))).toEqual(asLocal());
+    const warmEvents: FileProgress[] = [];
+    expect(same(await tensors(source(cache), { stats: warm, onProgress: (p) => p.file === 'model.safetensors' && warmEvents.push(p) }))).toEqual(asLocal());
     expect(hub.requests).toEqual([]);
+    // Progress says the bytes came from the cache (the Model panel's "from the browser cache"); the download above said nothing of it.
+    expect(warmEvents.length).toBeGreaterThan(0);
+    expect(warmEvents.every((p) => p.cached === true)).toBe(true);
+    expect(warmEvents.at(-1)).toEqual({ file: 'model.safetensors', loaded: file.length, total: file.length, cached: true });
+    expect(events.some((p) => p.cached)).toBe(false);
     expect(warm.maxRead).toBeLessThanOrEqual(LARGEST);
     expect(store.largest.get).toBeLessThanOrEqual(CHUNK);
   });
