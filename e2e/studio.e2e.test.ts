@@ -341,6 +341,7 @@ describe('studio with WebGPU (SwiftShader)', () => {
     expect(await page.getAttribute('[data-testid=peak-memory-estimate]', 'data-bytes')).toBe(
       await page.getAttribute('[data-testid=memory-estimate]', 'data-bytes'),
     );
+    console.log('Train screen memory:', await page.textContent('[data-testid=peak-memory]'), await page.textContent('[data-testid=peak-memory-estimate]'));
     await shot(page, 'studio-train');
 
     // Export: adapter (HF PEFT names), the YAML, and everything as a zip.
