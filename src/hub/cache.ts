@@ -14,6 +14,7 @@
  * This file is browser-safe; the Node folder cache lives in ./node.ts.
  */
 import * as idb from 'idb-keyval';
+import { concat } from './source';
 
 export interface FileCache {
   /** The cached bytes, or undefined on a miss (including a damaged entry). */
@@ -129,15 +130,7 @@ export class MemoryCache implements FileCache {
     let chunks: Uint8Array[] = [];
     let pos = 0;
     // The partial record holds what was written when the writer closed.
-    const flat = () => {
-      const out = new Uint8Array(pos);
-      let at = 0;
-      for (const c of chunks) {
-        out.set(c, at);
-        at += c.byteLength;
-      }
-      return out;
-    };
+    const flat = () => concat(chunks, pos);
     return {
       written: old?.bytes.byteLength ?? 0,
       etag: old?.etag ?? null,

@@ -42,6 +42,18 @@ export async function readFileBytes(file: string, name = file, onProgress?: Prog
   }
 }
 
+/** Bytes [start, end) of an open file, fewer where it ends first (a positioned read: nothing else is read). */
+async function readAt(fh: fs.FileHandle, start: number, end: number): Promise<Uint8Array> {
+  const bytes = new Uint8Array(Math.max(0, end - start));
+  let at = 0;
+  while (at < bytes.length) {
+    const { bytesRead } = await fh.read(bytes, at, bytes.length - at, start + at);
+    if (bytesRead === 0) break;
+    at += bytesRead;
+  }
+  return bytes.subarray(0, at);
+}
+
 /** Writes through a temporary file and a rename, so readers never see half a file. */
 async function writeAtomic(file: string, bytes: Uint8Array | string): Promise<void> {
   const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
@@ -159,14 +171,7 @@ export class NodeFolderCache implements FileCache {
       }
       this.verified.add(stamp);
       const [s, e] = clampRange(start, end, st.size);
-      const bytes = new Uint8Array(e - s);
-      let at = 0;
-      while (at < bytes.length) {
-        const { bytesRead } = await fh.read(bytes, at, bytes.length - at, s + at);
-        if (bytesRead === 0) break;
-        at += bytesRead;
-      }
-      return { bytes: bytes.subarray(0, at), size: st.size };
+      return { bytes: await readAt(fh, s, e), size: st.size };
     } finally {
       await fh.close().catch(() => {});
     }
@@ -325,12 +330,8 @@ class NodeWriter implements CacheWriter {
     const [s, e] = clampRange(start, end, this.written);
     const fh = this.fh ?? (await fs.open(this.p.part, fsConstants.O_RDONLY));
     try {
-      const out = new Uint8Array(e - s);
-      for (let at = 0; at < out.length;) {
-        const { bytesRead } = await fh.read(out, at, out.length - at, s + at);
-        if (bytesRead === 0) throw new Error(`${this.p.part} ended at ${s + at} of ${this.written} bytes`);
-        at += bytesRead;
-      }
+      const out = await readAt(fh, s, e);
+      if (out.length < e - s) throw new Error(`${this.p.part} ended at ${s + out.length} of ${this.written} bytes`);
       return out;
     } finally {
       if (fh !== this.fh) await fh.close();
@@ -468,15 +469,7 @@ export class LocalFolderSource implements FileSource {
     }
     try {
       const { size } = await fh.stat();
-      const to = Math.max(start, Math.min(end, size));
-      const bytes = new Uint8Array(to - start);
-      let at = 0;
-      while (at < bytes.length) {
-        const { bytesRead } = await fh.read(bytes, at, bytes.length - at, start + at);
-        if (bytesRead === 0) break;
-        at += bytesRead;
-      }
-      return { bytes: bytes.subarray(0, at), size };
+      return { bytes: await readAt(fh, start, Math.max(start, Math.min(end, size))), size };
     } catch (e) {
       throw new HubError(`Could not read ${full}: ${(e as Error).message}. Check that it is a file.`, full);
     } finally {
